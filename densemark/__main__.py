@@ -1,0 +1,5 @@
+import sys
+
+from densemark.cli import main
+
+sys.exit(main())
