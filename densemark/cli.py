@@ -15,7 +15,7 @@ from densemark.errors import DensemarkError
 _PARTS = (
     "densemark.faces.cli",
     "densemark.sampling.cli",
-    "densemark.blender_cli",
+    "densemark.sampling.blender_cli",
 )
 
 

@@ -1,0 +1,41 @@
+"""Shared fixtures.
+
+Real reference data is found through one setting, ``DENSEMARK_REAL_DATA`` (CI sets it to
+``../shared/real``; when unset, ``../shared/real`` beside the repository is tried). Tests that
+need it skip with a reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from densemark.config import REAL_DATA_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _real_dir() -> Path | None:
+    v = os.environ.get(REAL_DATA_ENV)
+    p = Path(v) if v else ROOT.parent / "shared" / "real"
+    if not p.is_absolute():
+        p = (ROOT / p) if not p.exists() else p
+    return p if p.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def real_dir() -> Path:
+    """The real reference data folder; skips the test when it is absent."""
+    p = _real_dir()
+    if p is None:
+        pytest.skip(f"real reference data not found (set {REAL_DATA_ENV} to the folder holding bfm/, template/, ...)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def real_template(real_dir):
+    from densemark.faces.template import load_template
+
+    return load_template(real_dir / "template")
