@@ -1,0 +1,44 @@
+"""Run reports: what a stage did, how long it took, and which samples it quarantined."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from densemark import __version__
+from densemark.atomic import write_json
+
+
+@dataclass
+class RunReport:
+    """Collects a stage's counts and its quarantine list (bad samples skipped, with the reason)."""
+
+    stage: str
+    params: dict = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    quarantine: list[dict[str, str]] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    def count(self, key: str, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def quarantined(self, sample: str, error: BaseException | str) -> None:
+        self.quarantine.append({"sample": str(sample), "error": str(error)})
+        self.count("quarantined")
+
+    def to_dict(self) -> dict:
+        return {
+            "stage": self.stage,
+            "densemark": __version__,
+            "params": self.params,
+            "counts": dict(sorted(self.counts.items())),
+            "quarantine": sorted(self.quarantine, key=lambda q: q["sample"]),
+            **self.extra,
+        }
+
+    def write(self, path: str | Path) -> Path:
+        """Write the report (atomically). Wall time is printed, not stored, so reports are reproducible."""
+        print(f"{self.stage}: {dict(sorted(self.counts.items()))} in {time.time() - self.started:.1f} s")
+        return write_json(path, self.to_dict())
