@@ -38,11 +38,11 @@ def uv_to_pixels(uv: np.ndarray, res: int) -> np.ndarray:
 def _barycentric(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """face3d's barycentrics of points p (..., 2) in triangles (a, b, c): returns (w_a, w_b, w_c, deno)."""
     v0, v1, v2 = c - a, b - a, p - a
-    d00 = (v0 * v0).sum(-1)
-    d01 = (v0 * v1).sum(-1)
-    d02 = (v0 * v2).sum(-1)
-    d11 = (v1 * v1).sum(-1)
-    d12 = (v1 * v2).sum(-1)
+
+    def dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return x[..., 0] * y[..., 0] + x[..., 1] * y[..., 1]
+
+    d00, d01, d02, d11, d12 = dot(v0, v0), dot(v0, v1), dot(v0, v2), dot(v1, v1), dot(v1, v2)
     deno = d00 * d11 - d01 * d01
     inv = np.divide(1.0, deno, out=np.zeros_like(deno), where=deno != 0)
     wc = (d11 * d02 - d01 * d12) * inv
