@@ -106,7 +106,7 @@ def load_bfm_mat(path: PathLike, name: str | None = None) -> MorphableModel:
     tri = load_triangles(_field(m, path, "tri"), path, "model.tri", n, one_based=True)
     tri_mouth = (
         load_triangles(m["tri_mouth"], path, "model.tri_mouth", n, one_based=True)
-        if "tri_mouth" in m
+        if "tri_mouth" in m and np.size(m["tri_mouth"]) > 0
         else np.zeros((0, 3), np.int64)
     )
     kpt = check_array(_field(m, path, "kpt_ind"), path, "model.kpt_ind", (68,), squeeze=True)
