@@ -1,0 +1,71 @@
+"""Import the paper's published landmark set (dense3DFaceLandmarks ``data/`` files).
+
+Files (floats in scientific notation, one per line):
+
+* ``vertices_520_sel_from_blender.txt``: (520,) template vertex ids, the landmark order;
+* ``vertices_68_fil_520.txt``: (68,) positions of the 68 keypoints inside the 520;
+* ``vertices_68.txt`` (optional): (68,) the keypoints as template ids, cross-checked.
+
+The paper's set is not mirror-symmetric: its mirror pairing is the best matching with honest
+residuals (see :func:`densemark.sampling.symmetry.mirror_match`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from densemark.errors import InputError
+from densemark.faces.template import FaceTemplate
+from densemark.sampling.landmark_set import LandmarkSet, make_set
+
+IDS_FILE = "vertices_520_sel_from_blender.txt"
+KPT_POS_FILE = "vertices_68_fil_520.txt"
+KPT_IDS_FILE = "vertices_68.txt"
+
+
+def read_id_list(path: str | os.PathLike, field: str) -> np.ndarray:
+    """(N,) int64 from a text file of numbers, one per line; every value must be a whole number >= 0."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, field, "file not found")
+    try:
+        x = np.loadtxt(p, ndmin=1, dtype=np.float64)
+    except ValueError as exc:
+        raise InputError(p, field, f"cannot parse numbers ({exc})") from exc
+    if x.ndim != 1 or x.size == 0:
+        raise InputError(p, field, f"expected one number per line, got shape {x.shape}")
+    if not np.isfinite(x).all() or (x != np.round(x)).any() or (x < 0).any():
+        raise InputError(p, field, "expected whole numbers >= 0")
+    return x.astype(np.int64)
+
+
+def import_seed(seed_dir: str | os.PathLike, template: FaceTemplate, *, name: str = "basak2023-520") -> LandmarkSet:
+    """The paper's set as a :class:`LandmarkSet` on ``template``.
+
+    Raises:
+        InputError: a file is missing or malformed, ids are out of range or repeated, or
+            ``vertices_68.txt`` (when present) disagrees with the 520 list at the 68 positions.
+    """
+    d = Path(seed_dir)
+    ids = read_id_list(d / IDS_FILE, "ids")
+    pos = read_id_list(d / KPT_POS_FILE, "kpt68")
+    if ids.max() >= template.n_vertices:
+        raise InputError(d / IDS_FILE, "ids", f"ids out of range 0..{template.n_vertices - 1}")
+    if len(np.unique(ids)) != len(ids):
+        raise InputError(d / IDS_FILE, "ids", "repeated ids")
+    if pos.shape != (68,) or pos.max() >= len(ids):
+        raise InputError(d / KPT_POS_FILE, "kpt68", f"expected 68 positions in 0..{len(ids) - 1}")
+    if (d / KPT_IDS_FILE).is_file():
+        k68 = read_id_list(d / KPT_IDS_FILE, "vertices_68")
+        if k68.shape != (68,) or not np.array_equal(ids[pos], k68):
+            raise InputError(d / KPT_IDS_FILE, "vertices_68", f"disagrees with {IDS_FILE}[{KPT_POS_FILE}]")
+    return make_set(
+        template,
+        ids,
+        name=name,
+        kpt68=pos,
+        sampler={"method": "import", "source": "dense3DFaceLandmarks data/" + IDS_FILE},
+    )

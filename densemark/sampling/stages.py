@@ -1,0 +1,100 @@
+"""Stage functions of the sampling part: ``(input paths, params) -> output paths + report``.
+
+What the CLI, ``dvc.yaml`` and the flows call. Every file is written atomically; the
+landmark-set JSON is byte-stable for the same inputs and parameters.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from densemark.atomic import write_json, write_text
+from densemark.faces.template import FaceTemplate, load_template
+from densemark.sampling.compare import compare_sets, plot_sets, report_markdown, set_stats
+from densemark.sampling.landmark_set import LandmarkSet
+from densemark.sampling.params import SampleParams
+from densemark.sampling.sampler import sample_set
+from densemark.sampling.seed_import import import_seed
+
+PathLike = str | os.PathLike
+
+
+def _template(t: PathLike | FaceTemplate) -> FaceTemplate:
+    return t if isinstance(t, FaceTemplate) else load_template(t)
+
+
+def run_sample(
+    template_dir: PathLike | FaceTemplate,
+    params: SampleParams,
+    out_json: PathLike,
+    report_json: PathLike | None = None,
+    plot_png: PathLike | None = None,
+) -> dict:
+    """Sample a landmark set on the template and write it (plus optional report and plot).
+
+    Returns:
+        ``{"outputs": {...paths}, "report": {rounds, counts, final, stats, seconds}}``.
+    """
+    t0 = time.perf_counter()
+    tpl = _template(template_dir)
+    ls, rep = sample_set(tpl, params)
+    rep = {**rep, "seconds_sampling": round(time.perf_counter() - t0, 3)}
+    outputs = {"set": ls.save(out_json)}
+    rep["set_sha256"] = ls.sha256()
+    if report_json is not None or plot_png is not None:
+        rep["stats"] = set_stats(tpl, ls)
+    if plot_png is not None:
+        plot_sets(tpl, [ls], plot_png, title=f"{ls.name}: {len(ls)} landmarks")
+        outputs["plot"] = Path(plot_png)
+    if report_json is not None:
+        outputs["report"] = write_json(report_json, rep)
+    return {"outputs": outputs, "report": rep}
+
+
+def run_compare(
+    a: PathLike,
+    b: PathLike,
+    template_dir: PathLike | FaceTemplate,
+    out_md: PathLike | None = None,
+    out_png: PathLike | None = None,
+    out_json: PathLike | None = None,
+) -> dict:
+    """Compare two set files on the template (both must be for it).
+
+    Returns:
+        ``{"outputs": {...paths}, "report": compare_sets(...), "markdown": str}``.
+    """
+    tpl = _template(template_dir)
+    sa, sb = LandmarkSet.load(a, tpl), LandmarkSet.load(b, tpl)
+    rep = compare_sets(tpl, sa, sb)
+    md = report_markdown(rep)
+    outputs: dict[str, Path] = {}
+    if out_md is not None:
+        outputs["markdown"] = write_text(out_md, md)
+    if out_json is not None:
+        outputs["report"] = write_json(out_json, rep)
+    if out_png is not None:
+        plot_sets(tpl, [sa, sb], out_png, title=f"{sa.name} vs {sb.name}")
+        outputs["plot"] = Path(out_png)
+    return {"outputs": outputs, "report": rep, "markdown": md}
+
+
+def run_import_seed(
+    seed_dir: PathLike, template_dir: PathLike | FaceTemplate, out_json: PathLike, *, name: str = "basak2023-520"
+) -> dict:
+    """Import the paper's published set (see :mod:`densemark.sampling.seed_import`) and write it."""
+    tpl = _template(template_dir)
+    ls = import_seed(seed_dir, tpl, name=name)
+    path = ls.save(out_json)
+    r = ls.mirror_residual
+    rep = {
+        "count": len(ls),
+        "sha256": ls.sha256(),
+        "mirror_exact": ls.mirror_exact,
+        "exact_fraction": float((r == 0).mean()),
+        "residual_median": float(sorted(r)[len(r) // 2]),
+        "residual_max": float(r.max()),
+    }
+    return {"outputs": {"set": path}, "report": rep}
