@@ -78,7 +78,7 @@ class MorphableModel:
         """Model instances.
 
         Args:
-            shape_para: (S,) or (B, S) identity coefficients (300W-LP ``Shape_Para``; 
+            shape_para: (S,) or (B, S) identity coefficients (300W-LP ``Shape_Para``;
                 extra trailing coefficients beyond the basis are an error, missing ones are zero).
             exp_para: (E,) or (B, E) expression coefficients (300W-LP ``Exp_Para``).
 

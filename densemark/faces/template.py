@@ -14,6 +14,7 @@ template in the same four files, so one reader serves both.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from densemark.atomic import atomic_path, save_npy
+from densemark.atomic import atomic_path, save_npy, write_json
 from densemark.errors import InputError
 from densemark.faces.io import load_npy
 from densemark.faces.validate import check_array, check_indices
@@ -102,12 +103,24 @@ def _read_txt(path: Path, field: str) -> np.ndarray:
         raise InputError(path, field, f"cannot parse as a numeric text table ({exc})") from exc
 
 
-def load_template(folder: str | os.PathLike, res: int = 256) -> FaceTemplate:
+def load_template(folder: str | os.PathLike, res: int | None = None) -> FaceTemplate:
     """Read a template folder in PRNet's format (see module docstring).
 
     ``triangles.txt`` may be absent: the UV-grid triangulation is then built from ``face_ind``.
+    The map side comes from ``template_info.json`` (written by :func:`save_template`) when
+    present, else ``res`` (default 256, PRNet's); the two must agree when both are given.
     """
     d = Path(folder)
+    info = d / "template_info.json"
+    if info.is_file():
+        try:
+            saved = int(json.loads(info.read_text(encoding="utf-8"))["res"])
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(info, "res", f"cannot read the map side ({exc})") from exc
+        if res is not None and res != saved:
+            raise InputError(info, "res", f"template was saved at {saved}x{saved}, asked for {res}")
+        res = saved
+    res = 256 if res is None else res
     fi_raw = _read_txt(d / "face_ind.txt", "face_ind").reshape(-1)
     face_ind = check_indices(check_array(fi_raw, d / "face_ind.txt", "face_ind", (None,)), d / "face_ind.txt", "face_ind", res * res)
     if np.any(np.diff(face_ind) <= 0):
@@ -137,6 +150,7 @@ def save_template(t: FaceTemplate, folder: str | os.PathLike) -> Path:
         with atomic_path(d / name) as tmp:
             np.savetxt(tmp, arr, fmt=fmt)
     save_npy(d / "canonical_vertices.npy", t.vertices.astype(np.float64))
+    write_json(d / "template_info.json", {"res": t.res, "n_vertices": t.n_vertices, "sha256": t.sha256()})
     return d
 
 
