@@ -14,6 +14,7 @@ from densemark.errors import DensemarkError
 
 _PARTS = (
     "densemark.faces.cli",
+    "densemark.faces.synthetic_cli",
     "densemark.sampling.cli",
     "densemark.sampling.blender_cli",
 )

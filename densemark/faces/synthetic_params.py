@@ -2,12 +2,62 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class SyntheticParams(BaseModel):
-    """The procedural face model and the synthetic 300W-LP / AFLW2000-3D style sources."""
+    """The procedural face model and the synthetic 300W-LP / AFLW2000-3D style sources.
+
+    Every random draw is keyed by ``seed`` (model: ``(seed, 100)``-style keys; training sample
+    ``i``: ``(seed, 0, i)``; test sample ``i``: ``(seed, 1, i)``), so the same parameters give
+    byte-identical files.
+
+    Pose: ``|yaw|`` is uniform on ``[0, yaw_core_deg]`` with probability ``1 - yaw_tail_prob``
+    and uniform on ``[yaw_core_deg, yaw_max_deg]`` otherwise (300W-LP's spread: most faces
+    within +-60 degrees, some to +-90); pitch and roll are normal, clipped.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     seed: int = 0
+    # --- model ---
+    grid: int = Field(161, ge=25, le=255, description="UV grid points per side, odd (the UV map is 256x256)")
+    n_shape: int = Field(199, ge=1, le=199, description="identity basis columns (300W-LP Shape_Para: 199)")
+    n_exp: int = Field(29, ge=1, le=29, description="expression basis columns (300W-LP Exp_Para: 29)")
+    # --- samples ---
+    n_train: int = Field(48, ge=0, description="synthetic 300W-LP samples")
+    n_test: int = Field(16, ge=0, description="synthetic AFLW2000-3D samples")
+    image_size: int = Field(450, ge=64, le=2048)
+    yaw_max_deg: float = Field(90.0, ge=0, le=90)
+    yaw_core_deg: float = Field(60.0, ge=0, le=90)
+    yaw_tail_prob: float = Field(0.2, ge=0, le=1)
+    pitch_std_deg: float = Field(10.0, ge=0, le=45)
+    pitch_max_deg: float = Field(30.0, ge=0, le=60)
+    roll_std_deg: float = Field(8.0, ge=0, le=45)
+    roll_max_deg: float = Field(25.0, ge=0, le=60)
+    scale_min: float = Field(1.0e-3, gt=0, description="Pose_Para s; 1.3e-3 is a ~200 px wide face")
+    scale_max: float = Field(1.6e-3, gt=0)
+    shift_px: float = Field(20.0, ge=0, description="max face-centre offset from the image centre")
+    shape_sigma: float = Field(1.0, ge=0, le=3, description="identity draws: N(0, (shape_sigma * shapeEV)^2)")
+    exp_sigma: float = Field(1.0, ge=0, le=3, description="expression draws: N(0, (exp_sigma * expEV)^2)")
+    ambient_min: float = Field(0.30, ge=0, le=2)
+    ambient_max: float = Field(0.65, ge=0, le=2)
+    diffuse_min: float = Field(0.35, ge=0, le=2)
+    diffuse_max: float = Field(0.85, ge=0, le=2)
+    jpeg_quality_min: int = Field(80, ge=1, le=100)
+    jpeg_quality_max: int = Field(97, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SyntheticParams:
+        if self.grid % 2 == 0:
+            raise ValueError(f"grid must be odd so the midline u = 0.5 is a grid column, got {self.grid}")
+        for lo, hi in (
+            ("yaw_core_deg", "yaw_max_deg"),
+            ("scale_min", "scale_max"),
+            ("ambient_min", "ambient_max"),
+            ("diffuse_min", "diffuse_max"),
+            ("jpeg_quality_min", "jpeg_quality_max"),
+        ):
+            if getattr(self, lo) > getattr(self, hi):
+                raise ValueError(f"{lo} ({getattr(self, lo)}) must not exceed {hi} ({getattr(self, hi)})")
+        return self

@@ -1,0 +1,431 @@
+"""Synthetic 300W-LP and AFLW2000-3D style sources, written in the real file formats.
+
+Sample ``i`` of the training source (300W-LP style) draws everything from
+``np.random.default_rng((seed, 0, i))``; the test source (AFLW2000-3D style) uses
+``(seed, 1, i)``, so the two never share a draw. Each sample is a 450x450 JPEG and a ``.mat``
+with exactly the real fields and dtypes:
+
+* ``pt2d`` (2, 68) float64 (300W-LP) / (2, 21) float64 (AFLW), ``roi`` (1, 4) int16,
+  ``Illum_Para`` (1, 10) float64, ``Color_Para`` (1, 7) float32, ``Tex_Para`` (199, 1) float64,
+  ``Shape_Para`` (S, 1) float64, ``Exp_Para`` (E, 1) float64, ``Pose_Para`` (1, 7) float32
+  ``[pitch, yaw, roll, tx, ty, tz, s]``; AFLW adds ``pt3d_68`` (3, 68) float32.
+* ``pt2d`` / ``pt3d_68`` are the posed keypoint vertices (computed from the float32
+  ``Pose_Para`` as stored) in image space with ``y_img = h - 1 - y``; ``roi`` is 3DDFA's
+  keypoint roi box (square, side = the keypoint box's diagonal).
+* AFLW's 21 points not visible (back-facing or behind the z-buffer) are ``(-1, h + 2)``, the
+  values AFLW2000-3D's own files hold (test ``x < 0``).
+* ``Tex_Para`` holds the standard normals that drive the albedo (the albedo is a fixed function
+  of them), ``Illum_Para`` = [ambient rgb, diffuse rgb, light elevation, light azimuth, 0, 20],
+  ``Color_Para`` = [gain rgb, 0, 0, 0, 1].
+
+Images: per-vertex albedo (skin tone + smooth variation, brows, eye whites and iris, lips,
+mouth interior and teeth, nostrils, optional hair), Lambertian + ambient light of random
+direction and colour, random backgrounds (gradient, shapes, blotches, blur), sensor noise and
+a random JPEG quality.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import scipy.io as sio
+from scipy.special import ndtr
+from tqdm import tqdm
+
+from densemark.atomic import atomic_path, save_npy, write_json
+from densemark.faces import synthetic as fs
+from densemark.faces.model import MorphableModel
+from densemark.faces.pose import transform_3ddfa
+from densemark.faces.render import Raster, render_with_raster, vertex_normals
+from densemark.faces.synthetic_params import SyntheticParams
+
+log = logging.getLogger(__name__)
+
+TRAIN_STREAM, TEST_STREAM = 0, 1
+N_TEX = 199
+INVISIBLE_X = -1.0  # AFLW's marker of an unseen point (its y is h + 2 in the real files)
+_MARGIN = 8.0  # keypoints are kept this many pixels inside the image
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def write_mat(path: str | Path, data: dict[str, np.ndarray]) -> Path:
+    """Write a MATLAB v5 file (compressed, keys in order) with a fixed header, atomically.
+
+    ``scipy.io.savemat`` stamps the creation time into the header; this writer does not, so
+    the same arrays give byte-identical files.
+    """
+    buf = io.BytesIO()
+    sio.savemat(buf, data, do_compression=True, oned_as="column")
+    raw = bytearray(buf.getvalue())
+    raw[:116] = fs.MAT_HEADER.ljust(116, b" ")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(bytes(raw))
+    return Path(path)
+
+
+def write_jpeg(path: str | Path, rgb: np.ndarray, quality: int) -> Path:
+    """Encode (H, W, 3) uint8 RGB as JPEG (deterministic for the same input), atomically."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError(f"JPEG encoding failed for {path}")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.tobytes())
+    return Path(path)
+
+
+def roi_box(pts: np.ndarray) -> np.ndarray:
+    """3DDFA's roi box of (2, K) image points: (4,) float64 ``[x0, y0, x1, y1]``, a square
+    centred on the points' box whose side is that square's diagonal."""
+    x0, y0 = pts[0].min(), pts[1].min()
+    x1, y1 = pts[0].max(), pts[1].max()
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    r = max(x1 - x0, y1 - y0) / 2
+    half = np.sqrt(2.0) * r
+    return np.array([cx - half, cy - half, cx + half, cy + half])
+
+
+# ----------------------------------------------------------------------------- draws
+
+
+def _trunc_normal(rng: np.random.Generator, std: float, lim: float) -> float:
+    return float(np.clip(rng.normal(0.0, std), -lim, lim))
+
+
+def draw_pose(rng: np.random.Generator, params: SyntheticParams) -> np.ndarray:
+    """(7,) float32 ``Pose_Para`` before centring: angles (radians), translation, scale."""
+    if rng.random() < params.yaw_tail_prob and params.yaw_max_deg > params.yaw_core_deg:
+        ay = rng.uniform(params.yaw_core_deg, params.yaw_max_deg)
+    else:
+        ay = rng.uniform(0.0, params.yaw_core_deg)
+    yaw = ay * (1 if rng.random() < 0.5 else -1)
+    pitch = _trunc_normal(rng, params.pitch_std_deg, params.pitch_max_deg)
+    roll = _trunc_normal(rng, params.roll_std_deg, params.roll_max_deg)
+    s = rng.uniform(params.scale_min, params.scale_max)
+    c = params.image_size / 2
+    tx, ty = c + rng.uniform(-params.shift_px, params.shift_px, 2)
+    tz = rng.uniform(-110.0, -40.0)
+    return np.array([*np.radians([pitch, yaw, roll]), tx, ty, tz, s], np.float32)
+
+
+def draw_coefficients(
+    model: MorphableModel, params: SyntheticParams, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Identity (S,) and expression (E,) float64 coefficients ~ N(0, (sigma * EV)^2).
+
+    On the procedural model the mouth only opens (``|x|``) and the eyelids never cross
+    (``eye_close`` clipped to ``[-1, EYE_CLOSE_FULL]``).
+    """
+    sev = model.shape_ev if model.shape_ev.size == model.n_shape else np.ones(model.n_shape)
+    eev = model.exp_ev if model.exp_ev.size == model.n_exp else np.ones(model.n_exp)
+    shape = rng.standard_normal(model.n_shape) * sev * params.shape_sigma
+    exp = rng.standard_normal(model.n_exp) * eev * params.exp_sigma
+    if model.name == "synthetic" and model.n_exp > max(fs.EXP_MOUTH_OPEN, fs.EXP_EYE_CLOSE):
+        exp[fs.EXP_MOUTH_OPEN] = abs(exp[fs.EXP_MOUTH_OPEN])
+        exp[fs.EXP_EYE_CLOSE] = np.clip(exp[fs.EXP_EYE_CLOSE], -1.0, fs.EYE_CLOSE_FULL)
+    return shape.astype(np.float64), exp.astype(np.float64)
+
+
+# ----------------------------------------------------------------------------- texture
+
+
+def _rbf_noise(uv: np.ndarray, w: np.ndarray, level: int) -> np.ndarray:
+    """(N,) smooth field over UV from ``level**2`` RBF weights ``w``."""
+    c = np.linspace(0.0, 1.0, level)
+    cu, cv = np.meshgrid(c, c)
+    d2 = (uv[:, None, 0] - cu.ravel()) ** 2 + (uv[:, None, 1] - cv.ravel()) ** 2
+    phi = np.exp(-0.5 * d2 / (1.0 / level) ** 2)
+    return phi @ w / np.sqrt(phi.sum(1) + 1e-9)
+
+
+def albedo(uv: np.ndarray, tex: np.ndarray) -> np.ndarray:
+    """Per-vertex RGB albedo (N, 3) in [0, 1], a fixed function of UV and ``tex: (199,)`` normals.
+
+    ``tex`` drives: skin tone and tint (0-3), smooth variation (4-52), brow colour/thickness
+    (53-56), iris colour and gaze (57-61), lip colour (62-64), hair (65-70).
+    """
+    u, v = uv[:, 0], uv[:, 1]
+    du = np.abs(u - 0.5)
+    q = ndtr(tex)  # uniforms
+    light, dark = np.array([0.95, 0.80, 0.70]), np.array([0.36, 0.24, 0.17])
+    skin = light + (dark - light) * q[0] ** 1.3
+    skin = skin * (1 + 0.04 * np.array([tex[1], 0.5 * tex[2], 0.5 * tex[3]]))
+    col = np.tile(skin, (uv.shape[0], 1))
+    col *= 1 + 0.06 * np.stack([_rbf_noise(uv, tex[4 + 16 * k : 20 + 16 * k], 4) for k in range(3)], 1)
+    red = 0.5 * fs._g(du, v, 0.17, 0.57, 0.07, 0.06) + 0.4 * fs._g(du, v, 0.0, 0.63, 0.035, 0.05)
+    col = col * (1 - 0.12 * red[:, None]) + 0.12 * red[:, None] * np.array([0.85, 0.35, 0.3])
+    neck = fs._frame(uv)["jaw_out"]
+    col *= (1 - 0.25 * np.clip(neck * 4, 0, 1))[:, None]
+
+    def blend(w: np.ndarray, c: np.ndarray) -> None:
+        w = np.clip(w, 0, 1)[:, None]
+        col[:] = col * (1 - w) + w * c
+
+    # brows
+    hair_col = np.array([0.08, 0.06, 0.05]) + q[53] * np.array([0.45, 0.32, 0.18])
+    vb = 0.835 + 0.014 * (1 - ((du - 0.16) / 0.15) ** 2)
+    thick = 0.008 + 0.006 * q[54]
+    brow = np.exp(-0.5 * ((v - vb) / thick) ** 4) * fs._smoothstep(0.30, 0.24, du) * fs._smoothstep(0.05, 0.075, du)
+    blend(brow * (0.75 + 0.2 * q[55]), hair_col)
+    # eyes: white almond, iris, pupil, lash line
+    eu = (du - fs.EYE_C[0]) / fs.EYE_HALF_W
+    alm = np.clip(1 - eu**2, 0, None)
+    dv = v - fs.EYE_C[1]
+    in_eye = (dv < fs.EYE_UP * alm) & (-dv < fs.EYE_LO * alm)
+    blend(in_eye * 0.9, np.array([0.9, 0.88, 0.85]))
+    gaze = 0.012 * np.clip(tex[57], -1.5, 1.5)
+    ex = np.where(u < 0.5, 0.5 - fs.EYE_C[0], 0.5 + fs.EYE_C[0]) + gaze
+    ri = np.hypot((u - ex) / 0.02, (v - fs.EYE_C[1]) / 0.022)
+    irises = np.array([[0.35, 0.2, 0.1], [0.15, 0.1, 0.06], [0.25, 0.4, 0.6], [0.3, 0.45, 0.25]])
+    iris = irises[int(q[58] * 4) % 4] * (0.8 + 0.4 * q[59])
+    blend(in_eye * (ri < 1), iris)
+    blend(in_eye * (ri < 0.45), np.array([0.03, 0.03, 0.03]))
+    lash = np.exp(-0.5 * ((dv - fs.EYE_UP * alm) / 0.004) ** 2) * (alm > 0)
+    blend(lash * 0.8, hair_col * 0.6)
+    # lips, mouth interior, teeth
+    lipc = np.array([0.75, 0.32, 0.32]) * (0.8 + 0.3 * q[62]) + 0.05 * tex[63:66]
+    lips = fs._sg(du, v, 0.0, 0.483, 0.068, 0.017) + fs._sg(du, v, 0.0, 0.428, 0.062, 0.018)
+    blend(lips * 0.75, lipc)
+    band = (du < fs.MOUTH_DU * np.sqrt(np.clip(1 - ((v - fs.MOUTH_V) / 0.02) ** 2, 0, 1))) & (
+        v > fs.LIP_LO_V + 0.002) & (v < fs.LIP_UP_V - 0.002)  # fmt: skip
+    blend(band * 0.9, np.array([0.25, 0.05, 0.05]))
+    teeth = band & (v > fs.MOUTH_V + 0.002) & (du < fs.MOUTH_DU * 0.7)
+    blend(teeth * 0.9, np.array([0.88, 0.86, 0.8]))
+    blend(fs._g(du, v, 0.0, fs.MOUTH_V, 0.07, 0.0025) * 0.7, np.array([0.2, 0.06, 0.06]))
+    # nostrils
+    blend(0.9 * fs._g(du, v, fs.NOSTRIL[0], fs.NOSTRIL[1], 0.007, 0.005), np.array([0.12, 0.06, 0.05]))
+    # hair: hairline height and side burns
+    if q[66] > 0.25:
+        hairline = 0.93 - 0.06 * q[67] + 0.03 * np.cos(du * 12 + 6 * q[68])
+        hair = fs._smoothstep(hairline - 0.01, hairline + 0.02, v) + fs._smoothstep(0.43, 0.47, du) * fs._smoothstep(
+            0.62, 0.72, v)  # fmt: skip
+        hc = np.array([0.08, 0.06, 0.05]) + q[69] * np.array([0.5, 0.38, 0.2])
+        blend(hair, hc)
+    return np.clip(col, 0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- background
+
+
+def background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """(H, W, 3) uint8 RGB clutter: gradient, blotches, random shapes, blur, noise."""
+    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    a = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    t = ((xx - w / 2) * np.cos(a) + (yy - h / 2) * np.sin(a)) / max(h, w) + 0.5
+    img = c0 + (c1 - c0) * np.clip(t, 0, 1)[..., None]
+    blot = cv2.resize(rng.normal(0, 40, (6, 6, 3)), (w, h), interpolation=cv2.INTER_CUBIC)
+    img = np.clip(img + blot, 0, 255).astype(np.uint8)
+    for _ in range(int(rng.integers(3, 20))):
+        color = tuple(int(x) for x in rng.integers(0, 256, 3))
+        kind = rng.integers(3)
+        p = rng.integers(0, [w, h])
+        if kind == 0:
+            q = rng.integers(0, [w, h])
+            cv2.rectangle(img, (int(p[0]), int(p[1])), (int(q[0]), int(q[1])), color, -1)
+        elif kind == 1:
+            cv2.circle(img, (int(p[0]), int(p[1])), int(rng.integers(5, max(h, w) // 3)), color, -1)
+        else:
+            q = rng.integers(0, [w, h])
+            cv2.line(img, (int(p[0]), int(p[1])), (int(q[0]), int(q[1])), color, int(rng.integers(1, 12)))
+    k = int(rng.integers(0, 4)) * 2 + 1
+    if k > 1:
+        img = cv2.GaussianBlur(img, (k, k), 0)
+    return img
+
+
+# ----------------------------------------------------------------------------- one sample
+
+
+def _visible(pts_img: np.ndarray, normals_z: np.ndarray, raster: Raster, tol: float) -> np.ndarray:
+    """(K,) bool: inside the image, facing the camera and not behind the z-buffer."""
+    h, w = raster.depth.shape
+    x, y = np.rint(pts_img[:, 0]).astype(np.int64), np.rint(pts_img[:, 1]).astype(np.int64)
+    inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    vis = inside & (normals_z > 0)
+    depth = np.pad(np.where(np.isfinite(raster.depth), raster.depth, np.inf), 1, constant_values=np.inf)
+    xi, yi = x.clip(0, w - 1) + 1, y.clip(0, h - 1) + 1
+    near = np.stack([depth[yi + dy, xi + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+    lo = near.min(0)  # the farthest-back surface drawn in the 3x3 neighbourhood
+    return vis & (pts_img[:, 2] >= lo - tol)
+
+
+def render_sample(
+    model: MorphableModel, params: SyntheticParams, stream: int, index: int, extra_ids: np.ndarray | None = None
+) -> dict[str, object]:
+    """Draw and render sample ``index`` of ``stream`` (0 = train, 1 = test).
+
+    Returns:
+        dict with ``image`` (H, W, 3) uint8 RGB, ``quality`` (JPEG), ``mat`` (the 300W-LP
+        fields in file order), ``kpt`` (68, 3) image-space keypoints, and with ``extra_ids``
+        also ``extra`` (K, 3) image-space points and ``extra_visible`` (K,) bool.
+    """
+    rng = np.random.default_rng((params.seed, stream, index))
+    h = w = params.image_size
+    shape, exp = draw_coefficients(model, params, rng)
+    pose = draw_pose(rng, params)
+    tex = rng.standard_normal(N_TEX)
+    verts = model.vertices(shape, exp)
+    # keep the keypoints inside the image: shift the translation (stored in Pose_Para)
+    kp = transform_3ddfa(verts[model.kpt_ind], pose.astype(np.float64))
+    lo, hi = kp[:, :2].min(0), kp[:, :2].max(0)
+    shift = np.maximum(_MARGIN - lo, 0) - np.maximum(hi - (np.array([w, h]) - 1 - _MARGIN), 0)
+    pose[3:5] += shift.astype(np.float32)
+    posed = transform_3ddfa(verts, pose.astype(np.float64))
+    img_v = posed.copy()
+    img_v[:, 1] = h - 1 - img_v[:, 1]
+    # light
+    el, az = np.radians(rng.uniform(-30, 60)), np.radians(rng.uniform(-70, 70))
+    ldir = np.array([np.sin(az) * np.cos(el), np.sin(el), np.cos(az) * np.cos(el)])
+    tint = 1 + 0.04 * rng.standard_normal(3)
+    amb = rng.uniform(params.ambient_min, params.ambient_max) * tint
+    dif = rng.uniform(params.diffuse_min, params.diffuse_max) * np.ones(3)
+    gain = np.clip(1 + 0.04 * rng.standard_normal(3), 0.88, 1.12)
+    bg = background(rng, h, w)
+    col = albedo(model.uv, tex) * gain if model.uv is not None else np.full((model.n_vertices, 3), 0.7) * gain
+    img, raster = render_with_raster(img_v, model.triangles, col, h, w, bg, light_dir=ldir, ambient=amb, diffuse=dif)
+    sigma = rng.uniform(0, 4)
+    noise = rng.normal(0, sigma, img.shape)
+    img = np.clip(img + noise, 0, 255).astype(np.uint8)
+    quality = int(rng.integers(params.jpeg_quality_min, params.jpeg_quality_max + 1))
+    kpt = img_v[model.kpt_ind]
+    illum = np.array([*amb, *dif, el, az, 0.0, 20.0])
+    mat = {
+        "pt2d": kpt[:, :2].T.astype(np.float64),
+        "roi": np.rint(roi_box(kpt[:, :2].T)).astype(np.int16).reshape(1, 4),
+        "Illum_Para": illum.reshape(1, 10),
+        "Color_Para": np.array([*gain, 0, 0, 0, 1], np.float32).reshape(1, 7),
+        "Tex_Para": tex.reshape(-1, 1),
+        "Shape_Para": shape.reshape(-1, 1),
+        "Exp_Para": exp.reshape(-1, 1),
+        "Pose_Para": pose.reshape(1, 7),
+    }
+    out: dict[str, object] = {"image": img, "quality": quality, "mat": mat, "kpt": kpt}
+    if extra_ids is not None:
+        up = posed.copy()
+        nz = vertex_normals(up, model.triangles)[extra_ids, 2]
+        tol = 0.02 * pose[6] * 1.6e5  # 2 % of the face width, in image z units
+        out["extra"] = img_v[extra_ids]
+        out["extra_visible"] = _visible(img_v[extra_ids], nz, raster, tol)
+    return out
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def _run(
+    n: int, start: int, desc: str, one: Callable[[int], Path], out_dir: Path
+) -> list[Path]:
+    """Generate samples ``start .. start + n - 1``; a failing sample is logged and recorded in
+    ``failures_<start>_<end>.json``, the others go on."""
+    paths, failures = [], []
+    for i in tqdm(range(start, start + n), desc=desc, unit="img", disable=None):
+        try:
+            paths.append(one(i))
+        except Exception as exc:  # noqa: BLE001 - one bad sample must not stop the batch
+            log.warning("%s sample %d failed: %s: %s", desc, i, type(exc).__name__, exc)
+            failures.append({"index": i, "error": f"{type(exc).__name__}: {exc}"})
+    if failures:
+        write_json(out_dir / f"failures_{start}_{start + n}.json", failures)
+    return paths
+
+
+def generate_300wlp(
+    model: MorphableModel, params: SyntheticParams, out_dir: str | Path, n: int, start: int = 0
+) -> list[Path]:
+    """Write ``n`` 300W-LP style samples ``SYN_image_{i:05d}_0.{jpg,mat}`` for ``i`` in
+    ``start .. start + n - 1`` (keys ``(seed, 0, i)``).
+
+    Returns:
+        The ``.mat`` paths written (failed samples are skipped and recorded).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def one(i: int) -> Path:
+        s = render_sample(model, params, TRAIN_STREAM, i)
+        name = f"SYN_image_{i:05d}_0"
+        write_jpeg(out / f"{name}.jpg", s["image"], s["quality"])
+        return write_mat(out / f"{name}.mat", s["mat"])
+
+    return _run(n, start, "synthetic 300W-LP", one, out)
+
+
+def generate_aflw2000(model: MorphableModel, params: SyntheticParams, out_dir: str | Path, n: int) -> list[Path]:
+    """Write ``n`` AFLW2000-3D style samples ``image{i:05d}.{jpg,mat}`` (keys ``(seed, 1, i)``)
+    and 3DDFA's benchmark arrays into ``out_dir/gt/`` in sorted file-name order:
+    ``AFLW2000-3D.pts68.npy`` (n, 3, 68), ``AFLW2000-3D.pts21.npy`` (n, 2, 21),
+    ``AFLW2000-3D.pose.npy`` (n,) yaw in degrees, ``AFLW2000-3D_crop.roi_box.npy`` (n, 4).
+
+    Returns:
+        The ``.mat`` paths written.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ids21 = fs.aflw21_ids(model)
+    h = params.image_size
+
+    def one(i: int) -> Path:
+        s = render_sample(model, params, TEST_STREAM, i, extra_ids=ids21)
+        pts = np.asarray(s["extra"])[:, :2].T.copy()
+        vis = np.asarray(s["extra_visible"])
+        pts[0, ~vis] = INVISIBLE_X
+        pts[1, ~vis] = h + 2
+        mat = dict(s["mat"])
+        roi = mat.pop("roi")
+        mat["pt2d"] = pts.astype(np.float64)
+        mat["roi"] = roi
+        mat["pt3d_68"] = np.asarray(s["kpt"]).T.astype(np.float32)
+        name = f"image{i:05d}"
+        write_jpeg(out / f"{name}.jpg", s["image"], s["quality"])
+        return write_mat(out / f"{name}.mat", mat)
+
+    paths = _run(n, 0, "synthetic AFLW2000-3D", one, out)
+    write_aflw2000_gt(out)
+    return paths
+
+
+def write_aflw2000_gt(folder: str | Path) -> dict[str, Path]:
+    """(Re)write ``folder/gt/*.npy`` from the ``image*.mat`` files in ``folder`` (sorted by name)."""
+    from densemark.faces.io import read_mat
+
+    d = Path(folder)
+    mats = sorted(d.glob("image*.mat"))
+    pts68, pts21, yaw, roi = [], [], [], []
+    for p in mats:
+        m = read_mat(p)
+        p68 = np.asarray(m["pt3d_68"], np.float32)
+        pts68.append(p68)
+        pts21.append(np.asarray(m["pt2d"], np.float32))
+        yaw.append(np.degrees(float(np.asarray(m["Pose_Para"]).ravel()[1])))
+        roi.append(roi_box(p68[:2].astype(np.float64)))
+    g = d / "gt"
+    arrays = {
+        "AFLW2000-3D.pts68.npy": np.array(pts68, np.float32).reshape(-1, 3, 68),
+        "AFLW2000-3D.pts21.npy": np.array(pts21, np.float32).reshape(-1, 2, 21),
+        "AFLW2000-3D.pose.npy": np.array(yaw, np.float32),
+        "AFLW2000-3D_crop.roi_box.npy": np.array(roi, np.float32).reshape(-1, 4),
+    }
+    out = {k: save_npy(g / k, a) for k, a in arrays.items()}
+    write_json(g / "files.json", [p.name for p in mats])
+    return out
+
+
+def load_model_dir(model_dir: str | Path) -> MorphableModel:
+    """The model written by :func:`densemark.faces.synthetic.write_model` (``BFM.mat`` + ``BFM_UV.mat``)."""
+    from densemark.faces.io import load_model
+
+    d = Path(model_dir)
+    m = load_model(d / "BFM.mat", d / "BFM_UV.mat")
+    info = d / "model_info.json"
+    if info.is_file() and json.loads(info.read_text(encoding="utf-8")).get("generator") == "densemark.faces.synthetic":
+        m = MorphableModel(m.mean, m.shape_basis, m.exp_basis, m.triangles, m.kpt_ind, m.uv, m.shape_ev, m.exp_ev,
+                           name="synthetic")  # fmt: skip
+    return m
