@@ -65,7 +65,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "image", "file not found")
-    img = cv2.imdecode(np.fromfile(p, np.uint8), cv2.IMREAD_COLOR)
+    if p.stat().st_size == 0:
+        raise InputError(p, "image", "file is empty")
+    try:
+        img = cv2.imdecode(np.fromfile(p, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        img = None
     if img is None:
         raise InputError(p, "image", "cannot decode (empty, truncated or not an image)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -90,8 +90,13 @@ def load_bfm_mat(path: PathLike, name: str | None = None) -> MorphableModel:
     mat = read_mat(path)
     m = _struct(mat, path, "model")
 
+    def field(key: str) -> object:
+        if key not in m:
+            raise InputError(path, f"model.{key}", f"missing (found: {', '.join(sorted(m))})")
+        return m[key]
+
     def get(key: str, shape, kind="fiu") -> np.ndarray:
-        return check_array(_field(m, path, key), path, f"model.{key}", shape, kind=kind)
+        return check_array(field(key), path, f"model.{key}", shape, kind=kind)
 
     shape_mu = get("shapeMU", (None, 1))
     n3 = shape_mu.shape[0]
@@ -101,15 +106,15 @@ def load_bfm_mat(path: PathLike, name: str | None = None) -> MorphableModel:
     exp_mu = get("expMU", (n3, 1))
     shape_pc = get("shapePC", (n3, None)).astype(np.float32)
     exp_pc = get("expPC", (n3, None)).astype(np.float32)
-    shape_ev = check_array(_field(m, path, "shapeEV"), path, "model.shapeEV", (shape_pc.shape[1],), squeeze=True)
-    exp_ev = check_array(_field(m, path, "expEV"), path, "model.expEV", (exp_pc.shape[1],), squeeze=True)
-    tri = load_triangles(_field(m, path, "tri"), path, "model.tri", n, one_based=True)
+    shape_ev = check_array(field("shapeEV"), path, "model.shapeEV", (shape_pc.shape[1],), squeeze=True)
+    exp_ev = check_array(field("expEV"), path, "model.expEV", (exp_pc.shape[1],), squeeze=True)
+    tri = load_triangles(field("tri"), path, "model.tri", n, one_based=True, layout="3T")
     tri_mouth = (
-        load_triangles(m["tri_mouth"], path, "model.tri_mouth", n, one_based=True)
+        load_triangles(m["tri_mouth"], path, "model.tri_mouth", n, one_based=True, layout="3T")
         if "tri_mouth" in m and np.size(m["tri_mouth"]) > 0
         else np.zeros((0, 3), np.int64)
     )
-    kpt = check_array(_field(m, path, "kpt_ind"), path, "model.kpt_ind", (68,), squeeze=True)
+    kpt = check_array(field("kpt_ind"), path, "model.kpt_ind", (68,), squeeze=True)
     kpt = check_indices(kpt, path, "model.kpt_ind", n, one_based=True)
     mean = (shape_mu + exp_mu).astype(np.float32).reshape(n, 3)
     return MorphableModel(
@@ -161,10 +166,17 @@ def save_uv_mat(uv: np.ndarray, path: PathLike) -> Path:
     return atomic_savemat(path, {"UV": np.asarray(uv, np.float64)})
 
 
-def load_triangles(value: object, path: PathLike, field: str, n: int, *, one_based: bool) -> np.ndarray:
-    """Validate a triangle array given as (3, T) or (T, 3); return (T, 3) int64 0-based."""
+def load_triangles(
+    value: object, path: PathLike, field: str, n: int, *, one_based: bool, layout: str = "auto"
+) -> np.ndarray:
+    """Validate a triangle array; return (T, 3) int64 0-based.
+
+    Args:
+        layout: ``"3T"`` (MATLAB files: (3, T) wins, a (T, 3) array is still accepted, so three
+            triangles are read as MATLAB stores them), or ``"auto"`` ((T, 3) wins).
+    """
     arr = check_array(value, path, field, (None, None))
-    if arr.shape[1] != 3 and arr.shape[0] == 3:
+    if arr.shape[0] == 3 and (layout == "3T" or arr.shape[1] != 3):
         arr = arr.T
     if arr.shape[1] != 3:
         raise InputError(path, field, f"expected (3, T) or (T, 3), got {np.shape(value)}")
@@ -174,7 +186,7 @@ def load_triangles(value: object, path: PathLike, field: str, n: int, *, one_bas
 def load_tri_mat(path: PathLike, n_vertices: int) -> np.ndarray:
     """Read BFM ``tri.mat`` (key ``tri``, (3, T) 1-based): (T, 3) int64 0-based."""
     mat = read_mat(path)
-    return load_triangles(_field(mat, path, "tri"), path, "tri", n_vertices, one_based=True)
+    return load_triangles(_field(mat, path, "tri"), path, "tri", n_vertices, one_based=True, layout="3T")
 
 
 @dataclass(frozen=True)
@@ -201,7 +213,9 @@ def load_bfm_info(path: PathLike) -> BFMInfo:
     trim = check_array(_field(info, path, "trimIndex"), path, "model_info.trimIndex", (None, 1))
     n = int(trim.shape[0])
     kpt = check_array(_field(info, path, "kpt_ind"), path, "model_info.kpt_ind", (68,), squeeze=True)
-    tri_mouth = load_triangles(_field(info, path, "tri_mouth"), path, "model_info.tri_mouth", n, one_based=True)
+    tri_mouth = load_triangles(
+        _field(info, path, "tri_mouth"), path, "model_info.tri_mouth", n, one_based=True, layout="3T"
+    )
     sym = check_array(_field(info, path, "symlist"), path, "model_info.symlist", (2, None))
     return BFMInfo(
         kpt_ind=check_indices(kpt, path, "model_info.kpt_ind", n, one_based=True),

@@ -14,6 +14,7 @@ integer coordinates; a pixel is inside a triangle when its barycentric coordinat
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -142,7 +143,9 @@ class UVMap:
         if cache_dir is not None:
             path = Path(cache_dir) / f"uvraster-{model.fingerprint()}-{res}.npz"
             if path.is_file():
-                return cls(_load_raster(path))
+                cached = _load_raster(path)
+                if cached is not None and cached.res == res and cached.n_vertices == model.n_vertices:
+                    return cls(cached)  # a corrupt or mismatched cache file is rebuilt below
         raster = rasterize_uv(uv_to_pixels(model.uv, res), model.triangles, res, model.n_vertices)
         if path is not None:
             _save_raster(raster, path)
@@ -166,7 +169,10 @@ class UVMap:
         Raises:
             InputError: a pixel is not covered by the mesh.
         """
-        r = self._row_of_pixel[np.asarray(pixels, np.int64)]
+        p = np.asarray(pixels, np.int64)
+        if p.size and (p.min() < 0 or p.max() >= self.res * self.res):
+            raise InputError(None, "pixels", f"flat pixel index outside [0, {self.res * self.res}): min {p.min()}, max {p.max()}")
+        r = self._row_of_pixel[p]
         if (r < 0).any():
             bad = np.asarray(pixels)[r < 0]
             raise InputError(None, "pixels", f"{len(bad)} pixel(s) not covered by the UV mesh, e.g. {bad[:5].tolist()}")
@@ -208,10 +214,7 @@ class UVMap:
             raise InputError(None, "vertices", f"expected (B, {n}, 3), got {np.shape(vertices)}")
         b = v.shape[0]
         hw = self.res * self.res
-        if out is None:
-            out = np.empty((b, self.res, self.res, 3), np.float32)
-        elif out.shape != (b, self.res, self.res, 3) or out.dtype != np.float32 or not out.flags.c_contiguous:
-            raise InputError(None, "out", f"expected a C-contiguous ({b}, {self.res}, {self.res}, 3) float32 buffer")
+        out = self._out_buffer(out, b)
         # xyz triples move as 12-byte items: numpy transposes those far faster than float triples
         vin = np.ascontiguousarray(v).view(_XYZ).reshape(b, n)
         vout = out.view(_XYZ).reshape(b, hw)
@@ -223,18 +226,24 @@ class UVMap:
         return out[0] if single else out
 
     def _render_vm(self, v: np.ndarray, chunk: int, out: np.ndarray | None) -> np.ndarray:
-        n, b = v.shape[0], v.shape[1] if v.ndim == 3 else -1
         if v.ndim != 3 or v.shape[0] != self.raster.n_vertices or v.shape[2] != 3:
             raise InputError(None, "vertices", f"expected vertex-major ({self.raster.n_vertices}, B, 3), got {v.shape}")
+        n, b = v.shape[0], v.shape[1]
         hw = self.res * self.res
-        if out is None:
-            out = np.empty((b, self.res, self.res, 3), np.float32)
+        out = self._out_buffer(out, b)
         vout = out.view(_XYZ).reshape(b, hw)
         m = self.matrix
         for i in range(0, b, chunk):
             k = min(chunk, b - i)
             rhs = np.ascontiguousarray(v[:, i : i + k]).reshape(n, 3 * k)
             vout[i : i + k] = (m @ rhs).view(_XYZ).reshape(hw, k).T
+        return out
+
+    def _out_buffer(self, out: np.ndarray | None, b: int) -> np.ndarray:
+        if out is None:
+            return np.empty((b, self.res, self.res, 3), np.float32)
+        if out.shape != (b, self.res, self.res, 3) or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise InputError(None, "out", f"expected a C-contiguous ({b}, {self.res}, {self.res}, 3) float32 buffer")
         return out
 
     def render_gather(self, vertices: np.ndarray) -> np.ndarray:
@@ -280,9 +289,13 @@ def _save_raster(r: UVRaster, path: Path) -> None:
         np.savez(f, res=r.res, n_vertices=r.n_vertices, pixels=r.pixels, vids=r.vids, bary=r.bary, tri=r.tri)
 
 
-def _load_raster(path: Path) -> UVRaster:
-    with np.load(path, allow_pickle=False) as z:
-        return UVRaster(int(z["res"]), int(z["n_vertices"]), z["pixels"], z["vids"], z["bary"], z["tri"])
+def _load_raster(path: Path) -> UVRaster | None:
+    """A cached raster, or None when the file is unreadable (then the caller rebuilds it)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return UVRaster(int(z["res"]), int(z["n_vertices"]), z["pixels"], z["vids"], z["bary"], z["tri"])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
 
 
 def derive_template(model: MorphableModel, uvmap: UVMap, mask: np.ndarray | None = None) -> FaceTemplate:
