@@ -84,11 +84,15 @@ class FaceTemplate:
         return self.id_map[v, self.res - 1 - u]
 
     def sha256(self) -> str:
-        """Content hash of the template arrays (hex), recorded in landmark-set provenance."""
+        """Content hash of the template arrays (hex), recorded in landmark-set provenance.
+
+        Vertices enter rounded to 0.01 units, so last-bit differences between CPUs (e.g. SIMD
+        paths of ``exp`` when the embedded model is generated) do not change the hash.
+        """
         h = hashlib.sha256()
         for a in (self.face_ind, self.uv_kpt_ind, self.triangles):
             h.update(np.ascontiguousarray(a, np.int64).tobytes())
-        h.update(np.ascontiguousarray(self.vertices, np.float64).tobytes())
+        h.update(np.ascontiguousarray(np.round(self.vertices, 2) + 0.0, np.float64).tobytes())
         return h.hexdigest()
 
 
