@@ -11,7 +11,7 @@ import scipy.io as sio
 
 from densemark.datasets import synthetic as ds
 from densemark.faces import synthetic as fs
-from densemark.faces.io import load_model, read_mat
+from densemark.faces.io import MAT_HEADER, load_model, read_mat
 from densemark.faces.render import triangle_normals
 from densemark.faces.synthetic_params import SyntheticParams
 
@@ -93,7 +93,7 @@ def test_model_round_trip(model, model_dir):
 def test_model_files_deterministic(params, model_dir, tmp_path):
     fs.write_model(params, tmp_path / "a")
     assert _bytes(tmp_path / "a") == _bytes(model_dir)
-    assert (tmp_path / "a" / "BFM.mat").read_bytes().startswith(fs.MAT_HEADER)
+    assert (tmp_path / "a" / "BFM.mat").read_bytes().startswith(MAT_HEADER)
     fs.write_model(params.model_copy(update={"seed": 1}), tmp_path / "b")
     assert (tmp_path / "b" / "BFM.mat").read_bytes() != (model_dir / "BFM.mat").read_bytes()
 

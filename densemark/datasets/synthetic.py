@@ -26,7 +26,6 @@ a random JPEG quality.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Callable
@@ -34,12 +33,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import scipy.io as sio
 from scipy.special import ndtr
 from tqdm import tqdm
 
 from densemark.atomic import atomic_path, save_npy, write_json
 from densemark.faces import synthetic as fs
+from densemark.faces.io import atomic_savemat
 from densemark.faces.model import MorphableModel
 from densemark.faces.pose import transform_3ddfa
 from densemark.faces.render import Raster, render_with_raster, vertex_normals
@@ -54,21 +53,6 @@ _MARGIN = 8.0  # keypoints are kept this many pixels inside the image
 
 
 # ----------------------------------------------------------------------------- files
-
-
-def write_mat(path: str | Path, data: dict[str, np.ndarray]) -> Path:
-    """Write a MATLAB v5 file (compressed, keys in order) with a fixed header, atomically.
-
-    ``scipy.io.savemat`` stamps the creation time into the header; this writer does not, so
-    the same arrays give byte-identical files.
-    """
-    buf = io.BytesIO()
-    sio.savemat(buf, data, do_compression=True, oned_as="column")
-    raw = bytearray(buf.getvalue())
-    raw[:116] = fs.MAT_HEADER.ljust(116, b" ")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(bytes(raw))
-    return Path(path)
 
 
 def write_jpeg(path: str | Path, rgb: np.ndarray, quality: int) -> Path:
@@ -353,7 +337,7 @@ def generate_300wlp(
         s = render_sample(model, params, TRAIN_STREAM, i)
         name = f"SYN_image_{i:05d}_0"
         write_jpeg(out / f"{name}.jpg", s["image"], s["quality"])
-        return write_mat(out / f"{name}.mat", s["mat"])
+        return atomic_savemat(out / f"{name}.mat", s["mat"], oned_as="column")
 
     return _run(n, start, "synthetic 300W-LP", one, out)
 
@@ -385,7 +369,7 @@ def generate_aflw2000(model: MorphableModel, params: SyntheticParams, out_dir: s
         mat["pt3d_68"] = np.asarray(s["kpt"]).T.astype(np.float32)
         name = f"image{i:05d}"
         write_jpeg(out / f"{name}.jpg", s["image"], s["quality"])
-        return write_mat(out / f"{name}.mat", mat)
+        return atomic_savemat(out / f"{name}.mat", mat, oned_as="column")
 
     paths = _run(n, 0, "synthetic AFLW2000-3D", one, out)
     write_aflw2000_gt(out)

@@ -13,6 +13,7 @@ file and the field. Nothing here unpickles: ``.npy`` files load with ``allow_pic
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,8 +284,19 @@ def load_model(bfm_mat: PathLike, uv_mat: PathLike) -> MorphableModel:
     return model.with_uv(load_uv_mat(uv_mat, model.n_vertices))
 
 
-def atomic_savemat(path: PathLike, data: dict[str, object]) -> Path:
-    """``scipy.io.savemat`` to a temp file in the same folder, then rename."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        sio.savemat(f, data, do_compression=True)
+MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: densemark, Created by: densemark"
+
+
+def atomic_savemat(path: PathLike, data: dict[str, object], oned_as: str = "row") -> Path:
+    """``scipy.io.savemat`` (v5, compressed) to a temp file, then rename.
+
+    scipy stamps the creation time into the 116-byte header; it is replaced by
+    :data:`MAT_HEADER`, so the same arrays give byte-identical files.
+    """
+    buf = io.BytesIO()
+    sio.savemat(buf, data, do_compression=True, oned_as=oned_as)
+    raw = bytearray(buf.getvalue())
+    raw[:116] = MAT_HEADER.ljust(116, b" ")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(bytes(raw))
     return Path(path)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from densemark.atomic import atomic_path, write_json
+from densemark.atomic import write_json
 from densemark.faces.io import save_bfm_mat, save_uv_mat
 from densemark.faces.model import MorphableModel
 from densemark.faces.synthetic_params import SyntheticParams
@@ -539,20 +539,9 @@ def write_model(params: SyntheticParams, out_dir: str | Path) -> dict[str, Path]
     out.mkdir(parents=True, exist_ok=True)
     model = build_model(params)
     _, _, _, n_mouth = uv_grid(params.grid)
-    bfm = stable_mat_header(save_bfm_mat(model, out / "BFM.mat", n_mouth=n_mouth))
-    uv = stable_mat_header(save_uv_mat(model.uv, out / "BFM_UV.mat"))
+    bfm = save_bfm_mat(model, out / "BFM.mat", n_mouth=n_mouth)
+    uv = save_uv_mat(model.uv, out / "BFM_UV.mat")
     info = write_json(out / "model_info.json", model_info(model, params))
     return {"bfm": bfm, "uv": uv, "info": info}
 
 
-MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: densemark, Created by: densemark.faces.synthetic"
-
-
-def stable_mat_header(path: str | Path) -> Path:
-    """Replace the timestamped 116-byte description of a MATLAB v5 file by :data:`MAT_HEADER` (atomic)."""
-    p = Path(path)
-    data = bytearray(p.read_bytes())
-    data[:116] = MAT_HEADER.ljust(116, b" ")
-    with atomic_path(p) as tmp:
-        tmp.write_bytes(bytes(data))
-    return p
