@@ -56,3 +56,16 @@ def test_posmap_quarantine_resume_determinism(tmp_path):
     r2 = json.loads(rep.read_text())
     assert r2["counts"]["written"] == 1 and r2["counts"]["skipped_existing"] == 2
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first  # byte-identical rebuild
+
+
+def test_bad_fit_in_a_batch_quarantines_only_that_sample(tmp_path):
+    params, src = _setup(tmp_path)
+    # a scale so small the keypoint box collapses: pose_batch rejects the whole batch
+    write_fit(src, "s_tiny", [0, 0, 0, 150, 150, 0, 1e-30])
+    out, rep = tmp_path / "pm", tmp_path / "rep.json"
+    assert _run(params, src, out, rep) == 0
+    r = json.loads(rep.read_text())
+    assert r["counts"]["written"] == 3
+    bad = {q["sample"]: q["error"] for q in r["quarantine"]}
+    assert "degenerate keypoint box" in bad["s_tiny"]
+    assert sorted(p.name for p in out.glob("*_posmap.npy")) == [f"s{i}_posmap.npy" for i in range(3)]

@@ -88,40 +88,33 @@ def run_posmap(params: Params, model_dir: str | Path, source_dir: str | Path, ou
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rep = RunReport("posmap", params=p.model_dump(mode="json"))
-    pending: list[FitSample] = []
+    pending: list[tuple[FitSample, np.ndarray]] = []  # (sample, its decoded image)
 
-    def flush() -> None:
-        if not pending:
-            return
+    def process(batch: list[tuple[FitSample, np.ndarray]]) -> None:
         try:
             geo = pose_batch(
                 model,
-                np.stack([s.shape_para for s in pending]),
-                np.stack([s.exp_para for s in pending]),
-                np.stack([s.pose_para for s in pending]),
-                np.array([s.load_image().shape[0] for s in pending]),
+                np.stack([s.shape_para for s, _ in batch]),
+                np.stack([s.exp_para for s, _ in batch]),
+                np.stack([s.pose_para for s, _ in batch]),
+                np.array([img.shape[0] for _, img in batch]),
                 res=p.res, crop_scale=p.crop_scale, jitter=p.jitter, size_jitter=p.size_jitter,
-                rngs=[rng_for(p.seed, s.sample_id) for s in pending],
-            )
-        except InputError as exc:  # one bad fit: redo one by one so only it is quarantined
-            if len(pending) > 1:
-                batch = pending[:]
-                pending.clear()
-                for s in batch:
-                    pending.append(s)
-                    flush()
-                return
-            rep.quarantined(pending[0].sample_id, exc)
-            pending.clear()
+                rngs=[rng_for(p.seed, s.sample_id) for s, _ in batch],
+            )  # fmt: skip
+        except InputError as exc:  # a bad fit: redo one by one so only it is quarantined
+            if len(batch) == 1:
+                rep.quarantined(batch[0][0].sample_id, exc)
+            else:
+                for one in batch:
+                    process([one])
             return
         maps = uvm.render(geo.vertices, vertex_major=True)
-        for i, s in enumerate(pending):
+        for i, (s, img) in enumerate(batch):
             if not np.isfinite(maps[i]).all():
                 rep.quarantined(s.sample_id, "non-finite position map")
                 continue
-            _write_pair(out, s.sample_id, crop_image(s.load_image(), geo.crops[i]), maps[i])
+            _write_pair(out, s.sample_id, crop_image(img, geo.crops[i]), maps[i])
             rep.count("written")
-        pending.clear()
 
     total = len(list_fit_mats(source_dir))
     for item in tqdm(iter_source(source_dir, model.n_shape or None, model.n_exp or None), total=total, desc="posmap"):
@@ -132,14 +125,15 @@ def run_posmap(params: Params, model_dir: str | Path, source_dir: str | Path, ou
             rep.count("skipped_existing")
             continue
         try:
-            item.load_image()
+            pending.append((item, item.load_image()))
         except InputError as exc:
             rep.quarantined(item.sample_id, exc)
             continue
-        pending.append(item)
         if len(pending) >= p.batch:
-            flush()
-    flush()
+            process(pending)
+            pending = []
+    if pending:
+        process(pending)
     rep.write(report_path)
     return rep
 
