@@ -232,15 +232,17 @@ def test_pose_distribution(params):
 
 
 def test_cli(params, tmp_path):
-    from densemark.faces import synthetic_cli
+    from densemark.faces import cli, synthetic_cli
 
     cfg = tmp_path / "params.yaml"
     cfg.write_text("synthetic:\n  grid: 31\n  n_test: 2\n")
     parser = argparse.ArgumentParser()
     parser.add_argument("--params")
-    synthetic_cli.register(parser.add_subparsers(dest="command"))
+    sub = parser.add_subparsers(dest="command")
+    cli.register(sub)
+    synthetic_cli.register(sub)
     for argv in (
-        ["--params", str(cfg), "synth-model", "--out", str(tmp_path / "m")],
+        ["--params", str(cfg), "model", "--out", str(tmp_path / "m")],
         ["--params", str(cfg), "synth-300wlp", "--model-dir", str(tmp_path / "m"), "--out", str(tmp_path / "w"), "--n", "1"],
         ["--params", str(cfg), "synth-aflw2000", "--model-dir", str(tmp_path / "m"), "--out", str(tmp_path / "t")],
     ):

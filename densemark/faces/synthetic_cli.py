@@ -1,4 +1,7 @@
-"""``densemark synth-model | synth-300wlp | synth-aflw2000``: the embedded default's generators."""
+"""``densemark synth-300wlp | synth-aflw2000``: the embedded default's sample generators.
+
+The embedded model itself is written by ``densemark model`` (:mod:`densemark.faces.cli`).
+"""
 
 from __future__ import annotations
 
@@ -9,29 +12,17 @@ from densemark.config import load_params
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth-model", help="write the procedural face model (BFM.mat, BFM_UV.mat, model_info.json)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.set_defaults(func=_model)
     for name, what, default in (
         ("synth-300wlp", "300W-LP style training samples", "n_train"),
         ("synth-aflw2000", "AFLW2000-3D style test samples (+ gt/*.npy)", "n_test"),
     ):
         p = sub.add_parser(name, help=f"write synthetic {what}")
-        p.add_argument("--model-dir", type=Path, required=True, help="folder written by synth-model")
+        p.add_argument("--model-dir", type=Path, required=True, help="folder written by `densemark model`")
         p.add_argument("--out", type=Path, required=True, help="output folder")
         p.add_argument("--n", type=int, default=None, help=f"number of samples (default: synthetic.{default})")
         if name == "synth-300wlp":
             p.add_argument("--start", type=int, default=0, help="first sample index")
         p.set_defaults(func=_samples, kind=name, default_n=default)
-
-
-def _model(args: argparse.Namespace) -> int:
-    from densemark.faces.synthetic import write_model
-
-    paths = write_model(load_params(args.params).synthetic, args.out)
-    for p in paths.values():
-        print(p)
-    return 0
 
 
 def _samples(args: argparse.Namespace) -> int:
