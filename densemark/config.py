@@ -80,10 +80,16 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
         raise ConfigError("\n".join(lines)) from None
 
 
-def real_data_dir() -> Path | None:
-    """The real reference data folder (``$DENSEMARK_REAL_DATA``), or None when unset or absent."""
+def real_data_dir(default: Path | None = None, base: Path | None = None) -> Path | None:
+    """The real reference data folder, or None when it is not there.
+
+    ``$DENSEMARK_REAL_DATA`` names it, else ``default``. A relative path is taken from the
+    working directory, or from ``base`` when it does not exist there.
+    """
     v = os.environ.get(REAL_DATA_ENV)
-    if not v:
+    p = Path(v) if v else default
+    if p is None:
         return None
-    p = Path(v)
+    if not p.is_absolute() and not p.exists() and base is not None:
+        p = base / p
     return p if p.is_dir() else None

@@ -7,22 +7,17 @@ need it skip with a reason when it is absent.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from densemark.config import REAL_DATA_ENV
+from densemark.config import REAL_DATA_ENV, real_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _real_dir() -> Path | None:
-    v = os.environ.get(REAL_DATA_ENV)
-    p = Path(v) if v else ROOT.parent / "shared" / "real"
-    if not p.is_absolute():
-        p = (ROOT / p) if not p.exists() else p
-    return p if p.is_dir() else None
+    return real_data_dir(default=ROOT.parent / "shared" / "real", base=ROOT)
 
 
 @pytest.fixture(scope="session")
