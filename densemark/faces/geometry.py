@@ -10,12 +10,13 @@ For a batch of fits it computes, with a handful of array operations and no per-v
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from densemark.errors import InputError
-from densemark.faces.crop import CropTransform, crop_square
+from densemark.faces.crop import CropTransform, crop_square, crop_transform
 from densemark.faces.model import MorphableModel
 from densemark.faces.pose import pose_para_to_srt, to_image, transform_3ddfa
 
@@ -92,19 +93,18 @@ def pose_batch(
 
     # 1. keypoints -> crop squares
     kpt = transform_3ddfa(keypoints_model_space(model, sp, ep), pose)
-    kpt = np.stack([to_image(kpt[i], h[i]) for i in range(b)])
+    kpt = to_image(kpt, h[:, None])
     scale, rot, trans = pose_para_to_srt(pose)
     a = np.empty((b, 3, 3))
     off = np.empty((b, 3))
-    sq = []
+    tfs = []
     for i in range(b):
         center, side = crop_square(kpt[i, :, :2], crop_scale, jitter, size_jitter, rngs[i] if rngs else None)
-        sc = (res - 1) / side
-        x0, y0 = center[0] - side / 2.0, center[1] - side / 2.0
-        flip = np.array([sc, -sc, sc])
+        tf = crop_transform(center, side, res)
+        flip = np.array([tf.scale, -tf.scale, tf.scale])  # crop scale with the image y flip
         a[i] = flip[:, None] * scale[i] * rot[i]
-        off[i] = flip * trans[i] + np.array([-sc * x0, sc * (h[i] - 1) - sc * y0, 0.0])
-        sq.append((sc, x0, y0))
+        off[i] = flip * trans[i] + np.array([tf.tx, tf.scale * (h[i] - 1) + tf.ty, 0.0])
+        tfs.append(tf)
 
     # 2. every vertex, vertex-major: (3N, B) -> (N, 3, B)
     n = model.n_vertices
@@ -126,10 +126,7 @@ def pose_batch(
     zmin = out[:, :, 2].min(0)  # (B,)
     out[:, :, 2] -= zmin
     # z' = sc * z_img - zmin: the folded map already holds sc * z_img
-    crops = [
-        CropTransform(scale=float(sc), tx=float(-sc * x0), ty=float(-sc * y0), tz=float(-zmin[i]), size=res)
-        for i, (sc, x0, y0) in enumerate(sq)
-    ]
+    crops = [dataclasses.replace(tf, tz=float(-zmin[i])) for i, tf in enumerate(tfs)]
     return BatchGeometry(vertices=out, crops=crops, image_kpt=kpt)
 
 
@@ -141,8 +138,6 @@ def pose_reference(
     Returns:
         (N, 3) float64 crop-space vertices and the crop transform.
     """
-    from densemark.faces.crop import crop_transform
-
     img = to_image(transform_3ddfa(model.vertices(shape_para, exp_para), pose_para), image_height)
     center, side = crop_square(img[model.kpt_ind, :2], crop_scale)
     tf = crop_transform(center, side, res)

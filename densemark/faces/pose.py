@@ -56,10 +56,15 @@ def transform_3ddfa(vertices: np.ndarray, pose_para: np.ndarray) -> np.ndarray:
     return s[..., None, None] * (v @ np.swapaxes(r, -1, -2)) + t[..., None, :]
 
 
-def to_image(vertices: np.ndarray, height: int) -> np.ndarray:
-    """Flip y to image rows: ``y_img = height - 1 - y`` (x and z unchanged). Shape (..., N, 3)."""
+def to_image(vertices: np.ndarray, height: float | np.ndarray) -> np.ndarray:
+    """Flip y to image rows: ``y_img = height - 1 - y`` (x and z unchanged).
+
+    Args:
+        vertices: (..., N, 3).
+        height: image height, scalar or broadcastable to (..., N), e.g. (B, 1) for a batch.
+    """
     out = np.array(vertices, np.float64, copy=True)
-    out[..., 1] = height - 1 - out[..., 1]
+    out[..., 1] = np.asarray(height, np.float64) - 1 - out[..., 1]
     return out
 
 
