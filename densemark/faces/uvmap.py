@@ -205,37 +205,31 @@ class UVMap:
         :func:`densemark.faces.geometry.pose_batch` produces directly: no input transpose.
         """
         v = np.asarray(vertices, np.float32)
+        n = self.raster.n_vertices
+        # xyz triples move as 12-byte items: numpy transposes those far faster than float triples
         if vertex_major:
-            return self._render_vm(v, chunk, out)
+            if v.ndim != 3 or v.shape[0] != n or v.shape[2] != 3:
+                raise InputError(None, "vertices", f"expected vertex-major ({n}, B, 3), got {v.shape}")
+            src = np.ascontiguousarray(v).view(_XYZ).reshape(n, v.shape[1])
+            return self._render_chunks(src, chunk, out)
         single = v.ndim == 2
         v = v[None] if single else v
-        n = self.raster.n_vertices
         if v.ndim != 3 or v.shape[1:] != (n, 3):
             raise InputError(None, "vertices", f"expected (B, {n}, 3), got {np.shape(vertices)}")
-        b = v.shape[0]
-        hw = self.res * self.res
-        out = self._out_buffer(out, b)
-        # xyz triples move as 12-byte items: numpy transposes those far faster than float triples
-        vin = np.ascontiguousarray(v).view(_XYZ).reshape(b, n)
-        vout = out.view(_XYZ).reshape(b, hw)
-        m = self.matrix
-        for i in range(0, b, chunk):
-            k = min(chunk, b - i)
-            rhs = np.ascontiguousarray(vin[i : i + k].T).view(np.float32).reshape(n, 3 * k)
-            vout[i : i + k] = (m @ rhs).view(_XYZ).reshape(hw, k).T
+        src = np.ascontiguousarray(v).view(_XYZ).reshape(v.shape[0], n).T  # (N, B) view
+        out = self._render_chunks(src, chunk, out)
         return out[0] if single else out
 
-    def _render_vm(self, v: np.ndarray, chunk: int, out: np.ndarray | None) -> np.ndarray:
-        if v.ndim != 3 or v.shape[0] != self.raster.n_vertices or v.shape[2] != 3:
-            raise InputError(None, "vertices", f"expected vertex-major ({self.raster.n_vertices}, B, 3), got {v.shape}")
-        n, b = v.shape[0], v.shape[1]
+    def _render_chunks(self, src: np.ndarray, chunk: int, out: np.ndarray | None) -> np.ndarray:
+        """Maps of ``src: (N, B)`` xyz items, ``chunk`` samples per sparse product: (B, res, res, 3)."""
+        n, b = src.shape
         hw = self.res * self.res
         out = self._out_buffer(out, b)
         vout = out.view(_XYZ).reshape(b, hw)
         m = self.matrix
         for i in range(0, b, chunk):
             k = min(chunk, b - i)
-            rhs = np.ascontiguousarray(v[:, i : i + k]).reshape(n, 3 * k)
+            rhs = np.ascontiguousarray(src[:, i : i + k]).view(np.float32).reshape(n, 3 * k)
             vout[i : i + k] = (m @ rhs).view(_XYZ).reshape(hw, k).T
         return out
 
