@@ -21,7 +21,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from densemark.config import load_params, real_data_dir  # noqa: E402
-from densemark.faces.reference import naive_render_uv  # noqa: E402
+from densemark.faces.reference import render_naive  # noqa: E402
 from densemark.faces.uvmap import UVMap, rasterize_uv, uv_to_pixels  # noqa: E402
 
 
@@ -57,7 +57,7 @@ def main() -> None:
     print(f"mesh: {model.name}, {model.n_vertices} vertices, {model.triangles.shape[0]} triangles; batch {args.batch}")
 
     t0 = time.perf_counter()
-    naive_map, _ = naive_render_uv(uv_px, model.triangles, batch[0].astype(np.float64), res)
+    naive_map = render_naive(uv_px, model.triangles, res, batch[0].astype(np.float64))
     t_naive = time.perf_counter() - t0
 
     t_raster = _time(lambda: rasterize_uv(uv_px, model.triangles, res, model.n_vertices), 1)

@@ -1,75 +1,13 @@
-"""Small, slow, obviously-correct reference implementations the fast paths are checked against."""
+"""Small, slow, obviously-correct reference implementations the fast paths are checked against.
+
+The naive UV rasterizer lives in :mod:`densemark.faces.reference` (the benchmark uses it too).
+"""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-
-
-def point_in_tri_weights(
-    px: float, py: float, p0, p1, p2
-) -> tuple[bool, tuple[float, float, float]]:
-    """face3d's ``isPointInTri`` + ``get_point_weight`` for one point, in plain Python floats.
-
-    ``v0 = p2 - p0, v1 = p1 - p0, v2 = p - p0``; ``u`` is the weight of ``p2``, ``v`` the weight
-    of ``p1``; inside when ``u >= 0, v >= 0, u + v < 1``. A degenerate triangle (zero
-    denominator) covers nothing (face3d would set the inverse to 0; the toolkit skips it).
-    """
-    v0x, v0y = p2[0] - p0[0], p2[1] - p0[1]
-    v1x, v1y = p1[0] - p0[0], p1[1] - p0[1]
-    v2x, v2y = px - p0[0], py - p0[1]
-    dot00 = v0x * v0x + v0y * v0y
-    dot01 = v0x * v1x + v0y * v1y
-    dot02 = v0x * v2x + v0y * v2y
-    dot11 = v1x * v1x + v1y * v1y
-    dot12 = v1x * v2x + v1y * v2y
-    deno = dot00 * dot11 - dot01 * dot01
-    if deno == 0:
-        return False, (0.0, 0.0, 0.0)
-    inv = 1.0 / deno
-    u = (dot11 * dot02 - dot01 * dot12) * inv
-    v = (dot00 * dot12 - dot01 * dot02) * inv
-    return (u >= 0 and v >= 0 and u + v < 1), (1.0 - u - v, v, u)
-
-
-def rasterize_naive(
-    uv_px: np.ndarray, triangles: np.ndarray, res: int
-) -> dict[int, tuple[int, tuple[float, float, float]]]:
-    """Per-triangle loop over the pixels of each triangle's bounding box (face3d's render loop).
-
-    Returns ``{flat pixel (row * res + col): (triangle index, (w0, w1, w2))}``; the first
-    triangle (lowest index) that covers a pixel keeps it.
-    """
-    pts = np.asarray(uv_px, np.float64)
-    out: dict[int, tuple[int, tuple[float, float, float]]] = {}
-    for t, (i0, i1, i2) in enumerate(np.asarray(triangles).tolist()):
-        p0, p1, p2 = (tuple(map(float, pts[i])) for i in (i0, i1, i2))
-        x_min = max(math.ceil(min(p0[0], p1[0], p2[0])), 0)
-        x_max = min(math.floor(max(p0[0], p1[0], p2[0])), res - 1)
-        y_min = max(math.ceil(min(p0[1], p1[1], p2[1])), 0)
-        y_max = min(math.floor(max(p0[1], p1[1], p2[1])), res - 1)
-        for y in range(y_min, y_max + 1):
-            for x in range(x_min, x_max + 1):
-                key = y * res + x
-                if key in out:
-                    continue
-                inside, w = point_in_tri_weights(float(x), float(y), p0, p1, p2)
-                if inside:
-                    out[key] = (t, w)
-    return out
-
-
-def render_naive(
-    uv_px: np.ndarray, triangles: np.ndarray, res: int, values: np.ndarray
-) -> np.ndarray:
-    """(res, res, C) float64 map: barycentric interpolation of per-vertex ``values`` (N, C)."""
-    vals = np.asarray(values, np.float64)
-    tri = np.asarray(triangles)
-    out = np.zeros((res * res, vals.shape[1]))
-    for pix, (t, w) in rasterize_naive(uv_px, tri, res).items():
-        out[pix] = sum(wj * vals[tri[t, j]] for j, wj in enumerate(w))
-    return out.reshape(res, res, -1)
 
 
 def umeyama(

@@ -10,9 +10,10 @@ import densemark.faces.uvmap as uvmap_mod
 from densemark.errors import InputError
 from densemark.faces.io import load_bfm_mean_model, model_from_mean
 from densemark.faces.model import MorphableModel
+from densemark.faces.reference import rasterize_naive, render_naive
 from densemark.faces.template import grid_triangles
 from densemark.faces.uvmap import UVMap, derive_template, rasterize_uv, uv_to_pixels
-from tests._naive import rasterize_naive, render_naive, umeyama
+from tests._naive import umeyama
 
 # --- small meshes ------------------------------------------------------------------------------
 

@@ -1,51 +1,76 @@
 """Small naive reference implementations that the fast paths are tested and benchmarked against.
 
-Deliberately plain: one Python loop over triangles, face3d's ``render_colors`` rule per pixel.
+Deliberately plain: one Python loop over triangles and the pixels of each triangle's bounding
+box, face3d's ``render_colors`` rule per pixel, in plain Python floats.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
-def naive_render_uv(uv_px: np.ndarray, triangles: np.ndarray, values: np.ndarray, res: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rasterize triangles laid out at ``uv_px`` and interpolate per-vertex ``values``.
+def point_in_tri_weights(
+    px: float, py: float, p0, p1, p2
+) -> tuple[bool, tuple[float, float, float]]:
+    """face3d's ``isPointInTri`` + ``get_point_weight`` for one point, in plain Python floats.
 
-    Args:
-        uv_px: (N, 2) float pixel coordinates (x = column, y = row).
-        triangles: (T, 3) int vertex ids.
-        values: (N, C) per-vertex values (positions for a position map).
-        res: map side.
-
-    Returns:
-        ((res, res, C) float64 map, (res, res) int64 covering triangle or -1). First triangle
-        wins where triangles share a pixel; inside means barycentrics ``b >= 0, c >= 0, b + c < 1``.
+    ``v0 = p2 - p0, v1 = p1 - p0, v2 = p - p0``; ``u`` is the weight of ``p2``, ``v`` the weight
+    of ``p1``; inside when ``u >= 0, v >= 0, u + v < 1``. A degenerate triangle (zero
+    denominator) covers nothing (face3d would set the inverse to 0; the toolkit skips it).
     """
-    out = np.zeros((res, res, values.shape[1]))
-    owner = np.full((res, res), -1, np.int64)
-    for t, (i, j, k) in enumerate(np.asarray(triangles)):
-        a, b, c = uv_px[i], uv_px[j], uv_px[k]
-        x0, x1 = max(int(np.ceil(min(a[0], b[0], c[0]))), 0), min(int(np.floor(max(a[0], b[0], c[0]))), res - 1)
-        y0, y1 = max(int(np.ceil(min(a[1], b[1], c[1]))), 0), min(int(np.floor(max(a[1], b[1], c[1]))), res - 1)
-        v0, v1 = c - a, b - a
-        # explicit products (no BLAS dot, whose fused multiply-adds round differently)
-        d00 = v0[0] * v0[0] + v0[1] * v0[1]
-        d01 = v0[0] * v1[0] + v0[1] * v1[1]
-        d11 = v1[0] * v1[0] + v1[1] * v1[1]
-        deno = d00 * d11 - d01 * d01
-        if deno == 0:
-            continue
-        inv = 1.0 / deno
-        for y in range(y0, y1 + 1):
-            for x in range(x0, x1 + 1):
-                if owner[y, x] >= 0:
+    v0x, v0y = p2[0] - p0[0], p2[1] - p0[1]
+    v1x, v1y = p1[0] - p0[0], p1[1] - p0[1]
+    v2x, v2y = px - p0[0], py - p0[1]
+    dot00 = v0x * v0x + v0y * v0y
+    dot01 = v0x * v1x + v0y * v1y
+    dot02 = v0x * v2x + v0y * v2y
+    dot11 = v1x * v1x + v1y * v1y
+    dot12 = v1x * v2x + v1y * v2y
+    deno = dot00 * dot11 - dot01 * dot01
+    if deno == 0:
+        return False, (0.0, 0.0, 0.0)
+    inv = 1.0 / deno
+    u = (dot11 * dot02 - dot01 * dot12) * inv
+    v = (dot00 * dot12 - dot01 * dot02) * inv
+    return (u >= 0 and v >= 0 and u + v < 1), (1.0 - u - v, v, u)
+
+
+def rasterize_naive(
+    uv_px: np.ndarray, triangles: np.ndarray, res: int
+) -> dict[int, tuple[int, tuple[float, float, float]]]:
+    """Per-triangle loop over the pixels of each triangle's bounding box (face3d's render loop).
+
+    Returns ``{flat pixel (row * res + col): (triangle index, (w0, w1, w2))}``; the first
+    triangle (lowest index) that covers a pixel keeps it.
+    """
+    pts = np.asarray(uv_px, np.float64)
+    out: dict[int, tuple[int, tuple[float, float, float]]] = {}
+    for t, (i0, i1, i2) in enumerate(np.asarray(triangles).tolist()):
+        p0, p1, p2 = (tuple(map(float, pts[i])) for i in (i0, i1, i2))
+        x_min = max(math.ceil(min(p0[0], p1[0], p2[0])), 0)
+        x_max = min(math.floor(max(p0[0], p1[0], p2[0])), res - 1)
+        y_min = max(math.ceil(min(p0[1], p1[1], p2[1])), 0)
+        y_max = min(math.floor(max(p0[1], p1[1], p2[1])), res - 1)
+        for y in range(y_min, y_max + 1):
+            for x in range(x_min, x_max + 1):
+                key = y * res + x
+                if key in out:
                     continue
-                v2x, v2y = x - a[0], y - a[1]
-                d02 = v0[0] * v2x + v0[1] * v2y
-                d12 = v1[0] * v2x + v1[1] * v2y
-                wc = (d11 * d02 - d01 * d12) * inv
-                wb = (d00 * d12 - d01 * d02) * inv
-                if wc >= 0 and wb >= 0 and wb + wc < 1:
-                    owner[y, x] = t
-                    out[y, x] = (1 - wb - wc) * values[i] + wb * values[j] + wc * values[k]
-    return out, owner
+                inside, w = point_in_tri_weights(float(x), float(y), p0, p1, p2)
+                if inside:
+                    out[key] = (t, w)
+    return out
+
+
+def render_naive(
+    uv_px: np.ndarray, triangles: np.ndarray, res: int, values: np.ndarray
+) -> np.ndarray:
+    """(res, res, C) float64 map: barycentric interpolation of per-vertex ``values`` (N, C)."""
+    vals = np.asarray(values, np.float64)
+    tri = np.asarray(triangles)
+    out = np.zeros((res * res, vals.shape[1]))
+    for pix, (t, w) in rasterize_naive(uv_px, tri, res).items():
+        out[pix] = sum(wj * vals[tri[t, j]] for j, wj in enumerate(w))
+    return out.reshape(res, res, -1)
