@@ -25,3 +25,20 @@ def test_saved_resolution_is_read_back(tmp_path):
     assert back.sha256() == t.sha256()
     with pytest.raises(InputError, match="saved at 32x32"):
         load_template(tmp_path, 256)
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [("1\n2\n", None), ("1 2\n3 4\n", "one number per line"), ("1\n-2\n", "out of range"), ("1\n2.5\n", "whole numbers"), ("1\n9\n", "out of range")],
+)
+def test_read_index_list(tmp_path, text, match):
+    from densemark.faces.template import read_index_list
+
+    p = tmp_path / "ids.txt"
+    p.write_text(text)
+    if match is None:
+        np.testing.assert_array_equal(read_index_list(p, "ids", 9), [1, 2])
+        return
+    with pytest.raises(InputError, match=match) as ei:
+        read_index_list(p, "ids", 9)
+    assert ei.value.field == "ids" and str(p) in str(ei.value)

@@ -107,6 +107,21 @@ def _read_txt(path: Path, field: str) -> np.ndarray:
         raise InputError(path, field, f"cannot parse as a numeric text table ({exc})") from exc
 
 
+def read_index_list(path: str | os.PathLike, field: str, n: int | None = None) -> np.ndarray:
+    """(K,) int64 indices from a text file of numbers, one per line (floats allowed if whole).
+
+    Raises:
+        InputError: missing, empty or unparsable file; not one number per line; a value that
+            is not a whole number, is negative, or is ``>= n`` when ``n`` is given.
+    """
+    p = Path(path)
+    arr = _read_txt(p, field)
+    if arr.shape[0] != 1 and arr.shape[1] != 1:
+        raise InputError(p, field, f"expected one number per line, got a {arr.shape[0]}x{arr.shape[1]} table")
+    arr = check_array(arr.reshape(-1), p, field, (None,))
+    return check_indices(arr, p, field, np.iinfo(np.int64).max if n is None else n)
+
+
 def load_template(folder: str | os.PathLike, res: int | None = None) -> FaceTemplate:
     """Read a template folder in PRNet's format (see module docstring).
 
@@ -125,8 +140,7 @@ def load_template(folder: str | os.PathLike, res: int | None = None) -> FaceTemp
             raise InputError(info, "res", f"template was saved at {saved}x{saved}, asked for {res}")
         res = saved
     res = 256 if res is None else res
-    fi_raw = _read_txt(d / "face_ind.txt", "face_ind").reshape(-1)
-    face_ind = check_indices(check_array(fi_raw, d / "face_ind.txt", "face_ind", (None,)), d / "face_ind.txt", "face_ind", res * res)
+    face_ind = read_index_list(d / "face_ind.txt", "face_ind", res * res)
     if np.any(np.diff(face_ind) <= 0):
         raise InputError(d / "face_ind.txt", "face_ind", "pixel indices must be strictly increasing (no repeats)")
     kpt = check_array(_read_txt(d / "uv_kpt_ind.txt", "uv_kpt_ind"), d / "uv_kpt_ind.txt", "uv_kpt_ind", (2, 68))

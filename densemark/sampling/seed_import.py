@@ -18,28 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from densemark.errors import InputError
-from densemark.faces.template import FaceTemplate
+from densemark.faces.template import FaceTemplate, read_index_list
 from densemark.sampling.landmark_set import LandmarkSet, make_set
 
 IDS_FILE = "vertices_520_sel_from_blender.txt"
 KPT_POS_FILE = "vertices_68_fil_520.txt"
 KPT_IDS_FILE = "vertices_68.txt"
-
-
-def read_id_list(path: str | os.PathLike, field: str) -> np.ndarray:
-    """(N,) int64 from a text file of numbers, one per line; every value must be a whole number >= 0."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(p, field, "file not found")
-    try:
-        x = np.loadtxt(p, ndmin=1, dtype=np.float64)
-    except ValueError as exc:
-        raise InputError(p, field, f"cannot parse numbers ({exc})") from exc
-    if x.ndim != 1 or x.size == 0:
-        raise InputError(p, field, f"expected one number per line, got shape {x.shape}")
-    if not np.isfinite(x).all() or (x != np.round(x)).any() or (x < 0).any():
-        raise InputError(p, field, "expected whole numbers >= 0")
-    return x.astype(np.int64)
 
 
 def import_seed(seed_dir: str | os.PathLike, template: FaceTemplate, *, name: str = "basak2023-520") -> LandmarkSet:
@@ -50,8 +34,8 @@ def import_seed(seed_dir: str | os.PathLike, template: FaceTemplate, *, name: st
             ``vertices_68.txt`` (when present) disagrees with the 520 list at the 68 positions.
     """
     d = Path(seed_dir)
-    ids = read_id_list(d / IDS_FILE, "ids")
-    pos = read_id_list(d / KPT_POS_FILE, "kpt68")
+    ids = read_index_list(d / IDS_FILE, "ids")
+    pos = read_index_list(d / KPT_POS_FILE, "kpt68")
     if ids.max() >= template.n_vertices:
         raise InputError(d / IDS_FILE, "ids", f"ids out of range 0..{template.n_vertices - 1}")
     if len(np.unique(ids)) != len(ids):
@@ -59,7 +43,7 @@ def import_seed(seed_dir: str | os.PathLike, template: FaceTemplate, *, name: st
     if pos.shape != (68,) or pos.max() >= len(ids):
         raise InputError(d / KPT_POS_FILE, "kpt68", f"expected 68 positions in 0..{len(ids) - 1}")
     if (d / KPT_IDS_FILE).is_file():
-        k68 = read_id_list(d / KPT_IDS_FILE, "vertices_68")
+        k68 = read_index_list(d / KPT_IDS_FILE, "vertices_68")
         if k68.shape != (68,) or not np.array_equal(ids[pos], k68):
             raise InputError(d / KPT_IDS_FILE, "vertices_68", f"disagrees with {IDS_FILE}[{KPT_POS_FILE}]")
     return make_set(
