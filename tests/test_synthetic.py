@@ -250,3 +250,19 @@ def test_cli(params, tmp_path):
         assert args.func(args) == 0
     assert len(list((tmp_path / "w").glob("*.jpg"))) == 1
     assert len(list((tmp_path / "t").glob("image*.mat"))) == 2
+
+
+def test_failing_sample_is_quarantined_and_the_run_goes_on(model, params, tmp_path, monkeypatch):
+    real = ds.render_sample
+
+    def flaky(model, params, stream, index, *a, **kw):
+        if index == 1:
+            raise ValueError("boom")
+        return real(model, params, stream, index, *a, **kw)
+
+    monkeypatch.setattr(ds, "render_sample", flaky)
+    paths = ds.generate_300wlp(model, params, tmp_path, 3)
+    assert [p.stem for p in paths] == ["SYN_image_00000_0", "SYN_image_00002_0"]
+    rep = json.loads((tmp_path / "failures_0_3.json").read_text())
+    assert rep["counts"] == {"quarantined": 1, "written": 2}
+    assert rep["quarantine"] == [{"sample": "1", "error": "ValueError: boom"}]

@@ -43,6 +43,7 @@ from densemark.faces.model import MorphableModel
 from densemark.faces.pose import transform_3ddfa
 from densemark.faces.render import Raster, render_with_raster, vertex_normals
 from densemark.faces.synthetic_params import SyntheticParams
+from densemark.report import RunReport
 
 log = logging.getLogger(__name__)
 
@@ -307,17 +308,19 @@ def render_sample(
 def _run(
     n: int, start: int, desc: str, one: Callable[[int], Path], out_dir: Path
 ) -> list[Path]:
-    """Generate samples ``start .. start + n - 1``; a failing sample is logged and recorded in
-    ``failures_<start>_<end>.json``, the others go on."""
-    paths, failures = [], []
+    """Generate samples ``start .. start + n - 1``; a failing sample is logged and quarantined
+    in a run report ``failures_<start>_<end>.json`` (written when any failed), the others go on."""
+    paths = []
+    rep = RunReport(desc, params={"start": start, "n": n})
     for i in tqdm(range(start, start + n), desc=desc, unit="img", disable=None):
         try:
             paths.append(one(i))
+            rep.count("written")
         except Exception as exc:  # noqa: BLE001 - one bad sample must not stop the batch
             log.warning("%s sample %d failed: %s: %s", desc, i, type(exc).__name__, exc)
-            failures.append({"index": i, "error": f"{type(exc).__name__}: {exc}"})
-    if failures:
-        write_json(out_dir / f"failures_{start}_{start + n}.json", failures)
+            rep.quarantined(str(i), f"{type(exc).__name__}: {exc}")
+    if rep.quarantine:
+        rep.write(out_dir / f"failures_{start}_{start + n}.json")
     return paths
 
 
