@@ -33,7 +33,7 @@ def _model():
         return load_bfm_mean_model(real / "bfm")
     from densemark.faces.stages import load_configured_model
 
-    return load_configured_model(load_params())
+    return load_configured_model(load_params().model)
 
 
 def _time(f, repeats: int) -> float:

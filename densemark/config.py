@@ -1,4 +1,4 @@
-"""Typed pipeline parameters, loaded from ``params.yaml`` (one section per stage).
+"""Typed pipeline parameters, loaded from ``params.yaml``: composes the parts' sections.
 
 A bad value fails at load with a message that names the key, e.g.
 ``params.yaml: posmap.res: Input should be greater than or equal to 16``.
@@ -8,51 +8,30 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from densemark.errors import ConfigError
-from densemark.faces.synthetic_params import SyntheticParams
+from densemark.core.errors import ConfigError
+from densemark.datasets.params import PosmapParams
+from densemark.faces.params import ModelParams
+from densemark.faces.procedural.params import ProceduralParams
 from densemark.sampling.params import SampleParams
+from densemark.sources.params import SyntheticParams
 
 REAL_DATA_ENV = "DENSEMARK_REAL_DATA"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Params(BaseModel):
+    """All of ``params.yaml``: one section per part, each defined next to its code.
 
-
-class ModelParams(_Section):
-    """Which face model the pipeline uses.
-
-    ``source: embedded`` generates the procedural model (``synthetic`` section) into ``dir``;
-    ``source: bfm`` reads a face3d ``BFM.mat`` + ``BFM_UV.mat`` from ``dir``;
-    ``source: bfm-mean`` reads 3DDFA's mean arrays + ``tri.mat`` + ``BFM_info.mat`` + ``BFM_UV.mat``.
+    Only the CLI and the flows import this; a stage function receives its own section(s).
     """
 
-    source: Literal["embedded", "bfm", "bfm-mean"] = "embedded"
-    dir: Path = Path("data/model")
-    template_dir: Path | None = None  # PRNet template folder; None = derive from the model
-    cache_dir: Path = Path("data/cache")
-
-
-class PosmapParams(_Section):
-    """UV position-map rendering (PRNet convention)."""
-
-    res: int = Field(256, ge=16, le=2048)
-    crop_scale: float = Field(1.5, gt=0)
-    jitter: float = Field(0.0, ge=0, le=0.5)  # centre shift as a fraction of the box side
-    size_jitter: float = Field(0.0, ge=0, le=0.5)
-    seed: int = 0
-    batch: int = Field(32, ge=1)
-
-
-class Params(_Section):
-    """All of ``params.yaml``."""
+    model_config = ConfigDict(extra="forbid")
 
     model: ModelParams = ModelParams()
+    procedural: ProceduralParams = ProceduralParams()
     synthetic: SyntheticParams = SyntheticParams()
     posmap: PosmapParams = PosmapParams()
     sample: SampleParams = SampleParams()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from densemark.cli import build_parser, main
-from densemark.errors import InputError
+from densemark.core.errors import InputError
 from densemark.faces.template import FaceTemplate, grid_triangles, load_template, save_template
 from densemark.sampling import blender as bl
 from densemark.sampling.landmark_set import LandmarkSet, make_set

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from densemark.config import Params, load_params
-from densemark.errors import ConfigError
+from densemark.core.errors import ConfigError
 
 
 def test_defaults_when_missing(tmp_path):
@@ -19,7 +19,7 @@ def test_repo_params_load():
 @pytest.mark.parametrize(
     "text,key",
     [
-        ("posmap:\n  res: 8\n", "posmap.res"),
+        ("model:\n  uv_res: 8\n", "model.uv_res"),
         ("posmap:\n  resolution: 256\n", "posmap.resolution"),
         ("model:\n  source: nope\n", "model.source"),
         ("bogus: {}\n", "bogus"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from densemark.core.seeding import rng_for
 from densemark.faces.geometry import pose_batch, pose_reference
 from densemark.faces.uvmap import UVMap
-from densemark.seeding import rng_for
 from tests._models import grid_model
 
 
@@ -69,8 +69,8 @@ def test_render_of_batch_equals_per_sample(model):
 
 def test_real_sample_keypoints_land_on_pt2d(real_dir):
     """The BFM mean posed by the real 300W-LP fit lands near the annotated keypoints."""
-    from densemark.datasets.sources import read_fit_mat
     from densemark.faces.io import load_bfm_mean_model
+    from densemark.sources.readers import read_fit_mat
 
     m = load_bfm_mean_model(real_dir / "bfm")
     s = read_fit_mat(real_dir / "300wlp" / "IBUG_image_008_1_0.mat", 199, 29)

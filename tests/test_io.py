@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import scipy.io as sio
 
-from densemark import atomic
-from densemark.errors import InputError
+from densemark.core import atomic
+from densemark.core.errors import InputError
+from densemark.core.validate import check_array, check_indices
 from densemark.faces.io import (
     atomic_savemat,
     load_bfm_info,
@@ -28,7 +29,6 @@ from densemark.faces.io import (
     save_uv_mat,
 )
 from densemark.faces.model import MorphableModel
-from densemark.faces.validate import check_array, check_indices
 
 
 def raises_named(path, field, fn, *args, match=None, **kwargs) -> str:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from densemark.errors import InputError
+from densemark.core.errors import InputError
 from densemark.sampling.landmark_set import LandmarkSet, diff_ids, edit, make_set
 from densemark.sampling.seed_import import IDS_FILE, KPT_POS_FILE, import_seed
 from densemark.sampling.symmetry import mirror_match, optimal_mirror_match, template_mirror

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from densemark.errors import InputError
+from densemark.core.errors import InputError
 from densemark.faces.model import MorphableModel
 
 

@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from densemark.datasets.sources import read_fit_mat
-from densemark.errors import InputError
+from densemark.core.errors import InputError
 from densemark.faces.crop import CropTransform, crop_image, crop_square, crop_transform
 from densemark.faces.io import load_bfm_mean_model
 from densemark.faces.pose import (
@@ -18,6 +17,7 @@ from densemark.faces.pose import (
     to_image,
     transform_3ddfa,
 )
+from densemark.sources.readers import read_fit_mat
 from tests._naive import rx_ry_rz
 
 

@@ -19,7 +19,7 @@ def _setup(tmp_path):
     save_bfm_mat(model, mdir / "BFM.mat")
     save_uv_mat(model.uv, mdir / "BFM_UV.mat")
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"model": {"source": "bfm", "dir": str(mdir), "cache_dir": str(tmp_path / "cache")}, "posmap": {"res": 64, "batch": 2}}))
+    params.write_text(yaml.safe_dump({"model": {"source": "bfm", "dir": str(mdir), "cache_dir": str(tmp_path / "cache"), "uv_res": 64}, "posmap": {"batch": 2}}))
     src = tmp_path / "src"
     for i in range(3):
         write_fit(src, f"s{i}", [0.1 * i, 0.2, 0.0, 150, 150, 0, 1e-3])

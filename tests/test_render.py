@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from densemark.errors import InputError
+from densemark.core.errors import InputError
 from densemark.faces.render import lambert, rasterize, render, triangle_normals, vertex_normals
 
 

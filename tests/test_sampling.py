@@ -10,7 +10,7 @@ from scipy.sparse.csgraph import dijkstra
 
 from densemark.cli import main
 from densemark.config import load_params
-from densemark.errors import ConfigError, InputError
+from densemark.core.errors import ConfigError, InputError
 from densemark.faces.template import save_template
 from densemark.sampling.compare import compare_sets, geodesic_nn, report_markdown, voronoi
 from densemark.sampling.delaunay import centroids, delaunay_sample

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import scipy.io as sio
 
-from densemark.datasets.sources import (
+from densemark.core.errors import InputError
+from densemark.sources.readers import (
     FitSample,
     iter_source,
     list_fit_mats,
@@ -15,7 +16,6 @@ from densemark.datasets.sources import (
     read_fit_mat,
     read_image,
 )
-from densemark.errors import InputError
 
 # --- self-made samples -------------------------------------------------------------------------
 

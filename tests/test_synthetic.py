@@ -9,29 +9,34 @@ import numpy as np
 import pytest
 import scipy.io as sio
 
-from densemark.datasets import synthetic as ds
-from densemark.faces import synthetic as fs
-from densemark.faces.io import MAT_HEADER, load_model, read_mat
+from densemark.core.matio import MAT_HEADER, read_mat
+from densemark.faces import procedural as fs
+from densemark.faces.io import load_model
+from densemark.faces.procedural.params import ProceduralParams
 from densemark.faces.render import triangle_normals
-from densemark.faces.synthetic_params import SyntheticParams
+from densemark.sources import synthetic as ds
+from densemark.sources.params import SyntheticParams
 
-SMALL = {"grid": 41, "image_size": 450}
+
+@pytest.fixture(scope="module")
+def proc() -> ProceduralParams:
+    return ProceduralParams(grid=41)
 
 
 @pytest.fixture(scope="module")
 def params() -> SyntheticParams:
-    return SyntheticParams(**SMALL)
+    return SyntheticParams(image_size=450)
 
 
 @pytest.fixture(scope="module")
-def model(params):
-    return fs.build_model(params)
+def model(proc):
+    return fs.build_model(proc)
 
 
 @pytest.fixture(scope="module")
-def model_dir(params, tmp_path_factory):
+def model_dir(proc, tmp_path_factory):
     d = tmp_path_factory.mktemp("model")
-    fs.write_model(params, d)
+    fs.write_model(proc, d)
     return d
 
 
@@ -90,16 +95,16 @@ def test_model_round_trip(model, model_dir):
     assert info["kpt_ind"] == model.kpt_ind.tolist() and len(info["aflw21_ind"]) == 21
 
 
-def test_model_files_deterministic(params, model_dir, tmp_path):
-    fs.write_model(params, tmp_path / "a")
+def test_model_files_deterministic(proc, model_dir, tmp_path):
+    fs.write_model(proc, tmp_path / "a")
     assert _bytes(tmp_path / "a") == _bytes(model_dir)
     assert (tmp_path / "a" / "BFM.mat").read_bytes().startswith(MAT_HEADER)
-    fs.write_model(params.model_copy(update={"seed": 1}), tmp_path / "b")
+    fs.write_model(proc.model_copy(update={"seed": 1}), tmp_path / "b")
     assert (tmp_path / "b" / "BFM.mat").read_bytes() != (model_dir / "BFM.mat").read_bytes()
 
 
-def test_uv_mirror_symmetry(model, params):
-    uv, tri, mirror, n_mouth = fs.uv_grid(params.grid)
+def test_uv_mirror_symmetry(model, proc):
+    uv, tri, mirror, n_mouth = fs.uv_grid(proc.grid)
     np.testing.assert_array_equal(model.uv, uv)
     np.testing.assert_allclose(uv[mirror], np.stack([1 - uv[:, 0], uv[:, 1]], 1), atol=1e-12)
     np.testing.assert_allclose(model.mean[mirror] * [-1, 1, 1], model.mean, atol=1.0)  # micrometres
@@ -117,7 +122,7 @@ def test_uv_mirror_symmetry(model, params):
 
 def test_params_validation():
     with pytest.raises(ValueError, match="odd"):
-        SyntheticParams(grid=40)
+        ProceduralParams(grid=40)
     with pytest.raises(ValueError, match="scale_min"):
         SyntheticParams(scale_min=2e-3, scale_max=1e-3)
     with pytest.raises(ValueError):
@@ -232,10 +237,11 @@ def test_pose_distribution(params):
 
 
 def test_cli(params, tmp_path):
-    from densemark.faces import cli, synthetic_cli
+    from densemark.cli import faces as cli
+    from densemark.cli import sources as synthetic_cli
 
     cfg = tmp_path / "params.yaml"
-    cfg.write_text("synthetic:\n  grid: 31\n  n_test: 2\n")
+    cfg.write_text("procedural:\n  grid: 31\nsynthetic:\n  n_test: 2\n")
     parser = argparse.ArgumentParser()
     parser.add_argument("--params")
     sub = parser.add_subparsers(dest="command")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from densemark.errors import InputError
+from densemark.core.errors import InputError
 from densemark.faces.template import FaceTemplate, grid_triangles, load_template, save_template
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import densemark.faces.uvmap as uvmap_mod
-from densemark.errors import InputError
+from densemark.core.errors import InputError
 from densemark.faces.io import load_bfm_mean_model, model_from_mean
 from densemark.faces.model import MorphableModel
 from densemark.faces.reference import rasterize_naive, render_naive

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from densemark.errors import InputError
+from densemark.core.errors import InputError
 
 
 @dataclass(frozen=True)

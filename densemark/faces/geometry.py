@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from densemark.errors import InputError
+from densemark.core.errors import InputError
 from densemark.faces.crop import CropTransform, crop_square, crop_transform
 from densemark.faces.model import MorphableModel
 from densemark.faces.pose import pose_para_to_srt, to_image, transform_3ddfa

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from densemark.errors import InputError
+from densemark.core.errors import InputError
 
 
 @dataclass(frozen=True, eq=False)

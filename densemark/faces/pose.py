@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from densemark.errors import InputError
+from densemark.core.errors import InputError
 
 
 def rotation_3ddfa(angles: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from densemark.errors import InputError
+from densemark.core.errors import InputError
 
 _EPS = 1e-9
 

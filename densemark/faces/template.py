@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from densemark.atomic import atomic_path, save_npy, write_json
-from densemark.errors import InputError
-from densemark.faces.io import load_npy
-from densemark.faces.validate import check_array, check_indices
+from densemark.core.atomic import atomic_path, save_npy, write_json
+from densemark.core.errors import InputError
+from densemark.core.matio import load_npy
+from densemark.core.validate import check_array, check_indices
 
 TEMPLATE_FILES = ("face_ind.txt", "uv_kpt_ind.txt", "canonical_vertices.npy", "triangles.txt")
 

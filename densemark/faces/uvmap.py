@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from densemark.atomic import atomic_path
-from densemark.errors import InputError
+from densemark.core.atomic import atomic_path
+from densemark.core.errors import InputError
 from densemark.faces.model import MorphableModel
 from densemark.faces.template import FaceTemplate, grid_triangles
 

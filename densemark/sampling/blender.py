@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from densemark.atomic import atomic_path
-from densemark.errors import DensemarkError, InputError
+from densemark.core.atomic import atomic_path
+from densemark.core.errors import DensemarkError, InputError
 from densemark.faces.template import FaceTemplate, load_template
 from densemark.sampling.landmark_set import LandmarkSet, edit
 from densemark.sampling.symmetry import MIRROR_SPACE, template_mirror

@@ -148,7 +148,7 @@ def plot_sets(template: FaceTemplate, sets: list[LandmarkSet], path, title: str 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from densemark.atomic import atomic_path
+    from densemark.core.atomic import atomic_path
 
     uv, xy = template.pixel_uv, template.vertices[:, :2]
     styles = [dict(c="tab:blue", marker="o", s=9), dict(c="tab:red", marker="x", s=12), dict(c="tab:green", marker="+", s=14)]

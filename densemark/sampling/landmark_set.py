@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 import densemark
-from densemark.atomic import write_text
-from densemark.errors import InputError
+from densemark.core.atomic import write_text
+from densemark.core.errors import InputError
 from densemark.faces.template import FaceTemplate
 from densemark.sampling.symmetry import MIRROR_SPACE, mirror_match
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from densemark.errors import InputError
+from densemark.core.errors import InputError
 from densemark.faces.template import FaceTemplate
 from densemark.sampling.delaunay import delaunay_sample, symmetrize
 from densemark.sampling.fps import farthest_point_sampling

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from densemark.errors import InputError
+from densemark.core.errors import InputError
 from densemark.faces.template import FaceTemplate, read_index_list
 from densemark.sampling.landmark_set import LandmarkSet, make_set
 

@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from densemark.atomic import write_json, write_text
+from densemark.core.atomic import write_json, write_text
 from densemark.faces.template import FaceTemplate, load_template
 from densemark.sampling.compare import compare_sets, plot_sets, report_markdown, set_stats
 from densemark.sampling.landmark_set import LandmarkSet

@@ -20,7 +20,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
-from densemark.errors import InputError
+from densemark.core.errors import InputError
 from densemark.faces.template import FaceTemplate
 
 MIRROR_SPACE = "uv-mirror"  # recorded in landmark sets: how a template vertex's mirror is found

@@ -36,14 +36,15 @@ import numpy as np
 from scipy.special import ndtr
 from tqdm import tqdm
 
-from densemark.atomic import atomic_path, save_npy, write_json
-from densemark.faces import synthetic as fs
-from densemark.faces.io import atomic_savemat
+from densemark.core.atomic import save_npy, write_json
+from densemark.core.images import write_jpeg
+from densemark.core.matio import atomic_savemat
+from densemark.core.report import RunReport
+from densemark.faces import procedural as fs
 from densemark.faces.model import MorphableModel
 from densemark.faces.pose import transform_3ddfa
 from densemark.faces.render import Raster, render_with_raster, vertex_normals
-from densemark.faces.synthetic_params import SyntheticParams
-from densemark.report import RunReport
+from densemark.sources.params import SyntheticParams
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +55,6 @@ _MARGIN = 8.0  # keypoints are kept this many pixels inside the image
 
 
 # ----------------------------------------------------------------------------- files
-
-
-def write_jpeg(path: str | Path, rgb: np.ndarray, quality: int) -> Path:
-    """Encode (H, W, 3) uint8 RGB as JPEG (deterministic for the same input), atomically."""
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise RuntimeError(f"JPEG encoding failed for {path}")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.tobytes())
-    return Path(path)
 
 
 def roi_box(pts: np.ndarray) -> np.ndarray:
@@ -381,7 +372,7 @@ def generate_aflw2000(model: MorphableModel, params: SyntheticParams, out_dir: s
 
 def write_aflw2000_gt(folder: str | Path) -> dict[str, Path]:
     """(Re)write ``folder/gt/*.npy`` from the ``image*.mat`` files in ``folder`` (sorted by name)."""
-    from densemark.faces.io import read_mat
+    from densemark.core.matio import read_mat
 
     d = Path(folder)
     mats = sorted(d.glob("image*.mat"))
@@ -406,13 +397,13 @@ def write_aflw2000_gt(folder: str | Path) -> dict[str, Path]:
 
 
 def load_model_dir(model_dir: str | Path) -> MorphableModel:
-    """The model written by :func:`densemark.faces.synthetic.write_model` (``BFM.mat`` + ``BFM_UV.mat``)."""
+    """The model written by :func:`densemark.faces.procedural.write_model` (``BFM.mat`` + ``BFM_UV.mat``)."""
     from densemark.faces.io import load_model
 
     d = Path(model_dir)
     m = load_model(d / "BFM.mat", d / "BFM_UV.mat")
     info = d / "model_info.json"
-    if info.is_file() and json.loads(info.read_text(encoding="utf-8")).get("generator") == "densemark.faces.synthetic":
+    if info.is_file() and json.loads(info.read_text(encoding="utf-8")).get("generator") == "densemark.faces.procedural":
         m = MorphableModel(m.mean, m.shape_basis, m.exp_basis, m.triangles, m.kpt_ind, m.uv, m.shape_ev, m.exp_ev,
                            name="synthetic")  # fmt: skip
     return m

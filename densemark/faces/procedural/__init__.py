@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from densemark.atomic import write_json
+from densemark.core.atomic import write_json
 from densemark.faces.io import save_bfm_mat, save_uv_mat
 from densemark.faces.model import MorphableModel
-from densemark.faces.synthetic_params import SyntheticParams
+from densemark.faces.procedural.params import ProceduralParams
 
 GENERATOR_VERSION = "1"
 BFM_N_VERTICES = 53215  # the BFM's vertex count: basis columns are scaled as if orthonormal over it
@@ -476,7 +476,7 @@ def _exp_fields(uv: np.ndarray, mirror: np.ndarray, k: int, rng: np.random.Gener
 # ----------------------------------------------------------------------------- the model
 
 
-def build_model(params: SyntheticParams) -> MorphableModel:
+def build_model(params: ProceduralParams) -> MorphableModel:
     """The procedural morphable model for ``params`` (deterministic in ``params``).
 
     Returns:
@@ -505,11 +505,11 @@ def build_model(params: SyntheticParams) -> MorphableModel:
     )
 
 
-def model_info(model: MorphableModel, params: SyntheticParams) -> dict[str, object]:
+def model_info(model: MorphableModel, params: ProceduralParams) -> dict[str, object]:
     """Provenance and annotations recorded beside the model (``model_info.json``)."""
     _, _, mirror, n_mouth = uv_grid(params.grid)
     return {
-        "generator": "densemark.faces.synthetic",
+        "generator": "densemark.faces.procedural",
         "generator_version": GENERATOR_VERSION,
         "params": params.model_dump(mode="json"),
         "fingerprint": model.fingerprint(),
@@ -526,7 +526,7 @@ def model_info(model: MorphableModel, params: SyntheticParams) -> dict[str, obje
     }
 
 
-def write_model(params: SyntheticParams, out_dir: str | Path) -> dict[str, Path]:
+def write_model(params: ProceduralParams, out_dir: str | Path) -> dict[str, Path]:
     """Write the procedural model as ``BFM.mat`` + ``BFM_UV.mat`` + ``model_info.json``.
 
     The files read back with :func:`densemark.faces.io.load_model`; ``.mat`` headers carry a

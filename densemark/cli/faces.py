@@ -1,4 +1,4 @@
-"""CLI front ends of the face stages: ``model``, ``template``, ``posmap``."""
+"""CLI front ends of the face stages: ``model``, ``template``."""
 
 from __future__ import annotations
 
@@ -18,19 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", default=None)
     p.set_defaults(func=_template)
 
-    p = sub.add_parser("posmap", help="render PRNet-style crops + UV position maps for a 300W-LP-format source")
-    p.add_argument("--model-dir", default=None)
-    p.add_argument("--source", required=True, help="folder of <id>.jpg + <id>.mat samples")
-    p.add_argument("--out", required=True)
-    p.add_argument("--report", required=True)
-    p.set_defaults(func=_posmap)
-
 
 def _model(args: argparse.Namespace) -> int:
     from densemark.faces.stages import run_model
 
     params = load_params(args.params)
-    for name, path in run_model(params, args.out or params.model.dir).items():
+    for name, path in run_model(params.model, params.procedural, args.out or params.model.dir).items():
         print(f"{name}: {path}")
     return 0
 
@@ -38,15 +31,7 @@ def _model(args: argparse.Namespace) -> int:
 def _template(args: argparse.Namespace) -> int:
     from densemark.faces.stages import run_template
 
-    params = load_params(args.params)
-    t = run_template(params, args.model_dir or params.model.dir, args.out, args.report)
+    params = load_params(args.params).model
+    t = run_template(params, args.model_dir or params.dir, args.out, args.report)
     print(f"template: {t.n_vertices} vertices, {t.triangles.shape[0]} triangles -> {args.out}")
     return 0
-
-
-def _posmap(args: argparse.Namespace) -> int:
-    from densemark.faces.stages import run_posmap
-
-    params = load_params(args.params)
-    rep = run_posmap(params, args.model_dir or params.model.dir, args.source, args.out, args.report)
-    return 0 if rep.counts.get("written", 0) + rep.counts.get("skipped_existing", 0) > 0 else 1

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from densemark.errors import InputError
-from densemark.faces.io import load_npy, read_mat
-from densemark.faces.validate import check_array
+from densemark.core.errors import InputError
+from densemark.core.images import read_image
+from densemark.core.matio import load_npy, read_mat
+from densemark.core.validate import check_array
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -56,24 +57,6 @@ class FitSample:
     def load_image(self) -> np.ndarray:
         """The image as (H, W, 3) uint8 RGB."""
         return read_image(self.image_path if self.image_path is not None else self.mat_path.with_suffix(".jpg"))
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 RGB; errors name the file."""
-    import cv2
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(p, "image", "file not found")
-    if p.stat().st_size == 0:
-        raise InputError(p, "image", "file is empty")
-    try:
-        img = cv2.imdecode(np.fromfile(p, np.uint8), cv2.IMREAD_COLOR)
-    except cv2.error:
-        img = None
-    if img is None:
-        raise InputError(p, "image", "cannot decode (empty, truncated or not an image)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def _opt(mat: dict, path: Path, key: str, shape) -> np.ndarray | None:

@@ -1,7 +1,7 @@
 """``densemark <stage>``: one subcommand per pipeline stage; what ``dvc.yaml`` and the flows call.
 
-Each part of the package registers its own subcommands through a ``register(subparsers)``
-function listed in ``_PARTS``; the handlers are thin: parse, call the stage function, print.
+Each module here fronts one part of the package and registers its subcommands through a
+``register(subparsers)`` function listed in ``_PARTS``; the handlers are thin: parse, call the stage function, print.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ import argparse
 import importlib
 import sys
 
-from densemark.errors import DensemarkError
+from densemark.core.errors import DensemarkError
 
 _PARTS = (
-    "densemark.faces.cli",
-    "densemark.faces.synthetic_cli",
-    "densemark.sampling.cli",
-    "densemark.sampling.blender_cli",
+    "densemark.cli.faces",
+    "densemark.cli.sampling",
+    "densemark.cli.blender",
+    "densemark.cli.sources",
+    "densemark.cli.datasets",
 )
 
 
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             part = importlib.import_module(mod)
         except ModuleNotFoundError as exc:
-            if exc.name != mod:
+            if exc.name != mod:  # a part that is not installed
                 raise
             continue
         part.register(sub)

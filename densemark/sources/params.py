@@ -1,4 +1,4 @@
-"""Parameters of the embedded default (``params.yaml`` section ``synthetic``)."""
+"""Parameters of the synthetic sources (``params.yaml`` section ``synthetic``)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class SyntheticParams(BaseModel):
-    """The procedural face model and the synthetic 300W-LP / AFLW2000-3D style sources.
+    """The synthetic 300W-LP / AFLW2000-3D style sources rendered from the face model.
 
-    Every random draw is keyed by ``seed`` (model: ``(seed, 100)``-style keys; training sample
-    ``i``: ``(seed, 0, i)``; test sample ``i``: ``(seed, 1, i)``), so the same parameters give
-    byte-identical files.
+    Every random draw is keyed by ``seed`` (training sample ``i``: ``(seed, 0, i)``; test
+    sample ``i``: ``(seed, 1, i)``), so the same parameters give byte-identical files.
 
     Pose: ``|yaw|`` is uniform on ``[0, yaw_core_deg]`` with probability ``1 - yaw_tail_prob``
     and uniform on ``[yaw_core_deg, yaw_max_deg]`` otherwise (300W-LP's spread: most faces
@@ -19,12 +18,7 @@ class SyntheticParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seed: int = 0
-    # --- model ---
-    grid: int = Field(161, ge=25, le=255, description="UV grid points per side, odd (the UV map is 256x256)")
-    n_shape: int = Field(199, ge=1, le=199, description="identity basis columns (300W-LP Shape_Para: 199)")
-    n_exp: int = Field(29, ge=1, le=29, description="expression basis columns (300W-LP Exp_Para: 29)")
-    # --- samples ---
+    seed: int = Field(0, ge=0)
     n_train: int = Field(48, ge=0, description="synthetic 300W-LP samples")
     n_test: int = Field(16, ge=0, description="synthetic AFLW2000-3D samples")
     image_size: int = Field(450, ge=64, le=2048)
@@ -49,8 +43,6 @@ class SyntheticParams(BaseModel):
 
     @model_validator(mode="after")
     def _ranges(self) -> SyntheticParams:
-        if self.grid % 2 == 0:
-            raise ValueError(f"grid must be odd so the midline u = 0.5 is a grid column, got {self.grid}")
         for lo, hi in (
             ("yaw_core_deg", "yaw_max_deg"),
             ("scale_min", "scale_max"),

@@ -1,6 +1,6 @@
 """``densemark synth-300wlp | synth-aflw2000``: the embedded default's sample generators.
 
-The embedded model itself is written by ``densemark model`` (:mod:`densemark.faces.cli`).
+The embedded model itself is written by ``densemark model`` (:mod:`densemark.cli.faces`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _samples(args: argparse.Namespace) -> int:
-    from densemark.datasets.synthetic import generate_300wlp, generate_aflw2000, load_model_dir
+    from densemark.sources.synthetic import generate_300wlp, generate_aflw2000, load_model_dir
 
     params = load_params(args.params).synthetic
     n = getattr(params, args.default_n) if args.n is None else args.n

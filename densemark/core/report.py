@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from densemark import __version__
-from densemark.atomic import write_json
+from densemark.core.atomic import write_json
 
 
 @dataclass

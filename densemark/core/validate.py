@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from densemark.errors import InputError
+from densemark.core.errors import InputError
 
 
 def check_array(
@@ -83,4 +83,51 @@ def check_indices(
             field,
             f"{base} index out of range [0, {n}): min {int(out.min())}, max {int(out.max())}",
         )
+    return out
+
+
+def check_ids(
+    ids: object,
+    path: str | Path | None,
+    field: str,
+    n: int,
+    *,
+    unique: bool = True,
+    allow_empty: bool = False,
+) -> np.ndarray:
+    """Validate a list of 0-based ids into a table of ``n`` rows (template vertices, positions).
+
+    Args:
+        ids: (K,) integer-valued array-like (whole-number floats are accepted).
+        path, field: named in errors.
+        n: the table size; every id must lie in ``[0, n)``.
+        unique: reject repeated ids.
+        allow_empty: accept K = 0.
+
+    Returns:
+        (K,) int64 ids, in the given order.
+
+    Raises:
+        InputError: not a 1-D list of whole numbers, an id out of range, or repeated ids.
+    """
+    arr = np.asarray(ids)
+    if arr.size == 0:
+        if not allow_empty:
+            raise InputError(path, field, "is empty")
+        return np.zeros(0, np.int64)
+    if arr.ndim != 1:
+        raise InputError(path, field, f"expected a flat list of ids, got shape {arr.shape}")
+    if arr.dtype.kind == "b" or arr.dtype.kind not in "fiu":
+        raise InputError(path, field, f"expected integer ids, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and (not np.isfinite(arr).all() or not (arr == np.round(arr)).all()):
+        raise InputError(path, field, "ids must be whole numbers")
+    out = arr.astype(np.int64)
+    bad = out[(out < 0) | (out >= n)]
+    if bad.size:
+        raise InputError(path, field, f"{bad.size} id(s) out of range 0..{n - 1}, e.g. {bad[:5].tolist()}")
+    if unique:
+        uniq, counts = np.unique(out, return_counts=True)
+        if (counts > 1).any():
+            rep = uniq[counts > 1]
+            raise InputError(path, field, f"{rep.size} id(s) repeated, e.g. {rep[:5].tolist()}")
     return out

@@ -1,0 +1,28 @@
+"""Parameters of the face model in use (``params.yaml`` section ``model``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelParams(BaseModel):
+    """Which face model the pipeline uses, and the side of its UV map.
+
+    ``source: embedded`` generates the procedural model (section ``procedural``) into ``dir``;
+    ``source: bfm`` reads a face3d ``BFM.mat`` + ``BFM_UV.mat`` from ``dir``;
+    ``source: bfm-mean`` reads 3DDFA's mean arrays + ``tri.mat`` + ``BFM_info.mat`` + ``BFM_UV.mat``.
+
+    ``uv_res`` is the one UV map side: the template is derived (or checked) at it and every
+    position map and crop is rendered at it (PRNet: 256).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["embedded", "bfm", "bfm-mean"] = "embedded"
+    dir: Path = Path("data/model")
+    template_dir: Path | None = None  # PRNet template folder; None = derive from the model
+    cache_dir: Path = Path("data/cache")
+    uv_res: int = Field(256, ge=16, le=2048, description="UV map / crop side in pixels")
