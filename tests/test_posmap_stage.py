@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import scipy.io as sio
 import yaml
 
@@ -69,3 +70,69 @@ def test_bad_fit_in_a_batch_quarantines_only_that_sample(tmp_path):
     bad = {q["sample"]: q["error"] for q in r["quarantine"]}
     assert "degenerate keypoint box" in bad["s_tiny"]
     assert sorted(p.name for p in out.glob("*_posmap.npy")) == [f"s{i}_posmap.npy" for i in range(3)]
+
+
+def test_rerun_with_other_settings_rebuilds_never_mixes(tmp_path):
+    params, src = _setup(tmp_path)
+    out, rep = tmp_path / "pm", tmp_path / "rep.json"
+    assert _run(params, src, out, rep) == 0
+    cfg = yaml.safe_load(params.read_text())
+    cfg["model"]["uv_res"] = 32
+    params.write_text(yaml.safe_dump(cfg))
+    assert _run(params, src, out, rep) == 0
+    r = json.loads(rep.read_text())
+    assert r["counts"]["written"] == 3 and "skipped_existing" not in r["counts"]
+    assert {np.load(p).shape for p in out.glob("*_posmap.npy")} == {(32, 32, 3)}
+    # batch size is not part of the fingerprint: a rerun with another batch resumes
+    cfg["posmap"]["batch"] = 1
+    params.write_text(yaml.safe_dump(cfg))
+    assert _run(params, src, out, rep) == 0
+    assert json.loads(rep.read_text())["counts"]["skipped_existing"] == 3
+
+
+def test_killed_run_leftovers_are_cleaned_and_foreign_folders_refused(tmp_path, capsys):
+    params, src = _setup(tmp_path)
+    out, rep = tmp_path / "pm", tmp_path / "rep.json"
+    assert _run(params, src, out, rep) == 0
+    tmp = out / ".s0_posmap.npy.abc123.tmp"
+    tmp.write_bytes(b"half")
+    assert _run(params, src, out, rep) == 0
+    assert not tmp.exists()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"x")
+    assert _run(params, src, foreign, rep) == 2
+    assert "not written by the posmap stage" in capsys.readouterr().err
+    assert (foreign / "holiday.jpg").exists()
+
+
+def test_orphan_images_empty_and_all_bad_sources_are_reported(tmp_path, capsys):
+    import cv2
+
+    params, src = _setup(tmp_path)
+    cv2.imwrite(str(src / "lonely.jpg"), np.zeros((8, 8, 3), np.uint8))
+    out, rep = tmp_path / "pm", tmp_path / "rep.json"
+    assert _run(params, src, out, rep) == 0
+    bad = {q["sample"]: q["error"] for q in json.loads(rep.read_text())["quarantine"]}
+    assert any(k.endswith("lonely.jpg") and "without its .mat" in e for k, e in bad.items())
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _run(params, empty, tmp_path / "o1", rep) == 2
+    assert "no samples" in capsys.readouterr().err
+
+    allbad = tmp_path / "allbad"
+    allbad.mkdir()
+    (allbad / "x.mat").write_bytes(b"MATLAB 5.0 MAT-file")
+    assert _run(params, allbad, tmp_path / "o2", rep) == 1
+    assert "no sample of" in capsys.readouterr().err
+
+
+def test_non_finite_crop_scale_names_key(tmp_path):
+    from densemark.config import load_params
+    from densemark.core.errors import ConfigError
+
+    p = tmp_path / "params.yaml"
+    p.write_text("posmap:\n  crop_scale: .nan\n")
+    with pytest.raises(ConfigError, match=r"posmap\.crop_scale: .*finite number"):
+        load_params(p)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from densemark.config import load_params
 
@@ -12,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-dir", default=None)
     p.add_argument("--source", required=True, help="folder of <id>.jpg + <id>.mat samples")
     p.add_argument("--out", required=True)
-    p.add_argument("--report", required=True)
+    p.add_argument("--report", required=True, help="run report JSON (counts, quarantine list)")
+    p.add_argument("--metrics", default=None, help="metrics JSON for DVC (sample and quarantine counts)")
     p.set_defaults(func=_posmap)
 
 
@@ -20,5 +22,10 @@ def _posmap(args: argparse.Namespace) -> int:
     from densemark.datasets.posmap import run_posmap
 
     params = load_params(args.params)
-    rep = run_posmap(params.model, params.posmap, args.model_dir or params.model.dir, args.source, args.out, args.report)
-    return 0 if rep.counts.get("written", 0) + rep.counts.get("skipped_existing", 0) > 0 else 1
+    res = run_posmap(params.model, params.posmap, args.model_dir or params.model.dir, args.source, args.out, args.report)
+    res.write_metrics(args.metrics)
+    if res.metrics["samples"] == 0:
+        n = res.metrics["quarantined"]
+        print(f"densemark: error: no sample of {args.source} could be processed ({n} quarantined; see {args.report})", file=sys.stderr)
+        return 1
+    return 0

@@ -42,3 +42,24 @@ class RunReport:
         """Write the report (atomically). Wall time is printed, not stored, so reports are reproducible."""
         print(f"{self.stage}: {dict(sorted(self.counts.items()))} in {time.time() - self.started:.1f} s")
         return write_json(path, self.to_dict())
+
+
+@dataclass
+class StageResult:
+    """What every stage function returns.
+
+    Attributes:
+        outputs: named output paths (files or folders) the stage wrote.
+        report: its run report (counts, quarantine list, details); written as a plain output.
+        metrics: the handful of numbers a user compares between runs (DVC metrics file);
+            never wall times.
+    """
+
+    outputs: dict[str, Path]
+    report: RunReport
+    metrics: dict[str, float | int] = field(default_factory=dict)
+
+    def write_metrics(self, path: str | Path | None) -> None:
+        """Write :attr:`metrics` as JSON (atomically) when ``path`` is given."""
+        if path is not None:
+            write_json(path, dict(sorted(self.metrics.items())))

@@ -7,9 +7,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from densemark.core.atomic import atomic_path, save_npy
+from densemark import __version__
+from densemark.core import outdir
+from densemark.core.atomic import save_npy
 from densemark.core.errors import InputError
-from densemark.core.report import RunReport
+from densemark.core.images import write_jpeg
+from densemark.core.report import RunReport, StageResult
 from densemark.core.seeding import rng_for
 from densemark.datasets.params import PosmapParams
 from densemark.faces.crop import crop_image
@@ -17,7 +20,7 @@ from densemark.faces.geometry import pose_batch
 from densemark.faces.params import ModelParams
 from densemark.faces.stages import load_configured_model
 from densemark.faces.uvmap import UVMap
-from densemark.sources.readers import FitSample, iter_source, list_fit_mats
+from densemark.sources.readers import FitSample, iter_source, list_fit_mats, orphan_images
 
 
 def run_posmap(
@@ -27,19 +30,36 @@ def run_posmap(
     source_dir: str | Path,
     out_dir: str | Path,
     report_path: str | Path,
-) -> RunReport:
+) -> StageResult:
     """PRNet-style training pairs for every sample of a 300W-LP-format source.
 
-    Writes ``<id>.jpg`` (the res x res crop) and ``<id>_posmap.npy`` ((res, res, 3) float32,
-    x, y, z in crop space) per sample. Samples whose outputs exist are skipped (resume); bad
-    samples are quarantined in the report and the run goes on.
+    Writes ``<id>.jpg`` (the res x res crop, ``res = model.uv_res``) and ``<id>_posmap.npy``
+    ((res, res, 3) float32, x, y, z in crop space) per sample. The folder is stamped with a
+    fingerprint of the params, the model's content and the code version
+    (:mod:`densemark.core.outdir`): a rerun with the same fingerprint resumes (samples whose
+    outputs exist are skipped), one with another fingerprint rebuilds. Bad samples (unreadable
+    fits or images, images without a ``.mat``) are quarantined in the report and the run goes on.
+
+    Raises:
+        InputError: the source folder holds no samples, or the output folder holds files of
+            something else.
     """
     res = model_params.uv_res
     model = load_configured_model(model_params, model_dir)
+    mats = list_fit_mats(source_dir)
+    orphans = orphan_images(source_dir)
+    if not mats and not orphans:
+        raise InputError(source_dir, None, "no samples (no <id>.mat files) in the source folder")
     uvm = UVMap.for_model(model, res, model_params.cache_dir)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rep = RunReport("posmap", params=p.model_dump(mode="json"))
+    inputs = {"posmap": p.model_dump(mode="json", exclude={"batch"}), "uv_res": res,
+              "model": model.content_hash(), "densemark": __version__}  # fmt: skip
+    state = outdir.prepare(out, "posmap", inputs, ("*.jpg", "*_posmap.npy"))
+    rep = RunReport("posmap", params=p.model_dump(mode="json"), extra={"fingerprint": state["fingerprint"]})
+    if state["rebuilt"]:
+        print(f"posmap: settings changed since the last run into {out}: rebuilding ({state['stale_removed']} old files removed)")
+    for img in orphans:
+        rep.quarantined(img, InputError(img, None, "image without its .mat (no 3DMM fit)"))
     pending: list[tuple[FitSample, np.ndarray]] = []  # (sample, its decoded image)
 
     def process(batch: list[tuple[FitSample, np.ndarray]]) -> None:
@@ -68,8 +88,7 @@ def run_posmap(
             _write_pair(out, s.sample_id, crop_image(img, geo.crops[i]), maps[i])
             rep.count("written")
 
-    total = len(list_fit_mats(source_dir))
-    for item in tqdm(iter_source(source_dir, model.n_shape or None, model.n_exp or None), total=total, desc="posmap"):
+    for item in tqdm(iter_source(source_dir, model.n_shape or None, model.n_exp or None), total=len(mats), desc="posmap"):
         if isinstance(item, InputError):
             rep.quarantined(item.path or "?", item)
             continue
@@ -87,16 +106,15 @@ def run_posmap(
     if pending:
         process(pending)
     rep.write(report_path)
-    return rep
+    done = rep.counts.get("written", 0) + rep.counts.get("skipped_existing", 0)
+    return StageResult(
+        outputs={"posmaps": out, "report": Path(report_path)},
+        report=rep,
+        metrics={"samples": done, "quarantined": rep.counts.get("quarantined", 0)},
+    )
 
 
 def _write_pair(out: Path, sample_id: str, crop: np.ndarray, posmap: np.ndarray) -> None:
-    import cv2
-
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-    if not ok:
-        raise InputError(out / f"{sample_id}.jpg", "image", "JPEG encoding failed")
     # map first, image last: a pair counts as done only when both exist
     save_npy(out / f"{sample_id}_posmap.npy", posmap.astype(np.float32))
-    with atomic_path(out / f"{sample_id}.jpg") as tmp:
-        tmp.write_bytes(buf.tobytes())
+    write_jpeg(out / f"{sample_id}.jpg", crop, quality=95)

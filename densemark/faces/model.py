@@ -111,6 +111,15 @@ class MorphableModel:
             a = np.pad(a, ((0, 0), (0, k - a.shape[1])))
         return a
 
+    def content_hash(self) -> str:
+        """SHA-256 (hex) over every array of the model, bases included: what posed meshes depend on."""
+        h = hashlib.sha256()
+        for a in (self.mean, self.shape_basis, self.exp_basis, self.triangles, self.kpt_ind,
+                  self.uv if self.uv is not None else np.zeros(0)):  # fmt: skip
+            h.update(str((a.dtype.str, a.shape)).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
     def fingerprint(self) -> str:
         """SHA-256 over the arrays that define the geometry (hex, 16 chars); keys caches."""
         h = hashlib.sha256()

@@ -101,6 +101,18 @@ def list_fit_mats(folder: str | os.PathLike, pattern: str = "**/*.mat") -> list[
     return sorted((p for p in d.glob(pattern) if p.is_file() and not p.name.startswith(".")), key=lambda q: q.relative_to(d).as_posix())
 
 
+def orphan_images(folder: str | os.PathLike, pattern: str = "**/*") -> list[Path]:
+    """Images of a source folder with no ``.mat`` beside them (sorted): samples without a fit."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise InputError(d, None, "source folder not found")
+    return sorted(
+        (p for p in d.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+         and not p.name.startswith(".") and not p.with_suffix(".mat").is_file()),
+        key=lambda q: q.relative_to(d).as_posix(),
+    )  # fmt: skip
+
+
 def iter_source(folder: str | os.PathLike, n_shape: int | None = None, n_exp: int | None = None) -> Iterator[FitSample | InputError]:
     """Yield each sample of a folder, or the :class:`InputError` that kept it from loading
     (so long builds can quarantine bad samples and go on)."""
