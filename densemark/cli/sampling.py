@@ -6,6 +6,7 @@ import argparse
 import json
 
 from densemark.config import load_params
+from densemark.core.atomic import write_json
 from densemark.sampling import stages
 
 
@@ -13,12 +14,16 @@ def _sample(args: argparse.Namespace) -> int:
     params = load_params(args.params).sample
     res = stages.run_sample(args.template, params, args.out, report_json=args.report, plot_png=args.plot)
     r = res["report"]
+    if args.metrics:
+        write_json(args.metrics, stages.sample_metrics(r))
     print(f"{args.out}: {r['final']} landmarks (rounds {r['counts']}, sha256 {r['set_sha256'][:12]})")
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
     res = stages.run_compare(args.a, args.b, args.template, out_md=args.out_md, out_png=args.plot, out_json=args.out_json)
+    if args.metrics:
+        write_json(args.metrics, stages.compare_metrics(res["report"]))
     print(res["markdown"])
     return 0
 
@@ -48,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--template", required=True, help="template folder (PRNet format)")
     p.add_argument("--out", required=True, help="landmark-set JSON to write")
     p.add_argument("--report", help="report JSON to write")
+    p.add_argument("--metrics", help="metrics JSON for DVC (counts, coverage, spacing, symmetry)")
     p.add_argument("--plot", help="PNG of the set on the template")
     p.set_defaults(func=_sample)
 
@@ -58,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--template", required=True, help="template folder")
     c.add_argument("--out-md", help="Markdown report to write")
     c.add_argument("--out-json", help="JSON report to write")
+    c.add_argument("--metrics", help="metrics JSON for DVC (both sets' figures, cross distances)")
     c.add_argument("--plot", help="PNG of both sets (UV and frontal views)")
     c.set_defaults(func=_compare)
     i = lsub.add_parser("import-seed", help="import the paper's published 520-landmark set")

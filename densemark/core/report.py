@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from densemark import __version__
 from densemark.core.atomic import write_json
@@ -53,11 +54,13 @@ class StageResult:
         report: its run report (counts, quarantine list, details); written as a plain output.
         metrics: the handful of numbers a user compares between runs (DVC metrics file);
             never wall times.
+        value: the stage's main product in memory (a template, a landmark set), for Python callers.
     """
 
     outputs: dict[str, Path]
     report: RunReport
     metrics: dict[str, float | int] = field(default_factory=dict)
+    value: Any = None
 
     def write_metrics(self, path: str | Path | None) -> None:
         """Write :attr:`metrics` as JSON (atomically) when ``path`` is given."""

@@ -9,27 +9,31 @@ from __future__ import annotations
 from pathlib import Path
 
 from densemark.core.errors import InputError
-from densemark.core.report import RunReport
+from densemark.core.report import RunReport, StageResult
 from densemark.faces.io import load_bfm_mean_model, load_model
 from densemark.faces.model import MorphableModel
 from densemark.faces.params import ModelParams
 from densemark.faces.procedural.params import ProceduralParams
-from densemark.faces.template import FaceTemplate, load_template, save_template
+from densemark.faces.template import load_template, save_template
 from densemark.faces.uvmap import UVMap, derive_template
 
 
-def run_model(model: ModelParams, procedural: ProceduralParams, out_dir: str | Path) -> dict[str, Path]:
+def run_model(model: ModelParams, procedural: ProceduralParams, out_dir: str | Path) -> StageResult:
     """Write the embedded procedural model (``BFM.mat`` + ``BFM_UV.mat``) into ``out_dir``.
 
     For ``model.source`` ``bfm`` / ``bfm-mean`` the user's files are read where they are;
     this stage then only checks they load.
     """
+    rep = RunReport("model", params={"model": model.model_dump(mode="json")})
+    outputs: dict[str, Path] = {}
     if model.source == "embedded":
         from densemark.faces.procedural import write_model
 
-        return write_model(procedural, out_dir)
-    load_configured_model(model, out_dir)
-    return {}
+        rep.params["procedural"] = procedural.model_dump(mode="json")
+        outputs = write_model(procedural, out_dir)
+    m = load_configured_model(model, out_dir)
+    rep.counts.update(n_vertices=m.n_vertices, n_triangles=int(m.triangles.shape[0]), n_shape=m.n_shape, n_exp=m.n_exp)
+    return StageResult(outputs=outputs, report=rep, metrics=dict(rep.counts))
 
 
 def load_configured_model(params: ModelParams, model_dir: str | Path | None = None) -> MorphableModel:
@@ -40,12 +44,15 @@ def load_configured_model(params: ModelParams, model_dir: str | Path | None = No
     return load_model(d / "BFM.mat", d / "BFM_UV.mat")
 
 
-def run_template(params: ModelParams, model_dir: str | Path, out_dir: str | Path, report_path: str | Path | None = None) -> FaceTemplate:
+def run_template(params: ModelParams, model_dir: str | Path, out_dir: str | Path, report_path: str | Path | None = None) -> StageResult:
     """The face template the pipeline samples landmarks on, written in PRNet's file format.
 
     With ``model.template_dir`` set (e.g. PRNet's ``Data/uv-data``), that template is read and
     checked against the model's UV rasterization (every face pixel must be covered); otherwise
     the template is derived from the model (its covered UV pixels).
+
+    Returns:
+        outputs ``template`` (folder) and ``report``; the template itself as ``result.value``.
     """
     model = load_configured_model(params, model_dir)
     uvm = UVMap.for_model(model, params.uv_res, params.cache_dir)
@@ -59,9 +66,9 @@ def run_template(params: ModelParams, model_dir: str | Path, out_dir: str | Path
     else:
         tpl = derive_template(model, uvm)
         rep.extra["source"] = "derived"
-    save_template(tpl, out_dir)
+    outputs = {"template": save_template(tpl, out_dir)}
     rep.counts.update(n_vertices=tpl.n_vertices, n_triangles=int(tpl.triangles.shape[0]), covered_pixels=int(uvm.coverage.sum()))
     rep.extra["template_sha256"] = tpl.sha256()
     if report_path is not None:
-        rep.write(report_path)
-    return tpl
+        outputs["report"] = rep.write(report_path)
+    return StageResult(outputs=outputs, report=rep, metrics=dict(rep.counts), value=tpl)

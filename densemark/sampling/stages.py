@@ -35,12 +35,13 @@ def run_sample(
     """Sample a landmark set on the template and write it (plus optional report and plot).
 
     Returns:
-        ``{"outputs": {...paths}, "report": {rounds, counts, final, stats, seconds}}``.
+        ``{"outputs": {...paths}, "report": {rounds, counts, final, stats}}`` (no wall times:
+        the same inputs give the same report bytes).
     """
-    t0 = time.perf_counter()
     tpl = _template(template_dir)
+    t0 = time.perf_counter()
     ls, rep = sample_set(tpl, params)
-    rep = {**rep, "seconds_sampling": round(time.perf_counter() - t0, 3)}
+    print(f"sample: {len(ls)} landmarks in {time.perf_counter() - t0:.2f} s")  # wall time: logs only
     outputs = {"set": ls.save(out_json)}
     rep["set_sha256"] = ls.sha256()
     if report_json is not None or plot_png is not None:
@@ -98,3 +99,34 @@ def run_import_seed(
         "residual_max": float(r.max()),
     }
     return {"outputs": {"set": path}, "report": rep}
+
+
+def _set_metrics(st: dict) -> dict[str, float | int]:
+    """The handful of numbers of one set a user compares between runs (from :func:`set_stats`)."""
+    return {
+        "count": st["count"],
+        "coverage_mean": round(st["coverage"]["mean"], 4),
+        "coverage_max": round(st["coverage"]["max"], 4),
+        "spacing_median": round(st["spacing_geodesic_nn"]["median"], 4),
+        "mirror_exact_fraction": round(st["symmetry"]["exact_fraction"], 4),
+        "unpaired": st["symmetry"]["unpaired"],
+    }
+
+
+def sample_metrics(report: dict) -> dict[str, float | int]:
+    """DVC metrics of the ``sample`` stage: counts per round and the set's quality figures."""
+    m: dict[str, float | int] = {"final": report["final"], "after_delaunay": report["after_delaunay"]}
+    if "stats" in report:
+        m.update(_set_metrics(report["stats"]))
+    return m
+
+
+def compare_metrics(report: dict) -> dict[str, float | int]:
+    """DVC metrics of the ``compare`` stage: both sets' figures and how close they are."""
+    m: dict[str, float | int] = {}
+    for side in ("a", "b"):
+        m.update({f"{side}_{k}": v for k, v in _set_metrics(report[side]).items()})
+    m["a_to_b_mean"] = round(report["a_to_b"]["mean"], 4)
+    m["b_to_a_mean"] = round(report["b_to_a"]["mean"], 4)
+    m["same_ids"] = report["overlap"]["same_ids"]
+    return m
