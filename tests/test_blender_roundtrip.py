@@ -22,7 +22,7 @@ from densemark.faces.template import FaceTemplate, grid_triangles, load_template
 from densemark.sampling import blender as bl
 from densemark.sampling.landmark_set import LandmarkSet, make_set
 from densemark.sampling.symmetry import template_mirror
-from densemark.sampling.testing import disc_template
+from tests.factories import disc_template
 
 SCRIPTS = Path(bl.__file__).resolve().parents[2] / "blender_scripts"
 

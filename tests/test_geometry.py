@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from densemark.core.seeding import rng_for
-from densemark.faces.geometry import pose_batch, pose_reference
+from densemark.faces.geometry import pose_batch
 from densemark.faces.uvmap import UVMap
-from tests._models import grid_model
+from densemark.reference.faces import pose_reference
+from tests.factories import grid_model
 
 
 @pytest.fixture(scope="module")

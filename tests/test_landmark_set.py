@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from densemark.core.errors import InputError
+from densemark.reference.sampling import optimal_mirror_match
 from densemark.sampling.landmark_set import LandmarkSet, diff_ids, edit, make_set
 from densemark.sampling.seed_import import IDS_FILE, KPT_POS_FILE, import_seed
-from densemark.sampling.symmetry import mirror_match, optimal_mirror_match, template_mirror
-from densemark.sampling.testing import disc_template
+from densemark.sampling.symmetry import mirror_match, template_mirror
+from tests.factories import disc_template
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from densemark.faces.pose import (
     to_image,
     transform_3ddfa,
 )
+from densemark.reference.faces import rx_ry_rz
 from densemark.sources.readers import read_fit_mat
-from tests._naive import rx_ry_rz
 
 
 def random_angles(rng, n, max_yaw_deg=80.0):

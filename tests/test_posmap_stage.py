@@ -11,7 +11,7 @@ import yaml
 
 from densemark.cli import main
 from densemark.faces.io import save_bfm_mat, save_uv_mat
-from tests._models import grid_model, write_fit
+from tests.factories import grid_model, write_fit
 
 
 def _setup(tmp_path):

@@ -20,7 +20,7 @@ from densemark.sampling.params import SampleParams
 from densemark.sampling.sampler import rim_ids, sample_set
 from densemark.sampling.stages import run_compare, run_import_seed, run_sample
 from densemark.sampling.symmetry import template_mirror
-from densemark.sampling.testing import disc_template
+from tests.factories import disc_template
 
 
 @pytest.fixture(scope="module")

@@ -128,19 +128,3 @@ def pose_batch(
     # z' = sc * z_img - zmin: the folded map already holds sc * z_img
     crops = [dataclasses.replace(tf, tz=float(-zmin[i])) for i, tf in enumerate(tfs)]
     return BatchGeometry(vertices=out, crops=crops, image_kpt=kpt)
-
-
-def pose_reference(
-    model: MorphableModel, shape_para, exp_para, pose_para, image_height: int, res: int = 256, crop_scale: float = 1.5
-) -> tuple[np.ndarray, CropTransform]:
-    """One sample the plain way (face3d's steps one by one); the reference :func:`pose_batch` must match.
-
-    Returns:
-        (N, 3) float64 crop-space vertices and the crop transform.
-    """
-    img = to_image(transform_3ddfa(model.vertices(shape_para, exp_para), pose_para), image_height)
-    center, side = crop_square(img[model.kpt_ind, :2], crop_scale)
-    tf = crop_transform(center, side, res)
-    z = tf.scale * img[:, 2]
-    tf = CropTransform(tf.scale, tf.tx, tf.ty, float(-z.min()), res)
-    return tf.apply(img), tf

@@ -240,16 +240,6 @@ class UVMap:
             raise InputError(None, "out", f"expected a C-contiguous ({b}, {self.res}, {self.res}, 3) float32 buffer")
         return out
 
-    def render_gather(self, vertices: np.ndarray) -> np.ndarray:
-        """Reference for :meth:`render` by direct barycentric gathering (slower; same result)."""
-        v = np.asarray(vertices, np.float32)
-        single = v.ndim == 2
-        v = v[None] if single else v
-        out = np.zeros((v.shape[0], self.res * self.res, 3), np.float32)
-        out[:, self.raster.pixels] = barycentric_gather(v, self.raster.vids, self.raster.bary.astype(np.float32))
-        out = out.reshape(v.shape[0], self.res, self.res, 3)
-        return out[0] if single else out
-
     @cached_property
     def matrix(self) -> sp.csr_matrix:
         """(res*res, N) float32 CSR: ``posmap.reshape(-1, 3) == matrix @ vertices``."""

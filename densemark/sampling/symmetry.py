@@ -17,7 +17,6 @@ import weakref
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
 from densemark.core.errors import InputError
@@ -128,17 +127,3 @@ def mirror_match(template: FaceTemplate, ids: np.ndarray, *, k: int = 8) -> tupl
     exact = tm.ids[ids] == ids[perm]
     residual[exact] = 0.0
     return perm, residual
-
-
-def optimal_mirror_match(template: FaceTemplate, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Reference (slow, O(K^3)) matching: Hungarian assignment of mirror positions to members.
-
-    Not necessarily an involution; used in tests to bound the greedy matching's cost.
-    """
-    ids = np.asarray(ids, np.int64)
-    tm = template_mirror(template)
-    p = template.vertices[ids]
-    m = template.vertices[tm.ids[ids]]
-    c = np.linalg.norm(m[:, None] - p[None], axis=-1)
-    _, col = linear_sum_assignment(c)
-    return col.astype(np.int64), c[np.arange(len(ids)), col]

@@ -1,0 +1,80 @@
+"""The package is laid out in the order the data moves: each part imports only from parts before it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "densemark"
+
+# data flow order; a module may import from its own part and from parts of lower rank
+RANK = {
+    "core": 0,
+    "faces": 1,
+    "sampling": 2,
+    "reference": 2.5,  # slow, obviously-correct implementations of faces/sampling (tests, bench)
+    "sources": 3,
+    "datasets": 4,
+    "train": 5,
+    "evaluate": 6,
+    "card": 7,
+    "config": 8,  # composes every part's params section
+    "flows": 9,
+    "cli": 10,
+}
+
+
+def part_of(module: str) -> str:
+    """``densemark.faces.uvmap`` -> ``faces``; top-level helpers (``densemark.__init__``) are core."""
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] in ("__init__", "__main__"):
+        return "core" if len(parts) == 1 or parts[1] == "__init__" else "cli"
+    return parts[1]
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every densemark module imported anywhere in a file (top level or inside functions)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("densemark"))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("densemark") and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names if node.module == "densemark")
+    return found
+
+
+def modules() -> list[tuple[str, Path]]:
+    out = []
+    for p in sorted(PKG.rglob("*.py")):
+        rel = p.relative_to(PKG.parent).with_suffix("")
+        out.append((".".join(rel.parts), p))
+    return out
+
+
+def test_every_module_belongs_to_a_known_part():
+    unknown = {m for m, _ in modules() if part_of(m) not in RANK}
+    assert not unknown, f"modules outside the known parts: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("module,path", modules(), ids=[m for m, _ in modules()])
+def test_imports_run_one_way(module, path):
+    mine = part_of(module)
+    bad = []
+    for imp in imports_of(path):
+        other = part_of(imp)
+        if other == "__version__":
+            continue
+        if RANK.get(other, 0) > RANK[mine]:
+            bad.append(f"{imp} ({other})")
+    assert not bad, f"{module} ({mine}) imports from later parts: {bad}"
+
+
+def test_checker_catches_a_backward_import(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("def f():\n    from densemark.datasets.posmap import run_posmap\n")
+    assert part_of(next(iter(imports_of(f)))) == "datasets"
+    assert RANK["datasets"] > RANK["faces"]
