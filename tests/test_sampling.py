@@ -114,7 +114,7 @@ def test_geodesic_nn_matches_naive(tpl):
 
 
 def test_sample_set_modes(tpl):
-    base, rep = sample_set(tpl, SampleParams(target_count=None))
+    base, rep = sample_set(tpl, SampleParams(target_count=None, symmetric=False))
     assert rep["counts"][0] == 18 and np.array_equal(base.kpt68_ids, tpl.kpt_ids)
     for t, sym in ((150, False), (150, True), (151, True), (70, False), (110, True)):
         s, rep = sample_set(tpl, SampleParams(target_count=t, symmetric=sym))
@@ -123,20 +123,20 @@ def test_sample_set_modes(tpl):
         if sym:
             assert s.mirror_exact and (s.mirror_residual == 0).all()
             assert np.array_equal(s.mirror_perm[s.mirror_perm], np.arange(t))
-    s, _ = sample_set(tpl, SampleParams(include_kpt68=False, target_count=30))
+    s, _ = sample_set(tpl, SampleParams(include_kpt68=False, target_count=30, symmetric=False))
     assert len(s) == 30
     with pytest.raises(InputError, match="forced"):
-        sample_set(tpl, SampleParams(target_count=20))
+        sample_set(tpl, SampleParams(target_count=20, symmetric=False))
 
 
 def test_boundary_seeds_on_rim(tpl):
-    s, rep = sample_set(tpl, SampleParams(boundary_seeds=6))
+    s, rep = sample_set(tpl, SampleParams(boundary_seeds=6, target_count=None, symmetric=False))
     seeds = np.array(s.provenance["sampler"]["seed_ids"])
     assert rep["seeds"] == 24 and np.isin(seeds[18:], rim_ids(tpl)).all()
 
 
 def test_deterministic_bytes(tmp_path, tpl):
-    p = SampleParams(target_count=120, seed=3)
+    p = SampleParams(target_count=120, seed=3, symmetric=False)
     a = run_sample(tpl, p, tmp_path / "a.json")["outputs"]["set"]
     b = run_sample(tpl, p, tmp_path / "b.json")["outputs"]["set"]
     assert a.read_bytes() == b.read_bytes()
@@ -160,7 +160,7 @@ def test_params_validation(tmp_path):
 
 
 def test_compare_and_stages(tmp_path, tpl):
-    pa = SampleParams(target_count=150, name="a")
+    pa = SampleParams(target_count=150, name="a", symmetric=False)
     pb = SampleParams(target_count=150, symmetric=True, name="b")
     ra = run_sample(tpl, pa, tmp_path / "a.json", tmp_path / "a_rep.json", tmp_path / "a.png")
     run_sample(tpl, pb, tmp_path / "b.json")
@@ -179,7 +179,7 @@ def test_compare_and_stages(tmp_path, tpl):
 def test_cli(tmp_path, capsys):
     tdir = save_template(disc_template(256, rx=0.1, ry=0.11), tmp_path / "tpl")  # files imply res 256
     params = tmp_path / "params.yaml"
-    params.write_text("sample:\n  target_count: 100\n  name: cli\n")
+    params.write_text("sample:\n  target_count: 100\n  name: cli\n  symmetric: false\n")
     out = tmp_path / "s.json"
     assert main(["--params", str(params), "sample", "--template", str(tdir), "--out", str(out)]) == 0
     assert len(LandmarkSet.load(out)) == 100
@@ -194,7 +194,7 @@ def test_cli(tmp_path, capsys):
 
 def test_real_default_rounds(real_template):
     t0 = time.perf_counter()
-    s, rep = sample_set(real_template, SampleParams())
+    s, rep = sample_set(real_template, SampleParams(target_count=None, symmetric=False))  # 3 plain rounds
     assert time.perf_counter() - t0 < 5
     assert rep["counts"] == [18, 40, 104, 293]
     assert np.array_equal(s.kpt68_ids, real_template.kpt_ids)
