@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ from densemark.sampling.sampler import rim_ids, sample_set
 from densemark.sampling.stages import run_compare, run_import_seed, run_sample
 from densemark.sampling.symmetry import template_mirror
 from densemark.sampling.testing import disc_template
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +216,43 @@ def test_real_520(real_dir, real_template, tmp_path, sym):
     assert rep["a"]["coverage"]["max"] <= rep["b"]["coverage"]["max"]
     assert rep["a"]["coverage"]["p95"] < rep["b"]["coverage"]["p95"]
     assert not rep["b"]["symmetry"]["exact"]
+
+
+# --- defaults and CLI options ---------------------------------------------------------------
+
+
+def test_defaults_are_the_shipped_params():
+    """Code defaults and params.yaml's whole sample section are one thing."""
+    assert SampleParams() == load_params(ROOT / "params.yaml").sample
+
+
+def test_target_count_bound_is_the_template(tpl):
+    assert SampleParams(target_count=57364).target_count == 57364  # the embedded template's size
+    with pytest.raises(InputError, match="sample.target_count") as ei:
+        sample_set(tpl, SampleParams(target_count=tpl.n_vertices + 1))
+    assert f"{tpl.n_vertices} vertices of the template" in ei.value.message
+
+
+def test_sample_cli_options_override_params(tmp_path, capsys, monkeypatch):
+    tdir = save_template(disc_template(256, rx=0.1, ry=0.11), tmp_path / "tpl")
+    monkeypatch.chdir(tmp_path)  # no params.yaml here
+    base = ["--params", str(tmp_path / "params.yaml"), "sample", "--template", str(tdir)]
+    assert main([*base, "--out", "d.json"]) == 0
+    assert "params.yaml not found" in capsys.readouterr().err
+    d = LandmarkSet.load(tmp_path / "d.json")
+    want = SampleParams()
+    assert len(d) == want.target_count and d.mirror_exact == want.symmetric and d.name == want.name
+    opts = ["--name", "opt", "--rounds", "2", "--space", "frontal", "--no-symmetric", "--target-count", "100"]
+    assert main([*base, "--out", "o.json", *opts]) == 0
+    o = LandmarkSet.load(tmp_path / "o.json")
+    used = o.provenance["sampler"]["params"]
+    assert (o.name, len(o), used["rounds"], used["space"], used["symmetric"]) == ("opt", 100, 2, "frontal", False)
+    (tmp_path / "p.yaml").write_text("sample:\n  target_count: 90\n  symmetric: false\n")
+    assert main(["--params", str(tmp_path / "p.yaml"), "sample", "--template", str(tdir), "--out", "n.json",
+                 "--target-count", "none", "--rounds", "1"]) == 0
+    n = LandmarkSet.load(tmp_path / "n.json")
+    assert n.provenance["sampler"]["params"]["target_count"] is None
+    assert len(n) == n.provenance["sampler"]["after_kpt68"]
+    capsys.readouterr()
+    assert main([*base, "--out", "x.json", "--rounds", "99"]) == 2
+    assert "--rounds" in capsys.readouterr().err
