@@ -138,8 +138,12 @@ def save_blend(path: str) -> None:
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.blend")
     try:
-        bpy.ops.wm.save_as_mainfile(filepath=tmp, check_existing=False, copy=True)
-        os.replace(tmp, path)
+        try:
+            bpy.ops.wm.save_as_mainfile(filepath=tmp, check_existing=False, copy=True)
+            os.replace(tmp, path)
+        except (RuntimeError, OSError) as exc:  # name the target, not the temp file
+            reason = " ".join(str(exc).replace("Error:", "").replace(tmp, "").split())
+            fail(f"{path}: cannot save ({reason})")
     finally:
         for leftover in (tmp, tmp + "1"):
             if os.path.exists(leftover):

@@ -36,7 +36,18 @@ def main(argv: list[str]) -> None:
     if not os.path.isfile(args.blend):
         print(f"export_landmarks: error: {args.blend}: file not found", file=sys.stderr)
         sys.exit(2)
-    bpy.ops.wm.open_mainfile(filepath=os.path.abspath(args.blend), load_ui=False)
+    try:
+        bpy.ops.wm.open_mainfile(filepath=os.path.abspath(args.blend), load_ui=False)
+    except RuntimeError as exc:  # not a .blend, truncated, or from a newer Blender
+        full = os.path.abspath(args.blend)
+        text = " ".join(str(exc).replace("Error:", "").replace(f'"{full}"', "").replace(f"'{full}'", "").split())
+        reason = text.rsplit(": ", 1)[-1]
+        print(
+            f"export_landmarks: error: {args.blend}: Blender cannot read this file ({reason}; truncated, "
+            "damaged or not a .blend?)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     try:
         obj = find_object(args.object)
         if obj.mode == "EDIT":

@@ -8,9 +8,15 @@ operators, vertex-group assign/remove, save while in Edit Mode.
 
 from __future__ import annotations
 
+import ast
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
+import tomllib
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +30,8 @@ from densemark.sampling.landmark_set import LandmarkSet, make_set
 from densemark.sampling.symmetry import template_mirror
 from tests.factories import disc_template
 
-SCRIPTS = Path(bl.__file__).resolve().parents[2] / "blender_scripts"
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = bl.scripts_dir()
 
 
 def small_template() -> FaceTemplate:
@@ -144,6 +151,179 @@ def test_read_export_checks(small, tmp_path):
 def test_cli_registered():
     args = build_parser().parse_args(["blender", "import", "a.blend", "--parent", "p.json", "--template", "t", "--out", "c.json", "--note", "n"])
     assert args.blend == "a.blend" and args.note == "n" and callable(args.func)
+
+
+def test_read_export_checks_template_before_set(small, tmp_path):
+    _, _, t, parent = small
+    sha_t, sha_s = t.sha256(), parent.sha256()
+
+    def near(h: str) -> str:  # same first 30 characters
+        return h[:30] + ("0" if h[30] != "0" else "1") + h[31:]
+
+    obj = {
+        "format": bl.EXPORT_FORMAT, "blend": "a.blend", "n_vertices": t.n_vertices, "ids": [1, 2],
+        "source": {"set": {"sha256": near(sha_s)}, "template": {"sha256": near(sha_t)}},
+    }
+    p = tmp_path / "e.json"
+    p.write_text(json.dumps(obj))
+    with pytest.raises(InputError) as ei:
+        bl.read_export(p, parent, t, source=tmp_path / "a.blend")
+    assert ei.value.field == "source.template.sha256" and ei.value.path == str(tmp_path / "a.blend")
+    shown = re.findall(r"[0-9a-f]{12,64}", ei.value.message)
+    assert len(shown) == 2 and shown[0] != shown[1], ei.value.message
+    obj["source"]["template"]["sha256"] = sha_t
+    p.write_text(json.dumps(obj))
+    with pytest.raises(InputError, match="source.set.sha256") as ei:
+        bl.read_export(p, parent, t)
+    shown = re.findall(r"[0-9a-f]{12,64}", ei.value.message)
+    assert len(shown) == 2 and shown[0] != shown[1], ei.value.message
+
+
+def _fake_export(monkeypatch, t: FaceTemplate, parent: LandmarkSet, ids, **extra) -> None:
+    """Stand in for Blender: export_landmarks.py 'writes' an export of ``ids``."""
+
+    def run_script(script, args, **kw):
+        assert script == "export_landmarks.py"
+        payload = {
+            "format": bl.EXPORT_FORMAT, "blend": Path(args[0]).name, "n_vertices": t.n_vertices,
+            "ids": sorted(int(i) for i in ids),
+            "source": {"set": {"sha256": parent.sha256()}, "template": {"sha256": t.sha256()}}, **extra,
+        }
+        Path(args[1]).write_text(json.dumps(payload))
+        return ""
+
+    monkeypatch.setattr(bl, "run_script", run_script)
+
+
+def _blend_stub(path: Path) -> Path:
+    path.write_bytes(b"BLENDER-v500" + bytes(64))  # passes the header check; Blender is faked
+    return path
+
+
+def test_import_errors_name_the_blend_not_a_temp_file(small, tmp_path, monkeypatch):
+    tdir, set_path, t, parent = small
+    _fake_export(monkeypatch, t, parent, parent.ids, format="something else")
+    blend = _blend_stub(tmp_path / "face.blend")
+    with pytest.raises(InputError) as ei:
+        bl.import_blend(blend, set_path, tdir, tmp_path / "c.json")
+    assert ei.value.path == str(blend) and "export.json" not in str(ei.value)
+
+
+def test_import_notes_symmetry_and_no_change(small, tmp_path, monkeypatch, capsys):
+    tdir, set_path, t, parent = small
+    tm = template_mirror(t)
+    blend = _blend_stub(tmp_path / "face.blend")
+    cmd = ["blender", "import", str(blend), "--parent", str(set_path), "--template", str(tdir)]
+    _fake_export(monkeypatch, t, parent, parent.ids)
+    assert main([*cmd, "--out", str(tmp_path / "same.json")]) == 0
+    out = capsys.readouterr()
+    assert "no change" in out.out and "(+0 / -0)" in out.out and "symmetry" not in out.err
+
+    members, kpt = set(parent.ids.tolist()), set(parent.kpt68_ids.tolist())
+    pairs = [i for i in parent.ids.tolist() if i not in kpt and tm.exact[i] and tm.ids[i] != i and int(tm.ids[i]) in members and int(tm.ids[i]) not in kpt]
+    drop = pairs[:2]  # their partners stay: 2 landmarks lose their partner
+    lone = [i for i in range(t.n_vertices) if i not in members and tm.ids[i] != i and int(tm.ids[i]) not in members][:1]
+    _fake_export(monkeypatch, t, parent, sorted((members - set(drop)) | set(lone)))
+    assert main([*cmd, "--out", str(tmp_path / "c.json")]) == 0
+    err = capsys.readouterr().err
+    assert "breaks the mirror symmetry" in err
+    assert "2 landmark(s) lost their mirror partner" in err and "1 added landmark(s) have no mirror partner" in err
+
+
+def test_import_keypoint_drop_names_cli_flag(small, tmp_path, monkeypatch, capsys):
+    tdir, set_path, t, parent = small
+    _fake_export(monkeypatch, t, parent, np.setdiff1d(parent.ids, parent.kpt68_ids[[8]]))
+    blend = _blend_stub(tmp_path / "face.blend")
+    cmd = ["blender", "import", str(blend), "--parent", str(set_path), "--template", str(tdir), "--out", str(tmp_path / "c.json")]
+    assert main(cmd) == 2
+    err = capsys.readouterr().err
+    assert "--allow-drop-kpt" in err and "allow_drop_kpt" not in err
+    assert main([*cmd, "--allow-drop-kpt"]) == 0
+    assert LandmarkSet.load(tmp_path / "c.json").kpt68 is None
+
+
+def test_not_a_blend_is_one_line(small, tmp_path, capsys):
+    tdir, set_path, _, _ = small
+    junk = tmp_path / "junk.blend"
+    junk.write_text("not a blend file at all\n")
+    rc = main(["blender", "import", str(junk), "--parent", str(set_path), "--template", str(tdir), "--out", str(tmp_path / "c.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("densemark: error: ") and err.count("\n") == 1 and "not a Blender file" in err
+
+
+def test_script_error_is_one_line_without_temp_paths(small, tmp_path, monkeypatch):
+    """A script's own error line is the message; the temp bundle is named for what it is."""
+    tdir, set_path, _, _ = small
+    fake = tmp_path / "python-fake"
+    fake.write_text(
+        '#!/bin/sh\necho "Read blend: noise" >&2\n'
+        'echo "build_template_blend: error: $3: field meta: not a JSON string" >&2\n'
+        'echo "more noise" >&2\nexit 2\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv(bl.BLENDER_ENV, str(fake))
+    with pytest.raises(bl.BlenderError) as ei:
+        bl.export_blend(set_path, tdir, tmp_path / "x.blend")
+    msg = str(ei.value)
+    assert msg == "build_template_blend.py: the exchange bundle: field meta: not a JSON string", msg
+
+
+# ----------------------------------------------------------------------------- packaging
+
+
+def _bl_info() -> dict:
+    tree = ast.parse((SCRIPTS / "densemark_addon.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "bl_info" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError("no bl_info in densemark_addon.py")
+
+
+def test_extension_manifest_agrees_with_bl_info():
+    man = tomllib.loads((ROOT / "blender_scripts" / "blender_manifest.toml").read_text())
+    info = _bl_info()
+    required = {"schema_version", "id", "version", "name", "tagline", "maintainer", "type", "blender_version_min", "license"}
+    assert required <= set(man) and man["type"] == "add-on"
+    assert man["name"] == info["name"]
+    assert man["version"] == ".".join(map(str, info["version"]))
+    assert man["blender_version_min"] == ".".join(map(str, info["blender"]))
+    assert tuple(map(int, man["blender_version_min"].split("."))) >= (4, 2, 0)
+    assert len(man["tagline"]) <= 64 and man["tagline"][-1].isalnum()
+    assert re.fullmatch(r"[a-z][a-z0-9_]*", man["id"])
+    init = ast.parse((ROOT / "blender_scripts" / "__init__.py").read_text())  # the extension's entry point
+    names = {a.name for n in init.body if isinstance(n, ast.ImportFrom) and n.module == "densemark_addon" for a in n.names}
+    assert {"register", "unregister"} <= names
+
+
+@pytest.mark.slow
+def test_scripts_ship_in_the_wheel(tmp_path):
+    """A wheel holds the Blender scripts, and an installed densemark finds them there."""
+    st = pytest.importorskip("setuptools", minversion="68", reason="building the wheel offline needs setuptools>=68 here")
+    if tuple(int(x) for x in st.__version__.split(".")[:2]) < (70, 1):
+        pytest.importorskip("wheel", reason="setuptools<70.1 builds wheels with the wheel package")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    for d in ("densemark", "blender_scripts"):
+        shutil.copytree(ROOT / d, src / d, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(tmp_path / "dist"), str(src)],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("densemark-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {f"densemark/sampling/blender_scripts/{f}" for f in (*bl.SCRIPTS, "__init__.py", "blender_manifest.toml", "README.md")}
+    assert shipped <= names, sorted(shipped - names)
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    code = "import densemark, densemark.sampling.blender as b; print(densemark.__file__); print(b.scripts_dir())"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    pkg, found = (Path(x) for x in r.stdout.split())
+    assert pkg.is_relative_to(site) and found == site / "densemark" / "sampling" / "blender_scripts"
 
 
 # ----------------------------------------------------------------------------- bpy
@@ -335,5 +515,46 @@ def test_cli_round_trip(small, tmp_path):
         capture_output=True, text=True, check=False,
     )
     assert r.returncode == 0, r.stderr
-    assert "(+0 / -0)" in r.stdout
+    assert "(+0 / -0)" in r.stdout and "no change" in r.stdout
     np.testing.assert_array_equal(LandmarkSet.load(out).ids, parent.ids)
+    # a truncated .blend: one line from the CLI, no Blender traceback
+    cut = tmp_path / "cut.blend"
+    cut.write_bytes(blend.read_bytes()[: blend.stat().st_size // 2])
+    r = subprocess.run(
+        [*base, "import", str(cut), "--parent", str(set_path), "--template", str(tdir), "--out", str(tmp_path / "cut.json")],
+        capture_output=True, text=True, check=False,
+    )
+    assert r.returncode == 2 and r.stderr.startswith("densemark: error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "cut.blend" in r.stderr and "Blender cannot read" in r.stderr and "Traceback" not in r.stderr
+
+
+EXTENSION = r"""
+import os, subprocess, sys, zipfile
+import bpy
+argv = sys.argv[sys.argv.index("--") + 1:]
+src, work = argv
+cli = os.path.join(bpy.utils.system_resource("SCRIPTS"), "addons_core", "bl_pkg", "cli", "blender_ext.py")
+for cmd in (["validate", src], ["build", "--source-dir", src, "--output-dir", work]):
+    r = subprocess.run([sys.executable, cli, *cmd], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+(zname,) = [f for f in os.listdir(work) if f.endswith(".zip")]
+pkg = os.path.join(work, "pkg", "densemark_landmarks")
+zipfile.ZipFile(os.path.join(work, zname)).extractall(pkg)
+sys.path.insert(0, os.path.dirname(pkg))
+import densemark_landmarks
+densemark_landmarks.register()
+assert hasattr(bpy.types, "VIEW3D_PT_densemark")
+densemark_landmarks.unregister()
+print("extension: ok", zname)
+"""
+
+
+@pytest.mark.blender
+def test_extension_builds_and_registers(tmp_path):
+    """Blender's own extension tool validates the manifest and builds the add-on, which registers."""
+    prefix = blender_prefix()
+    script = tmp_path / "ext.py"
+    script.write_text(EXTENSION)
+    (tmp_path / "work").mkdir()
+    r = subprocess.run([*prefix, str(script), "--", str(SCRIPTS), str(tmp_path / "work")], capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0 and "extension: ok densemark_landmarks-0.1.0.zip" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]

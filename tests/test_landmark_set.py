@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from densemark.core.errors import InputError
 from densemark.reference.sampling import optimal_mirror_match
-from densemark.sampling.landmark_set import LandmarkSet, diff_ids, edit, make_set
+from densemark.sampling.landmark_set import LandmarkSet, diff_ids, edit, edit_summary, make_set
 from densemark.sampling.seed_import import IDS_FILE, KPT_POS_FILE, import_seed
-from densemark.sampling.symmetry import mirror_match, template_mirror
+from densemark.sampling.symmetry import MIRROR_CONVENTION, mirror_match, template_mirror
 from tests.factories import disc_template
+
+ROOT = Path(__file__).resolve().parents[1]
+ID_ERROR = re.compile(r"\d+ id\(s\) (out of range 0\.\.\d+|repeated), e\.g\. \[")  # check_ids' wording
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +176,102 @@ def test_import_seed_bad_files(tmp_path, tpl):
     with pytest.raises(InputError) as ei:
         import_seed(tmp_path, tpl)
     assert ei.value.field == "ids" and IDS_FILE in ei.value.path
+
+
+# --- one id validator -----------------------------------------------------------------------
+
+
+def test_id_errors_share_one_validator(tmp_path, tpl, lset):
+    """Every id list of the sampling part is checked by check_ids: same wording, file and field."""
+    n = tpl.n_vertices
+    cases = []
+
+    def grab(fn, *a, **k):
+        with pytest.raises(InputError) as ei:
+            fn(*a, **k)
+        cases.append(ei.value)
+        return ei.value
+
+    grab(make_set, tpl, [0, n], name="x")
+    grab(make_set, tpl, [3, 3], name="x")
+    grab(edit, lset, tpl, [*lset.ids.tolist(), n + 5], source="s")
+    grab(edit, lset, tpl, [*lset.ids.tolist(), int(lset.ids[0])], source="s")
+    obj = lset.to_dict()
+    obj["ids"][1] = obj["ids"][0]
+    (tmp_path / "rep.json").write_text(json.dumps(obj))
+    e = grab(LandmarkSet.load, tmp_path / "rep.json")
+    assert e.path == str(tmp_path / "rep.json") and e.field == "ids"
+    # the paper's file format, with an id past the template
+    ids = np.arange(0, 5 * 80, 5)
+    ids[7] = n + 1
+    (tmp_path / IDS_FILE).write_text("\n".join(f"{float(i):e}" for i in ids))
+    (tmp_path / KPT_POS_FILE).write_text("\n".join(f"{float(i):e}" for i in range(68)))
+    e = grab(import_seed, tmp_path, tpl)
+    assert e.path == str(tmp_path / IDS_FILE) and e.field == "ids"
+    for err in cases:
+        assert ID_ERROR.search(err.message), err.message
+
+
+def test_edit_summary_matches_naive(tpl):
+    tm = template_mirror(tpl)
+    rng = np.random.default_rng(5)
+    side = rng.choice(np.flatnonzero(tpl.pixel_uv[:, 0] < tpl.res // 2 - 2), 30, replace=False)
+    parent = make_set(tpl, np.concatenate([side, tm.ids[side], np.flatnonzero(tm.midline)[:4]]), name="p")
+    assert parent.mirror_exact
+    outside = np.setdiff1d(np.arange(tpl.n_vertices), parent.ids)
+    new = np.concatenate([np.setdiff1d(parent.ids, side[:3]), outside[::97][:4]])
+    child = edit(parent, tpl, new, source="t")
+    rep = edit_summary(parent, child, tpl)
+    p, c = set(parent.ids.tolist()), set(child.ids.tolist())
+    lost, unpaired = [], []
+    for v in sorted(c):
+        m = int(tm.ids[v])
+        if not tm.exact[v] or m == v:
+            continue
+        if v in p and m in p and m not in c:
+            lost.append(v)
+        if v not in p and m not in c:
+            unpaired.append(v)
+    assert rep["lost_partner"] == lost and len(lost) == 3
+    assert rep["unpaired_added"] == unpaired and rep["added"] == sorted(c - p) and rep["removed"] == sorted(p - c)
+    assert rep["parent_exact"] and not rep["child_exact"] and not rep["unchanged"]
+    assert edit_summary(parent, edit(parent, tpl, parent.ids, source="t"), tpl)["unchanged"]
+
+
+# --- mirror convention in the file ----------------------------------------------------------
+
+
+def test_set_file_states_mirror_convention(tmp_path, lset, tpl):
+    obj = json.loads(lset.save(tmp_path / "a.json").read_text())
+    assert obj["mirror"]["convention"] == MIRROR_CONVENTION
+    assert "res-1-u" in MIRROR_CONVENTION and "centre columns" in MIRROR_CONVENTION
+    obj["mirror"]["convention"] = "u -> u"
+    (tmp_path / "b.json").write_text(json.dumps(obj))
+    with pytest.raises(InputError) as ei:
+        LandmarkSet.load(tmp_path / "b.json")
+    assert ei.value.field == "mirror.convention"
+
+
+def test_old_file_without_convention_loads_unchanged(tmp_path, lset, tpl):
+    old = lset.to_dict()
+    del old["mirror"]["convention"]
+    text = json.dumps(old, indent=2, sort_keys=True) + "\n"
+    (tmp_path / "old.json").write_text(text)
+    back = LandmarkSet.load(tmp_path / "old.json", tpl)
+    compact = json.dumps(old, sort_keys=True, separators=(",", ":")).encode()
+    assert back.sha256() == hashlib.sha256(compact).hexdigest()  # the hash a child recorded stays valid
+    assert back.save(tmp_path / "again.json").read_text() == text
+    tracked = ROOT / "landmarks" / "embedded-520.json"  # a set written before the field existed
+    if tracked.is_file():
+        assert LandmarkSet.load(tracked).to_json() == tracked.read_text()
+
+
+def test_template_mismatch_shows_hashes_that_differ(tmp_path, lset, tpl):
+    obj = lset.to_dict()
+    sha = tpl.sha256()
+    obj["template"]["sha256"] = sha[:20] + ("0" if sha[20] != "0" else "1") + sha[21:]  # same first 20
+    (tmp_path / "a.json").write_text(json.dumps(obj))
+    with pytest.raises(InputError, match="sha256") as ei:
+        LandmarkSet.load(tmp_path / "a.json", tpl)
+    shown = re.findall(r"[0-9a-f]{12,64}", ei.value.message)
+    assert len(shown) == 2 and shown[0] != shown[1], ei.value.message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ from densemark.sampling.sampler import rim_ids, sample_set
 from densemark.sampling.stages import run_compare, run_import_seed, run_sample
 from densemark.sampling.symmetry import template_mirror
 from tests.factories import disc_template
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +117,7 @@ def test_geodesic_nn_matches_naive(tpl):
 
 
 def test_sample_set_modes(tpl):
-    base, rep = sample_set(tpl, SampleParams(target_count=None))
+    base, rep = sample_set(tpl, SampleParams(target_count=None, symmetric=False))
     assert rep["counts"][0] == 18 and np.array_equal(base.kpt68_ids, tpl.kpt_ids)
     for t, sym in ((150, False), (150, True), (151, True), (70, False), (110, True)):
         s, rep = sample_set(tpl, SampleParams(target_count=t, symmetric=sym))
@@ -123,20 +126,20 @@ def test_sample_set_modes(tpl):
         if sym:
             assert s.mirror_exact and (s.mirror_residual == 0).all()
             assert np.array_equal(s.mirror_perm[s.mirror_perm], np.arange(t))
-    s, _ = sample_set(tpl, SampleParams(include_kpt68=False, target_count=30))
+    s, _ = sample_set(tpl, SampleParams(include_kpt68=False, target_count=30, symmetric=False))
     assert len(s) == 30
     with pytest.raises(InputError, match="forced"):
-        sample_set(tpl, SampleParams(target_count=20))
+        sample_set(tpl, SampleParams(target_count=20, symmetric=False))
 
 
 def test_boundary_seeds_on_rim(tpl):
-    s, rep = sample_set(tpl, SampleParams(boundary_seeds=6))
+    s, rep = sample_set(tpl, SampleParams(boundary_seeds=6, target_count=None, symmetric=False))
     seeds = np.array(s.provenance["sampler"]["seed_ids"])
     assert rep["seeds"] == 24 and np.isin(seeds[18:], rim_ids(tpl)).all()
 
 
 def test_deterministic_bytes(tmp_path, tpl):
-    p = SampleParams(target_count=120, seed=3)
+    p = SampleParams(target_count=120, seed=3, symmetric=False)
     a = run_sample(tpl, p, tmp_path / "a.json")["outputs"]["set"]
     b = run_sample(tpl, p, tmp_path / "b.json")["outputs"]["set"]
     assert a.read_bytes() == b.read_bytes()
@@ -160,7 +163,7 @@ def test_params_validation(tmp_path):
 
 
 def test_compare_and_stages(tmp_path, tpl):
-    pa = SampleParams(target_count=150, name="a")
+    pa = SampleParams(target_count=150, name="a", symmetric=False)
     pb = SampleParams(target_count=150, symmetric=True, name="b")
     ra = run_sample(tpl, pa, tmp_path / "a.json", tmp_path / "a_rep.json", tmp_path / "a.png")
     run_sample(tpl, pb, tmp_path / "b.json")
@@ -179,7 +182,7 @@ def test_compare_and_stages(tmp_path, tpl):
 def test_cli(tmp_path, capsys):
     tdir = save_template(disc_template(256, rx=0.1, ry=0.11), tmp_path / "tpl")  # files imply res 256
     params = tmp_path / "params.yaml"
-    params.write_text("sample:\n  target_count: 100\n  name: cli\n")
+    params.write_text("sample:\n  target_count: 100\n  name: cli\n  symmetric: false\n")
     out = tmp_path / "s.json"
     assert main(["--params", str(params), "sample", "--template", str(tdir), "--out", str(out)]) == 0
     assert len(LandmarkSet.load(out)) == 100
@@ -194,7 +197,7 @@ def test_cli(tmp_path, capsys):
 
 def test_real_default_rounds(real_template):
     t0 = time.perf_counter()
-    s, rep = sample_set(real_template, SampleParams())
+    s, rep = sample_set(real_template, SampleParams(target_count=None, symmetric=False))  # 3 plain rounds
     assert time.perf_counter() - t0 < 5
     assert rep["counts"] == [18, 40, 104, 293]
     assert np.array_equal(s.kpt68_ids, real_template.kpt_ids)
@@ -213,3 +216,43 @@ def test_real_520(real_dir, real_template, tmp_path, sym):
     assert rep["a"]["coverage"]["max"] <= rep["b"]["coverage"]["max"]
     assert rep["a"]["coverage"]["p95"] < rep["b"]["coverage"]["p95"]
     assert not rep["b"]["symmetry"]["exact"]
+
+
+# --- defaults and CLI options ---------------------------------------------------------------
+
+
+def test_defaults_are_the_shipped_params():
+    """Code defaults and params.yaml's whole sample section are one thing."""
+    assert SampleParams() == load_params(ROOT / "params.yaml").sample
+
+
+def test_target_count_bound_is_the_template(tpl):
+    assert SampleParams(target_count=57364).target_count == 57364  # the embedded template's size
+    with pytest.raises(InputError, match="sample.target_count") as ei:
+        sample_set(tpl, SampleParams(target_count=tpl.n_vertices + 1))
+    assert f"{tpl.n_vertices} vertices of the template" in ei.value.message
+
+
+def test_sample_cli_options_override_params(tmp_path, capsys, monkeypatch):
+    tdir = save_template(disc_template(256, rx=0.1, ry=0.11), tmp_path / "tpl")
+    monkeypatch.chdir(tmp_path)  # no params.yaml here
+    base = ["--params", str(tmp_path / "params.yaml"), "sample", "--template", str(tdir)]
+    assert main([*base, "--out", "d.json"]) == 0
+    assert "params.yaml not found" in capsys.readouterr().err
+    d = LandmarkSet.load(tmp_path / "d.json")
+    want = SampleParams()
+    assert len(d) == want.target_count and d.mirror_exact == want.symmetric and d.name == want.name
+    opts = ["--name", "opt", "--rounds", "2", "--space", "frontal", "--no-symmetric", "--target-count", "100"]
+    assert main([*base, "--out", "o.json", *opts]) == 0
+    o = LandmarkSet.load(tmp_path / "o.json")
+    used = o.provenance["sampler"]["params"]
+    assert (o.name, len(o), used["rounds"], used["space"], used["symmetric"]) == ("opt", 100, 2, "frontal", False)
+    (tmp_path / "p.yaml").write_text("sample:\n  target_count: 90\n  symmetric: false\n")
+    assert main(["--params", str(tmp_path / "p.yaml"), "sample", "--template", str(tdir), "--out", "n.json",
+                 "--target-count", "none", "--rounds", "1"]) == 0
+    n = LandmarkSet.load(tmp_path / "n.json")
+    assert n.provenance["sampler"]["params"]["target_count"] is None
+    assert len(n) == n.provenance["sampler"]["after_kpt68"]
+    capsys.readouterr()
+    assert main([*base, "--out", "x.json", "--rounds", "99"]) == 2
+    assert "--rounds" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,13 +46,16 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from densemark.sampling.blender import import_blend
-    from densemark.sampling.landmark_set import LandmarkSet, diff_ids
+    from densemark.sampling.blender import run_import
 
-    child = import_blend(
+    res = run_import(
         args.blend, args.parent, args.template, args.out, args.note, name=args.name, allow_drop_kpt=args.allow_drop_kpt
     )
-    parent = LandmarkSet.load(args.parent)
-    added, removed = diff_ids(parent.ids, child.ids)
-    print(f"wrote {args.out}: {len(child)} landmarks (+{len(added)} / -{len(removed)}) from parent {parent.name!r}")
+    child, parent, rep = res["child"], res["parent"], res["report"]
+    print(
+        f"wrote {args.out}: {len(child)} landmarks (+{len(rep['added'])} / -{len(rep['removed'])}) "
+        f"from parent {parent.name!r}"
+    )
+    for msg in res["messages"]:
+        print(f"densemark: {msg}", file=sys.stderr if msg.startswith("warning") else sys.stdout)
     return 0

@@ -4,14 +4,46 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
+from typing import get_args
+
+from pydantic import ValidationError
 
 from densemark.config import load_params
 from densemark.core.atomic import write_json
+from densemark.core.errors import ConfigError
 from densemark.sampling import stages
+from densemark.sampling.params import SampleParams
+
+# CLI option -> SampleParams field; each overrides the params file's value when given
+_SAMPLE_OPTIONS = ("name", "rounds", "space", "symmetric", "target_count", "boundary_seeds", "fill", "seed")
+
+
+def _count_or_none(text: str) -> int | None:
+    return None if text.lower() in ("none", "null") else int(text)
+
+
+def sample_params(params_file: str, overrides: dict) -> SampleParams:
+    """The ``sample`` section of ``params_file`` with the given CLI values put over it.
+
+    Raises:
+        ConfigError: a value out of bounds, naming the option.
+    """
+    base = load_params(params_file).sample
+    if not overrides:
+        return base
+    try:
+        return SampleParams.model_validate({**base.model_dump(), **overrides})
+    except ValidationError as exc:
+        lines = [f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
 
 
 def _sample(args: argparse.Namespace) -> int:
-    params = load_params(args.params).sample
+    if not Path(args.params).is_file():
+        print(f"densemark: note: {args.params} not found: using the built-in sample defaults (those of the shipped params.yaml)", file=sys.stderr)
+    params = sample_params(args.params, {k: getattr(args, k) for k in _SAMPLE_OPTIONS if hasattr(args, k)})
     res = stages.run_sample(args.template, params, args.out, report_json=args.report, plot_png=args.plot)
     r = res["report"]
     if args.metrics:
@@ -55,6 +87,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", help="report JSON to write")
     p.add_argument("--metrics", help="metrics JSON for DVC (counts, coverage, spacing, symmetry)")
     p.add_argument("--plot", help="PNG of the set on the template")
+    o = p.add_argument_group("sampler choices (override params.yaml's sample section)")
+    o.argument_default = argparse.SUPPRESS  # absent unless given
+    o.add_argument("--name", help="set name")
+    o.add_argument("--rounds", type=int, help="Delaunay centroid rounds")
+    o.add_argument("--space", choices=get_args(SampleParams.model_fields["space"].annotation), help="triangulation space")
+    o.add_argument("--symmetric", action=argparse.BooleanOptionalAction, help="exact mirror-symmetric set")
+    o.add_argument("--target-count", type=_count_or_none, metavar="N|none", help="fill or thin to N points (none: keep the Delaunay count)")
+    o.add_argument("--boundary-seeds", type=int, metavar="N", help="extra seeds on the template rim")
+    o.add_argument("--fill", choices=get_args(SampleParams.model_fields["fill"].annotation), help="distance of the FPS fill/thin")
+    o.add_argument("--seed", type=int, help="tie-break seed of farthest-point sampling")
     p.set_defaults(func=_sample)
 
     lsub = landmark_tools(sub)

@@ -1,11 +1,15 @@
 """The Blender round trip for correcting a landmark set by hand (host side).
 
 ``export_blend`` writes an exchange bundle (template + set + mirror map, see
-:func:`write_bundle`) and runs ``blender_scripts/build_template_blend.py`` in the Blender
-environment to make a ``.blend``; a person edits the vertex group ``landmarks`` there (the
-``densemark_addon.py`` panel helps); ``import_blend`` runs ``blender_scripts/export_landmarks.py``
-on the edited file and records the result as a child set of the parent with
-:func:`densemark.sampling.landmark_set.edit` (one ``remove`` and/or ``add`` entry).
+:func:`write_bundle`) and runs ``build_template_blend.py`` in the Blender environment to make a
+``.blend``; a person edits the vertex group ``landmarks`` there (the ``densemark_addon.py``
+panel helps); ``import_blend`` runs ``export_landmarks.py`` on the edited file and records the
+result as a child set of the parent with :func:`densemark.sampling.landmark_set.edit` (one
+``remove`` and/or ``add`` entry).
+
+The scripts live in ``blender_scripts/`` at the repository root; the wheel ships them as the
+package data ``densemark/sampling/blender_scripts/`` (``setup.py`` maps the folder there), and
+:func:`scripts_dir` finds either.
 
 The Blender environment is separate from the toolkit's (PyPI's ``bpy`` pins numpy<2):
 ``find_blender`` looks at ``DENSEMARK_BLENDER`` (a ``blender`` executable, or a Python that
@@ -15,6 +19,7 @@ can ``import bpy``), then at ``.venv-blender/bin/python`` at the repository root
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 import shutil
@@ -25,16 +30,19 @@ from pathlib import Path
 import numpy as np
 
 from densemark.core.atomic import atomic_path
-from densemark.core.errors import DensemarkError, InputError
+from densemark.core.errors import DensemarkError, InputError, distinct_prefixes
+from densemark.core.validate import check_ids
 from densemark.faces.template import FaceTemplate, load_template
-from densemark.sampling.landmark_set import LandmarkSet, edit
+from densemark.sampling.landmark_set import LandmarkSet, edit, edit_summary
 from densemark.sampling.symmetry import MIRROR_SPACE, template_mirror
 
 BLENDER_ENV = "DENSEMARK_BLENDER"
 BUNDLE_FORMAT = "densemark-blender-bundle/1"
 EXPORT_FORMAT = "densemark-blender-export/1"
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS_DIR = ROOT / "blender_scripts"
+SCRIPTS = ("build_template_blend.py", "export_landmarks.py", "densemark_addon.py")
+# a .blend starts with "BLENDER", or is gzip- (Blender < 3) or zstd-compressed (Blender >= 3)
+BLEND_MAGIC = (b"BLENDER", b"\x1f\x8b", b"\x28\xb5\x2f\xfd")
 SETUP_HINT = (
     "run `bash scripts/setup-blender.sh` at the repository root (creates .venv-blender with bpy), "
     f"or set {BLENDER_ENV} to a `blender` executable or to a Python that can `import bpy`"
@@ -95,50 +103,73 @@ def write_bundle(lset: LandmarkSet, template: FaceTemplate, path: str | os.PathL
     return p
 
 
-def read_export(path: str | os.PathLike, parent: LandmarkSet, template: FaceTemplate) -> np.ndarray:
-    """Read ``export_landmarks.py``'s JSON and check it against the parent set and template.
+def read_export(
+    path: str | os.PathLike, parent: LandmarkSet, template: FaceTemplate, *, source: str | os.PathLike | None = None
+) -> np.ndarray:
+    """Read ``export_landmarks.py``'s JSON and check it against the template, then the parent set.
+
+    Args:
+        path: the export JSON.
+        parent: the set the ``.blend`` must have been built from.
+        template: the template it must have been built on.
+        source: the file named in errors instead of ``path`` (the ``.blend``, when ``path`` is
+            a temporary file).
 
     Returns:
         (K',) int64 sorted template ids of the edited set.
 
     Raises:
-        InputError: naming the file and field: wrong format, a ``.blend`` built from another
-            set or template, ids out of range, an empty set.
+        InputError: naming the file and field: wrong format, a ``.blend`` built on another
+            template or from another set, ids out of range, an empty set.
     """
     p = Path(path)
+    where = p if source is None else Path(source)
     try:
         obj = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise InputError(p, None, f"cannot read the Blender export ({exc})") from exc
+        raise InputError(where, None, f"cannot read the Blender export ({type(exc).__name__})") from exc
     if not isinstance(obj, dict) or obj.get("format") != EXPORT_FORMAT:
         got = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
-        raise InputError(p, "format", f"expected {EXPORT_FORMAT!r}, got {got!r}")
+        raise InputError(where, "format", f"expected {EXPORT_FORMAT!r}, got {got!r}")
     src = obj.get("source") or {}
     blend = obj.get("blend") or "the .blend"
-    want_set = src.get("set", {}).get("sha256")
-    if want_set != parent.sha256():
-        raise InputError(
-            p,
-            "source.set.sha256",
-            f"{blend} was built from set {str(want_set)[:12]}..., not the given parent "
-            f"{parent.name!r} ({parent.sha256()[:12]}...)",
-        )
-    want_tpl = src.get("template", {}).get("sha256")
+    want_tpl = str(src.get("template", {}).get("sha256"))
     if want_tpl != template.sha256():
-        raise InputError(p, "source.template.sha256", f"{blend} was built on another template ({str(want_tpl)[:12]}...)")
+        a, b = distinct_prefixes(want_tpl, template.sha256())
+        raise InputError(where, "source.template.sha256", f"{blend} was built on template {a}, not the given one ({b})")
+    want_set = str(src.get("set", {}).get("sha256"))
+    if want_set != parent.sha256():
+        a, b = distinct_prefixes(want_set, parent.sha256())
+        raise InputError(
+            where, "source.set.sha256", f"{blend} was built from set {a}, not the given parent {parent.name!r} ({b})"
+        )
     if obj.get("n_vertices") != template.n_vertices:
         raise InputError(
-            p, "n_vertices", f"the mesh has {obj.get('n_vertices')} vertices, the template {template.n_vertices} (vertices added or deleted?)"
+            where, "n_vertices", f"the mesh has {obj.get('n_vertices')} vertices, the template {template.n_vertices} (vertices added or deleted?)"
         )
     ids = obj.get("ids")
     if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise InputError(p, "ids", "expected a list of integers")
-    arr = np.unique(np.asarray(ids, np.int64))
+        raise InputError(where, "ids", "expected a list of integers")
+    arr = check_ids(ids, where, "ids", template.n_vertices, unique=False, allow_empty=True)
     if arr.size == 0:
-        raise InputError(p, "ids", "the vertex group 'landmarks' is empty")
-    if arr.min() < 0 or arr.max() >= template.n_vertices:
-        raise InputError(p, "ids", f"ids out of range 0..{template.n_vertices - 1}")
-    return arr
+        raise InputError(where, "ids", "the vertex group 'landmarks' is empty")
+    return np.unique(arr)
+
+
+def check_blend_file(path: str | os.PathLike) -> Path:
+    """``path`` if it exists and starts like a ``.blend`` (``BLENDER``, gzip or zstd header).
+
+    Raises:
+        InputError: missing, or not a Blender file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, None, "file not found")
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if not head.startswith(BLEND_MAGIC):
+        raise InputError(p, None, f"not a Blender file (starts with {head[:7]!r}, not 'BLENDER' or a gzip/zstd header)")
+    return p
 
 
 # ----------------------------------------------------------------------------- Blender
@@ -170,15 +201,40 @@ def find_blender() -> list[str]:
     raise BlenderError(f"no Blender environment found; {SETUP_HINT}")
 
 
-def run_script(script: str, args: list[str], *, timeout: float = 600.0) -> str:
-    """Run ``blender_scripts/<script>`` headless with ``args``; returns its stdout.
+def scripts_dir() -> Path:
+    """The folder of the Blender scripts: the installed package's data, else the source tree's.
 
     Raises:
-        BlenderError: no Blender, the script is missing, it failed or timed out (with its stderr).
+        BlenderError: neither holds them.
     """
-    path = SCRIPTS_DIR / script
-    if not path.is_file():
-        raise BlenderError(f"{path}: Blender script not found (blender_scripts/ ships with the source tree)")
+    packaged = importlib.resources.files("densemark.sampling") / "blender_scripts"
+    for d in (Path(str(packaged)), ROOT / "blender_scripts"):
+        if all((d / s).is_file() for s in SCRIPTS):
+            return d
+    raise BlenderError(
+        "the Blender scripts are missing: neither densemark/sampling/blender_scripts/ (installed "
+        "package) nor blender_scripts/ (source checkout) holds them; reinstall densemark"
+    )
+
+
+def run_script(
+    script: str, args: list[str], *, timeout: float = 600.0, names: dict[str, str] | None = None
+) -> str:
+    """Run the Blender script ``script`` (from :func:`scripts_dir`) headless; returns its stdout.
+
+    Args:
+        script: file name, one of :data:`SCRIPTS`.
+        args: its arguments (after ``--``).
+        timeout: seconds.
+        names: ``{text: replacement}`` applied to error messages (temporary paths -> what they
+            stand for), so that no error names a file that is gone by the time it is read.
+
+    Raises:
+        BlenderError: no Blender, the script is missing, it failed or timed out. When the script
+            reported its own error (a ``<script>: error: ...`` line) the message is that line;
+            otherwise the last lines of its output.
+    """
+    path = scripts_dir() / script
     cmd = [*find_blender(), str(path), "--", *args]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
@@ -187,8 +243,16 @@ def run_script(script: str, args: list[str], *, timeout: float = 600.0) -> str:
     except OSError as exc:
         raise BlenderError(f"{script}: cannot start {cmd[0]} ({exc}); {SETUP_HINT}") from exc
     if r.returncode != 0:
-        tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-15:])
-        raise BlenderError(f"{script} failed (exit {r.returncode}):\n{tail}")
+        tag = f"{Path(script).stem}: error: "
+        own = [ln[len(tag) :] for ln in (r.stderr or "").splitlines() if ln.startswith(tag)]
+        if own:
+            msg = f"{script}: {own[-1]}"
+        else:
+            tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-15:])
+            msg = f"{script} failed (exit {r.returncode}):\n{tail}"
+        for old, new in (names or {}).items():
+            msg = msg.replace(old, new)
+        raise BlenderError(msg)
     return r.stdout
 
 
@@ -209,7 +273,9 @@ def export_blend(set_path: str | os.PathLike, template_dir: str | os.PathLike, o
         raise InputError(out, None, "the output must end in .blend")
     with tempfile.TemporaryDirectory(prefix="densemark-blender-") as tmp:
         bundle = write_bundle(lset, template, Path(tmp) / "bundle.npz")
-        run_script("build_template_blend.py", [str(bundle), str(out.resolve())])
+        run_script(
+            "build_template_blend.py", [str(bundle), str(out.resolve())], names={str(bundle): "the exchange bundle"}
+        )
     if not out.is_file():
         raise BlenderError(f"{out}: the build script reported success but wrote no file")
     return out
@@ -228,22 +294,74 @@ def import_blend(
     """Read the edited ``landmarks`` group of ``blend`` and save it as a child of the parent set.
 
     The child's provenance names the parent and appends the ids removed and added (source
-    ``blender:<file name>``, ``note``). Returns the child, written to ``out_json``.
+    ``blender:<file name>``, ``note``). Returns the child, written to ``out_json``; see
+    :func:`run_import` for what the edit changed.
 
     Raises:
-        InputError: bad files, a ``.blend`` built from another set or template, an edit that
-            removes keypoints (unless ``allow_drop_kpt``).
-        BlenderError: no Blender environment or the export failed.
+        InputError: bad files (a missing or non-Blender ``.blend``), a ``.blend`` built on
+            another template or from another set, an edit that removes keypoints (unless
+            ``allow_drop_kpt``, the CLI's ``--allow-drop-kpt``).
+        BlenderError: no Blender environment, or Blender cannot read the file (truncated?).
     """
-    b = Path(blend)
-    if not b.is_file():
-        raise InputError(b, None, "file not found")
+    return run_import(blend, parent_path, template_dir, out_json, note, name=name, allow_drop_kpt=allow_drop_kpt)["child"]
+
+
+def run_import(
+    blend: str | os.PathLike,
+    parent_path: str | os.PathLike,
+    template_dir: str | os.PathLike,
+    out_json: str | os.PathLike,
+    note: str = "",
+    *,
+    name: str | None = None,
+    allow_drop_kpt: bool = False,
+) -> dict:
+    """:func:`import_blend` with its report.
+
+    Returns:
+        ``{"outputs": {"set": path}, "child": LandmarkSet, "parent": LandmarkSet,
+        "report": edit_summary(...), "messages": [str]}``; the messages say when the edit
+        changed nothing or broke the mirror symmetry (how many landmarks lost their partner).
+    """
+    b = check_blend_file(blend)
     template = load_template(template_dir)
     parent = LandmarkSet.load(parent_path, template)
     with tempfile.TemporaryDirectory(prefix="densemark-blender-") as tmp:
         exp = Path(tmp) / "export.json"
-        run_script("export_landmarks.py", [str(b.resolve()), str(exp)])
-        ids = read_export(exp, parent, template)
+        run_script("export_landmarks.py", [str(b.resolve()), str(exp)], names={str(exp): "the export JSON"})
+        ids = read_export(exp, parent, template, source=b)
+    if parent.kpt68 is not None and not allow_drop_kpt:
+        kpt = parent.kpt68_ids
+        lost = ~np.isin(kpt, ids)
+        if lost.any():
+            raise InputError(
+                b,
+                "landmarks",
+                f"the edit removes {int(lost.sum())} keypoint vertices (ids {kpt[lost].tolist()}, keypoints "
+                f"{np.flatnonzero(lost).tolist()}); put them back, or pass --allow-drop-kpt to accept a "
+                "child without kpt68",
+            )
     child = edit(parent, template, ids, source=f"blender:{b.name}", note=note, name=name, allow_drop_kpt=allow_drop_kpt)
-    child.save(out_json)
-    return child
+    path = child.save(out_json)
+    rep = edit_summary(parent, child, template)
+    return {"outputs": {"set": path}, "child": child, "parent": parent, "report": rep, "messages": edit_messages(rep)}
+
+
+def edit_messages(rep: dict) -> list[str]:
+    """Plain-language notes on an :func:`~densemark.sampling.landmark_set.edit_summary`."""
+    out = []
+    if rep["unchanged"]:
+        out.append("no change: the vertex group 'landmarks' holds exactly the parent's landmarks (the child records no edit)")
+    lost, unp = rep["lost_partner"], rep["unpaired_added"]
+    if lost or unp:
+        parts = []
+        if lost:
+            parts.append(f"{len(lost)} landmark(s) lost their mirror partner (e.g. ids {lost[:8]})")
+        if unp:
+            parts.append(f"{len(unp)} added landmark(s) have no mirror partner in the set (e.g. ids {unp[:8]})")
+        was = "; the parent was exactly mirror-symmetric, the child is not" if rep["parent_exact"] and not rep["child_exact"] else ""
+        out.append(
+            "warning: the edit breaks the mirror symmetry: " + ", ".join(parts) + was
+            + " (the add-on's 'Mirror selection' adds partners)"
+        )
+    return out

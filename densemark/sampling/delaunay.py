@@ -26,6 +26,7 @@ import numpy as np
 from scipy.spatial import Delaunay, QhullError, cKDTree
 
 from densemark.core.errors import InputError
+from densemark.core.validate import check_ids
 from densemark.faces.template import FaceTemplate
 from densemark.sampling.symmetry import template_mirror
 
@@ -120,9 +121,7 @@ def delaunay_sample(
     Returns:
         The ids and per-round statistics.
     """
-    seed_ids = np.asarray(seed_ids, np.int64)
-    if seed_ids.size and (seed_ids.min() < 0 or seed_ids.max() >= template.n_vertices):
-        raise InputError(None, "seeds", f"seed ids out of range 0..{template.n_vertices - 1}")
+    seed_ids = check_ids(seed_ids, None, "seeds", template.n_vertices, unique=False, allow_empty=True)
     _, first = np.unique(seed_ids, return_index=True)
     cur = seed_ids[np.sort(first)]
     if symmetric:

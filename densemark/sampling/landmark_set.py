@@ -6,7 +6,8 @@ On disk (JSON, key-sorted, byte-stable)::
      "template": {"sha256": str, "n_vertices": int},
      "ids": [int]*K,                 # template vertex ids, in landmark order
      "kpt68": [int]*68 | null,       # positions (0..K-1) of the 68 keypoints inside ids
-     "mirror": {"perm": [int]*K, "residual": [float]*K, "exact": bool, "space": str},
+     "mirror": {"perm": [int]*K, "residual": [float]*K, "exact": bool, "space": str,
+                "convention": str},     # absent in files written before it was added
      "provenance": {"parent": {"name", "sha256"} | null, "sampler": {...} | null,
                     "raw_ids": [int] | null,
                     "edits": [{"op": "add"|"remove", "ids": [int], "source": str, "note": str}],
@@ -15,6 +16,9 @@ On disk (JSON, key-sorted, byte-stable)::
 ``mirror.perm`` is an involution: ``perm[i]`` is the position of landmark i's left/right
 partner (itself on the midline or when unpaired); ``residual[i]`` is the 3D template distance
 from i's mirror position to that partner (0 for exact pairs); ``exact`` = all residuals are 0.
+``mirror.convention`` states the template mirror in words (:data:`MIRROR_CONVENTION`: UV pixel
+``u -> res-1-u``; vertices on the two centre columns pair with themselves); files without it
+(written before it was added) load unchanged, with the same ``sha256``.
 """
 
 from __future__ import annotations
@@ -31,9 +35,15 @@ import numpy as np
 
 import densemark
 from densemark.core.atomic import write_text
-from densemark.core.errors import InputError
+from densemark.core.errors import InputError, distinct_prefixes
+from densemark.core.validate import check_ids
 from densemark.faces.template import FaceTemplate
-from densemark.sampling.symmetry import MIRROR_SPACE, mirror_match
+from densemark.sampling.symmetry import (
+    MIRROR_CONVENTION,
+    MIRROR_SPACE,
+    mirror_match,
+    template_mirror,
+)
 
 FORMAT = "densemark-landmark-set"
 VERSION = 1
@@ -55,6 +65,8 @@ class LandmarkSet:
         n_template: number of template vertices.
         provenance: parent / sampler / raw_ids / edits / created_by.
         mirror_space: how mirror vertices were found.
+        mirror_convention: the mirror rule in words (:data:`MIRROR_CONVENTION`), or None for
+            files written before it was recorded.
     """
 
     name: str
@@ -67,6 +79,7 @@ class LandmarkSet:
     n_template: int
     provenance: dict = field(default_factory=dict)
     mirror_space: str = MIRROR_SPACE
+    mirror_convention: str | None = MIRROR_CONVENTION
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -90,6 +103,7 @@ class LandmarkSet:
                 "residual": [float(x) for x in self.mirror_residual],
                 "exact": bool(self.mirror_exact),
                 "space": self.mirror_space,
+                **({} if self.mirror_convention is None else {"convention": self.mirror_convention}),
             },
             "provenance": _plain(self.provenance),
         }
@@ -158,6 +172,8 @@ class LandmarkSet:
             raise InputError(path, "mirror.exact", "expected true or false")
         if not isinstance(mir["space"], str):
             raise InputError(path, "mirror.space", "expected a string")
+        if not isinstance(mir.get("convention", ""), str):
+            raise InputError(path, "mirror.convention", "expected a string")
         kpt = obj["kpt68"]
         return cls(
             name=obj["name"],
@@ -170,6 +186,7 @@ class LandmarkSet:
             n_template=int(tpl["n_vertices"]),
             provenance=prov,
             mirror_space=mir["space"],
+            mirror_convention=mir.get("convention"),
         )
 
     def validate(
@@ -189,27 +206,18 @@ class LandmarkSet:
         k = len(self.ids)
         if k == 0:
             raise InputError(path, "ids", "empty landmark set")
-        if self.ids.min() < 0 or self.ids.max() >= self.n_template:
-            bad = self.ids[(self.ids < 0) | (self.ids >= self.n_template)]
-            raise InputError(path, "ids", f"ids out of range 0..{self.n_template - 1}: {bad[:5].tolist()}")
-        uniq, counts = np.unique(self.ids, return_counts=True)
-        if (counts > 1).any():
-            raise InputError(path, "ids", f"repeated ids: {uniq[counts > 1][:5].tolist()}")
+        check_ids(self.ids, path, "ids", self.n_template)
         if self.kpt68 is None:
             if require_kpt68:
                 raise InputError(path, "kpt68", "missing (null): the 68 keypoints are required")
         else:
             if self.kpt68.shape != (68,):
                 raise InputError(path, "kpt68", f"expected 68 positions, got {self.kpt68.shape[0]}")
-            if self.kpt68.min() < 0 or self.kpt68.max() >= k:
-                raise InputError(path, "kpt68", f"positions out of range 0..{k - 1}")
-            if len(np.unique(self.kpt68)) != 68:
-                raise InputError(path, "kpt68", "repeated positions")
+            check_ids(self.kpt68, path, "kpt68", k)
         perm, res = self.mirror_perm, self.mirror_residual
         if perm.shape != (k,):
             raise InputError(path, "mirror.perm", f"expected length {k}, got {perm.shape[0]}")
-        if perm.min() < 0 or perm.max() >= k:
-            raise InputError(path, "mirror.perm", f"positions out of range 0..{k - 1}")
+        check_ids(perm, path, "mirror.perm", k, unique=False)
         if not np.array_equal(perm[perm], np.arange(k)):
             bad = np.flatnonzero(perm[perm] != np.arange(k))
             raise InputError(path, "mirror.perm", f"not an involution (perm[perm[i]] != i at i = {bad[:5].tolist()})")
@@ -217,6 +225,10 @@ class LandmarkSet:
             raise InputError(path, "mirror.residual", f"expected length {k}, got {res.shape[0]}")
         if not np.isfinite(res).all() or (res < 0).any():
             raise InputError(path, "mirror.residual", "residuals must be finite and >= 0")
+        if self.mirror_convention is not None and self.mirror_convention != MIRROR_CONVENTION:
+            raise InputError(
+                path, "mirror.convention", f"unknown convention {self.mirror_convention!r}; this reads {MIRROR_CONVENTION!r}"
+            )
         if bool(self.mirror_exact) != bool((res == 0).all()):
             raise InputError(path, "mirror.exact", f"is {self.mirror_exact} but residuals say {bool((res == 0).all())}")
         for i, e in enumerate(self.provenance.get("edits", [])):
@@ -229,7 +241,8 @@ class LandmarkSet:
                 )
             sha = template.sha256()
             if sha != self.template_sha256:
-                raise InputError(path, "template.sha256", f"set is for template {self.template_sha256[:12]}..., given {sha[:12]}...")
+                want, got = distinct_prefixes(self.template_sha256, sha)
+                raise InputError(path, "template.sha256", f"set is for template {want}, given template {got}")
         return self
 
 
@@ -256,14 +269,7 @@ def make_set(
         parent: the set this one was derived from.
         edits: the full edit history (dicts with op, ids, source, note).
     """
-    arr = np.asarray(ids)
-    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu" and not np.all(arr == np.round(arr))):
-        raise InputError(None, "ids", "expected a 1-D list of integer template ids")
-    arr = arr.astype(np.int64)
-    if arr.size and (arr.min() < 0 or arr.max() >= template.n_vertices):
-        raise InputError(None, "ids", f"ids out of range 0..{template.n_vertices - 1}")
-    if len(np.unique(arr)) != len(arr):
-        raise InputError(None, "ids", "repeated ids")
+    arr = check_ids(ids, None, "ids", template.n_vertices, allow_empty=True)
     perm, res = mirror_match(template, arr)
     prov = {
         "parent": None if parent is None else {"name": parent.name, "sha256": parent.sha256()},
@@ -314,11 +320,7 @@ def edit(
             kpt68), or new_ids repeat / are out of range, or the parent is for another template.
     """
     parent.validate(template)
-    new = np.asarray(list(new_ids), np.int64)
-    if len(np.unique(new)) != len(new):
-        raise InputError(None, "new_ids", "repeated ids")
-    if new.size and (new.min() < 0 or new.max() >= template.n_vertices):
-        raise InputError(None, "new_ids", f"ids out of range 0..{template.n_vertices - 1}")
+    new = check_ids(list(new_ids), None, "new_ids", template.n_vertices, allow_empty=True)
     added, removed = diff_ids(parent.ids, new)
     keep = ~np.isin(parent.ids, removed)
     ids = np.concatenate([parent.ids[keep], added])
@@ -349,6 +351,35 @@ def edit(
         parent=parent,
         edits=edits,
     )
+
+
+def edit_summary(parent: LandmarkSet, child: LandmarkSet, template: FaceTemplate) -> dict[str, Any]:
+    """What an edit did to the ids and to the mirror symmetry (exact template mirror pairs).
+
+    Returns:
+        ``added``, ``removed``: sorted ids; ``unchanged``: no id added or removed;
+        ``lost_partner``: sorted ids kept from the parent whose exact mirror partner was in the
+        parent and was removed; ``unpaired_added``: sorted added ids whose exact mirror partner
+        is not in the child; ``parent_exact``, ``child_exact``: the sets' ``mirror_exact``.
+        Midline vertices (their own mirror) and vertices without an exact mirror count for neither.
+    """
+    tm = template_mirror(template)
+    added, removed = diff_ids(parent.ids, child.ids)
+    kept = np.intersect1d(parent.ids, child.ids)
+    partner = tm.ids[kept]
+    paired = tm.exact[kept] & (partner != kept)
+    lost = kept[paired & np.isin(partner, removed)]
+    mate = tm.ids[added]
+    unpaired = added[tm.exact[added] & (mate != added) & ~np.isin(mate, child.ids)]
+    return {
+        "added": added.tolist(),
+        "removed": removed.tolist(),
+        "unchanged": not (added.size or removed.size),
+        "lost_partner": lost.tolist(),
+        "unpaired_added": unpaired.tolist(),
+        "parent_exact": bool(parent.mirror_exact),
+        "child_exact": bool(child.mirror_exact),
+    }
 
 
 # --- helpers -------------------------------------------------------------------------------

@@ -5,6 +5,10 @@ added for 3 rounds. The paper's text says "18 key points across the jaw and one 
 while the 68-point scheme has 17 jaw points (0..16) and its figure also shows forehead points:
 the seed list is a parameter (default: jaw 0..16 + nose tip 30), ``boundary_seeds`` adds points
 on the template rim (forehead included), and every choice is recorded in the set's provenance.
+
+The defaults are the project's: they equal the ``sample`` section of the shipped
+``params.yaml`` (a test holds them together), so ``densemark sample`` without a params file
+makes the same set as ``dvc repro``: 520 points, mirror-symmetric.
 """
 
 from __future__ import annotations
@@ -36,9 +40,14 @@ class SampleParams(BaseModel):
         "template's frontal (x, y) projection; geodesic: triangulate in UV, place the new point at "
         "the 3D centroid of the triangle's corners snapped to the nearest template vertex",
     )
-    symmetric: bool = Field(False, description="sample one half + midline and mirror: exact mirror pairs")
+    symmetric: bool = Field(True, description="sample one half + midline and mirror: exact mirror pairs")
     include_kpt68: bool = Field(True, description="force the 68 keypoints into the set")
-    target_count: int | None = Field(None, ge=3, le=43867, description="fill (FPS) or thin (FPS) to exactly this count")
+    target_count: int | None = Field(
+        520,
+        ge=3,
+        description="fill (FPS) or thin (FPS) to exactly this count (null: keep the Delaunay count); "
+        "at most the vertex count of the template in use, checked when sampling",
+    )
     fill: Literal["fps-geodesic", "fps-euclidean"] = Field(
         "fps-geodesic", description="distance of the farthest-point fill/thin: mesh-edge geodesic or 3D"
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from densemark.core.errors import InputError
+from densemark.core.validate import check_ids
 from densemark.faces.template import FaceTemplate
 from densemark.sampling.delaunay import delaunay_sample, symmetrize
 from densemark.sampling.fps import farthest_point_sampling
@@ -26,12 +27,8 @@ def rim_ids(template: FaceTemplate) -> np.ndarray:
 
 def seed_ids(template: FaceTemplate, params: SampleParams) -> np.ndarray:
     """(S,) the seed template ids: keypoint seeds, explicit ids, then rim seeds (FPS, 3D)."""
-    kp = np.asarray(params.seeds, np.int64)
-    if kp.min() < 0 or kp.max() > 67:
-        raise InputError(None, "sample.seeds", "keypoint indices must be in 0..67")
-    extra = np.asarray(params.seed_ids, np.int64)
-    if extra.size and (extra.min() < 0 or extra.max() >= template.n_vertices):
-        raise InputError(None, "sample.seed_ids", f"template ids out of range 0..{template.n_vertices - 1}")
+    kp = check_ids(params.seeds, None, "sample.seeds", 68, unique=False)
+    extra = check_ids(params.seed_ids, None, "sample.seed_ids", template.n_vertices, unique=False, allow_empty=True)
     s = np.concatenate([template.kpt_ids[kp], extra])
     _, first = np.unique(s, return_index=True)
     s = s[np.sort(first)]
@@ -51,8 +48,15 @@ def sample_set(template: FaceTemplate, params: SampleParams) -> tuple[LandmarkSe
         report dict (counts per stage).
 
     Raises:
-        InputError: bad seeds, or a target count that cannot be met.
+        InputError: bad seeds, or a target count that cannot be met (above the template's
+            vertex count, below the forced points, ...).
     """
+    if params.target_count is not None and params.target_count > template.n_vertices:
+        raise InputError(
+            None,
+            "sample.target_count",
+            f"{params.target_count} exceeds the {template.n_vertices} vertices of the template in use",
+        )
     seeds = seed_ids(template, params)
     dl = delaunay_sample(template, seeds, params.rounds, params.space, symmetric=params.symmetric)
     ids = dl.ids

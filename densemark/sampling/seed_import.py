@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from densemark.core.errors import InputError
+from densemark.core.validate import check_ids
 from densemark.faces.template import FaceTemplate, read_index_list
 from densemark.sampling.landmark_set import LandmarkSet, make_set
 
@@ -36,12 +37,10 @@ def import_seed(seed_dir: str | os.PathLike, template: FaceTemplate, *, name: st
     d = Path(seed_dir)
     ids = read_index_list(d / IDS_FILE, "ids")
     pos = read_index_list(d / KPT_POS_FILE, "kpt68")
-    if ids.max() >= template.n_vertices:
-        raise InputError(d / IDS_FILE, "ids", f"ids out of range 0..{template.n_vertices - 1}")
-    if len(np.unique(ids)) != len(ids):
-        raise InputError(d / IDS_FILE, "ids", "repeated ids")
-    if pos.shape != (68,) or pos.max() >= len(ids):
-        raise InputError(d / KPT_POS_FILE, "kpt68", f"expected 68 positions in 0..{len(ids) - 1}")
+    ids = check_ids(ids, d / IDS_FILE, "ids", template.n_vertices)
+    if pos.shape != (68,):
+        raise InputError(d / KPT_POS_FILE, "kpt68", f"expected 68 positions, got {pos.shape[0]}")
+    pos = check_ids(pos, d / KPT_POS_FILE, "kpt68", len(ids))
     if (d / KPT_IDS_FILE).is_file():
         k68 = read_index_list(d / KPT_IDS_FILE, "vertices_68")
         if k68.shape != (68,) or not np.array_equal(ids[pos], k68):

@@ -23,6 +23,11 @@ from densemark.core.errors import InputError
 from densemark.faces.template import FaceTemplate
 
 MIRROR_SPACE = "uv-mirror"  # recorded in landmark sets: how a template vertex's mirror is found
+MIRROR_CONVENTION = (  # recorded in landmark sets (mirror.convention): the rule above, in words
+    "u -> res-1-u: the vertex at UV pixel (u, v) pairs with the vertex at (res-1-u, v); vertices on "
+    "the two centre columns (|u - (res-1)/2| <= 0.5) pair with themselves; where the mirrored pixel "
+    "is off the face, the vertex nearest the 3D reflection in the fitted symmetry plane"
+)
 
 
 @dataclass(frozen=True)
