@@ -2,9 +2,9 @@
 
 * identity (``n_shape`` columns): the semantic modes of :data:`SHAPE_NAMES` first (face
   width/length/depth, nose size/width/length, jaw width, chin, cheeks, ...), then smooth random
-  fields: random combinations of UV cosines ``cos(pi a u) cos(pi b v)`` whose highest frequency
-  rises with the mode index (mostly mirror-symmetric). Gram-Schmidt makes them orthonormal in
-  that order; a random candidate that is nearly a combination of the modes before it (its
+  fields: random combinations of UV cosines ``cos(pi a u) cos(pi b v)`` whose frequency band
+  rises with the mode index (mostly mirror-symmetric; :class:`RandomShapeFields`).
+  Gram-Schmidt makes them orthonormal in that order; a random candidate that is nearly a combination of the modes before it (its
   residual below :data:`MIN_RESIDUAL` of its norm) is dropped and the next one drawn, so every
   mode is a real, smooth deformation of its own, never the rounding noise of a near-dependent
   column. Columns are scaled like the BFM's orthonormal ``shapePC`` over 53,215 vertices
@@ -162,9 +162,11 @@ class RandomShapeFields:
     """Smooth random identity candidates over a mesh's UV.
 
     The candidate for mode ``i`` has coordinate ``c`` equal to
-    ``sum_ab g_abc w_ab cos(pi a u) cos(pi b v)`` over ``a, b <= random_level(i)``, with
-    standard normal ``g`` and weights ``w_ab = 1 / (1 + (a^2 + b^2) / 4)`` (smoother than
-    white). It is mirror-symmetric, or with probability :data:`ANTI_SHARE` antisymmetric: only
+    ``sum_ab g_abc cos(pi a u) cos(pi b v)`` with standard normal ``g`` over the two highest
+    frequency shells, ``L - 1 <= max(a, b) <= L`` for ``L = random_level(i)``: band-limited
+    (smooth at any grid that resolves ``L``), and mostly made of frequencies the modes before
+    it have not used, so it is far from their span. It is mirror-symmetric, or with
+    probability :data:`ANTI_SHARE` antisymmetric: only
     the terms of the right parity are drawn (``cos(pi a (1 - u)) = (-1)^a cos(pi a u)``, so x
     takes odd ``a`` in a symmetric field), then :func:`symmetrize` makes the symmetry exact.
     Sums are elementwise numpy operations in a fixed order (no BLAS).
