@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -24,6 +24,10 @@ class MorphableModel:
         shape_ev: (S,) float32 standard deviations of the identity basis (may be empty).
         exp_ev: (E,) float32 standard deviations of the expression basis (may be empty).
         name: a label recorded in provenance.
+        generator: what made the model, e.g. ``"densemark.faces.procedural"`` (recorded as
+            ``generator`` in its ``model_info.json``); empty for a model read from files of
+            unknown origin. Rules that hold for one generator's bases only (such as the
+            procedural model's expression draws) key on this field, never on ``name``.
     """
 
     mean: np.ndarray
@@ -35,6 +39,7 @@ class MorphableModel:
     shape_ev: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     exp_ev: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     name: str = "model"
+    generator: str = ""
 
     def __post_init__(self) -> None:
         n = self.mean.shape[0]
@@ -69,10 +74,7 @@ class MorphableModel:
 
     def with_uv(self, uv: np.ndarray) -> MorphableModel:
         """A copy of this model with per-vertex UV coordinates ``uv: (N, 2)``."""
-        return MorphableModel(
-            self.mean, self.shape_basis, self.exp_basis, self.triangles, self.kpt_ind,
-            np.asarray(uv, np.float64), self.shape_ev, self.exp_ev, self.name,
-        )
+        return replace(self, uv=np.asarray(uv, np.float64))
 
     def vertices(self, shape_para: np.ndarray | None = None, exp_para: np.ndarray | None = None) -> np.ndarray:
         """Model instances.

@@ -9,9 +9,13 @@ with exactly the real fields and dtypes:
   ``Illum_Para`` (1, 10) float64, ``Color_Para`` (1, 7) float32, ``Tex_Para`` (199, 1) float64,
   ``Shape_Para`` (S, 1) float64, ``Exp_Para`` (E, 1) float64, ``Pose_Para`` (1, 7) float32
   ``[pitch, yaw, roll, tx, ty, tz, s]``; AFLW adds ``pt3d_68`` (3, 68) float32.
-* ``pt2d`` / ``pt3d_68`` are the posed keypoint vertices (computed from the float32
-  ``Pose_Para`` as stored) in image space with ``y_img = h - 1 - y``; ``roi`` is 3DDFA's
-  keypoint roi box (square, side = the keypoint box's diagonal).
+* ``pt3d_68`` (AFLW) is the posed keypoint vertices (computed from the float32 ``Pose_Para``
+  as stored) in image space with ``y_img = h - 1 - y``. The 300W-LP ``pt2d`` follows 300W-LP's
+  contour convention: the same points, except that the jaw points (0-16) on the side the yaw
+  turns away are moved to the visible face outline, the vertex with the extreme image x on
+  that point's jaw-contour line (:func:`densemark.faces.procedural.jaw_contour_lines`; on a
+  model of another generator ``pt2d`` keeps the vertices). ``roi`` is 3DDFA's roi box of the
+  points (square, side = the points' box diagonal).
 * AFLW's 21 points not visible (back-facing or behind the z-buffer) are ``(-1, h + 2)``, the
   values AFLW2000-3D's own files hold (test ``x < 0``).
 * ``Tex_Para`` holds the standard normals that drive the albedo (the albedo is a fixed function
@@ -26,7 +30,6 @@ a random JPEG quality.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -96,16 +99,16 @@ def draw_coefficients(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Identity (S,) and expression (E,) float64 coefficients ~ N(0, (sigma * EV)^2).
 
-    On the procedural model the mouth only opens (``|x|``) and the eyelids never cross
-    (``eye_close`` clipped to ``[-1, EYE_CLOSE_FULL]``).
+    On a model made by the procedural generator (``model.generator``) its draw rules apply
+    (:func:`densemark.faces.procedural.constrain_expression`: the mouth only opens, the
+    eyelids never cross).
     """
     sev = model.shape_ev if model.shape_ev.size == model.n_shape else np.ones(model.n_shape)
     eev = model.exp_ev if model.exp_ev.size == model.n_exp else np.ones(model.n_exp)
     shape = rng.standard_normal(model.n_shape) * sev * params.shape_sigma
     exp = rng.standard_normal(model.n_exp) * eev * params.exp_sigma
-    if model.name == "synthetic" and model.n_exp > max(fs.EXP_MOUTH_OPEN, fs.EXP_EYE_CLOSE):
-        exp[fs.EXP_MOUTH_OPEN] = abs(exp[fs.EXP_MOUTH_OPEN])
-        exp[fs.EXP_EYE_CLOSE] = np.clip(exp[fs.EXP_EYE_CLOSE], -1.0, fs.EYE_CLOSE_FULL)
+    if model.generator == fs.GENERATOR:
+        exp = fs.constrain_expression(exp)
     return shape.astype(np.float64), exp.astype(np.float64)
 
 
@@ -135,9 +138,9 @@ def albedo(uv: np.ndarray, tex: np.ndarray) -> np.ndarray:
     skin = skin * (1 + 0.04 * np.array([tex[1], 0.5 * tex[2], 0.5 * tex[3]]))
     col = np.tile(skin, (uv.shape[0], 1))
     col *= 1 + 0.06 * np.stack([_rbf_noise(uv, tex[4 + 16 * k : 20 + 16 * k], 4) for k in range(3)], 1)
-    red = 0.5 * fs._g(du, v, 0.17, 0.57, 0.07, 0.06) + 0.4 * fs._g(du, v, 0.0, 0.63, 0.035, 0.05)
+    red = 0.5 * fs.gauss_bump(du, v, 0.17, 0.57, 0.07, 0.06) + 0.4 * fs.gauss_bump(du, v, 0.0, 0.63, 0.035, 0.05)
     col = col * (1 - 0.12 * red[:, None]) + 0.12 * red[:, None] * np.array([0.85, 0.35, 0.3])
-    neck = fs._frame(uv)["jaw_out"]
+    neck = fs.uv_frame(uv)["jaw_out"]
     col *= (1 - 0.25 * np.clip(neck * 4, 0, 1))[:, None]
 
     def blend(w: np.ndarray, c: np.ndarray) -> None:
@@ -148,7 +151,7 @@ def albedo(uv: np.ndarray, tex: np.ndarray) -> np.ndarray:
     hair_col = np.array([0.08, 0.06, 0.05]) + q[53] * np.array([0.45, 0.32, 0.18])
     vb = 0.835 + 0.014 * (1 - ((du - 0.16) / 0.15) ** 2)
     thick = 0.008 + 0.006 * q[54]
-    brow = np.exp(-0.5 * ((v - vb) / thick) ** 4) * fs._smoothstep(0.30, 0.24, du) * fs._smoothstep(0.05, 0.075, du)
+    brow = np.exp(-0.5 * ((v - vb) / thick) ** 4) * fs.smoothstep(0.30, 0.24, du) * fs.smoothstep(0.05, 0.075, du)
     blend(brow * (0.75 + 0.2 * q[55]), hair_col)
     # eyes: white almond, iris, pupil, lash line
     eu = (du - fs.EYE_C[0]) / fs.EYE_HALF_W
@@ -167,20 +170,20 @@ def albedo(uv: np.ndarray, tex: np.ndarray) -> np.ndarray:
     blend(lash * 0.8, hair_col * 0.6)
     # lips, mouth interior, teeth
     lipc = np.array([0.75, 0.32, 0.32]) * (0.8 + 0.3 * q[62]) + 0.05 * tex[63:66]
-    lips = fs._sg(du, v, 0.0, 0.483, 0.068, 0.017) + fs._sg(du, v, 0.0, 0.428, 0.062, 0.018)
+    lips = fs.flat_bump(du, v, 0.0, 0.483, 0.068, 0.017) + fs.flat_bump(du, v, 0.0, 0.428, 0.062, 0.018)
     blend(lips * 0.75, lipc)
     band = (du < fs.MOUTH_DU * np.sqrt(np.clip(1 - ((v - fs.MOUTH_V) / 0.02) ** 2, 0, 1))) & (
         v > fs.LIP_LO_V + 0.002) & (v < fs.LIP_UP_V - 0.002)  # fmt: skip
     blend(band * 0.9, np.array([0.25, 0.05, 0.05]))
     teeth = band & (v > fs.MOUTH_V + 0.002) & (du < fs.MOUTH_DU * 0.7)
     blend(teeth * 0.9, np.array([0.88, 0.86, 0.8]))
-    blend(fs._g(du, v, 0.0, fs.MOUTH_V, 0.07, 0.0025) * 0.7, np.array([0.2, 0.06, 0.06]))
+    blend(fs.gauss_bump(du, v, 0.0, fs.MOUTH_V, 0.07, 0.0025) * 0.7, np.array([0.2, 0.06, 0.06]))
     # nostrils
-    blend(0.9 * fs._g(du, v, fs.NOSTRIL[0], fs.NOSTRIL[1], 0.007, 0.005), np.array([0.12, 0.06, 0.05]))
+    blend(0.9 * fs.gauss_bump(du, v, fs.NOSTRIL[0], fs.NOSTRIL[1], 0.007, 0.005), np.array([0.12, 0.06, 0.05]))
     # hair: hairline height and side burns
     if q[66] > 0.25:
         hairline = 0.93 - 0.06 * q[67] + 0.03 * np.cos(du * 12 + 6 * q[68])
-        hair = fs._smoothstep(hairline - 0.01, hairline + 0.02, v) + fs._smoothstep(0.43, 0.47, du) * fs._smoothstep(
+        hair = fs.smoothstep(hairline - 0.01, hairline + 0.02, v) + fs.smoothstep(0.43, 0.47, du) * fs.smoothstep(
             0.62, 0.72, v)  # fmt: skip
         hc = np.array([0.08, 0.06, 0.05]) + q[69] * np.array([0.5, 0.38, 0.2])
         blend(hair, hc)
@@ -233,6 +236,33 @@ def _visible(pts_img: np.ndarray, normals_z: np.ndarray, raster: Raster, tol: fl
     return vis & (pts_img[:, 2] >= lo - tol)
 
 
+def contour_keypoints(
+    img_v: np.ndarray, kpt_ind: np.ndarray, lines: list[np.ndarray] | None, yaw: float
+) -> np.ndarray:
+    """300W-LP's contour convention for the 68 points of one posed face.
+
+    Args:
+        img_v: (N, 3) float64 posed vertices in image space.
+        kpt_ind: (68,) int64 keypoint vertex ids.
+        lines: the 17 jaw-contour lines (vertex ids, see
+            :func:`densemark.faces.procedural.jaw_contour_lines`), or None to keep the vertices.
+        yaw: ``Pose_Para`` yaw in radians; ``yaw > 0`` turns the image-left side (points 0-7)
+            away, ``yaw < 0`` the image-right side (points 9-16).
+
+    Returns:
+        (68, 3) float64: ``img_v[kpt_ind]``, except that each jaw point on the side turned
+        away is the vertex of its line with the extreme image x on that side (the silhouette).
+    """
+    out = img_v[kpt_ind].copy()
+    if lines is None or yaw == 0:
+        return out
+    away = range(0, 8) if yaw > 0 else range(9, 17)
+    for k in away:
+        x = img_v[lines[k], 0]
+        out[k] = img_v[lines[k][np.argmin(x) if yaw > 0 else np.argmax(x)]]
+    return out
+
+
 def render_sample(
     model: MorphableModel, params: SyntheticParams, stream: int, index: int, extra_ids: np.ndarray | None = None
 ) -> dict[str, object]:
@@ -240,8 +270,10 @@ def render_sample(
 
     Returns:
         dict with ``image`` (H, W, 3) uint8 RGB, ``quality`` (JPEG), ``mat`` (the 300W-LP
-        fields in file order), ``kpt`` (68, 3) image-space keypoints, and with ``extra_ids``
-        also ``extra`` (K, 3) image-space points and ``extra_visible`` (K,) bool.
+        fields in file order), ``kpt`` (68, 3) image-space keypoint vertices, ``contour``
+        (68, 3) the contour-convention points written as ``pt2d``, ``mask`` (H, W) bool the
+        pixels the face covers, and with ``extra_ids`` also ``extra`` (K, 3) image-space points
+        and ``extra_visible`` (K,) bool.
     """
     rng = np.random.default_rng((params.seed, stream, index))
     h = w = params.image_size
@@ -272,10 +304,12 @@ def render_sample(
     img = np.clip(img + noise, 0, 255).astype(np.uint8)
     quality = int(rng.integers(params.jpeg_quality_min, params.jpeg_quality_max + 1))
     kpt = img_v[model.kpt_ind]
+    lines = fs.jaw_contour_lines(model.uv, model.kpt_ind) if model.generator == fs.GENERATOR and model.uv is not None else None
+    contour = contour_keypoints(img_v, model.kpt_ind, lines, float(pose[1]))
     illum = np.array([*amb, *dif, el, az, 0.0, 20.0])
     mat = {
-        "pt2d": kpt[:, :2].T.astype(np.float64),
-        "roi": np.rint(roi_box(kpt[:, :2].T)).astype(np.int16).reshape(1, 4),
+        "pt2d": contour[:, :2].T.astype(np.float64),
+        "roi": np.rint(roi_box(contour[:, :2].T)).astype(np.int16).reshape(1, 4),
         "Illum_Para": illum.reshape(1, 10),
         "Color_Para": np.array([*gain, 0, 0, 0, 1], np.float32).reshape(1, 7),
         "Tex_Para": tex.reshape(-1, 1),
@@ -283,7 +317,8 @@ def render_sample(
         "Exp_Para": exp.reshape(-1, 1),
         "Pose_Para": pose.reshape(1, 7),
     }
-    out: dict[str, object] = {"image": img, "quality": quality, "mat": mat, "kpt": kpt}
+    out: dict[str, object] = {"image": img, "quality": quality, "mat": mat, "kpt": kpt, "contour": contour,
+                              "mask": np.isfinite(raster.depth)}  # fmt: skip
     if extra_ids is not None:
         up = posed.copy()
         nz = vertex_normals(up, model.triangles)[extra_ids, 2]
@@ -357,9 +392,9 @@ def generate_aflw2000(model: MorphableModel, params: SyntheticParams, out_dir: s
         pts[0, ~vis] = INVISIBLE_X
         pts[1, ~vis] = h + 2
         mat = dict(s["mat"])
-        roi = mat.pop("roi")
+        del mat["roi"]  # re-added below: AFLW2000-3D keeps it after Pose_Para, boxing the 68 vertices
         mat["pt2d"] = pts.astype(np.float64)
-        mat["roi"] = roi
+        mat["roi"] = np.rint(roi_box(np.asarray(s["kpt"])[:, :2].T)).astype(np.int16).reshape(1, 4)
         mat["pt3d_68"] = np.asarray(s["kpt"]).T.astype(np.float32)
         name = f"image{i:05d}"
         write_jpeg(out / f"{name}.jpg", s["image"], s["quality"])
@@ -397,13 +432,6 @@ def write_aflw2000_gt(folder: str | Path) -> dict[str, Path]:
 
 
 def load_model_dir(model_dir: str | Path) -> MorphableModel:
-    """The model written by :func:`densemark.faces.procedural.write_model` (``BFM.mat`` + ``BFM_UV.mat``)."""
-    from densemark.faces.io import load_model
-
-    d = Path(model_dir)
-    m = load_model(d / "BFM.mat", d / "BFM_UV.mat")
-    info = d / "model_info.json"
-    if info.is_file() and json.loads(info.read_text(encoding="utf-8")).get("generator") == "densemark.faces.procedural":
-        m = MorphableModel(m.mean, m.shape_basis, m.exp_basis, m.triangles, m.kpt_ind, m.uv, m.shape_ev, m.exp_ev,
-                           name="synthetic")  # fmt: skip
-    return m
+    """The model in ``model_dir`` (``BFM.mat`` + ``BFM_UV.mat``), its ``generator`` read from
+    ``model_info.json`` (see :func:`densemark.faces.procedural.read_model_dir`)."""
+    return fs.read_model_dir(model_dir)

@@ -1,19 +1,19 @@
-"""The embedded default: procedural model and synthetic 300W-LP / AFLW2000-3D sources."""
+"""The synthetic 300W-LP / AFLW2000-3D sources (``densemark.sources.synthetic``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import scipy.io as sio
+from scipy import ndimage
 
-from densemark.core.matio import MAT_HEADER, read_mat
+from densemark.core.matio import read_mat
 from densemark.faces import procedural as fs
-from densemark.faces.io import load_model
 from densemark.faces.procedural.params import ProceduralParams
-from densemark.faces.render import triangle_normals
 from densemark.sources import synthetic as ds
 from densemark.sources.params import SyntheticParams
 
@@ -34,13 +34,6 @@ def model(proc):
 
 
 @pytest.fixture(scope="module")
-def model_dir(proc, tmp_path_factory):
-    d = tmp_path_factory.mktemp("model")
-    fs.write_model(proc, d)
-    return d
-
-
-@pytest.fixture(scope="module")
 def wlp(model, params, tmp_path_factory):
     d = tmp_path_factory.mktemp("wlp")
     return ds.generate_300wlp(model, params, d, 3)
@@ -52,97 +45,18 @@ def aflw(model, params, tmp_path_factory):
     return ds.generate_aflw2000(model, params, d, 3)
 
 
-def _bytes(folder):
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-# ----------------------------------------------------------------------------- model
-
-
-def test_model_shapes(model, params):
-    n = model.n_vertices
-    assert model.shape_basis.shape == (3 * n, 199) and model.exp_basis.shape == (3 * n, 29)
-    assert model.shape_ev.shape == (199,) and model.exp_ev.shape == (29,)
-    assert np.isfinite(model.shape_basis).all() and np.isfinite(model.exp_basis).all()
-    # BFM-like units: ~1.6e5 wide, y up (brows above chin), nose tip closest to the camera
-    m = model.mean
-    assert 1.4e5 < np.ptp(m[:, 0]) < 2.0e5
-    k = m[model.kpt_ind]
-    assert k[19, 1] > k[30, 1] > k[57, 1] > k[8, 1]
-    assert k[30, 2] == k[:, 2].max()
-    assert k[0, 0] < 0 < k[16, 0]  # point 0 on the subject's right (image left)
-    # the identity basis is orthogonal, BFM-scaled
-    g = model.shape_basis.T.astype(np.float64) @ model.shape_basis
-    np.testing.assert_allclose(g, np.eye(199) * 3 * n / (3 * fs.BFM_N_VERTICES), atol=1e-5)
-
-
-def test_model_round_trip(model, model_dir):
-    back = load_model(model_dir / "BFM.mat", model_dir / "BFM_UV.mat")
-    np.testing.assert_array_equal(back.mean, model.mean)
-    np.testing.assert_array_equal(back.shape_basis, model.shape_basis)
-    np.testing.assert_array_equal(back.exp_basis, model.exp_basis)
-    np.testing.assert_array_equal(back.triangles, model.triangles)
-    np.testing.assert_array_equal(back.kpt_ind, model.kpt_ind)
-    np.testing.assert_array_equal(back.shape_ev, model.shape_ev)
-    np.testing.assert_array_equal(back.exp_ev, model.exp_ev)
-    np.testing.assert_array_equal(back.uv, model.uv)
-    assert back.fingerprint() == model.fingerprint()
-    # the file itself is 1-based with tri / tri_mouth split as face3d's
-    raw = sio.loadmat(model_dir / "BFM.mat")["model"][0, 0]
-    assert raw["tri"].shape[0] == 3 and raw["tri_mouth"].shape[1] > 0
-    assert raw["tri"].min() == 1 and raw["kpt_ind"].ravel()[0] == model.kpt_ind[0] + 1
-    info = json.loads((model_dir / "model_info.json").read_text())
-    assert info["kpt_ind"] == model.kpt_ind.tolist() and len(info["aflw21_ind"]) == 21
-
-
-def test_model_files_deterministic(proc, model_dir, tmp_path):
-    fs.write_model(proc, tmp_path / "a")
-    assert _bytes(tmp_path / "a") == _bytes(model_dir)
-    assert (tmp_path / "a" / "BFM.mat").read_bytes().startswith(MAT_HEADER)
-    fs.write_model(proc.model_copy(update={"seed": 1}), tmp_path / "b")
-    assert (tmp_path / "b" / "BFM.mat").read_bytes() != (model_dir / "BFM.mat").read_bytes()
-
-
-def test_uv_mirror_symmetry(model, proc):
-    uv, tri, mirror, n_mouth = fs.uv_grid(proc.grid)
-    np.testing.assert_array_equal(model.uv, uv)
-    np.testing.assert_allclose(uv[mirror], np.stack([1 - uv[:, 0], uv[:, 1]], 1), atol=1e-12)
-    np.testing.assert_allclose(model.mean[mirror] * [-1, 1, 1], model.mean, atol=1.0)  # micrometres
-    np.testing.assert_array_equal(mirror[model.kpt_ind], model.kpt_ind[fs.KPT_MIRROR])
-    a21 = fs.aflw21_ids(model)
-    pairs = [(0, 5), (1, 4), (2, 3), (6, 11), (7, 10), (8, 9), (12, 16), (13, 15), (17, 19)]
-    for i, j in pairs:
-        assert mirror[a21[i]] == a21[j]
-    # UV triangles are consistently oriented (no fold-over) and inside the unit square
-    p = uv[tri]
-    area = (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 2, 0] - p[:, 0, 0]) * (p[:, 1, 1] - p[:, 0, 1])
-    assert (area > 0).all() and uv.min() >= 0 and uv.max() <= 1
-    assert n_mouth > 0
+@pytest.fixture(scope="module")
+def profile(params) -> SyntheticParams:
+    """Near-profile poses (|yaw| 70-85 degrees), no pitch or roll."""
+    return params.model_copy(update={"yaw_core_deg": 70.0, "yaw_max_deg": 85.0, "yaw_tail_prob": 1.0,
+                                     "pitch_std_deg": 0.0, "roll_std_deg": 0.0})  # fmt: skip
 
 
 def test_params_validation():
-    with pytest.raises(ValueError, match="odd"):
-        ProceduralParams(grid=40)
     with pytest.raises(ValueError, match="scale_min"):
         SyntheticParams(scale_min=2e-3, scale_max=1e-3)
     with pytest.raises(ValueError):
         SyntheticParams(bogus=1)
-
-
-def test_real_parameters_give_a_sane_face(model, real_dir):
-    m = sio.loadmat(real_dir / "300wlp" / "IBUG_image_008_1_0.mat")
-    x = model.vertices(m["Shape_Para"].ravel(), m["Exp_Para"].ravel())
-    flipped = (triangle_normals(x, model.triangles) * triangle_normals(model.mean, model.triangles)).sum(1) < 0
-    assert flipped.mean() < 0.01
-    from densemark.faces.pose import to_image, transform_3ddfa
-
-    kp = to_image(transform_3ddfa(x[model.kpt_ind], m["Pose_Para"].ravel()), 450)
-    assert 120 < np.ptp(kp[:, 0]) + np.ptp(kp[:, 1]) < 600
-    inner = np.arange(17, 68)  # the contour points of 300W-LP are annotations, not fixed vertices
-    assert np.linalg.norm(kp[inner, :2] - m["pt2d"].T[inner], axis=1).mean() < 25
-
-
-# ----------------------------------------------------------------------------- sources
 
 
 def test_300wlp_fields(wlp, params):
@@ -167,12 +81,23 @@ def test_300wlp_matches_real_format(wlp, real_dir):
 
 
 def test_pt2d_is_the_keypoint_projection(wlp, model, params):
+    """``pt2d`` is the keypoint projection, except the jaw points of the side turned away,
+    which follow the contour convention (the extreme vertex of their contour line)."""
     from densemark.faces.pose import to_image, transform_3ddfa
 
-    m = read_mat(wlp[1])
-    x = model.vertices(m["Shape_Para"].ravel(), m["Exp_Para"].ravel())
-    kp = to_image(transform_3ddfa(x[model.kpt_ind], m["Pose_Para"].ravel()), params.image_size)
-    np.testing.assert_allclose(kp[:, :2].T, m["pt2d"], atol=1e-6)
+    for p in wlp:
+        m = read_mat(p)
+        x = model.vertices(m["Shape_Para"].ravel(), m["Exp_Para"].ravel())
+        img_v = to_image(transform_3ddfa(x, m["Pose_Para"].ravel()), params.image_size)
+        kp = img_v[model.kpt_ind]
+        yaw = float(m["Pose_Para"].ravel()[1])
+        away = np.arange(0, 8) if yaw > 0 else np.arange(9, 17)
+        kept = np.setdiff1d(np.arange(68), away)
+        np.testing.assert_allclose(kp[kept, :2].T, m["pt2d"][:, kept], atol=1e-6)
+        lines = fs.jaw_contour_lines(model.uv, model.kpt_ind)
+        for k in away:  # naive: the line vertex farthest out on that side
+            xs = img_v[lines[k], 0] * (1 if yaw < 0 else -1)
+            np.testing.assert_allclose(img_v[lines[k][np.argmax(xs)], :2], m["pt2d"][:, k], atol=1e-6)
 
 
 def test_sources_deterministic(wlp, model, params, tmp_path):
@@ -272,3 +197,59 @@ def test_failing_sample_is_quarantined_and_the_run_goes_on(model, params, tmp_pa
     rep = json.loads((tmp_path / "failures_0_3.json").read_text())
     assert rep["counts"] == {"quarantined": 1, "written": 2}
     assert rep["quarantine"] == [{"sample": "1", "error": "ValueError: boom"}]
+
+
+def _depth_in(inside: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Pixels from the mask's outside at the points' pixels (0 outside, 1 on the outline)."""
+    xi, yi = np.rint(pts[:, 0]).astype(int), np.rint(pts[:, 1]).astype(int)
+    return inside[yi, xi]
+
+
+def test_profile_pt2d_on_the_outline(model, profile):
+    """Real 300W-LP puts the hidden side's jaw points on the visible face outline."""
+    signs = set()
+    for index in range(4):
+        s = ds.render_sample(model, profile, ds.TRAIN_STREAM, index)
+        yaw = float(s["mat"]["Pose_Para"][0, 1])
+        assert 70 <= abs(np.degrees(yaw)) <= 85
+        signs.add(yaw > 0)
+        inside = ndimage.distance_transform_edt(s["mask"])  # 1 on the face's outline pixels
+        away = np.arange(0, 8) if yaw > 0 else np.arange(9, 17)
+        pt2d = s["mat"]["pt2d"].T
+        assert (_depth_in(inside, pt2d[away]) <= 3).all()  # on the outline, within two pixels
+        assert _depth_in(inside, np.asarray(s["kpt"])[away]).max() > 10  # the vertices lie inside the cheek
+        # the side facing the camera and the inner points keep the vertices
+        kept = np.setdiff1d(np.arange(68), away)
+        np.testing.assert_array_equal(pt2d[kept], np.asarray(s["kpt"])[kept, :2])
+    assert signs == {True, False}
+
+
+def test_profile_pt3d_68_is_the_vertex_projection(model, profile, tmp_path):
+    from densemark.faces.pose import to_image, transform_3ddfa
+
+    [p] = ds.generate_aflw2000(model, profile, tmp_path, 1)
+    m = read_mat(p)
+    assert abs(np.degrees(m["Pose_Para"].ravel()[1])) >= 70
+    x = model.vertices(m["Shape_Para"].ravel(), m["Exp_Para"].ravel())
+    kp = to_image(transform_3ddfa(x[model.kpt_ind], m["Pose_Para"].ravel()), profile.image_size)
+    np.testing.assert_allclose(m["pt3d_68"], kp.T, atol=1e-3)
+
+
+def test_draw_rules_follow_the_model_generator(model, params):
+    """The procedural draw rules key on ``MorphableModel.generator``, not on the name."""
+    rng = np.random.default_rng(0)
+    exp = np.array([ds.draw_coefficients(model, params, rng)[1] for _ in range(200)])
+    assert (exp[:, fs.EXP_MOUTH_OPEN] >= 0).all()
+    assert exp[:, fs.EXP_EYE_CLOSE].min() >= -1.0 and exp[:, fs.EXP_EYE_CLOSE].max() <= fs.EYE_CLOSE_FULL
+    other = replace(model, generator="", name="synthetic")
+    rng = np.random.default_rng(0)
+    free = np.array([ds.draw_coefficients(other, params, rng)[1] for _ in range(200)])
+    assert (free[:, fs.EXP_MOUTH_OPEN] < 0).any() and free[:, fs.EXP_EYE_CLOSE].min() < -1.0
+    np.testing.assert_array_equal(np.abs(free[:, fs.EXP_MOUTH_OPEN]), exp[:, fs.EXP_MOUTH_OPEN])
+
+
+def test_load_model_dir_reads_the_generator(proc, tmp_path):
+    fs.write_model(proc, tmp_path)
+    assert ds.load_model_dir(tmp_path).generator == fs.GENERATOR
+    (tmp_path / "model_info.json").unlink()
+    assert ds.load_model_dir(tmp_path).generator == ""
