@@ -248,8 +248,12 @@ def test_draw_rules_follow_the_model_generator(model, params):
     np.testing.assert_array_equal(np.abs(free[:, fs.EXP_MOUTH_OPEN]), exp[:, fs.EXP_MOUTH_OPEN])
 
 
-def test_load_model_dir_reads_the_generator(proc, tmp_path):
+def test_configured_model_loader_reads_the_generator(proc, tmp_path):
+    from densemark.faces.params import ModelParams
+    from densemark.faces.stages import load_configured_model
+
     fs.write_model(proc, tmp_path)
-    assert ds.load_model_dir(tmp_path).generator == fs.GENERATOR
+    for source in ("embedded", "bfm"):
+        assert load_configured_model(ModelParams(source=source), tmp_path).generator == fs.GENERATOR
     (tmp_path / "model_info.json").unlink()
-    assert ds.load_model_dir(tmp_path).generator == ""
+    assert load_configured_model(ModelParams(source="bfm"), tmp_path).generator == ""

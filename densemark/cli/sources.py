@@ -26,13 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _samples(args: argparse.Namespace) -> int:
-    from densemark.sources.synthetic import generate_300wlp, generate_aflw2000, load_model_dir
+    from densemark.faces.stages import load_configured_model
+    from densemark.sources.synthetic import generate_300wlp, generate_aflw2000
 
-    params = load_params(args.params).synthetic
+    all_params = load_params(args.params)
+    params = all_params.synthetic
     n = getattr(params, args.default_n) if args.n is None else args.n
     if n < 0:
         raise SystemExit("densemark: error: --n must be >= 0")
-    model = load_model_dir(args.model_dir)
+    model = load_configured_model(all_params.model, args.model_dir)
     if args.kind == "synth-300wlp":
         paths = generate_300wlp(model, params, args.out, n, start=args.start)
     else:

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from densemark.core.errors import InputError
 from densemark.core.report import RunReport, StageResult
-from densemark.faces.io import load_bfm_mean_model, load_model
+from densemark.faces.io import load_bfm_mean_model
 from densemark.faces.model import MorphableModel
 from densemark.faces.params import ModelParams
 from densemark.faces.procedural.params import ProceduralParams
+from densemark.faces.procedural.writer import read_model_dir
 from densemark.faces.template import load_template, save_template
 from densemark.faces.uvmap import UVMap, derive_template
 
@@ -37,11 +38,16 @@ def run_model(model: ModelParams, procedural: ProceduralParams, out_dir: str | P
 
 
 def load_configured_model(params: ModelParams, model_dir: str | Path | None = None) -> MorphableModel:
-    """The model the ``model`` section names, from ``model_dir`` (default ``params.dir``)."""
+    """The model the ``model`` section names, from ``model_dir`` (default ``params.dir``).
+
+    The one loader of the configured model: ``bfm`` and ``embedded`` folders hold ``BFM.mat`` +
+    ``BFM_UV.mat`` (the generator, when ``model_info.json`` names one, decides draw rules of the
+    synthetic sources); ``bfm-mean`` holds 3DDFA's mean arrays.
+    """
     d = Path(model_dir or params.dir)
     if params.source == "bfm-mean":
         return load_bfm_mean_model(d)
-    return load_model(d / "BFM.mat", d / "BFM_UV.mat")
+    return read_model_dir(d)
 
 
 def run_template(params: ModelParams, model_dir: str | Path, out_dir: str | Path, report_path: str | Path | None = None) -> StageResult:

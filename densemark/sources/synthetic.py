@@ -429,9 +429,3 @@ def write_aflw2000_gt(folder: str | Path) -> dict[str, Path]:
     out = {k: save_npy(g / k, a) for k, a in arrays.items()}
     write_json(g / "files.json", [p.name for p in mats])
     return out
-
-
-def load_model_dir(model_dir: str | Path) -> MorphableModel:
-    """The model in ``model_dir`` (``BFM.mat`` + ``BFM_UV.mat``), its ``generator`` read from
-    ``model_info.json`` (see :func:`densemark.faces.procedural.read_model_dir`)."""
-    return fs.read_model_dir(model_dir)
