@@ -1,7 +1,10 @@
-"""The dense landmark sampler: seeds -> Delaunay rounds -> forced keypoints -> FPS fill/thin -> set.
+"""The dense landmark sampler: seeds -> Delaunay rounds -> forced keypoints -> FPS fill/thin
+-> optional Lloyd relaxation (:mod:`densemark.sampling.relax`) -> set.
 
 Landmark order: the seeds, each round's new ids (sorted within the round), the forced keypoints
-not yet present, then the fill points in farthest-first order (thinning keeps this order).
+not yet present, then the fill points in farthest-first order (thinning keeps this order). The
+relaxation moves landmarks in place: every landmark keeps its position in this order, the
+seeds and the forced keypoints keep their vertices.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from densemark.sampling.delaunay import delaunay_sample, symmetrize
 from densemark.sampling.fps import farthest_point_sampling
 from densemark.sampling.landmark_set import LandmarkSet, make_set
 from densemark.sampling.params import SampleParams
+from densemark.sampling.relax import relax_set
 
 
 def rim_ids(template: FaceTemplate) -> np.ndarray:
@@ -82,6 +86,15 @@ def sample_set(template: FaceTemplate, params: SampleParams) -> tuple[LandmarkSe
                 template, keep, ids, t, metric=metric, symmetric=params.symmetric, seed=params.seed
             )
             ids = ids[np.isin(ids, kept)]
+    relax = None
+    if params.relax.iterations > 0:
+        fixed = np.isin(ids, np.union1d(forced, symmetrize(template, seeds) if params.symmetric else seeds))
+        r = params.relax
+        rr = relax_set(
+            template, ids, fixed, iterations=r.iterations, space=r.space, domain=r.domain, rim_margin=r.rim_margin, tol=r.tol,
+            symmetric=params.symmetric,
+        )
+        ids, relax = rr.ids, {"fixed": int(fixed.sum()), **rr.report()}
     kpt68 = None
     if np.isin(kpt, ids).all():
         pos = {int(v): i for i, v in enumerate(ids.tolist())}
@@ -95,6 +108,7 @@ def sample_set(template: FaceTemplate, params: SampleParams) -> tuple[LandmarkSe
         "final": len(ids),
         "filled": max(0, len(ids) - n_before),
         "thinned": max(0, n_before - len(ids)),
+        "relax": relax,
     }
     sampler = {"method": "delaunay", "params": params.model_dump(mode="json"), "seed_ids": seeds.tolist(), **report}
     ls = make_set(template, ids, name=params.name, kpt68=kpt68, sampler=sampler, raw_ids=dl.ids)
