@@ -21,11 +21,13 @@ from densemark.sampling.regions import (
     rim_points,
 )
 from densemark.sampling.relax import (
+    _mirror_fn,
     coordinates,
     domain_mask,
     lloyd_step,
     nearest_generator,
     relax_set,
+    spread,
 )
 from densemark.sampling.sampler import sample_set
 from densemark.sampling.stages import run_compare, run_import_seed, run_sample
@@ -77,6 +79,39 @@ def test_nearest_generator_ties_to_lowest_index():
     gens = np.array([[2.0, 0.0], [0.0, 0.0], [1.0, 5.0], [0.0, 0.0]])
     owner, dist = nearest_generator(np.array([[1.0, 0.0], [0.0, 0.0], [1.0, 4.0]]), gens)
     assert owner.tolist() == [0, 1, 2] and np.allclose(dist, [1, 0, 1])
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_spread_matches_naive(tpl, mirrored):
+    xy = tpl.pixel_uv.astype(np.float64)
+    mirror = _mirror_fn(tpl, "uv") if mirrored else None
+    fixed = xy[tpl.kpt_ids[:20]]
+    left = np.flatnonzero(xy[:, 0] < 31)
+    mid = np.flatnonzero(np.abs(xy[:, 0] - 31.5) <= 0.5)
+    pools, counts = ([left, mid], [15, 4]) if mirrored else ([np.arange(tpl.n_vertices)], [25])
+    got = spread(xy, fixed, pools, counts, mirror)
+    # naive: recompute every candidate's distance to all placed points at each step
+    placed, out, quota = [*fixed], [[] for _ in pools], list(counts)
+    if mirrored:
+        placed += [*mirror(fixed)]
+    while sum(quota):
+        best, arg = -1.0, None
+        for i, pool in enumerate(pools):
+            if quota[i] == 0:
+                continue
+            for v in pool:
+                if any(int(v) in o for o in out):
+                    continue
+                d = min(float(np.hypot(*(xy[v] - p))) for p in placed)
+                if d > best:
+                    best, arg = d, (i, int(v))
+        i, v = arg
+        out[i].append(v)
+        quota[i] -= 1
+        placed.append(xy[v])
+        if mirrored:
+            placed.append(mirror(xy[v : v + 1])[0])
+    assert [g.tolist() for g in got] == out
 
 
 def test_rim_distance_matches_naive():
@@ -131,10 +166,13 @@ def test_domain_jaw_is_above_the_jaw_line(tpl):
 # --- the relaxation inside the sampler ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("space", ["uv", "uv-area", "frontal"])
-@pytest.mark.parametrize("domain", ["face", "jaw"])
-def test_relaxed_set_invariants(tpl, space, domain):
-    p = _params(space=space, domain=domain, rim_margin=2.0)
+@pytest.mark.parametrize(
+    "space, domain, init",
+    [(sp, dm, "spread") for sp in ("uv", "uv-area", "frontal") for dm in ("face", "jaw")]
+    + [("uv", "face", "set"), ("uv", "jaw", "set")],
+)
+def test_relaxed_set_invariants(tpl, space, domain, init):
+    p = _params(space=space, domain=domain, rim_margin=2.0, init=init)
     s, rep = sample_set(tpl, p)
     base, _ = sample_set(tpl, p.model_copy(update={"relax": RelaxParams(iterations=0)}))
     assert len(s) == 160 and len(np.unique(s.ids)) == 160
@@ -222,13 +260,10 @@ def test_compare_reports_quality_figures(tmp_path, tpl):
 
 
 def test_real_default_matches_paper(real_dir, real_template, tmp_path):
-    """Default params on the real template against the paper's hand-corrected 520.
-
-    Goals met: 520 points, the 68 keypoints inside, an exact mirror permutation, at most 5 rim
-    points, far better matching of the paper's points than the paper-literal rounds + FPS fill.
-    The issue's 98 % matching goal is not reached by the even layout (about 95 %): asserted at
-    94 %, above the fill's 83 %.
-    """
+    """Default params on the real template against the paper's hand-corrected 520: exactly 520
+    points, the 68 keypoints inside, an exact mirror permutation, at most 5 rim points, and at
+    least 98 % of the paper's points with one of ours within the paper set's median UV spacing
+    (the paper-literal rounds + FPS fill: about 83 %, 40 rim points)."""
     s = LandmarkSet.load(run_sample(real_template, SampleParams(), tmp_path / "s.json")["outputs"]["set"], real_template)
     old, _ = sample_set(real_template, SampleParams(relax=RelaxParams(iterations=0)))
     paper = LandmarkSet.load(run_import_seed(real_dir / "seed", real_template, tmp_path / "p.json")["outputs"]["set"])
@@ -237,5 +272,5 @@ def test_real_default_matches_paper(real_dir, real_template, tmp_path):
     assert rim_points(real_template, s.ids).sum() <= 5
     new_m = matching(real_template, paper.ids, s.ids)["a_near_b"]["within_spacing_a"]
     old_m = matching(real_template, paper.ids, old.ids)["a_near_b"]["within_spacing_a"]
-    assert new_m >= 0.94 and new_m > old_m + 0.08
+    assert new_m >= 0.98 and new_m > old_m + 0.1
     assert rim_points(real_template, old.ids).sum() > 5 * rim_points(real_template, s.ids).sum()

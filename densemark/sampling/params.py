@@ -10,7 +10,7 @@ recorded in the set's provenance.
 The defaults are the configuration closest to the paper's published, hand-corrected 520: the
 rounds, the 68 keypoints, a symmetric geodesic farthest-point fill to 520, then a Lloyd
 relaxation (``relax``, :mod:`densemark.sampling.relax`) of the non-keypoint landmarks over the
-UV map above the jaw line, kept 2 UV px off the rim. The paper-literal configuration (rounds +
+UV map above the jaw line, from an even farthest-point start, kept 3 UV px off the rim. The paper-literal configuration (rounds +
 fill, no relaxation) is ``relax: {iterations: 0}``; ``symmetric: false`` and
 ``target_count: null`` give the plain rounds.
 """
@@ -29,7 +29,7 @@ class RelaxParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    iterations: int = Field(100, ge=0, le=1000, description="most Lloyd iterations; 0: no relaxation (the paper's procedure)")
+    iterations: int = Field(60, ge=0, le=1000, description="most Lloyd iterations; 0: no relaxation (the paper's procedure)")
     space: Literal["uv", "uv-area", "frontal"] = Field(
         "uv",
         description="uv: even over UV pixels; uv-area: UV cells, pixels weighted by their 3D area; "
@@ -39,7 +39,12 @@ class RelaxParams(BaseModel):
         "jaw", description="face: every template pixel; jaw: the pixels on or above the jaw keypoints' line"
     )
     rim_margin: float = Field(
-        2.0, ge=0.0, le=32.0, description="relaxed landmarks keep a UV distance > this from off-face pixels (px)"
+        3.0, ge=0.0, le=32.0, description="relaxed landmarks keep a UV distance > this from off-face pixels (px)"
+    )
+    init: Literal["set", "spread"] = Field(
+        "spread",
+        description="set: start from the sampled landmarks; spread: re-place the free ones by farthest-point "
+        "sampling over the allowed pixels first (an even start)",
     )
     tol: float = Field(
         0.01, gt=0.0, le=10.0, description="stop once no landmark moves this far in an iteration (grid steps; UV px)"

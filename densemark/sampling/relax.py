@@ -18,6 +18,12 @@ Domains: ``face`` is every template vertex; ``jaw`` only the vertices on or abov
 in UV (the jaw keypoints 0-16, v interpolated linearly in u, constant beyond the contour's
 ends): the face proper, without the neck margin below the jaw contour.
 
+Start (``init``): ``set`` relaxes the given landmarks; ``spread`` first re-places the free ones
+by farthest-point sampling over the allowed vertices (:func:`spread`). Lloyd iterations on
+pixel samples stall on gradual density differences (a cell one pixel larger than its
+neighbour no longer moves them), so from the Delaunay rounds, dense in the lower face, the
+layout stays graded; from an even start it becomes even (cells of about equal area).
+
 Rim margin: free landmarks stay on vertices whose rim distance
 (:func:`densemark.sampling.regions.rim_distance`, UV px) exceeds ``rim_margin``; a centroid
 nearest to a vertex outside that region moves to the nearest vertex inside it.
@@ -213,6 +219,48 @@ class _Region:
             k = min(2 * k, len(ids))
 
 
+def spread(
+    xy: np.ndarray, fixed_xy: np.ndarray, pools: list[np.ndarray], counts: list[int], mirror=None
+) -> list[np.ndarray]:
+    """Farthest-point placement of ``counts[i]`` points from each candidate pool, in one pass.
+
+    Each step takes, among the pools with points still to place, the candidate farthest (2D)
+    from the fixed points and the points placed so far (and their mirror images when ``mirror``
+    is given); ties go to the first candidate of the first pool.
+
+    Args:
+        xy: (V, 2) coordinates of every template vertex.
+        fixed_xy: (F, 2) coordinates of the fixed landmarks.
+        pools: candidate vertex ids per pool (disjoint).
+        counts: points to place per pool.
+        mirror: optional (N, 2) -> (N, 2) mirror map of the coordinates.
+
+    Returns:
+        The placed vertex ids of each pool, in placement order.
+    """
+    cand = np.concatenate(pools)
+    pool = np.repeat(np.arange(len(pools)), [len(p) for p in pools])
+    left = np.array(counts)
+    if (left > np.array([len(p) for p in pools])).any():
+        raise InputError(None, "relax.rim_margin", "too few allowed vertices to place the landmarks")
+    c = xy[cand]
+    d = np.full(len(cand), np.inf)
+    for src in (fixed_xy, mirror(fixed_xy) if mirror is not None and len(fixed_xy) else fixed_xy):
+        if len(src):
+            d = np.minimum(d, cKDTree(src).query(c)[0])
+    out: list[list[int]] = [[] for _ in pools]
+    alive = np.ones(len(cand), bool)
+    while left.sum() > 0:
+        k = int(np.argmax(np.where(alive & (left[pool] > 0), d, -1.0)))
+        out[pool[k]].append(int(cand[k]))
+        left[pool[k]] -= 1
+        alive[k] = False
+        p = c[k : k + 1]
+        for q in (p, mirror(p)) if mirror is not None else (p,):
+            d = np.minimum(d, np.linalg.norm(c - q, axis=1))
+    return [np.asarray(o, np.int64) for o in out]
+
+
 def relax_set(
     template: FaceTemplate,
     ids: np.ndarray,
@@ -223,6 +271,7 @@ def relax_set(
     domain: str = "face",
     rim_margin: float = 2.0,
     tol: float = 0.01,
+    init: str = "set",
     symmetric: bool = False,
 ) -> RelaxResult:
     """Relax the free landmarks of a set toward a centroidal Voronoi layout (module docstring).
@@ -236,6 +285,10 @@ def relax_set(
         domain: ``face`` | ``jaw``: the vertices the layout covers.
         rim_margin: free landmarks keep a rim distance > ``rim_margin`` UV px.
         tol: convergence threshold in grid steps of the space (UV px for ``uv``).
+        init: ``set``: start from the given landmarks; ``spread``: first re-place the free
+            landmarks by farthest-point sampling over the allowed vertices (:func:`spread`), so
+            the layout starts even instead of dense where the Delaunay rounds put points
+            (Lloyd iterations on pixels stall on such gradual density differences).
         symmetric: relax one half + midline and mirror (the set must be mirror-closed).
 
     Returns:
@@ -244,6 +297,8 @@ def relax_set(
     Raises:
         InputError: a set that is not mirror-closed in symmetric mode, or too few allowed vertices.
     """
+    if init not in ("set", "spread"):
+        raise InputError(None, "relax.init", f"unknown init {init!r}; expected set or spread")
     ids = np.asarray(ids, np.int64)
     fixed = np.asarray(fixed, bool)
     if fixed.shape != ids.shape:
@@ -261,6 +316,8 @@ def relax_set(
     if not symmetric:
         region = _Region(xy, all_tree, allowed, "in the domain")
         x = xy[ids[free]]
+        if init == "spread":
+            x = xy[spread(xy, fx, [region.ids], [len(free)])[0]]
         for it in range(1, iterations + 1):
             cent, _ = lloyd_step(dom, w, np.concatenate([fx, x]))
             new = region.project(cent[len(fx):])
@@ -286,7 +343,11 @@ def relax_set(
         r_left = _Region(xy, all_tree, allowed & paired & (u < c - 0.5), "left of the midline")
         r_mid = _Region(xy, all_tree, allowed & tm.midline, "on the midline") if len(mid) else None
         mirror = _mirror_fn(template, space)
+        nm_in = len(mid) > 0
         xl, xm = xy[ids[left]], xy[ids[mid]]
+        if init == "spread":
+            pl, pm = spread(xy, fx, [r_left.ids, r_mid.ids if nm_in else np.zeros(0, np.int64)], [len(left), len(mid)], mirror)
+            xl, xm = xy[pl], xy[pm]
         xm = 0.5 * (xm + mirror(xm))
         nl, nm = len(xl), len(xm)
         for it in range(1, iterations + 1):

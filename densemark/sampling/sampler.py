@@ -3,8 +3,9 @@
 
 Landmark order: the seeds, each round's new ids (sorted within the round), the forced keypoints
 not yet present, then the fill points in farthest-first order (thinning keeps this order). The
-relaxation moves landmarks in place: every landmark keeps its position in this order, the
-seeds and the forced keypoints keep their vertices.
+relaxation keeps the seeds and the forced keypoints in place and moves the other landmarks
+within their positions in this order (from ``relax.init: spread`` their positions are refilled
+in the spread's farthest-first order, left half then midline, the right half mirroring the left).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def sample_set(template: FaceTemplate, params: SampleParams) -> tuple[LandmarkSe
         fixed = np.isin(ids, np.union1d(forced, symmetrize(template, seeds) if params.symmetric else seeds))
         r = params.relax
         rr = relax_set(
-            template, ids, fixed, iterations=r.iterations, space=r.space, domain=r.domain, rim_margin=r.rim_margin, tol=r.tol,
+            template, ids, fixed, iterations=r.iterations, space=r.space, domain=r.domain, rim_margin=r.rim_margin, tol=r.tol, init=r.init,
             symmetric=params.symmetric,
         )
         ids, relax = rr.ids, {"fixed": int(fixed.sum()), **rr.report()}
