@@ -245,9 +245,9 @@ def spread(
         raise InputError(None, "relax.rim_margin", "too few allowed vertices to place the landmarks")
     c = xy[cand]
     d = np.full(len(cand), np.inf)
-    for src in (fixed_xy, mirror(fixed_xy) if mirror is not None and len(fixed_xy) else fixed_xy):
-        if len(src):
-            d = np.minimum(d, cKDTree(src).query(c)[0])
+    if len(fixed_xy):
+        src = fixed_xy if mirror is None else np.concatenate([fixed_xy, mirror(fixed_xy)])
+        d = cKDTree(src).query(c)[0]
     out: list[list[int]] = [[] for _ in pools]
     alive = np.ones(len(cand), bool)
     while left.sum() > 0:
@@ -343,10 +343,10 @@ def relax_set(
         r_left = _Region(xy, all_tree, allowed & paired & (u < c - 0.5), "left of the midline")
         r_mid = _Region(xy, all_tree, allowed & tm.midline, "on the midline") if len(mid) else None
         mirror = _mirror_fn(template, space)
-        nm_in = len(mid) > 0
         xl, xm = xy[ids[left]], xy[ids[mid]]
         if init == "spread":
-            pl, pm = spread(xy, fx, [r_left.ids, r_mid.ids if nm_in else np.zeros(0, np.int64)], [len(left), len(mid)], mirror)
+            pools = [r_left.ids, r_mid.ids if r_mid is not None else np.zeros(0, np.int64)]
+            pl, pm = spread(xy, fx, pools, [len(left), len(mid)], mirror)
             xl, xm = xy[pl], xy[pm]
         xm = 0.5 * (xm + mirror(xm))
         nl, nm = len(xl), len(xm)
