@@ -17,7 +17,7 @@ from densemark.sampling.compare import compare_sets, geodesic_nn, report_markdow
 from densemark.sampling.delaunay import centroids, delaunay_sample
 from densemark.sampling.fps import distance_to, edge_graph, farthest_point_sampling
 from densemark.sampling.landmark_set import LandmarkSet
-from densemark.sampling.params import SampleParams
+from densemark.sampling.params import RelaxParams, SampleParams
 from densemark.sampling.sampler import rim_ids, sample_set
 from densemark.sampling.stages import run_compare, run_import_seed, run_sample
 from densemark.sampling.symmetry import template_mirror
@@ -182,7 +182,7 @@ def test_compare_and_stages(tmp_path, tpl):
 def test_cli(tmp_path, capsys):
     tdir = save_template(disc_template(256, rx=0.1, ry=0.11), tmp_path / "tpl")  # files imply res 256
     params = tmp_path / "params.yaml"
-    params.write_text("sample:\n  target_count: 100\n  name: cli\n  symmetric: false\n")
+    params.write_text("sample:\n  target_count: 100\n  symmetric: false\n  name: cli\n")
     out = tmp_path / "s.json"
     assert main(["--params", str(params), "sample", "--template", str(tdir), "--out", str(out)]) == 0
     assert len(LandmarkSet.load(out)) == 100
@@ -197,7 +197,7 @@ def test_cli(tmp_path, capsys):
 
 def test_real_default_rounds(real_template):
     t0 = time.perf_counter()
-    s, rep = sample_set(real_template, SampleParams(target_count=None, symmetric=False))  # 3 plain rounds
+    s, rep = sample_set(real_template, SampleParams(symmetric=False, target_count=None, relax=RelaxParams(iterations=0)))
     assert time.perf_counter() - t0 < 5
     assert rep["counts"] == [18, 40, 104, 293]
     assert np.array_equal(s.kpt68_ids, real_template.kpt_ids)
@@ -206,7 +206,8 @@ def test_real_default_rounds(real_template):
 @pytest.mark.parametrize("sym", [False, True])
 def test_real_520(real_dir, real_template, tmp_path, sym):
     t0 = time.perf_counter()
-    res = run_sample(real_template, SampleParams(target_count=520, symmetric=sym), tmp_path / "s.json")
+    p = SampleParams(target_count=520, symmetric=sym, relax=RelaxParams(iterations=0))  # rounds + FPS fill
+    res = run_sample(real_template, p, tmp_path / "s.json")
     assert time.perf_counter() - t0 < 10
     s = LandmarkSet.load(res["outputs"]["set"], real_template)
     assert len(s) == 520 and s.mirror_exact == sym

@@ -1,7 +1,11 @@
-"""The dense landmark sampler: seeds -> Delaunay rounds -> forced keypoints -> FPS fill/thin -> set.
+"""The dense landmark sampler: seeds -> Delaunay rounds -> forced keypoints -> FPS fill/thin
+-> optional Lloyd relaxation (:mod:`densemark.sampling.relax`) -> set.
 
 Landmark order: the seeds, each round's new ids (sorted within the round), the forced keypoints
-not yet present, then the fill points in farthest-first order (thinning keeps this order).
+not yet present, then the fill points in farthest-first order (thinning keeps this order). The
+relaxation keeps the seeds and the forced keypoints in place and moves the other landmarks
+within their positions in this order (from ``relax.init: spread`` their positions are refilled
+in the spread's farthest-first order, left half then midline, the right half mirroring the left).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from densemark.sampling.delaunay import delaunay_sample, symmetrize
 from densemark.sampling.fps import farthest_point_sampling
 from densemark.sampling.landmark_set import LandmarkSet, make_set
 from densemark.sampling.params import SampleParams
+from densemark.sampling.relax import relax_set
 
 
 def rim_ids(template: FaceTemplate) -> np.ndarray:
@@ -86,6 +91,15 @@ def sample_set(template: FaceTemplate, params: SampleParams) -> tuple[LandmarkSe
                 template, keep, ids, t, metric=metric, symmetric=params.symmetric, seed=params.seed
             )
             ids = ids[np.isin(ids, kept)]
+    relax = None
+    if params.relax.iterations > 0:
+        fixed = np.isin(ids, np.union1d(forced, symmetrize(template, seeds) if params.symmetric else seeds))
+        r = params.relax
+        rr = relax_set(
+            template, ids, fixed, iterations=r.iterations, space=r.space, domain=r.domain, rim_margin=r.rim_margin, tol=r.tol, init=r.init,
+            symmetric=params.symmetric,
+        )
+        ids, relax = rr.ids, {"fixed": int(fixed.sum()), **rr.report()}
     kpt68 = None
     if np.isin(kpt, ids).all():
         pos = {int(v): i for i, v in enumerate(ids.tolist())}
@@ -99,6 +113,7 @@ def sample_set(template: FaceTemplate, params: SampleParams) -> tuple[LandmarkSe
         "final": len(ids),
         "filled": max(0, len(ids) - n_before),
         "thinned": max(0, n_before - len(ids)),
+        "relax": relax,
     }
     sampler = {"method": "delaunay", "params": params.model_dump(mode="json"), "seed_ids": seeds.tolist(), **report}
     ls = make_set(template, ids, name=params.name, kpt68=kpt68, sampler=sampler, raw_ids=dl.ids)
