@@ -761,9 +761,9 @@ def relabel(
     for e in tqdm(manifest["files"], desc="relabel", unit="shard", disable=None):
         p = src / e["path"]
         if e["format"] == "parquet":
-            data = shards.read_parquet_columns(p, ["shape_para", "exp_para", "pose_para", "source_size", "crop", "flip"])
+            data = shards.read_parquet_columns(p, ["id", "shape_para", "exp_para", "pose_para", "source_size", "crop", "flip"])
         else:
-            data = _read_h5(p, ["shape_para", "exp_para", "pose_para", "source_size", "crop", "flip"])
+            data = _read_h5(p, ["id", "shape_para", "exp_para", "pose_para", "source_size", "crop", "flip"])
         lab = _relabel_rows(geo, data, lset, res, batch)
         q = dst / e["path"]
         if e["format"] == "parquet":
@@ -794,21 +794,33 @@ def _read_h5(path: Path, names: list[str]) -> dict:
         out = {}
         for n in names:
             d = f[n]
-            out[n] = [np.asarray(x, np.float64) for x in d[()]] if d.dtype.kind == "O" else d[()]
+            if n == "id":
+                out[n] = [x.decode() for x in d[()]]
+            else:
+                out[n] = [np.asarray(x, np.float64) for x in d[()]] if d.dtype.kind == "O" else d[()]
         return out
 
 
 def _relabel_rows(geo: LabelGeometry, data: dict, lset: LandmarkSet, res: int, batch: int) -> np.ndarray:
+    """(n, K, 3) labels of a shard's rows; a flipped row mirrors its original's (computed once)."""
     n = len(data["flip"])
-    k = geo.n_points
-    out = np.empty((n, k, 3), np.float32)
     flip = np.asarray(data["flip"], bool)
-    for b0 in range(0, n, batch):
-        sl = slice(b0, min(n, b0 + batch))
-        nb = sl.stop - sl.start
-        c = geo.rows.coefficients(_stack(data["shape_para"][sl], geo.rows.k_shape), _stack(data["exp_para"][sl], geo.rows.k_exp), nb)
-        h = np.asarray(data["source_size"], np.float64).reshape(n, 2)[sl, 0]
-        out[sl] = geo.relabel(c, np.asarray(data["pose_para"], np.float64).reshape(n, 7)[sl], h, np.asarray(data["crop"]).reshape(n, 5)[sl])
+    row_of = {rid: i for i, rid in enumerate(data["id"]) if not flip[i]}
+    src = np.array([row_of.get(rid[: -len("/flip")], -1) if flip[i] else i for i, rid in enumerate(data["id"])], np.int64)
+    todo = np.flatnonzero(src < 0)  # a flipped row without its original in the shard: computed itself
+    src[todo] = todo
+    need = np.unique(src)
+    lab = np.empty((n, geo.n_points, 3), np.float32)
+    pose = np.asarray(data["pose_para"], np.float64).reshape(n, 7)
+    h = np.asarray(data["source_size"], np.float64).reshape(n, 2)[:, 0]
+    crop = np.asarray(data["crop"], np.float64).reshape(n, 5)
+    for b0 in range(0, len(need), batch):
+        rows = need[b0 : b0 + batch]
+        c = geo.rows.coefficients(
+            _stack([data["shape_para"][i] for i in rows], geo.rows.k_shape), _stack([data["exp_para"][i] for i in rows], geo.rows.k_exp), len(rows)
+        )
+        lab[rows] = geo.relabel(c, pose[rows], h[rows], crop[rows])
+    out = lab[src]
     if flip.any():
         out[flip] = flip_points(out[flip], lset.mirror_perm, res) if lset.mirror_exact else np.nan
     return out

@@ -104,11 +104,8 @@ class LabelGeometry:
         self.w = w
         self.kpt_pos = np.searchsorted(self.needed, model.kpt_ind)
         self.rows = BasisRows(model, self.needed)
-        if full_mesh:  # bounds for the float32 full-mesh product of the z-minimum search (every row)
-            m = model
-            rs = np.abs(m.shape_basis).sum(1).max(initial=0)
-            re = np.abs(m.exp_basis).sum(1).max(initial=0)
-            self._bound = (float(np.abs(m.mean).max()), float(rs), float(re), m.n_shape + m.n_exp)
+        if full_mesh:
+            self._patches = _Patches(model)
 
     def posed(self, coeffs: np.ndarray, a: np.ndarray, off: np.ndarray) -> np.ndarray:
         """(M, B, 3) float32 posed needed vertices (before the z shift)."""
@@ -160,35 +157,14 @@ class LabelGeometry:
         return interpolate(posed, self.pos, self.w)
 
     def mesh_zmin(self, coeffs: np.ndarray, a: np.ndarray, off: np.ndarray) -> np.ndarray:
-        """(B,) float32 exact minimum over the whole mesh of the posed float32 z (as pose_batch computes it)."""
+        """(B,) float32 exact minimum over the whole mesh of the posed float32 z (as pose_batch computes it).
+
+        Patch bounds (:class:`_Patches`) leave a few dozen candidate vertices per sample; those are
+        computed exactly (the defining left-to-right sums, then the float32 pose steps).
+        """
         m = self.model
         b = coeffs.shape[0]
-        n = m.n_vertices
-        ks = m.n_shape
-        y = np.empty((3 * n, b), np.float32)
-        y[:] = m.mean.reshape(-1, 1)
-        if ks:
-            y += m.shape_basis @ np.ascontiguousarray(coeffs[:, :ks].T)
-        if m.n_exp:
-            y += m.exp_basis @ np.ascontiguousarray(coeffs[:, ks:].T)
-        y3 = y.reshape(n, 3, b)
-        a32, off32 = a.astype(np.float32), off.astype(np.float32)
-        z = y3[:, 0] * a32[:, 2, 0]
-        z += y3[:, 1] * a32[:, 2, 1]
-        z += y3[:, 2] * a32[:, 2, 2]
-        z += off32[:, 2]
-        # bound on |approx - exact| per sample: basis error through the row of A, plus the chain's roundings
-        arow = np.abs(a32[:, 2]).sum(1)
-        ymax = np.abs(y).max(0)
-        amax, rs, re, k = self._bound
-        c64 = np.abs(coeffs.astype(np.float64))
-        cs = c64[:, : m.n_shape].max(1) if m.n_shape else np.zeros(b)
-        ce = c64[:, m.n_shape :].max(1) if m.n_exp else np.zeros(b)
-        err = 1.1 * (k + 3) * 2.0**-24 * (amax + rs * cs + re * ce) * arow * 1.01 + 8 * 2.0**-24 * (arow * ymax + np.abs(off32[:, 2]) + np.abs(z).max(0))
-        err = err + 1e-30
-        zmin_a = z.min(0)
-        cand_v, cand_b = np.nonzero(z <= (zmin_a + 2 * err)[None, :])
-        # exact values of the candidates: the defining left-to-right sums
+        cand_v, cand_b = self._patches.candidates(coeffs, a, off)
         rows = (3 * cand_v[:, None] + np.arange(3)).ravel()
         c64 = coeffs.astype(np.float64)
         cb = np.repeat(cand_b, 3)
@@ -197,6 +173,7 @@ class LabelGeometry:
         for k in range(c64.shape[1]):
             acc += basis[:, k] * c64[cb, k]
         ye = acc.astype(np.float32).reshape(-1, 3)
+        a32, off32 = a.astype(np.float32), off.astype(np.float32)
         ze = ye[:, 0] * a32[cand_b, 2, 0]
         ze += ye[:, 1] * a32[cand_b, 2, 1]
         ze += ye[:, 2] * a32[cand_b, 2, 2]
@@ -204,6 +181,59 @@ class LabelGeometry:
         out = np.full(b, np.inf, np.float32)
         np.minimum.at(out, cand_b, ze)
         return out
+
+
+class _Patches:
+    """Vertex patches (a grid over the mean shape's x, y) with per-basis-column displacement
+    centres and radii, to bound every vertex's posed z without computing the mesh.
+
+    For a vertex v in patch P and a posing row ``a2`` (3,): ``a2 . X_v = a2 . mean_v + a2 . C_P c +
+    a2 . (B_v - C_P) c`` and the last term is at most ``|a2| sum_k |c_k| rho_Pk``. The vertices whose
+    lower bound does not exceed the smallest upper bound (plus a float slack) hold the minimum.
+    """
+
+    def __init__(self, model: MorphableModel, cells: int = 32):
+        n = model.n_vertices
+        xy = model.mean[:, :2].astype(np.float64)
+        g = np.floor((xy - xy.min(0)) / (np.ptp(xy, 0) + 1e-12) * cells).clip(0, cells - 1).astype(np.int64)
+        _, self.patch = np.unique(g[:, 0] * cells + g[:, 1], return_inverse=True)
+        order = np.argsort(self.patch, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(self.patch[order]) != 0])
+        count = np.diff(np.r_[starts, n])
+        basis = np.concatenate([model.shape_basis, model.exp_basis], 1).reshape(n, 3, -1)[order]  # (n, 3, K)
+        k = basis.shape[2]
+        centre = np.add.reduceat(basis.astype(np.float64), starts, axis=0) / count[:, None, None]  # (P, 3, K)
+        dev = np.linalg.norm(basis - centre[self.patch[order]], axis=1)  # (n, K)
+        self.rho = np.maximum.reduceat(dev, starts, axis=0).astype(np.float64) * (1 + 1e-5)  # (P, K)
+        self.centre = centre.reshape(-1, k)  # (3P, K)
+        self.order, self.starts, self.ends = order, starts, np.r_[starts[1:], n]
+        self.mean_sorted = model.mean[order].astype(np.float64)
+        self.n_shape = model.n_shape
+        self.amax = float(np.abs(model.mean).max())
+        self.rsum = (float(np.abs(model.shape_basis).sum(1).max(initial=0)), float(np.abs(model.exp_basis).sum(1).max(initial=0)))
+
+    def candidates(self, coeffs: np.ndarray, a: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(vertex ids, sample index) pairs that may hold each sample's minimum posed z."""
+        c = coeffs.astype(np.float64)  # (B, K)
+        a2 = a[:, 2, :]  # (B, 3)
+        zm = self.mean_sorted @ a2.T  # (n, B), vertices in patch order
+        zc = np.einsum("pjb,bj->pb", (self.centre @ c.T).reshape(-1, 3, c.shape[0]), a2)  # (P, B)
+        rad = np.linalg.norm(a2, axis=1) * (self.rho @ np.abs(c).T)  # (P, B)
+        pmin = np.minimum.reduceat(zm, self.starts, axis=0) + zc  # (P, B) patch minimum of the mean part
+        hi = (pmin + rad).min(0)  # an upper bound of each sample's minimum
+        # slack for the float32 steps that define z and the rounding of these bounds
+        ac, ks = np.abs(c), self.n_shape
+        xmax = self.amax + self.rsum[0] * ac[:, :ks].max(1, initial=0) + self.rsum[1] * ac[:, ks:].max(1, initial=0)
+        lim = hi + 1e-5 * (np.abs(a2).sum(1) * xmax + np.abs(off[:, 2]))
+        out_v, out_b = [], []
+        for p, bi in zip(*np.nonzero(pmin - rad <= lim), strict=True):  # candidate patches, then their vertices
+            s0, s1 = self.starts[p], self.ends[p]
+            ok = zm[s0:s1, bi] + (zc[p, bi] - rad[p, bi]) <= lim[bi]
+            out_v.append(self.order[s0:s1][ok])
+            out_b.append(np.full(int(ok.sum()), bi))
+        if not out_v:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(out_v), np.concatenate(out_b)
 
 
 def flip_points(points: np.ndarray, perm: np.ndarray, res: int) -> np.ndarray:

@@ -107,11 +107,10 @@ class BasisRows:
         k = c.shape[1]
         y = self.basis @ c.T if k else np.zeros((self.n_rows, c.shape[0]))
         y += self.mean[:, None]
-        # |BLAS - reference| <= 2 gamma_{K+1} (|mean| + sum |t|) + u |y|, sum_k |t_k| <= sum_blocks |row|_1 max |c|
-        err = self._abs_rows @ self._cmax(c)  # (R, 2) @ (2, B): a bound, so its own rounding is harmless
-        err += self._abs_mean[:, None]
-        err *= 2.2 * (k + 2) * _U64
-        err += 2 * _U64 * np.abs(y)
+        # |BLAS - reference| <= 2 gamma_{K+1} (|mean| + sum |t|) + u |y| with sum_k |t_k| <= sum_blocks
+        # |row|_1 max |c| and |y| <= the same: one bound per sample (B,), the max over rows
+        big = self._abs_mean.max(initial=0) + self._abs_rows.max(0, initial=0) @ self._cmax(c)
+        err = (2.2 * (k + 2) + 2) * _U64 * big
         out = y.astype(np.float32)
         bad = (y - err).astype(np.float32) != (y + err).astype(np.float32)
         if bad.any():
