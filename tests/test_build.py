@@ -82,7 +82,8 @@ def test_shards_open_with_pyarrow_and_h5py_alone(built, build_world):
 
 
 def test_labels_equal_the_position_map_at_the_set_pixels(built, build_world):
-    """Reference: render full position maps (pose_batch + UV render) and read the set's pixels."""
+    """Reference: render full position maps (pose_batch + UV render) and read the set's pixels;
+    the keypoints and crops (z shift included) are bit-identical to pose_batch's."""
     out, _ = built
     w = build_world
     uvm = UVMap.for_model(w["model"], w["model_params"].uv_res)
@@ -96,7 +97,7 @@ def test_labels_equal_the_position_map_at_the_set_pixels(built, build_world):
                        np.stack([f.pose_para for f in fits]), 200, res=64)  # fmt: skip
         maps = uvm.render(g.vertices, vertex_major=True).reshape(len(fits), -1, 3)
         lm = np.array(df["landmarks"], np.float32).reshape(len(fits), -1, 3)
-        np.testing.assert_array_equal(lm, maps[:, pix])  # bit-identical
+        np.testing.assert_allclose(lm, maps[:, pix], atol=2e-4, rtol=0)  # interpolated before vs after the pose
         np.testing.assert_array_equal(np.array(df["kpt68"], np.float32).reshape(-1, 68, 3), g.vertices[w["model"].kpt_ind].transpose(1, 0, 2))
         np.testing.assert_array_equal(np.array(df["crop"]), np.array([c.as_vector() for c in g.crops]))
         n += len(fits)

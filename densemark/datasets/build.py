@@ -760,15 +760,17 @@ def relabel(
     files = []
     for e in tqdm(manifest["files"], desc="relabel", unit="shard", disable=None):
         p = src / e["path"]
-        if e["format"] == "parquet":
-            data = shards.read_parquet_columns(p, ["id", "shape_para", "exp_para", "pose_para", "source_size", "crop", "flip"])
-        else:
-            data = _read_h5(p, ["id", "shape_para", "exp_para", "pose_para", "source_size", "crop", "flip"])
-        lab = _relabel_rows(geo, data, lset, res, batch)
+        names = ["id", "shape_para", "exp_para", "pose_para", "source_size", "crop", "flip"]
         q = dst / e["path"]
         if e["format"] == "parquet":
-            _add_parquet_column(p, q, col, lab, manifest["params"]["build"]["row_group_size"], lset)
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(p)  # read once: the rewritten shard keeps every column
+            data = shards.table_columns(table.select(names))
+            lab = _relabel_rows(geo, data, lset, res, batch)
+            _add_parquet_column(table, q, col, lab, manifest["params"]["build"]["row_group_size"], lset)
         else:
+            lab = _relabel_rows(geo, _read_h5(p, names), lset, res, batch)
             _add_h5_column(p, q, col, lab, lset)
         files.append({**e, "bytes": q.stat().st_size, "sha256": _sha_file(q)})
     extra = dict(manifest.get("extra_sets", {}))
@@ -834,10 +836,7 @@ def _stack(rows: list, k: int) -> np.ndarray:
     return out
 
 
-def _add_parquet_column(src: Path, dst: Path, col: str, lab: np.ndarray, row_group_size: int, lset: LandmarkSet) -> None:
-    import pyarrow.parquet as pq
-
-    t = pq.read_table(src)
+def _add_parquet_column(t, dst: Path, col: str, lab: np.ndarray, row_group_size: int, lset: LandmarkSet) -> None:
     arr = shards.fsl(lab.reshape(len(lab), -1), np.float32)
     if col in t.column_names:
         t = t.set_column(t.column_names.index(col), col, arr)

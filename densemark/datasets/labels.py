@@ -1,16 +1,16 @@
 """Landmark labels straight from geometry: a landmark set's barycentric rows, posed per sample.
 
 A landmark set indexes template vertices = UV face pixels ``template.face_ind[ids]``; each is a
-fixed barycentric row over model vertices (:meth:`UVMap.rows`). :class:`LabelGeometry`
-precomputes them once per (model, set); per sample only the vertices those rows touch (plus the
-68 keypoint vertices) are computed, posed and cropped with the very float32 steps of
-:func:`densemark.faces.geometry.pose_batch`, and interpolated in the order the position-map
-product uses. The labels are therefore bit-identical to the position map read at the set's
-pixels, for any batch and any BLAS kernel.
+fixed barycentric row over model vertices (:meth:`UVMap.rows`). :class:`LabelGeometry` folds
+them once per (model, set) into K rows of model basis (the map is linear, so interpolating in
+model space before the pose equals interpolating the posed vertices, up to float32 rounding);
+per sample only those K points and the 68 keypoint vertices are computed (deterministically:
+:class:`densemark.faces.geometry.BasisRows`), then posed and cropped with the float32 steps of
+:func:`densemark.faces.geometry.pose_batch`. The keypoints and crops are bit-identical to
+``pose_batch``'s; the landmarks equal the position map at the set's pixels to float precision.
 
-The z shift (crop z starts at 0 over the whole mesh) needs the mesh minimum: a float32 BLAS
-product of the full mesh finds the few candidate vertices within its proven error bound of the
-minimum, which are then recomputed exactly.
+The z shift (crop z starts at 0 over the whole mesh) needs the mesh minimum: patch bounds
+(:class:`_Patches`) leave a few dozen candidate vertices per sample, computed exactly.
 """
 
 from __future__ import annotations
@@ -59,31 +59,8 @@ class Labels:
     crops: list[CropTransform]
 
 
-def csr_order(vids: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sort each barycentric row by vertex id: the order the CSR position-map product sums in."""
-    o = np.argsort(vids, axis=1, kind="stable")
-    return np.take_along_axis(vids, o, 1), np.take_along_axis(w, o, 1)
-
-
-def interpolate(posed: np.ndarray, pos: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``sum_j w[k, j] * posed[pos[k, j]]`` summed from 0 left to right in float32, as the sparse product does.
-
-    Args:
-        posed: (M, B, 3) float32 posed vertices.
-        pos: (K, 3) rows into ``posed``.
-        w: (K, 3) float32 weights.
-
-    Returns:
-        (B, K, 3) float32.
-    """
-    acc = np.zeros((posed.shape[1], pos.shape[0], 3), np.float32)
-    for j in range(pos.shape[1]):
-        acc += posed[pos[:, j]].transpose(1, 0, 2) * w[None, :, j, None]
-    return acc
-
-
 class LabelGeometry:
-    """Per (model, template, landmark-set ids): the rows, the needed vertices and their bases.
+    """Per (model, template, landmark-set ids): the landmarks' basis rows, the keypoints', the mesh bounds.
 
     Args:
         model: the morphable model.
@@ -96,21 +73,13 @@ class LabelGeometry:
     def __init__(self, model: MorphableModel, uvmap: UVMap, template: FaceTemplate, ids: np.ndarray, full_mesh: bool = True):
         if template.res != uvmap.res:
             raise InputError(None, "template", f"template side {template.res} != UV map side {uvmap.res}")
-        vids, w = csr_order(*uvmap.rows(template.face_ind[np.asarray(ids, np.int64)]))
+        vids, w = uvmap.rows(template.face_ind[np.asarray(ids, np.int64)])
         self.model = model
         self.n_points = int(vids.shape[0])
-        self.needed = np.unique(np.concatenate([vids.ravel(), model.kpt_ind]))
-        self.pos = np.searchsorted(self.needed, vids)
-        self.w = w
-        self.kpt_pos = np.searchsorted(self.needed, model.kpt_ind)
-        self.rows = BasisRows(model, self.needed)
+        self.rows = BasisRows(model, vids, w)  # the landmarks themselves: barycentric rows of the bases
+        self.kpt_rows = BasisRows(model, model.kpt_ind)
         if full_mesh:
             self._patches = _Patches(model)
-
-    def posed(self, coeffs: np.ndarray, a: np.ndarray, off: np.ndarray) -> np.ndarray:
-        """(M, B, 3) float32 posed needed vertices (before the z shift)."""
-        y = self.rows(coeffs).reshape(len(self.needed), 3, -1)
-        return apply_affine32(y, a, off)
 
     def compute(
         self,
@@ -129,15 +98,17 @@ class LabelGeometry:
         b = pose.shape[0]
         h = np.broadcast_to(np.asarray(image_height, np.float64), (b,))
         c = self.rows.coefficients(shape_para, exp_para, b)
-        y = self.rows(c).reshape(len(self.needed), 3, b)
-        kpt_img = image_keypoints(np.ascontiguousarray(y[self.kpt_pos].transpose(2, 0, 1)), pose, h)
+        yk = self.kpt_rows(c).reshape(68, 3, b)
+        kpt_img = image_keypoints(np.ascontiguousarray(yk.transpose(2, 0, 1)), pose, h)
         tfs = crops_from_keypoints(kpt_img, res, crop_scale, jitter, size_jitter, rngs)
         a, off = pose_affine(pose, h, tfs)
-        posed = apply_affine32(y, a, off)
         zmin = self.mesh_zmin(c, a, off)
-        posed[:, :, 2] -= zmin
+        kpt = apply_affine32(yk, a, off)
+        kpt[:, :, 2] -= zmin
+        lm = apply_affine32(self.rows(c).reshape(self.n_points, 3, b), a, off)
+        lm[:, :, 2] -= zmin
         crops = [CropTransform(tf.scale, tf.tx, tf.ty, float(-zmin[i]), tf.size) for i, tf in enumerate(tfs)]
-        return Labels(interpolate(posed, self.pos, self.w), np.ascontiguousarray(posed[self.kpt_pos].transpose(1, 0, 2)), crops)
+        return Labels(np.ascontiguousarray(lm.transpose(1, 0, 2)), np.ascontiguousarray(kpt.transpose(1, 0, 2)), crops)
 
     def relabel(self, coeffs: np.ndarray, pose_para: np.ndarray, image_height: np.ndarray, crops: np.ndarray) -> np.ndarray:
         """Labels from stored fits and crop transforms, no mesh minimum needed.
@@ -152,9 +123,9 @@ class LabelGeometry:
         cr = np.asarray(crops, np.float64).reshape(-1, 5)
         tfs = [CropTransform(float(s), float(tx), float(ty), float(tz), int(n)) for s, tx, ty, tz, n in cr]
         a, off = pose_affine(pose_para, image_height, tfs)
-        posed = self.posed(coeffs, a, off)
-        posed[:, :, 2] -= (-cr[:, 3]).astype(np.float32)
-        return interpolate(posed, self.pos, self.w)
+        lm = apply_affine32(self.rows(coeffs).reshape(self.n_points, 3, -1), a, off)
+        lm[:, :, 2] -= (-cr[:, 3]).astype(np.float32)
+        return np.ascontiguousarray(lm.transpose(1, 0, 2))
 
     def mesh_zmin(self, coeffs: np.ndarray, a: np.ndarray, off: np.ndarray) -> np.ndarray:
         """(B,) float32 exact minimum over the whole mesh of the posed float32 z (as pose_batch computes it).

@@ -126,10 +126,15 @@ def read_meta(path: str | Path) -> dict | None:
 
 def read_parquet_columns(path: str | Path, columns: list[str] | None = None) -> dict[str, object]:
     """Columns of a Parquet shard as numpy arrays ((n, width) for fixed-size lists) or lists."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    t = pq.read_table(path, columns=columns)
+    return table_columns(pq.read_table(path, columns=columns))
+
+
+def table_columns(t) -> dict[str, object]:
+    """A Table's columns as numpy arrays ((n, width) for fixed-size lists) or lists."""
+    import pyarrow as pa
+
     out: dict[str, object] = {}
     for name in t.column_names:
         col = t.column(name).combine_chunks()
