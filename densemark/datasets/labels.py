@@ -171,12 +171,18 @@ class _Patches:
         order = np.argsort(self.patch, kind="stable")
         starts = np.flatnonzero(np.r_[True, np.diff(self.patch[order]) != 0])
         count = np.diff(np.r_[starts, n])
-        basis = np.concatenate([model.shape_basis, model.exp_basis], 1).reshape(n, 3, -1)[order]  # (n, 3, K)
+        basis = np.concatenate([model.shape_basis, model.exp_basis], 1).reshape(n, 3, -1)[order]  # (n, 3, K) float32
         k = basis.shape[2]
-        centre = np.add.reduceat(basis.astype(np.float64), starts, axis=0) / count[:, None, None]  # (P, 3, K)
-        dev = np.linalg.norm(basis - centre[self.patch[order]], axis=1)  # (n, K)
-        self.rho = np.maximum.reduceat(dev, starts, axis=0).astype(np.float64) * (1 + 1e-5)  # (P, K)
-        self.centre = centre.reshape(-1, k)  # (3P, K)
+        # any centre works (rho is measured from the very centre stored): float32 keeps this cheap
+        centre = (np.add.reduceat(basis, starts, axis=0) / count[:, None, None].astype(np.float32)).astype(np.float32)
+        pidx = np.repeat(np.arange(len(starts)), count)
+        dev = np.zeros((n, k), np.float32)
+        for j in range(3):
+            d = basis[:, j] - centre[pidx, j]
+            dev += d * d
+        np.sqrt(dev, out=dev)
+        self.rho = np.maximum.reduceat(dev, starts, axis=0).astype(np.float64) * (1 + 1e-4) + 1e-30  # (P, K)
+        self.centre = centre.reshape(3 * len(starts), k).astype(np.float64)  # (3P, K)
         self.order, self.starts, self.ends = order, starts, np.r_[starts[1:], n]
         self.mean_sorted = model.mean[order].astype(np.float64)
         self.n_shape = model.n_shape

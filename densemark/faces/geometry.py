@@ -86,7 +86,7 @@ class BasisRows:
             for j in range(v.shape[1]):
                 mean += w[:, j, None] * model.mean[v[:, j]]
                 basis += w[:, j, None, None] * np.concatenate([full[0][v[:, j]], full[1][v[:, j]]], 2)
-            self.mean, self.basis = mean.reshape(-1), basis.reshape(-1, basis.shape[2])
+            self.mean, self.basis = mean.reshape(-1), basis.reshape(mean.size, basis.shape[2])
             self.n_rows = self.mean.size
         else:
             if vids is None:
