@@ -373,3 +373,32 @@ def test_mesh_minimum_search_is_exact(build_world):
         lab = geo.compute(sp, ep, pose, np.full(b, 200), res=64)
         g = pose_batch(model, sp, ep, pose, 200, res=64)
         assert [c.tz for c in lab.crops] == [c.tz for c in g.crops]
+
+
+def test_hdf5_only_posmaps_and_kpt68_check(build_world, tmp_path):
+    """HDF5-only build read by ShardDataset; optional position maps; a set whose 68 subset is wrong is quarantined."""
+    from densemark.datasets.torch_data import ShardDataset
+
+    w = dict(build_world)
+    out = tmp_path / "h5"
+    r = B.run_build(w["model_params"], small_build_params(formats=["hdf5"], posmaps=True), SPLITS, **build_kwargs(w, out))
+    assert not list(out.glob("*.parquet")) and r.manifest["rows"] == 16
+    ds = ShardDataset(out)
+    assert len(ds) == 16 and ds[1]["flip"] and ds[1]["image"].shape == (64, 64, 3)
+    tpl = w["template"]
+    with h5py.File(out / "part-00000.h5", "r") as f:
+        pm = f["posmap"][0].astype(np.float32)  # (V, 3) float16 face pixels
+        src = f["source_file"][0].decode()
+        lm = f["landmarks"][0]
+    assert pm.shape == (tpl.n_vertices, 3)
+    fit = read_fit_mat(w["source_dir"] / src)
+    g = pose_batch(w["model"], fit.shape_para[None], fit.exp_para[None], fit.pose_para[None], 200, res=64)
+    ref = UVMap.for_model(w["model"], tpl.res).render(g.vertices, vertex_major=True).reshape(-1, 3)[tpl.face_ind]
+    np.testing.assert_allclose(pm, ref, atol=0.05, rtol=1e-3)
+    np.testing.assert_allclose(pm[w["set"].ids], lm, atol=0.05, rtol=1e-3)
+    # a set whose kpt68 positions point at the wrong landmarks
+    bad = make_set(tpl, w["set"].ids, name="shuffled", kpt68=np.roll(w["set"].kpt68, 5))
+    w["set_path"] = bad.save(tmp_path / "bad.json")
+    r = B.run_build(w["model_params"], small_build_params(), SPLITS, **build_kwargs(w, tmp_path / "bad"))
+    assert r.manifest["rows"] == 0 and r.manifest["quarantined"] == 8
+    assert {q["field"] for q in r.report["quarantine"]} == {"kpt68"}

@@ -96,7 +96,7 @@ def write_hdf5(path: str | Path, cols: dict[str, object], meta: dict, level: int
                     continue
                 v = np.asarray(val)
                 if v.ndim > 1 and (name in ("landmarks", "kpt68", "posmap") or name.startswith("landmarks__")):
-                    v = v.reshape(v.shape[0], -1, 3)
+                    v = v.reshape(v.shape[0], v.shape[1] // 3, 3)
                 if v.ndim > 1 and v.shape[0] and level:
                     kw.update(chunks=(min(v.shape[0], 64), *v.shape[1:]), compression="gzip", compression_opts=level, shuffle=True)
                 f.create_dataset(name, data=v, **kw)
