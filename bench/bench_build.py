@@ -85,10 +85,20 @@ def _build(work: Path, src: Path, out: Path, **kw) -> tuple[dict, float]:
 
     shutil.rmtree(out, ignore_errors=True)
     bp = BuildParams(**kw)
-    t0 = time.perf_counter()
+    c0, t0 = _cpu(), time.perf_counter()
     r = run_build(_model_params(work), bp, SplitParams(), model_dir=work / "model", template_dir=work / "template",
                   set_path=SET, source_dir=src, out_dir=out)  # fmt: skip
+    _LAST_CPU[0] = _cpu() - c0
     return r.manifest, time.perf_counter() - t0
+
+
+_LAST_CPU = [0.0]
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (user + system)."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
 def _relabel(work: Path, out: Path) -> float:
@@ -121,18 +131,19 @@ def child(mode: str, work: Path, src: Path, n_small: int, workers: int) -> dict:
         bat, t_bat = _build(work, sub, out, workers=1)
         t_rel_small = _relabel(work, out)  # relabel the small dataset, then the full one: per-sample = the difference
         full, t_full = _build(work, src, out, workers=1)
+        cpu_full = _LAST_CPU[0]
         t_rel = _relabel(work, out)
         d_rows = full["rows"] - bat["rows"]
         return {
             "build_ms_per_row": 1e3 * (t_full - t_bat) / d_rows, "relabel_ms_per_row": 1e3 * (t_rel - t_rel_small) / d_rows,
             "one_rows_s": one["rows"] / t_one, "batched_rows_s": bat["rows"] / t_bat, "n_small": n_small,
             "serial_rows_s": full["rows"] / t_full, "rows": full["rows"], "samples": full["source_samples"],
-            "serial_samples_s": full["source_samples"] / t_full,
+            "serial_samples_s": full["source_samples"] / t_full, "serial_rows_cpu_s": full["rows"] / cpu_full,
             "bytes_per_row": sum(f["bytes"] for f in full["files"]) / max(full["rows"], 1),
             **_peak(),
         }  # fmt: skip
     man, t = _build(work, src, out, workers=workers)
-    return {"rows_s": man["rows"] / t, "rows": man["rows"], "samples_s": man["source_samples"] / t,
+    return {"rows_s": man["rows"] / t, "rows": man["rows"], "samples_s": man["source_samples"] / t, "rows_cpu_s": man["rows"] / _LAST_CPU[0],
             "bytes_per_row": sum(f["bytes"] for f in man["files"]) / max(man["rows"], 1), **_peak()}  # fmt: skip
 
 
@@ -168,8 +179,10 @@ def main() -> None:
     print(f"dataset build, embedded model, {args.n} samples ({args.unique} distinct), rows = samples + flipped copies")
     print(f"  one sample at a time (chunk 1, batch 1), {s['n_small']} samples: {s['one_rows_s']:8.1f} rows/s")
     print(f"  batched, same samples, same process:         {s['batched_rows_s']:8.1f} rows/s   ratio {s['batched_rows_s'] / s['one_rows_s']:.2f}x")
-    print(f"  single process, {s['samples']} samples:           {s['serial_rows_s']:8.1f} rows/s   ({s['serial_samples_s']:.1f} samples/s)")
-    print(f"  {args.workers} workers, {p['rows'] // 2} samples:                {p['rows_s']:8.1f} rows/s   ({p['samples_s']:.1f} samples/s)   x{p['rows_s'] / s['serial_rows_s']:.2f} vs 1 process")
+    print(f"  single process, {s['samples']} samples:           {s['serial_rows_s']:8.1f} rows/s   ({s['serial_samples_s']:.1f} samples/s)   {s['serial_rows_cpu_s']:.1f} rows per CPU-second")
+    print(f"  {args.workers} workers, {p['rows'] // 2} samples:                {p['rows_s']:8.1f} rows/s   ({p['samples_s']:.1f} samples/s)   x{p['rows_s'] / s['serial_rows_s']:.2f} vs 1 process"
+          f"   {p['rows_cpu_s']:.1f} rows per CPU-second (set-up of the workers included)")
+    print(f"  load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (a shared machine: wall-clock rates vary)")
     print(f"  bytes per row (all formats):                 {p['bytes_per_row']:8.0f}")
     print(f"  per row, set-up excluded (n - n_small rows): build {s['build_ms_per_row']:.3f} ms, relabel {s['relabel_ms_per_row']:.3f} ms"
           f"   relabel x{s['build_ms_per_row'] / s['relabel_ms_per_row']:.1f} faster")

@@ -311,6 +311,10 @@ def test_relabel_adds_columns_without_touching_images(built, build_world, tmp_pa
         np.testing.assert_array_equal(f["landmarks__same"][()], f["landmarks"][()])
     for e in man["files"]:
         assert B._sha_file(dst / e["path"]) == e["sha256"]
+    # a rerun of the same build keeps the relabelled shards and their record
+    before = _files(dst)
+    B.run_build(mp, small_build_params(), SPLITS, **build_kwargs(w, dst))
+    assert _files(dst) == before
     # 2. a denser set: equals a full build with that set (flipped rows included)
     mir = tpl.mirror_ids
     pick = np.flatnonzero(mir >= 0)[::40]

@@ -618,6 +618,12 @@ def finish_build(plan: BuildPlan, results: list[ChunkResult], report_path: str |
     if report_path is not None:
         rep.write(report_path)
     manifest = _manifest(plan, res, _sha_file(rep_path))
+    old = out / "manifest.json"
+    if old.is_file():  # a finished build of the same inputs may carry relabelled columns: keep their record
+        prev = json.loads(old.read_text(encoding="utf-8"))
+        if prev.get("fingerprint") == plan.fingerprint and prev.get("files") == manifest["files"]:
+            manifest["extra_sets"] = prev.get("extra_sets", {})
+            manifest["columns"] = prev.get("columns", manifest["columns"])
     mpath = write_json(out / "manifest.json", manifest)
     return BuildResult(mpath, manifest, _sha_file(mpath), rep.to_dict())
 
