@@ -26,16 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _samples(args: argparse.Namespace) -> int:
-    from densemark.sources.synthetic import generate_300wlp, generate_aflw2000, load_model_dir
+    from densemark.sources.synthetic import run_synthetic
 
     params = load_params(args.params).synthetic
-    n = getattr(params, args.default_n) if args.n is None else args.n
-    if n < 0:
+    if args.n is not None and args.n < 0:
         raise SystemExit("densemark: error: --n must be >= 0")
-    model = load_model_dir(args.model_dir)
-    if args.kind == "synth-300wlp":
-        paths = generate_300wlp(model, params, args.out, n, start=args.start)
-    else:
-        paths = generate_aflw2000(model, params, args.out, n)
+    kind = "300wlp" if args.kind == "synth-300wlp" else "aflw2000"
+    paths, n = run_synthetic(kind, args.model_dir, params, args.out, args.n, start=getattr(args, "start", 0))
     print(f"{len(paths)} of {n} samples written to {args.out}")
     return 0 if len(paths) == n else 1

@@ -407,3 +407,27 @@ def load_model_dir(model_dir: str | Path) -> MorphableModel:
         m = MorphableModel(m.mean, m.shape_basis, m.exp_basis, m.triangles, m.kpt_ind, m.uv, m.shape_ev, m.exp_ev,
                            name="synthetic")  # fmt: skip
     return m
+
+
+def run_synthetic(
+    kind: str, model_dir: str | Path, params: SyntheticParams, out_dir: str | Path, n: int | None = None, start: int = 0
+) -> tuple[list[Path], int]:
+    """Stage ``synth-300wlp`` (``kind="300wlp"``) or ``synth-aflw2000`` (``kind="aflw2000"``).
+
+    ``n`` defaults to ``params.n_train`` / ``params.n_test``; ``start`` (300W-LP only) is the
+    first sample index.
+
+    Returns:
+        (the ``.mat`` paths written, the number asked for); fewer paths than asked means some
+        samples were quarantined (see ``failures_*.json`` in ``out_dir``).
+    """
+    if kind not in ("300wlp", "aflw2000"):
+        raise ValueError(f"kind must be '300wlp' or 'aflw2000', got {kind!r}")
+    if n is None:
+        n = params.n_train if kind == "300wlp" else params.n_test
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    model = load_model_dir(model_dir)
+    if kind == "300wlp":
+        return generate_300wlp(model, params, out_dir, n, start=start), n
+    return generate_aflw2000(model, params, out_dir, n), n

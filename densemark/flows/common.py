@@ -1,0 +1,92 @@
+"""What every flow shares: loading params relative to a root, stage tasks, calling them.
+
+A stage task is a thin Prefect task over one stage function (the same function the CLI and
+``dvc.yaml`` call): ``task(inputs: {name: path}, outputs: {name: path}, <sections>...) ->
+JSON-able summary``. Its result is persisted as JSON and cached under the sha256 of its input
+files, parameters and code (:mod:`densemark.flows.keys`); a task whose outputs are missing is
+rerun even on a cache hit. Failures are retried ``flows.retries`` times, except bad input
+(:class:`~densemark.core.errors.DensemarkError`), which fails at once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.states import State
+
+from densemark.config import Params, load_params
+from densemark.core.errors import DensemarkError
+from densemark.flows.keys import keyed_by_inputs
+from densemark.flows.params import FlowParams
+
+# Where each stage writes, relative to the root (the folder of params.yaml); as in dvc.yaml.
+LAYOUT = {
+    "template": "data/template",
+    "300wlp": "data/sources/300wlp",
+    "aflw2000": "data/sources/aflw2000",
+    "sampled": "data/landmarks/sampled.json",
+    "chosen": "landmarks/embedded-520.json",
+    "reports": "reports",
+}
+
+
+def load(params_path: str | os.PathLike, overrides: dict | None = None, root: str | os.PathLike | None = None) -> tuple[Params, Path]:
+    """Params from ``params_path`` (+ overrides) with every relative path made relative to ``root``.
+
+    ``root`` defaults to the folder of ``params_path`` (where ``dvc.yaml`` runs its commands).
+    """
+    base = Path(root) if root is not None else Path(params_path).resolve().parent
+    params = load_params(params_path, overrides)
+    updates = {}
+    for name in type(params).model_fields:
+        section = getattr(params, name)
+        fix = {k: base / v for k, v in section.__dict__.items() if isinstance(v, Path) and not v.is_absolute()}
+        if fix:
+            updates[name] = section.model_copy(update=fix)
+    return params.model_copy(update=updates), base
+
+
+def _retry(task, task_run, state: State) -> bool:
+    """Retry transient failures only: bad input fails the same way every time."""
+    return not isinstance(state.data, DensemarkError)
+
+
+def stage_task(name: str, *code: str):
+    """Decorator: a Prefect task over a stage function (see the module docstring).
+
+    Args:
+        name: task name (also part of the cache key).
+        code: the package parts the stage runs (their sources are part of the cache key).
+    """
+
+    def wrap(fn):
+        return task(
+            fn,
+            name=name,
+            cache_key_fn=keyed_by_inputs(*code),
+            persist_result=True,
+            result_serializer="json",
+            retry_condition_fn=_retry,
+        )
+
+    return wrap
+
+
+def options(t, fp: FlowParams, outputs: dict[str, Any] | None = None):
+    """``t`` with the flow's retry settings, and its cache refreshed when an output is missing."""
+    missing = any(not Path(p).exists() for p in (outputs or {}).values())
+    return t.with_options(retries=fp.retries, retry_delay_seconds=fp.retry_delay_s, refresh_cache=True if missing else None)
+
+
+def call(t, fp: FlowParams, *, inputs: dict, outputs: dict, **kwargs) -> tuple[Any, str]:
+    """Run stage task ``t`` now; returns (its result, its final state's name, e.g. ``Cached``)."""
+    state = options(t, fp, outputs)(inputs=inputs, outputs=outputs, **kwargs, return_state=True)
+    return state.result(), state.name
+
+
+def paths(d: dict[str, Any]) -> dict[str, str]:
+    """``{name: path}`` as strings (task parameters stay JSON-able)."""
+    return {k: os.fspath(v) for k, v in d.items() if v is not None}
