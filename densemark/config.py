@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from densemark.card.params import CardParams
 from densemark.core.errors import ConfigError
 from densemark.datasets.params import BuildParams, PosmapParams, SplitParams
 from densemark.faces.params import ModelParams
@@ -38,6 +39,7 @@ class Params(BaseModel):
     sample: SampleParams = SampleParams()
     build: BuildParams = BuildParams()
     splits: SplitParams = SplitParams()
+    card: CardParams = CardParams()
     flows: FlowParams = FlowParams()
 
 

@@ -11,6 +11,8 @@ rerun even on a cache hit. Failures are retried ``flows.retries`` times, except 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +31,32 @@ LAYOUT = {
     "aflw2000": "data/sources/aflw2000",
     "sampled": "data/landmarks/sampled.json",
     "chosen": "landmarks/embedded-520.json",
+    "dataset": "data/dataset",
+    "card": "data/card",
     "reports": "reports",
 }
 
 
 def load(params_path: str | os.PathLike, overrides: dict | None = None, root: str | os.PathLike | None = None) -> tuple[Params, Path]:
-    """Params from ``params_path`` (+ overrides) with every relative path made relative to ``root``.
+    """Params from ``params_path`` (+ overrides) and the absolute root folder of the pipeline.
 
-    ``root`` defaults to the folder of ``params_path`` (where ``dvc.yaml`` runs its commands).
+    ``root`` defaults to the folder of ``params_path``. Relative paths inside the params stay
+    as written (they are recorded in reports and manifests, which must not depend on who ran
+    the stage): a flow runs its stages inside :func:`in_root`, as ``dvc repro`` does.
     """
-    base = Path(root) if root is not None else Path(params_path).resolve().parent
-    params = load_params(params_path, overrides)
-    updates = {}
-    for name in type(params).model_fields:
-        section = getattr(params, name)
-        fix = {k: base / v for k, v in section.__dict__.items() if isinstance(v, Path) and not v.is_absolute()}
-        if fix:
-            updates[name] = section.model_copy(update=fix)
-    return params.model_copy(update=updates), base
+    base = (Path(root) if root is not None else Path(params_path).parent).resolve()
+    return load_params(params_path, overrides), base
+
+
+@contextmanager
+def in_root(root: Path) -> Iterator[Path]:
+    """Work in ``root`` (relative params paths resolve there), then return to the previous folder."""
+    prev = Path.cwd()
+    os.chdir(root)
+    try:
+        yield root
+    finally:
+        os.chdir(prev)
 
 
 def _retry(task, task_run, state: State) -> bool:

@@ -7,13 +7,15 @@ sample | landmarks compare`` and the matching ``dvc.yaml`` stages, writing the s
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from densemark.config import Params
 from densemark.faces.params import ModelParams
 from densemark.faces.procedural.params import ProceduralParams
-from densemark.flows.common import LAYOUT, load, options, paths, stage_task
+from densemark.flows.common import LAYOUT, in_root, load, options, paths, stage_task
 from densemark.flows.keys import plain
 from densemark.sampling.params import SampleParams
 from densemark.sources.params import SyntheticParams
@@ -78,8 +80,13 @@ def prepare_flow(params_path: str = "params.yaml", root: str | None = None, over
         ``{stage: {"state": "Completed" | "Cached", "result": ...}}``.
     """
     p, base = load(params_path, overrides, root)
+    with in_root(base):
+        return _prepare(p, base, chosen_set)
+
+
+def _prepare(p: Params, base: Path, chosen_set: str | None) -> dict:
     fp, rep = p.flows, base / LAYOUT["reports"]
-    model_dir, tpl = p.model.dir, base / LAYOUT["template"]
+    model_dir, tpl = base / p.model.dir, base / LAYOUT["template"]
     done: dict[str, dict] = {}
 
     def record(name: str, state) -> None:
