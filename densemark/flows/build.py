@@ -10,6 +10,7 @@ the chunks and their contents come from the plan, never from the runner.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -68,8 +69,21 @@ def finish_task(plan: BuildPlan, results: list[dict], report_path: str | None) -
     return {"manifest_sha256": res.manifest_sha256, "manifest": res.manifest, "report": res.report}
 
 
-def _chunks_missing(plan: BuildPlan) -> list[int]:
-    return [k for k in range(plan.n_chunks) if not all(p.is_file() for p in [*plan.shard_paths(k).values(), plan.record_path(k)])]
+def stale_chunks(plan: BuildPlan) -> list[int]:
+    """Chunks whose files are not those of this plan (missing, other fingerprint, other size):
+    they run again whatever the cache says."""
+    out = []
+    for k in range(plan.n_chunks):
+        try:
+            rec = json.loads(plan.record_path(k).read_text(encoding="utf-8"))
+            ok = rec["fingerprint"] == plan.chunk_fingerprints[k] and all(
+                p.stat().st_size == rec["files"][f]["bytes"] for f, p in plan.shard_paths(k).items()
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            out.append(k)
+    return out
 
 
 @flow(name="build-chunks")
@@ -79,10 +93,10 @@ def build_chunks_flow(model: ModelParams, build: BuildParams, splits: SplitParam
     for note in plan.notes:
         print(f"build: note: {note}")
     ks = list(range(plan.n_chunks))
-    missing = set(_chunks_missing(plan))
+    missing = set(stale_chunks(plan))
     opts = dict(retries=flows.retries, retry_delay_seconds=flows.retry_delay_s)
     futures = {}
-    if missing:  # chunks whose files are gone run again whatever the cache says
+    if missing:
         miss = sorted(missing)
         futures.update(zip(miss, chunk_task.with_options(**opts, refresh_cache=True).map(unmapped(plan), miss), strict=True))
     rest = [k for k in ks if k not in missing]

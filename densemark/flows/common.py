@@ -3,13 +3,15 @@
 A stage task is a thin Prefect task over one stage function (the same function the CLI and
 ``dvc.yaml`` call): ``task(inputs: {name: path}, outputs: {name: path}, <sections>...) ->
 JSON-able summary``. Its result is persisted as JSON and cached under the sha256 of its input
-files, parameters and code (:mod:`densemark.flows.keys`); a task whose outputs are missing is
-rerun even on a cache hit. Failures are retried ``flows.retries`` times, except bad input
+files, parameters and code (:mod:`densemark.flows.keys`); a task whose outputs are missing or
+no longer those the cached run wrote is rerun even on a cache hit. Failures are retried ``flows.retries`` times, except bad input
 (:class:`~densemark.core.errors.DensemarkError`), which fails at once.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +23,7 @@ from prefect.states import State
 
 from densemark.config import Params, load_params
 from densemark.core.errors import DensemarkError
-from densemark.flows.keys import keyed_by_inputs
+from densemark.flows.keys import keyed_by_inputs, stage_key, stamp_matches, write_stamp
 from densemark.flows.params import FlowParams
 
 # Where each stage writes, relative to the root (the folder of params.yaml); as in dvc.yaml.
@@ -64,17 +66,34 @@ def _retry(task, task_run, state: State) -> bool:
     return not isinstance(state.data, DensemarkError)
 
 
+_CODE: dict[str, tuple[str, ...]] = {}  # task name -> the package parts its cache key covers
+
+
 def stage_task(name: str, *code: str):
     """Decorator: a Prefect task over a stage function (see the module docstring).
+
+    The function must take ``inputs`` and ``outputs`` (``{name: path}``) and its sections as
+    keyword arguments. After it runs, its outputs are stamped under its cache key
+    (:func:`densemark.flows.keys.write_stamp`).
 
     Args:
         name: task name (also part of the cache key).
         code: the package parts the stage runs (their sources are part of the cache key).
     """
+    _CODE[name] = code
 
     def wrap(fn):
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            bound = sig.bind(*args, **kwargs).arguments
+            res = fn(*args, **kwargs)
+            write_stamp(stage_key(name, bound, code), bound["outputs"])
+            return res
+
         return task(
-            fn,
+            run,
             name=name,
             cache_key_fn=keyed_by_inputs(*code),
             persist_result=True,
@@ -85,15 +104,20 @@ def stage_task(name: str, *code: str):
     return wrap
 
 
-def options(t, fp: FlowParams, outputs: dict[str, Any] | None = None):
-    """``t`` with the flow's retry settings, and its cache refreshed when an output is missing."""
-    missing = any(not Path(p).exists() for p in (outputs or {}).values())
-    return t.with_options(retries=fp.retries, retry_delay_seconds=fp.retry_delay_s, refresh_cache=True if missing else None)
+def options(t, fp: FlowParams, **kwargs):
+    """Stage task ``t`` with the flow's retry settings, to be called with ``kwargs``.
+
+    Its cache is refreshed (the stage runs) unless its outputs are on disk exactly as the
+    cached run left them (:func:`densemark.flows.keys.stamp_matches`).
+    """
+    key = stage_key(t.name, kwargs, _CODE[t.name])
+    fresh = stamp_matches(key, kwargs.get("outputs") or {})
+    return t.with_options(retries=fp.retries, retry_delay_seconds=fp.retry_delay_s, refresh_cache=None if fresh else True)
 
 
-def call(t, fp: FlowParams, *, inputs: dict, outputs: dict, **kwargs) -> tuple[Any, str]:
+def call(t, fp: FlowParams, **kwargs) -> tuple[Any, str]:
     """Run stage task ``t`` now; returns (its result, its final state's name, e.g. ``Cached``)."""
-    state = options(t, fp, outputs)(inputs=inputs, outputs=outputs, **kwargs, return_state=True)
+    state = options(t, fp, **kwargs)(**kwargs, return_state=True)
     return state.result(), state.name
 
 

@@ -103,3 +103,35 @@ def keyed_by_inputs(*code: str):
         return stage_key(context.task.name, parameters, code)
 
     return cache_key
+
+
+# ----------------------------------------------------------------------------- output stamps
+# A cached result is only good while the outputs it made are still on disk as it made them
+# (another run with other params may have overwritten them). After a stage task runs, the
+# sha256 of its outputs is stamped under its cache key, beside Prefect's stored results; a
+# flow reruns the task (refreshing the cache) when the outputs no longer match the stamp.
+
+
+def _stamp_path(key: str) -> Path:
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
+
+    return Path(PREFECT_LOCAL_STORAGE_PATH.value()) / "densemark-stamps" / f"{key}.json"
+
+
+def write_stamp(key: str, outputs: dict[str, Any]) -> None:
+    """Record the sha256 of every output of the task run cached under ``key``."""
+    from densemark.core.atomic import write_json
+
+    write_json(_stamp_path(key), {k: tree_sha256(v) for k, v in sorted(outputs.items())})
+
+
+def stamp_matches(key: str, outputs: dict[str, Any]) -> bool:
+    """True when the outputs are on disk exactly as the run cached under ``key`` left them."""
+    p = _stamp_path(key)
+    if not p.is_file():
+        return False
+    try:
+        stamp = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return stamp == {k: tree_sha256(v) for k, v in sorted(outputs.items())}

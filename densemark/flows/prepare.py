@@ -92,23 +92,26 @@ def _prepare(p: Params, base: Path, chosen_set: str | None) -> dict:
     def record(name: str, state) -> None:
         done[name] = {"state": state.name, "result": state.result()}
 
+    def now(t, **kw):
+        return options(t, fp, **kw)(**kw, return_state=True)
+
+    def later(t, **kw):
+        return options(t, fp, **kw).submit(**kw)
+
     embedded = p.model.source == "embedded"
-    io = dict(inputs={} if embedded else {"model": model_dir}, outputs=paths({"model": model_dir} if embedded else {}))
-    record("model", options(model_task, fp, io["outputs"])(**io, model=p.model, procedural=p.procedural, model_dir=os.fspath(model_dir), return_state=True))
-
+    mdir = {"model": model_dir}
+    record("model", now(model_task, inputs=paths({} if embedded else mdir), outputs=paths(mdir if embedded else {}),
+                        model=p.model, procedural=p.procedural, model_dir=os.fspath(model_dir)))  # fmt: skip
     ins = {"model": model_dir, "template_dir": p.model.template_dir}
-    outs = {"template": tpl, "report": rep / "template.json"}
-    record("template", options(template_task, fp, outs)(inputs=paths(ins), outputs=paths(outs), model=p.model, return_state=True))
+    record("template", now(template_task, inputs=paths(ins), outputs=paths({"template": tpl, "report": rep / "template.json"}), model=p.model))
 
-    futures = {}
-    for kind in ("300wlp", "aflw2000"):
-        outs = {"source": base / LAYOUT[kind]}
-        futures[f"synth_{kind}"] = options(synthetic_task, fp, outs).submit(
-            inputs=paths({"model": model_dir}), outputs=paths(outs), synthetic=p.synthetic, kind=kind
-        )
+    futures = {
+        f"synth_{kind}": later(synthetic_task, inputs=paths(mdir), outputs=paths({"source": base / LAYOUT[kind]}), synthetic=p.synthetic, kind=kind)
+        for kind in ("300wlp", "aflw2000")
+    }
     sampled = base / LAYOUT["sampled"]
     outs = {"set": sampled, "report": rep / "sample.json", "plot": rep / "sample.png"}
-    futures["sample"] = options(sample_task, fp, outs).submit(inputs=paths({"template": tpl}), outputs=paths(outs), sample=p.sample)
+    futures["sample"] = later(sample_task, inputs=paths({"template": tpl}), outputs=paths(outs), sample=p.sample)
     for name, fut in futures.items():
         fut.wait()
         record(name, fut.state)
@@ -117,7 +120,7 @@ def _prepare(p: Params, base: Path, chosen_set: str | None) -> dict:
     if chosen.is_file():
         outs = {"markdown": rep / "compare.md", "report": rep / "compare.json", "plot": rep / "compare.png"}
         ins = {"a": chosen, "b": sampled, "template": tpl}
-        record("compare", options(compare_task, fp, outs)(inputs=paths(ins), outputs=paths(outs), return_state=True))
+        record("compare", now(compare_task, inputs=paths(ins), outputs=paths(outs)))
         create_markdown_artifact(done["compare"]["result"]["markdown"], key="densemark-compare", description="chosen set vs sampled set")
     else:
         print(f"compare skipped: {chosen} not found")
