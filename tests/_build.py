@@ -40,7 +40,7 @@ def make_world(root: Path, n: int = 8, n_points: int = 40, seed: int = 0) -> dic
     pos = {v: i for i, v in enumerate(ids)}
     lset = make_set(tpl, ids, name="test-set", kpt68=[pos[v] for v in kpt.tolist()])
     set_path = lset.save(root / "set.json")
-    model = fs.build_model(proc)
+    model = ds.load_model_dir(mdir)
     ds.generate_300wlp(model, SyntheticParams(image_size=200, shift_px=5.0), src, n)
     return {"model_params": mp, "model_dir": mdir, "template_dir": tdir, "set_path": set_path, "source_dir": src,
             "template": tpl, "set": lset, "model": model}

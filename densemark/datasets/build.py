@@ -601,7 +601,8 @@ def finish_build(plan: BuildPlan, results: list[ChunkResult], report_path: str |
         if p.name not in keep:
             p.unlink()
     res = [by_k[k] for k in range(plan.n_chunks)]
-    rep = RunReport("build", params={"build": plan.build, "splits": plan.splits, "model": plan.model})
+    bparams = {k: v for k, v in plan.build.items() if k not in ("workers", "batch")}  # they never change the output
+    rep = RunReport("build", params={"build": bparams, "splits": plan.splits, "model": plan.model})
     for r in res:
         for key, n in r.counts.items():
             if key != "quarantined":
@@ -655,7 +656,7 @@ def _manifest(plan: BuildPlan, res: list[ChunkResult], report_sha: str) -> dict:
         "formats": plan.build["formats"],
         "columns": [*COLUMNS, *(["posmap"] if plan.build["posmaps"] else [])],
         "conventions": CONVENTIONS,
-        "params": {"build": {k: v for k, v in plan.build.items() if k not in ("workers", "batch")}, "splits": plan.splits},
+        "params": {"build": {k: v for k, v in plan.build.items() if k not in ("workers", "batch")}, "splits": plan.splits, "model": plan.model},
         "notes": list(plan.notes),
         "files": files,
         "report": {"path": "report.json", "sha256": report_sha},

@@ -104,7 +104,11 @@ class LabelGeometry:
         self.w = w
         self.kpt_pos = np.searchsorted(self.needed, model.kpt_ind)
         self.rows = BasisRows(model, self.needed)
-        self.full_mesh = full_mesh
+        if full_mesh:  # bounds for the float32 full-mesh product of the z-minimum search (every row)
+            m = model
+            rs = np.abs(m.shape_basis).sum(1).max(initial=0)
+            re = np.abs(m.exp_basis).sum(1).max(initial=0)
+            self._bound = (float(np.abs(m.mean).max()), float(rs), float(re), m.n_shape + m.n_exp)
 
     def posed(self, coeffs: np.ndarray, a: np.ndarray, off: np.ndarray) -> np.ndarray:
         """(M, B, 3) float32 posed needed vertices (before the z shift)."""
@@ -174,10 +178,13 @@ class LabelGeometry:
         z += y3[:, 2] * a32[:, 2, 2]
         z += off32[:, 2]
         # bound on |approx - exact| per sample: basis error through the row of A, plus the chain's roundings
-        cmax = np.abs(coeffs).max(1) if coeffs.shape[1] else np.zeros(b)
         arow = np.abs(a32[:, 2]).sum(1)
         ymax = np.abs(y).max(0)
-        err = self.rows.error_bound32(cmax) * arow * 1.01 + 8 * 2.0**-24 * (arow * ymax + np.abs(off32[:, 2]) + np.abs(z).max(0))
+        amax, rs, re, k = self._bound
+        c64 = np.abs(coeffs.astype(np.float64))
+        cs = c64[:, : m.n_shape].max(1) if m.n_shape else np.zeros(b)
+        ce = c64[:, m.n_shape :].max(1) if m.n_exp else np.zeros(b)
+        err = 1.1 * (k + 3) * 2.0**-24 * (amax + rs * cs + re * ce) * arow * 1.01 + 8 * 2.0**-24 * (arow * ymax + np.abs(off32[:, 2]) + np.abs(z).max(0))
         err = err + 1e-30
         zmin_a = z.min(0)
         cand_v, cand_b = np.nonzero(z <= (zmin_a + 2 * err)[None, :])
