@@ -277,3 +277,26 @@ def test_serve_runs_a_deployment_through_the_api(world, prefect_api):
     finally:
         _stop(proc)
         serve_log.close()
+
+
+def test_bad_input_is_not_retried_other_failures_are():
+    from prefect.states import Failed
+
+    from densemark.core.errors import InputError
+    from densemark.flows.common import _retry
+
+    assert _retry(None, None, Failed(data=OSError("disk hiccup"))) is True
+    assert _retry(None, None, Failed(data=InputError("a.mat", "Pose_Para", "bad"))) is False
+
+
+def test_overrides_parse_and_merge(tmp_path):
+    from densemark.cli.flows import parse_overrides
+    from densemark.config import load_params
+
+    o = parse_overrides(["flows.n_workers=4", "flows.address=tcp://h:8786", "sample.seeds=[0, 1, 30]"])
+    assert o == {"flows": {"n_workers": 4, "address": "tcp://h:8786"}, "sample": {"seeds": [0, 1, 30]}}
+    (tmp_path / "p.yaml").write_text("flows: {retries: 5}\n")
+    p = load_params(tmp_path / "p.yaml", o)
+    assert (p.flows.n_workers, p.flows.retries, p.flows.address, p.sample.seeds) == (4, 5, "tcp://h:8786", [0, 1, 30])
+    with pytest.raises(SystemExit):
+        parse_overrides(["n_workers=4"])

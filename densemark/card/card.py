@@ -322,6 +322,7 @@ def run_card(
             "model": man.get("model", {}),
             "params": man.get("params", {}),
             "notes": man.get("notes", []),
+            "extra_sets": man.get("extra_sets", {}),
         },
         "counts": man["counts"],
         "counts_table": counts_table([x for c in per for x in c["subset"]], split.astype(str), flip),
@@ -402,6 +403,8 @@ def markdown(c: dict, files: list[str]) -> str:
         _table(["subset", "split", "original", "flipped", "total"],
                [[r["subset"], r["split"], r["original"], r["flipped"], r["original"] + r["flipped"]] for r in c["counts_table"]]) + "\n",
         _table(["valid (all landmarks inside the crop)", "rows"], [[k, v] for k, v in counts.get("valid", {}).items()]) + "\n",
+        ("Extra label columns (`densemark relabel`, same images): "
+         + ", ".join(f"`{v.get('column', 'landmarks__' + k)}` ({k}, {v.get('n_points')} points)" for k, v in sorted(ds["extra_sets"].items())) + "\n") if ds["extra_sets"] else "",
         "Pose (degrees): " + "; ".join(f"{k} {c['pose'][k]['min']:+.1f} .. {c['pose'][k]['max']:+.1f} (mean {c['pose'][k]['mean']:+.1f})"
                                        for k in ("yaw", "pitch", "roll") if c["pose"].get(k)) + "\n",  # fmt: skip
         f"![rows per yaw bin by split, pitch and roll]({c['figures']['pose']})\n",
