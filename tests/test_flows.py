@@ -210,7 +210,12 @@ def test_build_flow_on_dask_is_byte_identical_to_the_serial_build(world):
                            set_path="landmarks/embedded-520.json", source_dir="data/sources/300wlp", out_dir="data/serial")  # fmt: skip
     finally:
         os.chdir(cwd)
-    state = build_flow(params_path=str(root / "params.yaml"), return_state=True)
+    from distributed import LocalCluster
+
+    # an existing cluster, reached through flows.address
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        overrides = {"flows": {"address": cluster.scheduler_address}}
+        state = build_flow(params_path=str(root / "params.yaml"), overrides=overrides, return_state=True)
     res = state.result()
     assert res["manifest_sha256"] == serial.manifest_sha256
     assert serial.manifest["rows"] > 0 and len(serial.manifest["files"]) >= 4  # several chunks, both formats
@@ -219,8 +224,12 @@ def test_build_flow_on_dask_is_byte_identical_to_the_serial_build(world):
     assert {"densemark-build", "densemark-build-counts", "densemark-quarantine"} <= set(arts)
     rows = {(r["group"], r["value"]): r["rows"] for r in json.loads(arts["densemark-build-counts"]["data"])}
     assert rows[("split", "train")] == serial.manifest["counts"]["split"]["train"]
-    # rerun: every chunk comes from the cache, the folder is unchanged
+    # rerun on a LocalCluster of the params (flows.n_workers): every chunk comes from the cache
     before = _tree(root / "data/dataset")
+    assert build_flow(params_path=str(root / "params.yaml"))["manifest_sha256"] == serial.manifest_sha256
+    assert _tree(root / "data/dataset") == before
+    # a lost shard: that chunk runs again (the others stay cached), the folder is as before
+    sorted((root / "data/dataset").glob("part-*.h5"))[1].unlink()
     assert build_flow(params_path=str(root / "params.yaml"))["manifest_sha256"] == serial.manifest_sha256
     assert _tree(root / "data/dataset") == before
 
