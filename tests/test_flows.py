@@ -292,10 +292,10 @@ def test_bad_input_is_not_retried_other_failures_are():
     from prefect.states import Failed
 
     from densemark.core.errors import InputError
-    from densemark.flows.common import _retry
+    from densemark.flows.common import retry_transient
 
-    assert _retry(None, None, Failed(data=OSError("disk hiccup"))) is True
-    assert _retry(None, None, Failed(data=InputError("a.mat", "Pose_Para", "bad"))) is False
+    assert retry_transient(None, None, Failed(data=OSError("disk hiccup"))) is True
+    assert retry_transient(None, None, Failed(data=InputError("a.mat", "Pose_Para", "bad"))) is False
 
 
 def test_overrides_parse_and_merge(tmp_path):

@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from densemark.datasets.build import BuildPlan, ChunkResult, finish_build, plan_build, write_chunk
 from densemark.datasets.params import BuildParams, SplitParams
 from densemark.faces.params import ModelParams
-from densemark.flows.common import LAYOUT, _retry, in_root, load, paths
+from densemark.flows.common import LAYOUT, in_root, load, paths, retry_transient
 from densemark.flows.keys import code_sha256
 from densemark.flows.params import FlowParams
 
@@ -50,19 +50,19 @@ def _chunk_key(context, parameters: dict) -> str:
     return hashlib.sha256(doc.encode()).hexdigest()
 
 
-@task(name="plan", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_retry)
+@task(name="plan", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=retry_transient)
 def plan_task(model: ModelParams, build: BuildParams, splits: SplitParams, io: dict) -> BuildPlan:
     """:func:`plan_build` (runs every time: it also clears a killed run's temp files)."""
     return plan_build(model, build, splits, **io)
 
 
-@task(name="write_chunk", cache_key_fn=_chunk_key, persist_result=True, result_serializer="json", retry_condition_fn=_retry)
+@task(name="write_chunk", cache_key_fn=_chunk_key, persist_result=True, result_serializer="json", retry_condition_fn=retry_transient)
 def chunk_task(plan: BuildPlan, k: int) -> dict:
     """:func:`write_chunk` for chunk ``k`` (skips itself when its shards are already there)."""
     return write_chunk(plan, k).to_dict()
 
 
-@task(name="finish", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=_retry)
+@task(name="finish", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=retry_transient)
 def finish_task(plan: BuildPlan, results: list[dict], report_path: str | None) -> dict:
     """:func:`finish_build`: manifest + run report."""
     res = finish_build(plan, [ChunkResult.from_dict(r) for r in results], report_path)

@@ -4,8 +4,9 @@ A stage task is a thin Prefect task over one stage function (the same function t
 ``dvc.yaml`` call): ``task(inputs: {name: path}, outputs: {name: path}, <sections>...) ->
 JSON-able summary``. Its result is persisted as JSON and cached under the sha256 of its input
 files, parameters and code (:mod:`densemark.flows.keys`); a task whose outputs are missing or
-no longer those the cached run wrote is rerun even on a cache hit. Failures are retried ``flows.retries`` times, except bad input
-(:class:`~densemark.core.errors.DensemarkError`), which fails at once.
+no longer those the cached run wrote is rerun even on a cache hit. Failures are retried
+``flows.retries`` times, except bad input (:class:`~densemark.core.errors.DensemarkError`),
+which fails at once.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def in_root(root: Path) -> Iterator[Path]:
         os.chdir(prev)
 
 
-def _retry(task, task_run, state: State) -> bool:
+def retry_transient(task, task_run, state: State) -> bool:
     """Retry transient failures only: bad input fails the same way every time."""
     return not isinstance(state.data, DensemarkError)
 
@@ -98,7 +99,7 @@ def stage_task(name: str, *code: str):
             cache_key_fn=keyed_by_inputs(*code),
             persist_result=True,
             result_serializer="json",
-            retry_condition_fn=_retry,
+            retry_condition_fn=retry_transient,
         )
 
     return wrap
