@@ -12,10 +12,12 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from densemark.card.params import CardParams
 from densemark.core.errors import ConfigError
 from densemark.datasets.params import BuildParams, PosmapParams, SplitParams
 from densemark.faces.params import ModelParams
 from densemark.faces.procedural.params import ProceduralParams
+from densemark.flows.params import FlowParams
 from densemark.sampling.params import SampleParams
 from densemark.sources.params import SyntheticParams
 
@@ -37,10 +39,14 @@ class Params(BaseModel):
     sample: SampleParams = SampleParams()
     build: BuildParams = BuildParams()
     splits: SplitParams = SplitParams()
+    card: CardParams = CardParams()
+    flows: FlowParams = FlowParams()
 
 
-def load_params(path: str | os.PathLike = "params.yaml") -> Params:
+def load_params(path: str | os.PathLike = "params.yaml", overrides: dict | None = None) -> Params:
     """Load and validate ``params.yaml``; a missing file gives the defaults.
+
+    ``overrides`` (``{section: {key: value}}``) are merged over the file's sections first.
 
     Raises:
         ConfigError: naming the file and the dotted key of every bad value.
@@ -54,6 +60,11 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
             raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of sections, got {type(data).__name__}")
+    for section, values in (overrides or {}).items():
+        if isinstance(values, dict) and isinstance(data.get(section), dict):
+            data[section] = {**data[section], **values}
+        else:
+            data[section] = values
     try:
         return Params.model_validate(data)
     except ValidationError as exc:

@@ -18,6 +18,8 @@ _PARTS = (
     "densemark.cli.blender",
     "densemark.cli.sources",
     "densemark.cli.datasets",
+    "densemark.cli.card",
+    "densemark.cli.flows",
 )
 
 

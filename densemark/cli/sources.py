@@ -26,18 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _samples(args: argparse.Namespace) -> int:
-    from densemark.faces.stages import load_configured_model
-    from densemark.sources.synthetic import generate_300wlp, generate_aflw2000
+    from densemark.sources.synthetic import run_synthetic
 
-    all_params = load_params(args.params)
-    params = all_params.synthetic
-    n = getattr(params, args.default_n) if args.n is None else args.n
-    if n < 0:
+    params = load_params(args.params).synthetic
+    if args.n is not None and args.n < 0:
         raise SystemExit("densemark: error: --n must be >= 0")
-    model = load_configured_model(all_params.model, args.model_dir)
-    if args.kind == "synth-300wlp":
-        paths = generate_300wlp(model, params, args.out, n, start=args.start)
-    else:
-        paths = generate_aflw2000(model, params, args.out, n)
+    kind = "300wlp" if args.kind == "synth-300wlp" else "aflw2000"
+    paths, n = run_synthetic(kind, args.model_dir, params, args.out, args.n, start=getattr(args, "start", 0))
     print(f"{len(paths)} of {n} samples written to {args.out}")
     return 0 if len(paths) == n else 1

@@ -1,0 +1,1 @@
+"""Prefect flows over the stage functions (``densemark flow <name>``, ``densemark serve``)."""

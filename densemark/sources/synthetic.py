@@ -45,8 +45,10 @@ from densemark.core.matio import atomic_savemat
 from densemark.core.report import RunReport
 from densemark.faces import procedural as fs
 from densemark.faces.model import MorphableModel
+from densemark.faces.params import ModelParams
 from densemark.faces.pose import transform_3ddfa
 from densemark.faces.render import Raster, render_with_raster, vertex_normals
+from densemark.faces.stages import load_configured_model
 from densemark.sources.params import SyntheticParams
 
 log = logging.getLogger(__name__)
@@ -429,3 +431,28 @@ def write_aflw2000_gt(folder: str | Path) -> dict[str, Path]:
     out = {k: save_npy(g / k, a) for k, a in arrays.items()}
     write_json(g / "files.json", [p.name for p in mats])
     return out
+
+
+def run_synthetic(
+    kind: str, model_dir: str | Path, params: SyntheticParams, out_dir: str | Path, n: int | None = None, start: int = 0
+) -> tuple[list[Path], int]:
+    """Stage ``synth-300wlp`` (``kind="300wlp"``) or ``synth-aflw2000`` (``kind="aflw2000"``).
+
+    ``n`` defaults to ``params.n_train`` / ``params.n_test``; ``start`` (300W-LP only) is the
+    first sample index. The model folder holds ``BFM.mat`` + ``BFM_UV.mat`` (+ ``model_info.json``,
+    whose generator decides the draw rules), read by the one configured-model loader.
+
+    Returns:
+        (the ``.mat`` paths written, the number asked for); fewer paths than asked means some
+        samples were quarantined (see ``failures_*.json`` in ``out_dir``).
+    """
+    if kind not in ("300wlp", "aflw2000"):
+        raise ValueError(f"kind must be '300wlp' or 'aflw2000', got {kind!r}")
+    if n is None:
+        n = params.n_train if kind == "300wlp" else params.n_test
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    model = load_configured_model(ModelParams(), model_dir)
+    if kind == "300wlp":
+        return generate_300wlp(model, params, out_dir, n, start=start), n
+    return generate_aflw2000(model, params, out_dir, n), n

@@ -1,0 +1,1 @@
+"""The dataset card: generated from a build's manifest, run report, shards and landmark-set file."""

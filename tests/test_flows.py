@@ -1,0 +1,311 @@
+"""Prefect flows over the stage functions, against one real ``prefect server`` for the module.
+
+The server runs in a subprocess on a free 127.0.0.1 port with its own PREFECT_HOME under tmp;
+in-process flows reach it through temporary settings, the served deployment through env.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from densemark.flows import keys
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVER_WAIT_S = 120
+
+TINY = """\
+model: {source: embedded, dir: data/model, cache_dir: data/cache, uv_res: 128}
+procedural: {grid: 81, n_shape: 10, n_exp: 5}
+synthetic: {n_train: 7, n_test: 2, image_size: 160, scale_min: 0.00045, scale_max: 0.0005}
+sample: {target_count: 120, symmetric: true}
+build: {res: 96, chunk_size: 3, formats: [parquet, hdf5], workers: 1, batch: 4}
+splits: {seed: 0, val: 0.25, test: 0.25}
+card: {n_samples: 4, grid_cols: 2}
+flows: {n_workers: 2, processes: false, retries: 0}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(home: Path, url: str | None = None) -> dict:
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONPATH": str(ROOT),
+           "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage")}  # fmt: skip
+    if url:
+        env["PREFECT_API_URL"] = url
+    return env
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory):
+    """A real ``prefect server start`` (cleaned up afterwards); yields (api url, PREFECT_HOME)."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_HOME,
+        PREFECT_LOCAL_STORAGE_PATH,
+        temporary_settings,
+    )
+
+    home = tmp_path_factory.mktemp("prefect_home")
+    port = _free_port()
+    log = open(home / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=_env(home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        t0 = time.monotonic()
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() - t0 > SERVER_WAIT_S:
+                raise RuntimeError(f"prefect server did not come up:\n{(home / 'server.log').read_text()[-3000:]}")
+            time.sleep(1)
+        with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_HOME: home, PREFECT_LOCAL_STORAGE_PATH: home / "storage"}):
+            yield url, home
+    finally:
+        _stop(proc)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def world(prefect_api, tmp_path_factory):
+    """A tiny pipeline root, prepared by the ``prepare`` flow (run twice: the second is all cached)."""
+    from densemark.flows.prepare import prepare_flow
+
+    root = tmp_path_factory.mktemp("root")
+    (root / "params.yaml").write_text(TINY)
+    first = prepare_flow(params_path=str(root / "params.yaml"))
+    (root / "landmarks").mkdir()
+    shutil.copy(root / "data/landmarks/sampled.json", root / "landmarks/embedded-520.json")  # the chosen set
+    second = prepare_flow(params_path=str(root / "params.yaml"))
+    return root, first, second
+
+
+def _tree(d: Path) -> dict[str, str]:
+    return {p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def _artifacts(flow_run_id) -> dict[str, dict]:
+    """The artifacts of a flow run by key, read back through the server's REST API."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    body = {"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}, "limit": 200, "offset": 0, "sort": "KEY_ASC"}
+    r = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body, timeout=30)
+    r.raise_for_status()
+    return {a["key"]: a for a in r.json()}
+
+
+# ----------------------------------------------------------------------------- cache keys (no server)
+
+
+def test_cache_key_follows_input_bytes_params_and_outputs(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.txt").write_text("one")
+    base = {"inputs": {"src": str(d)}, "outputs": {"out": "o"}, "p": {"x": 1}}
+    k0 = keys.stage_key("t", base, ("core",))
+    assert keys.stage_key("t", json.loads(json.dumps(base)), ("core",)) == k0
+    os.utime(d / "a.txt", (1, 1))  # mtime alone does not change it
+    assert keys.stage_key("t", base, ("core",)) == k0
+    (d / ".a.txt.123.tmp").write_text("junk")  # nor a temp file of an atomic write
+    assert keys.stage_key("t", base, ("core",)) == k0
+    (d / "a.txt").write_text("two")
+    k1 = keys.stage_key("t", base, ("core",))
+    assert k1 != k0
+    assert keys.stage_key("t", {**base, "p": {"x": 2}}, ("core",)) != k1
+    assert keys.stage_key("t", {**base, "outputs": {"out": "elsewhere"}}, ("core",)) != k1
+    assert keys.stage_key("u", base, ("core",)) != k1
+    assert keys.stage_key("t", base, ("core", "faces")) != k1
+    (d / "b.txt").write_text("")
+    assert keys.stage_key("t", base, ("core",)) != k1
+
+
+# ----------------------------------------------------------------------------- flows
+
+
+def test_prepare_flow_runs_the_cli_stages_and_caches(world, tmp_path):
+    from densemark.cli import main
+
+    root, first, second = world
+    assert {v["state"] for v in first.values()} == {"Completed"}
+    assert set(first) == {"model", "template", "synth_300wlp", "synth_aflw2000", "sample"}
+    assert {k: v["state"] for k, v in second.items() if k != "compare"} == {k: "Cached" for k in first}
+    assert second["compare"]["state"] == "Completed" and "identical ids" in second["compare"]["result"]["markdown"]
+    # the same bytes as the CLI stages
+    cli = tmp_path / "cli"
+    cli.mkdir()
+    (cli / "params.yaml").write_text(TINY)
+    cwd = os.getcwd()
+    os.chdir(cli)
+    try:
+        for argv in (["model", "--out", "data/model"],
+                     ["template", "--model-dir", "data/model", "--out", "data/template", "--report", "reports/template.json"],
+                     ["synth-300wlp", "--model-dir", "data/model", "--out", "data/sources/300wlp"],
+                     ["sample", "--template", "data/template", "--out", "data/landmarks/sampled.json", "--report", "reports/sample.json"]):  # fmt: skip
+            assert main(["--params", "params.yaml", *argv]) == 0
+    finally:
+        os.chdir(cwd)
+    for sub in ("data/model", "data/template", "data/sources/300wlp", "data/landmarks"):
+        assert _tree(cli / sub) == _tree(root / sub), sub
+    assert (cli / "reports/template.json").read_bytes() == (root / "reports/template.json").read_bytes()
+
+
+def test_prepare_reruns_what_changed(world):
+    from densemark.flows.prepare import prepare_flow
+
+    root, _, _ = world
+    shutil.rmtree(root / "data/sources/aflw2000")  # a lost output is rebuilt whatever the cache says
+    r = prepare_flow(params_path=str(root / "params.yaml"), overrides={"sample": {"target_count": 110}})
+    states = {k: v["state"] for k, v in r.items()}
+    assert states["synth_aflw2000"] == "Completed" and states["sample"] == "Completed"
+    assert states["model"] == states["template"] == states["synth_300wlp"] == "Cached"
+    assert r["sample"]["result"]["final"] == 110
+    prepare_flow(params_path=str(root / "params.yaml"))  # back to the params file's set for the tests below
+    assert json.loads((root / "data/landmarks/sampled.json").read_text())["ids"] == json.loads((root / "landmarks/embedded-520.json").read_text())["ids"]
+
+
+def test_build_flow_on_dask_is_byte_identical_to_the_serial_build(world):
+    from densemark.config import load_params
+    from densemark.datasets.build import run_build
+    from densemark.flows.build import build_flow
+
+    root, _, _ = world
+    p = load_params(root / "params.yaml")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        serial = run_build(p.model, p.build, p.splits, model_dir="data/model", template_dir="data/template",
+                           set_path="landmarks/embedded-520.json", source_dir="data/sources/300wlp", out_dir="data/serial")  # fmt: skip
+    finally:
+        os.chdir(cwd)
+    from distributed import LocalCluster
+
+    # an existing cluster, reached through flows.address
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        overrides = {"flows": {"address": cluster.scheduler_address}}
+        state = build_flow(params_path=str(root / "params.yaml"), overrides=overrides, return_state=True)
+    res = state.result()
+    assert res["manifest_sha256"] == serial.manifest_sha256
+    assert serial.manifest["rows"] > 0 and len(serial.manifest["files"]) >= 4  # several chunks, both formats
+    assert _tree(root / "data/dataset") == _tree(root / "data/serial")
+    arts = _artifacts(state.state_details.flow_run_id)
+    assert {"densemark-build", "densemark-build-counts", "densemark-quarantine"} <= set(arts)
+    rows = {(r["group"], r["value"]): r["rows"] for r in json.loads(arts["densemark-build-counts"]["data"])}
+    assert rows[("split", "train")] == serial.manifest["counts"]["split"]["train"]
+    # rerun on a LocalCluster of the params (flows.n_workers): every chunk comes from the cache
+    before = _tree(root / "data/dataset")
+    assert build_flow(params_path=str(root / "params.yaml"))["manifest_sha256"] == serial.manifest_sha256
+    assert _tree(root / "data/dataset") == before
+    # a lost shard: that chunk runs again (the others stay cached), the folder is as before
+    sorted((root / "data/dataset").glob("part-*.h5"))[1].unlink()
+    assert build_flow(params_path=str(root / "params.yaml"))["manifest_sha256"] == serial.manifest_sha256
+    assert _tree(root / "data/dataset") == before
+
+
+def test_card_flow_publishes_the_card(world):
+    from densemark.flows.card import card_flow
+
+    root, _, _ = world
+    if not (root / "data/dataset/manifest.json").is_file():
+        pytest.skip("needs the build of the test above")
+    state = card_flow(params_path=str(root / "params.yaml"), return_state=True)
+    res = state.result()
+    assert (root / "data/card/README.md").read_text() == res["markdown"]
+    arts = _artifacts(state.state_details.flow_run_id)
+    assert "## Composition" in arts["densemark-card"]["data"]
+    assert card_flow(params_path=str(root / "params.yaml"))["state"] == "Cached"
+
+
+@pytest.mark.slow
+def test_serve_runs_a_deployment_through_the_api(world, prefect_api):
+    """``densemark serve`` in a subprocess; a run of its card deployment started through the API."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    url, home = prefect_api
+    root, _, _ = world
+    if not (root / "data/dataset/manifest.json").is_file():
+        pytest.skip("needs the build of the test above")
+    shutil.rmtree(root / "data/card", ignore_errors=True)
+    serve_log = open(home / "serve.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "densemark", "--params", str(root / "params.yaml"), "serve", "--flows", "card"],
+        env=_env(home, url), stdout=serve_log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root,
+    )  # fmt: skip
+    try:
+        t0 = time.monotonic()
+        with get_client(sync_client=True) as client:
+            while True:
+                try:
+                    dep = client.read_deployment_by_name("card/densemark-card")
+                    break
+                except Exception:  # noqa: BLE001 - not registered yet
+                    if proc.poll() is not None or time.monotonic() - t0 > 90:
+                        raise RuntimeError(f"serve did not register:\n{(home / 'serve.log').read_text()[-3000:]}") from None
+                    time.sleep(1)
+            assert dep.parameters["params_path"] == str((root / "params.yaml").resolve())
+            run = run_deployment("card/densemark-card", parameters={"overrides": {"card": {"n_samples": 2}}}, timeout=240)
+            assert run.state is not None and run.state.is_completed(), (run.state, (home / "serve.log").read_text()[-3000:])
+            arts = _artifacts(run.id)
+            assert "densemark-card" in arts and "densemark-card-counts" in arts
+            assert json.loads((root / "data/card/card.json").read_text())["grid"].__len__() == 2
+            final = client.read_flow_run(run.id)
+            assert final.state.is_completed() and final.parameters["overrides"] == {"card": {"n_samples": 2}}
+    finally:
+        _stop(proc)
+        serve_log.close()
+
+
+def test_bad_input_is_not_retried_other_failures_are():
+    from prefect.states import Failed
+
+    from densemark.core.errors import InputError
+    from densemark.flows.common import retry_transient
+
+    assert retry_transient(None, None, Failed(data=OSError("disk hiccup"))) is True
+    assert retry_transient(None, None, Failed(data=InputError("a.mat", "Pose_Para", "bad"))) is False
+
+
+def test_overrides_parse_and_merge(tmp_path):
+    from densemark.cli.flows import parse_overrides
+    from densemark.config import load_params
+
+    o = parse_overrides(["flows.n_workers=4", "flows.address=tcp://h:8786", "sample.seeds=[0, 1, 30]"])
+    assert o == {"flows": {"n_workers": 4, "address": "tcp://h:8786"}, "sample": {"seeds": [0, 1, 30]}}
+    (tmp_path / "p.yaml").write_text("flows: {retries: 5}\n")
+    p = load_params(tmp_path / "p.yaml", o)
+    assert (p.flows.n_workers, p.flows.retries, p.flows.address, p.sample.seeds) == (4, 5, "tcp://h:8786", [0, 1, 30])
+    with pytest.raises(SystemExit):
+        parse_overrides(["n_workers=4"])
