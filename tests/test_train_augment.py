@@ -12,6 +12,7 @@ from densemark.train.augment import AugmentDraw, apply_augment, draw_augment, si
 from densemark.train.data import LandmarkSamples, make_loader
 from densemark.train.params import AugmentParams
 from densemark.train.testing import SyntheticLandmarks
+from tests._torch import one_thread  # noqa: F401 - autouse fixture
 
 
 def _scene_transform(points: np.ndarray, d: AugmentDraw, res: int, size: int) -> np.ndarray:

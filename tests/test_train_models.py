@@ -9,6 +9,7 @@ from torch import nn
 from densemark.core.errors import ConfigError
 from densemark.train.macs import count_macs
 from densemark.train.models import count_params, create_model, list_backbones, register_backbone
+from tests._torch import one_thread  # noqa: F401 - autouse fixture
 
 
 def test_registry_lists_both_backbones_and_rejects_unknown():

@@ -63,6 +63,7 @@ class TrainParams(BaseModel):
     wing_epsilon: float = Field(3.0, gt=0, allow_inf_nan=False)
     loss_scale: float = Field(256.0, gt=0, allow_inf_nan=False)  # errors in pixels of a crop this size
     workers: int = Field(2, ge=0, le=64)
+    threads: int = Field(0, ge=0, le=256)  # torch intra-op CPU threads; 0: torch's default
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "cpu"  # auto: CUDA when present
     amp: bool = True  # mixed precision (bfloat16/float16 autocast) on CUDA only
