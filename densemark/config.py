@@ -18,6 +18,7 @@ from densemark.faces.params import ModelParams
 from densemark.faces.procedural.params import ProceduralParams
 from densemark.sampling.params import SampleParams
 from densemark.sources.params import SyntheticParams
+from densemark.train.params import TrainParams
 
 REAL_DATA_ENV = "DENSEMARK_REAL_DATA"
 
@@ -35,6 +36,7 @@ class Params(BaseModel):
     synthetic: SyntheticParams = SyntheticParams()
     posmap: PosmapParams = PosmapParams()
     sample: SampleParams = SampleParams()
+    train: TrainParams = TrainParams()
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> Params:
