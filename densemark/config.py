@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from densemark.core.errors import ConfigError
-from densemark.datasets.params import PosmapParams
+from densemark.datasets.params import BuildParams, PosmapParams, SplitParams
 from densemark.faces.params import ModelParams
 from densemark.faces.procedural.params import ProceduralParams
 from densemark.sampling.params import SampleParams
@@ -36,6 +36,8 @@ class Params(BaseModel):
     synthetic: SyntheticParams = SyntheticParams()
     posmap: PosmapParams = PosmapParams()
     sample: SampleParams = SampleParams()
+    build: BuildParams = BuildParams()
+    splits: SplitParams = SplitParams()
     train: TrainParams = TrainParams()
 
 
