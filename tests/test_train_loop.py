@@ -87,3 +87,32 @@ def test_training_reduces_validation_error(tmp_path):
     run_train(p, train, tmp_path / "run", val, progress=False)
     hist = load_checkpoint(tmp_path / "run" / "model.pt")["history"]
     assert hist[-1]["val_err3d_px"] < 0.6 * hist[0]["val_err3d_px"]
+
+
+def test_train_command_on_a_built_dataset(tmp_path):
+    """`densemark train` on real shards (tiny build), two loader workers, then a resume."""
+    import yaml
+
+    from densemark.cli import main
+    from densemark.datasets import build as B
+    from densemark.datasets.torch_data import ShardDataset
+    from tests._build import SPLITS, build_kwargs, make_world, small_build_params
+
+    w = make_world(tmp_path / "world", n=6)
+    B.run_build(w["model_params"], small_build_params(formats=["parquet"]), SPLITS, **build_kwargs(w, tmp_path / "ds"))
+    params = tmp_path / "params.yaml"
+    train = dict(width=0.25, input_size=32, epochs=1, batch_size=4, workers=2, threads=1)
+    params.write_text(yaml.safe_dump({"train": train}))
+    args = ["--params", str(params), "train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "m")]
+    assert main([*args, "--metrics", str(tmp_path / "t.json"), "--plots", str(tmp_path / "t.csv")]) == 0
+    ds = ShardDataset(tmp_path / "ds", split="train")
+    ck = load_checkpoint(tmp_path / "m" / "model.pt")
+    assert ck["manifest_sha256"] == ds.manifest_sha256
+    assert ck["landmark_set_sha256"] == ds.landmark_set["sha256"] and ck["landmark_set"] == ds.landmark_set
+    assert ck["config"]["n_points"] == ds[0]["landmarks"].shape[0]
+    # resuming with other params is refused, naming the key
+    with pytest.raises(ConfigError, match="epochs"):  # a changed schedule is not the same run
+        run_train(TrainParams(**{**train, "epochs": 2}), ds, tmp_path / "m", resume=True, progress=False)
+    empty = tmp_path / "params2.yaml"
+    empty.write_text(yaml.safe_dump({"train": {**train, "train_split": "nope"}}))
+    assert main(["--params", str(empty), "train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "x")]) == 2

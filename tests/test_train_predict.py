@@ -13,7 +13,13 @@ from densemark.core.images import write_jpeg
 from densemark.faces.crop import crop_square, crop_transform
 from densemark.train.loop import run_train
 from densemark.train.params import TrainParams
-from densemark.train.predict import Predictor, box_to_crop, detect_faces, detector_to_landmark_boxes, load_predictor
+from densemark.train.predict import (
+    Predictor,
+    box_to_crop,
+    detect_faces,
+    detector_to_landmark_boxes,
+    load_predictor,
+)
 from densemark.train.testing import SyntheticLandmarks
 from tests._torch import one_thread  # noqa: F401 - autouse fixture
 
