@@ -61,6 +61,12 @@ def loader_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(rng_for(seed, "shuffle", epoch).integers(2**62)))
 
 
+def _worker_init(_worker_id: int) -> None:
+    """One torch thread per loader worker: the workers are the parallelism. (OpenCV's thread
+    pool is left alone: reconfiguring it in a forked child can deadlock.)"""
+    torch.set_num_threads(1)
+
+
 def make_loader(
     samples: LandmarkSamples, batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0, workers: int = 0, drop_last: bool = False
 ) -> DataLoader:
@@ -74,6 +80,7 @@ def make_loader(
         num_workers=workers,
         drop_last=drop_last and len(samples) > batch_size,
         persistent_workers=False,
+        worker_init_fn=_worker_init if workers > 0 else None,
         pin_memory=torch.cuda.is_available(),
     )
 
