@@ -116,7 +116,8 @@ def main() -> None:
 
     # ---------------------------------------------------------------- train step
     torch.set_num_threads(1)  # the train.threads default: one intra-op thread is fastest on a small shared CPU
-    model = create_model("mobilenetv2", k, s, 1.0).train()
+    k_data = int(item["landmarks"].shape[0])
+    model = create_model("mobilenetv2", k_data, s, 1.0).train()
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     crit = WingMSELoss()
     batch = next(iter(make_loader(LandmarkSamples(base, s), args.batch, False)))
@@ -130,7 +131,7 @@ def main() -> None:
         opt.step()
         times.append(time.perf_counter() - t)
     step = float(np.median(times[1:]))
-    print(f"train step (MobileNetV2 x1.0, {s}px, batch {len(y)}, CPU {torch.get_num_threads()} threads): "
+    print(f"train step (MobileNetV2 x1.0, K={k_data}, {s}px, batch {len(y)}, CPU {torch.get_num_threads()} threads): "
           f"{step * 1e3:.0f} ms = {len(y) / step:.1f} samples/s (loader/step ratio x{rw / (len(y) / step):.1f})")
 
     # ---------------------------------------------------------------- size
