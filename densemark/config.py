@@ -20,6 +20,7 @@ from densemark.faces.procedural.params import ProceduralParams
 from densemark.flows.params import FlowParams
 from densemark.sampling.params import SampleParams
 from densemark.sources.params import SyntheticParams
+from densemark.train.params import TrainParams
 
 REAL_DATA_ENV = "DENSEMARK_REAL_DATA"
 
@@ -41,6 +42,7 @@ class Params(BaseModel):
     splits: SplitParams = SplitParams()
     card: CardParams = CardParams()
     flows: FlowParams = FlowParams()
+    train: TrainParams = TrainParams()
 
 
 def load_params(path: str | os.PathLike = "params.yaml", overrides: dict | None = None) -> Params:

@@ -42,3 +42,14 @@ def build_world(tmp_path_factory):
     from tests.factories import make_world
 
     return make_world(tmp_path_factory.mktemp("build_world"))
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Run a torch test on one intra-op thread (fast and stable on a small shared machine)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

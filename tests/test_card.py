@@ -15,7 +15,6 @@ from densemark.card import card as cd
 from densemark.card.params import CardParams
 from densemark.core.errors import InputError
 from densemark.datasets.build import run_build
-
 from tests.factories import SPLITS, build_kwargs, make_world, small_build_params
 
 SECTIONS = ("Motivation", "Composition", "Collection Process", "Preprocessing/cleaning/labeling", "Uses", "Distribution", "Maintenance")
