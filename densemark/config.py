@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from densemark.core.errors import ConfigError
 from densemark.datasets.params import PosmapParams
+from densemark.evaluate.params import EvaluateParams
 from densemark.faces.params import ModelParams
 from densemark.faces.procedural.params import ProceduralParams
 from densemark.sampling.params import SampleParams
@@ -35,6 +36,7 @@ class Params(BaseModel):
     synthetic: SyntheticParams = SyntheticParams()
     posmap: PosmapParams = PosmapParams()
     sample: SampleParams = SampleParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> Params:
