@@ -181,8 +181,6 @@ def run_evaluate(
         raise DensemarkError("a predictions file is scored against --gt (the AFLW2000-3D folder)")
     if gt_dir is None and data_dir is None:
         raise DensemarkError("nothing to evaluate: give --gt and/or --data")
-    if data_dir is not None and predictions is not None and checkpoint is None:
-        raise DensemarkError("the dense NME on --data needs a model (--checkpoint)")
     rep = RunReport("evaluate", params=params.model_dump(mode="json"))
     if predictor is None and checkpoint is not None:
         from densemark.train.predict import load_predictor
