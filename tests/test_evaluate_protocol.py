@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import zipfile
 
@@ -10,10 +11,11 @@ import pytest
 
 from densemark.core.errors import DensemarkError, InputError
 from densemark.evaluate import protocol as pr
+from densemark.evaluate.params import EvaluateParams
 from densemark.evaluate.predictions import Predictions, read_predictions, write_predictions
 from densemark.evaluate.report import PUBLISHED, markdown_table, metrics, plot_ced
 from densemark.evaluate.score import score_dense
-from densemark.evaluate.stages import predict_dense
+from densemark.evaluate.stages import predict_dense, run_evaluate
 
 
 def _naive_nme(pred, gt, mask=None):
@@ -200,6 +202,16 @@ def test_dense_nme_with_stub_predictor():
     m = metrics(None, s)["dense"]
     assert m["n_rows"] == 5 and m["nme2d"] == pytest.approx(100 * float(np.mean(5.0 / norm)), abs=1e-3)
     assert predict_dense(_ShiftPredictor(rows, d), _FakeDataset(rows), max_samples=3).ids.size == 3
+
+
+def test_run_evaluate_dense_only(tmp_path):
+    rows = _dense_rows(3)
+    res = run_evaluate(EvaluateParams(), tmp_path, predictor=_ShiftPredictor(rows, [0, 0, 0]), dataset=_FakeDataset(rows))
+    assert res.aflw is None and res.metrics == {"dense": {"nme2d": 0.0, "nme3d": 0.0, "n_rows": 3}}
+    assert json.loads((tmp_path / "metrics.json").read_text()) == res.metrics
+    assert "Dense NME" in (tmp_path / "results.md").read_text()
+    with pytest.raises(DensemarkError, match="nothing to evaluate"):
+        run_evaluate(EvaluateParams(), tmp_path)
 
 
 def test_dense_refuses_other_landmark_set():

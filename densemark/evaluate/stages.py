@@ -154,6 +154,7 @@ def run_evaluate(
     metrics_path: str | os.PathLike | None = None,
     out_predictions: str | os.PathLike | None = None,
     predictor: PredictorLike | None = None,
+    dataset: Any = None,
 ) -> EvalResult:
     """Score a predictions file or a model on AFLW2000-3D and/or the held-out shards.
 
@@ -170,6 +171,7 @@ def run_evaluate(
         metrics_path: DVC metrics JSON (default ``out_dir/metrics.json``).
         out_predictions: where the model's AFLW2000-3D predictions go (default
             ``out_dir/predictions_aflw2000.npz``).
+        predictor, dataset: ready objects instead of ``checkpoint`` / ``data_dir``.
 
     Raises:
         DensemarkError / InputError: bad inputs, naming the file and field.
@@ -179,7 +181,7 @@ def run_evaluate(
         raise DensemarkError("give either a predictions file or a model, not both")
     if predictions is not None and gt_dir is None:
         raise DensemarkError("a predictions file is scored against --gt (the AFLW2000-3D folder)")
-    if gt_dir is None and data_dir is None:
+    if gt_dir is None and data_dir is None and dataset is None:
         raise DensemarkError("nothing to evaluate: give --gt and/or --data")
     rep = RunReport("evaluate", params=params.model_dump(mode="json"))
     if predictor is None and checkpoint is not None:
@@ -210,12 +212,15 @@ def run_evaluate(
         info["predictions"] = {"one_based": pred.one_based, "n": len(pred.names), "dims": int(pred.points.shape[-1])}
         aflw = score_aflw2000(pred, truth)
         rep.count("aflw2000_scored", len(aflw.names))
-    if data_dir is not None:
+    if data_dir is not None or dataset is not None:
         if predictor is None:
             raise DensemarkError("the dense NME on --data needs a model (--checkpoint)")
-        from densemark.datasets.torch_data import ShardDataset
+        if dataset is None:
+            from densemark.datasets.torch_data import ShardDataset
 
-        ds = ShardDataset(data_dir, split=params.dense_split, with_image=True)
+            ds = ShardDataset(data_dir, split=params.dense_split, with_image=True)
+        else:
+            ds = dataset
         dense = predict_dense(predictor, ds, params.batch_size, params.dense_max_samples)
         info["dense"] = {"split": params.dense_split, "manifest_sha256": getattr(ds, "manifest_sha256", None),
                          "landmark_set": ds.landmark_set.get("name"), "n_points": ds.landmark_set.get("n_points")}  # fmt: skip
