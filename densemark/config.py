@@ -13,12 +13,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from densemark.core.errors import ConfigError
-from densemark.datasets.params import PosmapParams
+from densemark.datasets.params import BuildParams, PosmapParams, SplitParams
 from densemark.evaluate.params import EvaluateParams
 from densemark.faces.params import ModelParams
 from densemark.faces.procedural.params import ProceduralParams
 from densemark.sampling.params import SampleParams
 from densemark.sources.params import SyntheticParams
+from densemark.train.params import TrainParams
 
 REAL_DATA_ENV = "DENSEMARK_REAL_DATA"
 
@@ -36,6 +37,9 @@ class Params(BaseModel):
     synthetic: SyntheticParams = SyntheticParams()
     posmap: PosmapParams = PosmapParams()
     sample: SampleParams = SampleParams()
+    build: BuildParams = BuildParams()
+    splits: SplitParams = SplitParams()
+    train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
 
 

@@ -34,3 +34,11 @@ def real_template(real_dir):
     from densemark.faces.template import load_template
 
     return load_template(real_dir / "template")
+
+
+@pytest.fixture(scope="session")
+def build_world(tmp_path_factory):
+    """A small embedded world for dataset builds: procedural model, template, mirror-exact set, 8 synthetic samples."""
+    from tests._build import make_world
+
+    return make_world(tmp_path_factory.mktemp("build_world"))

@@ -18,6 +18,7 @@ _PARTS = (
     "densemark.cli.blender",
     "densemark.cli.sources",
     "densemark.cli.datasets",
+    "densemark.cli.train",
     "densemark.cli.evaluate",
 )
 

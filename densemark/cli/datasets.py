@@ -1,4 +1,4 @@
-"""CLI front ends of the dataset stages: ``posmap``."""
+"""CLI front ends of the dataset stages: ``posmap``, ``build``, ``relabel``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--report", required=True)
     p.set_defaults(func=_posmap)
+    register_build(sub)
 
 
 def _posmap(args: argparse.Namespace) -> int:
@@ -22,3 +23,44 @@ def _posmap(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     rep = run_posmap(params.model, params.posmap, args.model_dir or params.model.dir, args.source, args.out, args.report)
     return 0 if rep.counts.get("written", 0) + rep.counts.get("skipped_existing", 0) > 0 else 1
+
+
+def register_build(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build", help="build the dataset: crops + dense landmark labels in Parquet/HDF5 shards")
+    p.add_argument("--model-dir", default=None)
+    p.add_argument("--template", required=True, help="face template folder the landmark set indexes")
+    p.add_argument("--set", required=True, help="landmark set JSON")
+    p.add_argument("--source", required=True, help="300W-LP-format source folder")
+    p.add_argument("--out", required=True, help="dataset folder (manifest.json, shards, report.json)")
+    p.add_argument("--report", default=None, help="also write the run report here")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: build.workers)")
+    p.set_defaults(func=_build)
+    r = sub.add_parser("relabel", help="add label columns for another landmark set to a built dataset (no re-rendering)")
+    r.add_argument("dataset", help="dataset folder")
+    r.add_argument("--set", required=True, help="landmark set JSON")
+    r.add_argument("--model-dir", default=None)
+    r.add_argument("--template", required=True)
+    r.add_argument("--out", default=None, help="write a relabelled copy here (default: in place)")
+    r.set_defaults(func=_relabel)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from densemark.datasets.build import run_build
+
+    params = load_params(args.params)
+    res = run_build(
+        params.model, params.build, params.splits, model_dir=args.model_dir or params.model.dir, template_dir=args.template,
+        set_path=args.set, source_dir=args.source, out_dir=args.out, report_path=args.report, workers=args.workers,
+    )  # fmt: skip
+    m = res.manifest
+    print(f"build: {m['rows']} rows from {m['source_samples']} samples, {m['quarantined']} quarantined; manifest sha256 {res.manifest_sha256}")
+    return 0 if m["rows"] > 0 else 1
+
+
+def _relabel(args: argparse.Namespace) -> int:
+    from densemark.datasets.build import relabel
+
+    params = load_params(args.params)
+    m = relabel(params.model, dataset_dir=args.dataset, set_path=args.set, model_dir=args.model_dir or params.model.dir, template_dir=args.template, out_dir=args.out)
+    print(f"relabel: {m['rows']} rows, columns {', '.join(c for c in m['columns'] if c.startswith('landmarks'))}")
+    return 0

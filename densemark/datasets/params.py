@@ -1,8 +1,10 @@
-"""Parameters of the dataset stages (``params.yaml`` section ``posmap``)."""
+"""Parameters of the dataset stages (``params.yaml`` sections ``posmap``, ``build``, ``splits``)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class PosmapParams(BaseModel):
@@ -15,3 +17,52 @@ class PosmapParams(BaseModel):
     size_jitter: float = Field(0.0, ge=0, le=0.5, allow_inf_nan=False)
     seed: int = Field(0, ge=0)
     batch: int = Field(32, ge=1)
+
+
+class BuildParams(BaseModel):
+    """The dataset build (section ``build``): crops, labels, flips and shards.
+
+    ``workers`` only sets how many processes share the chunks; it never changes the output.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    res: int = Field(256, ge=16, le=2048, description="crop side in pixels")
+    crop_scale: float = Field(1.5, gt=0, allow_inf_nan=False)
+    jitter: float = Field(0.0, ge=0, le=0.5, allow_inf_nan=False)
+    size_jitter: float = Field(0.0, ge=0, le=0.5, allow_inf_nan=False)
+    seed: int = Field(0, ge=0, description="seeds the crop jitter (with each sample id)")
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    flip: bool = Field(True, description="add a mirrored copy of every sample (needs an exact mirror permutation)")
+    formats: list[Literal["parquet", "hdf5"]] = Field(default_factory=lambda: ["parquet"], min_length=1)
+    chunk_size: int = Field(256, ge=1, description="source samples per chunk (one shard per chunk)")
+    row_group_size: int = Field(128, ge=1, description="Parquet rows per row group")
+    hdf5_compression: int = Field(4, ge=0, le=9, description="gzip level of the HDF5 arrays (0: none)")
+    posmaps: bool = Field(False, description="also store full position maps (face pixels only, float16)")
+    kpt68_tol: float = Field(0.03, gt=0, le=1, description="max 2D gap between the set's 68 subset and the keypoints, fraction of res")
+    root_subset: str = Field("synthetic", min_length=1, description="subset name of samples directly in the source folder")
+    batch: int = Field(64, ge=1, description="samples per geometry batch inside a chunk (memory only)")
+    workers: int = Field(2, ge=1, le=256, description="processes over chunks (output does not depend on it)")
+
+    @field_validator("formats")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("formats repeated")
+        return sorted(v)
+
+
+class SplitParams(BaseModel):
+    """Train/val/test split by source image group (section ``splits``), seeded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = Field(0, ge=0)
+    val: float = Field(0.1, ge=0, le=1, allow_inf_nan=False)
+    test: float = Field(0.1, ge=0, le=1, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _sum(self) -> SplitParams:
+        if self.val + self.test > 1:
+            raise ValueError(f"val + test = {self.val + self.test} > 1")
+        return self

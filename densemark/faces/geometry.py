@@ -4,21 +4,30 @@ For a batch of fits it computes, with a handful of array operations and no per-v
 
 1. the 68 keypoints alone (68 rows of the bases), posed, to place each sample's crop;
 2. one affine map per sample folding pose, image y flip and crop into ``A (3, 3), b (3,)``;
-3. every vertex of every sample as one GEMM over the bases, written straight into the
+3. every vertex of every sample as one product over the bases, written straight into the
    vertex-major layout ``(N, B, 3)`` that :meth:`UVMap.render` consumes without a transpose.
+
+Reproducibility: BLAS results change with operand shapes and CPU kernels, so nothing that
+reaches an output depends on them. :class:`BasisRows` defines each basis product entry as a
+fixed left-to-right float64 sum rounded to float32 (computed fast with a BLAS product whose
+error bound proves the rounding, falling back to the sum where it cannot); rotations and the
+pose are elementwise. The same fit thus gives the same bits in any batch, any subset of
+vertices (the dataset labels) and on any BLAS kernel.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from densemark.core.errors import InputError
 from densemark.faces.crop import CropTransform, crop_square, crop_transform
 from densemark.faces.model import MorphableModel
-from densemark.faces.pose import pose_para_to_srt, to_image, transform_3ddfa
+from densemark.faces.pose import to_image, transform_3ddfa
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,15 +54,157 @@ def _coeffs(p: np.ndarray | None, k: int, b: int) -> np.ndarray:
     return MorphableModel._coeffs(np.asarray(p).reshape(b, -1), k, "coefficients")
 
 
+_U64 = 2.0**-53
+_U32 = 2.0**-24
+
+
+class BasisRows:
+    """``mean + [shape_basis | exp_basis] @ coeffs`` at chosen vertices, bit-reproducible.
+
+    The value of every entry is *defined* as the float32 rounding of the float64 sum
+    ``mean + t_0 + t_1 + ... + t_{K-1}`` taken left to right, with ``t_k = basis[r, k] * c_k``
+    (exact in float64: both factors are float32). It therefore never depends on the batch
+    size, on which rows are asked for, or on the BLAS kernel. It is computed fast: a float64
+    BLAS product, then every entry whose float32 rounding the BLAS error bound cannot settle
+    (about one in a million) is recomputed left to right.
+
+    Args:
+        model: the morphable model.
+        vids: (V,) vertex ids (None: every vertex).
+    """
+
+    def __init__(self, model: MorphableModel, vids: np.ndarray | None = None):
+        if vids is None:
+            rows = slice(None)
+            self.n_rows = 3 * model.n_vertices
+        else:
+            v = np.asarray(vids, np.int64)
+            rows = (3 * v[:, None] + np.arange(3)).ravel()
+            self.n_rows = rows.size
+        self.k_shape, self.k_exp = model.n_shape, model.n_exp
+        self.mean = model.mean.reshape(-1)[rows].astype(np.float64)
+        self.basis = np.concatenate([model.shape_basis[rows], model.exp_basis[rows]], 1).astype(np.float64)
+        self._abs_mean = np.abs(self.mean)
+        self._abs_row = np.abs(self.basis).sum(1)
+
+    def coefficients(self, shape_para: np.ndarray | None, exp_para: np.ndarray | None, b: int) -> np.ndarray:
+        """(B, K) float32 concatenated coefficients (missing trailing ones are zero)."""
+        c = np.concatenate([_coeffs(shape_para, self.k_shape, b), _coeffs(exp_para, self.k_exp, b)], 1)
+        if not np.isfinite(c).all():
+            raise InputError(None, "coefficients", "non-finite shape or expression coefficients")
+        return c
+
+    def __call__(self, coeffs: np.ndarray) -> np.ndarray:
+        """(R, B) float32 rows (R = 3 V, x, y, z interleaved per vertex) for (B, K) float32 coefficients."""
+        c = np.asarray(coeffs, np.float32).astype(np.float64)
+        k = c.shape[1]
+        y = self.basis @ c.T if k else np.zeros((self.n_rows, c.shape[0]))
+        y += self.mean[:, None]
+        cmax = np.abs(c).max(1) if k else np.zeros(c.shape[0])
+        # |BLAS - reference| <= 2 gamma_{K+1} (|mean| + sum |t|) + u |y|, sum |t| <= |row|_1 max |c|
+        err = np.multiply.outer(self._abs_row, cmax)
+        err += self._abs_mean[:, None]
+        err *= 2.2 * (k + 2) * _U64
+        err += 2 * _U64 * np.abs(y)
+        out = y.astype(np.float32)
+        bad = (y - err).astype(np.float32) != (y + err).astype(np.float32)
+        if bad.any():
+            r, j = np.nonzero(bad)
+            out[r, j] = self.reference(r, c[j])
+        return out
+
+    def reference(self, rows: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """The defining left-to-right sums for rows (M,) with their coefficients (M, K) float64: (M,) float32."""
+        acc = self.mean[rows].copy()
+        basis = self.basis[rows]
+        for k in range(c.shape[1]):
+            acc += basis[:, k] * c[:, k]
+        return acc.astype(np.float32)
+
+    def error_bound32(self, cmax: np.ndarray) -> np.ndarray:
+        """(B,) bound on |float32 BLAS result - exact rows| over all rows (for candidate searches)."""
+        k = self.basis.shape[1]
+        return 1.1 * (k + 3) * _U32 * (self._abs_mean.max(initial=0) + self._abs_row.max(initial=0) * cmax)
+
+
+def rotation_exact(angles: np.ndarray) -> np.ndarray:
+    """(B, 3) [pitch, yaw, roll] radians -> (B, 3, 3) float64 ``Rx @ Ry @ Rz`` (face3d's
+    ``angle2matrix_3ddfa``), written out entry by entry with libm's sin/cos so no BLAS kernel
+    or SIMD path can change a bit."""
+    a = np.asarray(angles, np.float64).reshape(-1, 3)
+    out = np.empty((a.shape[0], 3, 3))
+    for i, (x, y, z) in enumerate(a.tolist()):
+        cx, cy, cz = math.cos(x), math.cos(y), math.cos(z)
+        sx, sy, sz = math.sin(x), math.sin(y), math.sin(z)
+        out[i] = (
+            (cy * cz, cy * sz, -sy),
+            (sx * sy * cz - cx * sz, sx * sy * sz + cx * cz, sx * cy),
+            (cx * sy * cz + sx * sz, cx * sy * sz - sx * cz, cx * cy),
+        )
+    return out
+
+
+@lru_cache(maxsize=4)
+def basis_rows(model: MorphableModel, which: str = "all") -> BasisRows:
+    """Cached :class:`BasisRows` of a model: ``"all"`` vertices or the 68 ``"kpt"`` vertices."""
+    return BasisRows(model, None if which == "all" else model.kpt_ind)
+
+
 def keypoints_model_space(model: MorphableModel, shape: np.ndarray, exp: np.ndarray) -> np.ndarray:
-    """(B, 68, 3) model-space keypoints from (B, S) and (B, E) coefficients (68 basis rows only)."""
-    rows = (3 * model.kpt_ind[:, None] + np.arange(3)).ravel()
-    out = np.broadcast_to(model.mean[model.kpt_ind].reshape(1, -1), (shape.shape[0], rows.size)).astype(np.float64)
-    if model.n_shape:
-        out = out + shape @ model.shape_basis[rows].T
-    if model.n_exp:
-        out = out + exp @ model.exp_basis[rows].T
-    return out.reshape(-1, 68, 3)
+    """(B, 68, 3) float32 model-space keypoints from (B, S) and (B, E) coefficients (68 rows only)."""
+    br = basis_rows(model, "kpt")
+    y = br(br.coefficients(shape, exp, np.asarray(shape).shape[0]))  # (204, B)
+    return np.ascontiguousarray(y.T.reshape(-1, 68, 3))
+
+
+def pose_affine(
+    pose_para: np.ndarray, image_height: np.ndarray, crops: list[CropTransform]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The per-sample affine maps folding pose, image y flip and crop: ``A (B, 3, 3), b (B, 3)`` float64.
+
+    Crop-space ``p' = A @ X + b`` (before the z shift) for model-space ``X``; elementwise only.
+    """
+    pose = np.asarray(pose_para, np.float64).reshape(-1, 7)
+    h = np.broadcast_to(np.asarray(image_height, np.float64), (pose.shape[0],))
+    rot = rotation_exact(pose[:, :3])
+    a = np.empty_like(rot)
+    off = np.empty((pose.shape[0], 3))
+    for i, tf in enumerate(crops):
+        flip = np.array([tf.scale, -tf.scale, tf.scale])  # crop scale with the image y flip
+        a[i] = (flip * pose[i, 6])[:, None] * rot[i]
+        off[i] = flip * pose[i, 3:6] + np.array([tf.tx, tf.scale * (h[i] - 1) + tf.ty, 0.0])
+    return a, off
+
+
+def apply_affine32(y: np.ndarray, a: np.ndarray, off: np.ndarray) -> np.ndarray:
+    """Posed float32 vertices: ``y (V, 3, B)`` float32 rows, ``a (B, 3, 3)``, ``off (B, 3)`` -> (V, B, 3) float32.
+
+    The float32 operation sequence (per coordinate r: ``y0 a_r0 + y1 a_r1 + y2 a_r2 + b_r``, each
+    step rounded) is the definition every consumer (position maps, labels, relabel) shares.
+    """
+    a32, off32 = a.astype(np.float32), off.astype(np.float32)
+    out = np.empty((y.shape[0], y.shape[2], 3), np.float32)
+    for r in range(3):
+        o = out[:, :, r]
+        np.multiply(y[:, 0], a32[:, r, 0], out=o)
+        o += y[:, 1] * a32[:, r, 1]
+        o += y[:, 2] * a32[:, r, 2]
+        o += off32[:, r]
+    return out
+
+
+def image_keypoints(kpt_model: np.ndarray, pose_para: np.ndarray, image_height: np.ndarray) -> np.ndarray:
+    """(B, 68, 3) float64 image-space keypoints (x, y_img, z) from float32 model-space ones, elementwise."""
+    pose = np.asarray(pose_para, np.float64).reshape(-1, 7)
+    rot = rotation_exact(pose[:, :3])
+    k = kpt_model.astype(np.float64)
+    s = pose[:, 6, None]
+    out = np.empty_like(k)
+    for r in range(3):
+        out[..., r] = s * (rot[:, None, r, 0] * k[..., 0] + rot[:, None, r, 1] * k[..., 1] + rot[:, None, r, 2] * k[..., 2]) + pose[:, None, 3 + r]
+    h = np.broadcast_to(np.asarray(image_height, np.float64), (pose.shape[0],))
+    out[..., 1] = (h[:, None] - 1) - out[..., 1]
+    return out
 
 
 def pose_batch(
@@ -69,6 +220,10 @@ def pose_batch(
     rngs: list[np.random.Generator] | None = None,
 ) -> BatchGeometry:
     """Crop-space meshes of a batch of fits (PRNet's 300W-LP preparation, batched).
+
+    Every output bit is independent of the batch size and of the BLAS kernel: the basis
+    product goes through :class:`BasisRows`, the pose through elementwise float32 steps
+    (:func:`apply_affine32`).
 
     Args:
         model: the morphable model.
@@ -86,48 +241,40 @@ def pose_batch(
     pose = np.asarray(pose_para, np.float64).reshape(-1, 7)
     b = pose.shape[0]
     h = np.broadcast_to(np.asarray(image_height, np.float64), (b,))
-    sp = _coeffs(shape_para, model.n_shape, b)
-    ep = _coeffs(exp_para, model.n_exp, b)
     if rngs is not None and len(rngs) != b:
         raise InputError(None, "rngs", f"{len(rngs)} generators for a batch of {b}")
+    br = basis_rows(model, "all")
+    c = br.coefficients(shape_para, exp_para, b)
 
     # 1. keypoints -> crop squares
-    kpt = transform_3ddfa(keypoints_model_space(model, sp, ep), pose)
-    kpt = to_image(kpt, h[:, None])
-    scale, rot, trans = pose_para_to_srt(pose)
-    a = np.empty((b, 3, 3))
-    off = np.empty((b, 3))
-    tfs = []
-    for i in range(b):
-        center, side = crop_square(kpt[i, :, :2], crop_scale, jitter, size_jitter, rngs[i] if rngs else None)
-        tf = crop_transform(center, side, res)
-        flip = np.array([tf.scale, -tf.scale, tf.scale])  # crop scale with the image y flip
-        a[i] = flip[:, None] * scale[i] * rot[i]
-        off[i] = flip * trans[i] + np.array([tf.tx, tf.scale * (h[i] - 1) + tf.ty, 0.0])
-        tfs.append(tf)
+    kbr = basis_rows(model, "kpt")
+    kpt = image_keypoints(np.ascontiguousarray(kbr(c).T.reshape(b, 68, 3)), pose, h)
+    tfs = crops_from_keypoints(kpt, res, crop_scale, jitter, size_jitter, rngs)
+    a, off = pose_affine(pose, h, tfs)
 
-    # 2. every vertex, vertex-major: (3N, B) -> (N, 3, B)
-    n = model.n_vertices
-    y = np.empty((3 * n, b), np.float32)
-    y[:] = model.mean.reshape(-1, 1)
-    if model.n_shape:
-        y += model.shape_basis @ sp.T
-    if model.n_exp:
-        y += model.exp_basis @ ep.T
-    y3 = y.reshape(n, 3, b)
-    out = np.empty((n, b, 3), np.float32)
-    a32, off32 = a.astype(np.float32), off.astype(np.float32)
-    for r in range(3):
-        o = out[:, :, r]
-        np.multiply(y3[:, 0], a32[:, r, 0], out=o)
-        o += y3[:, 1] * a32[:, r, 1]
-        o += y3[:, 2] * a32[:, r, 2]
-        o += off32[:, r]
+    # 2. every vertex, vertex-major: (3N, B) -> (N, 3, B) -> (N, B, 3)
+    out = apply_affine32(br(c).reshape(model.n_vertices, 3, b), a, off)
     zmin = out[:, :, 2].min(0)  # (B,)
     out[:, :, 2] -= zmin
     # z' = sc * z_img - zmin: the folded map already holds sc * z_img
     crops = [dataclasses.replace(tf, tz=float(-zmin[i])) for i, tf in enumerate(tfs)]
     return BatchGeometry(vertices=out, crops=crops, image_kpt=kpt)
+
+
+def crops_from_keypoints(
+    kpt: np.ndarray,
+    res: int,
+    crop_scale: float = 1.5,
+    jitter: float = 0.0,
+    size_jitter: float = 0.0,
+    rngs: list[np.random.Generator] | None = None,
+) -> list[CropTransform]:
+    """One crop transform per sample from (B, 68, >=2) image keypoints (tz = 0 until the z shift is known)."""
+    out = []
+    for i in range(kpt.shape[0]):
+        center, side = crop_square(kpt[i, :, :2], crop_scale, jitter, size_jitter, rngs[i] if rngs else None)
+        out.append(crop_transform(center, side, res))
+    return out
 
 
 def pose_reference(

@@ -1,0 +1,858 @@
+"""The ``build`` stage: a 300W-LP-format source -> crops + dense landmark labels in shards.
+
+Organised so it can be distributed::
+
+    plan = plan_build(...)                         # deterministic chunks + fingerprints
+    results = [write_chunk(plan, k) for k in range(plan.n_chunks)]   # any order, any machine
+    finish_build(plan, results)                    # manifest.json + report.json
+
+:func:`run_build` does exactly that, over a process pool. Chunk ``k`` is a fixed list of source
+samples and gives one shard per format (``part-{k:05d}.parquet`` / ``.h5``) plus its commit
+record ``part-{k:05d}.json`` (written last). A chunk whose record carries the same fingerprint
+(params, model, template, landmark set, source file contents) and whose shards still hash as
+recorded is skipped, so a killed build resumes, and the output is byte-identical to an
+uninterrupted one. A change of any input changes every fingerprint: the shards are rewritten,
+never mixed; stale ``*.tmp`` files and shards outside the plan are removed.
+
+Rows: each source sample gives a row and, when the landmark set has an exact mirror
+permutation and ``build.flip`` is on, its mirrored copy (image flipped, ``x -> res - 1 - x``,
+labels reordered by the permutation, 68 keypoints by the iBUG mirror). Columns: see
+:data:`COLUMNS`. Splits are drawn per source image group (all pose variants ``<name>_<k>``
+of one image and its ``_Flip`` twin share a split), seeded by ``splits.seed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from densemark.core.atomic import atomic_path, write_json
+from densemark.core.errors import InputError
+from densemark.core.report import RunReport
+from densemark.core.seeding import key_of, rng_for
+from densemark.datasets import shards
+from densemark.datasets.labels import KPT68_MIRROR, LabelGeometry, flip_points
+from densemark.datasets.params import BuildParams, SplitParams
+from densemark.faces.crop import CropTransform
+from densemark.faces.geometry import pose_batch
+from densemark.faces.model import MorphableModel
+from densemark.faces.params import ModelParams
+from densemark.faces.stages import load_configured_model
+from densemark.faces.template import FaceTemplate, load_template
+from densemark.faces.uvmap import UVMap
+from densemark.sampling.landmark_set import LandmarkSet
+from densemark.sources.readers import IMAGE_SUFFIXES, list_fit_mats, read_fit_mat
+
+FORMAT = "densemark-dataset"
+VERSION = 1
+KILL_ENV = "DENSEMARK_BUILD_KILL_AFTER"  # tests: SIGKILL while writing chunk number N (0-based count)
+SUFFIX = {"parquet": ".parquet", "hdf5": ".h5"}
+CONVENTIONS = {
+    "landmarks": "crop pixels, row-major (K, 3): x right, y down (0..res-1 inside the crop), z = crop-scaled depth shifted so the mesh minimum is 0 (PRNet position-map convention)",
+    "kpt68": "the model's 68 keypoint vertices, same space as landmarks, (68, 3) row-major",
+    "pose": "[pitch, yaw, roll] degrees (3DDFA); negated yaw and roll on flipped rows",
+    "crop": "[scale, tx, ty, tz, size]: crop = scale * image + (tx, ty, tz); the same for a row and its flipped copy",
+    "flip": "true: the image is the crop mirrored left-right, x -> res - 1 - x, landmarks reordered by the set's mirror permutation (kpt68 by the iBUG 68-point mirror); pose_para/crop are the unflipped sample's",
+    "pose_para": "300W-LP Pose_Para [pitch, yaw, roll, tx, ty, tz, s] (radians, source pixels)",
+    "image": "JPEG bytes of the RGB res x res crop",
+    "valid": "false when a landmark lies outside the crop (n_outside counts them)",
+}
+COLUMNS = (
+    "id", "source_id", "subset", "split", "flip", "source_file", "image", "landmarks", "kpt68", "pose", "crop",
+    "shape_para", "exp_para", "pose_para", "source_size", "valid", "n_outside",
+)  # fmt: skip
+_GROUP = re.compile(r"^(.*)_\d+$")
+
+
+# ----------------------------------------------------------------------------- sources, splits
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One source sample: ``rel`` (the ``.mat`` path relative to the source, posix), its
+    ``subset`` (top folder, or ``build.root_subset``), ``source_id`` (image group), ``split``,
+    and ``sha256`` of its ``.mat`` + image bytes."""
+
+    rel: str
+    subset: str
+    source_id: str
+    split: str
+    sha256: str
+
+    @property
+    def stem(self) -> str:
+        return Path(self.rel).stem
+
+
+def source_group(subset: str, stem: str) -> str:
+    """The source image group: ``<subset without _Flip>/<stem without its trailing _<k>>``."""
+    base = subset[: -len("_Flip")] if subset.endswith("_Flip") else subset
+    m = _GROUP.match(stem)
+    return f"{base}/{m.group(1) if m else stem}"
+
+
+def split_of(source_id: str, splits: SplitParams) -> str:
+    """``train`` / ``val`` / ``test`` for a source group, from a stable hash of (seed, group)."""
+    u = key_of(f"{splits.seed}/{source_id}") / 2.0**63
+    if u < splits.test:
+        return "test"
+    if u < splits.test + splits.val:
+        return "val"
+    return "train"
+
+
+def _file_hash(mat: Path) -> str:
+    h = hashlib.sha256(mat.read_bytes())
+    img = next((mat.with_suffix(s) for s in IMAGE_SUFFIXES if mat.with_suffix(s).is_file()), None)
+    h.update(b"|" + (img.read_bytes() if img is not None else b""))
+    return h.hexdigest()
+
+
+def list_items(source_dir: str | Path, root_subset: str, splits: SplitParams) -> list[SourceItem]:
+    """Every ``.mat`` sample of a source folder (sorted), with subset, group, split and content hash."""
+    d = Path(source_dir)
+    out = []
+    for p in list_fit_mats(d):
+        rel = p.relative_to(d).as_posix()
+        parts = rel.split("/")
+        subset = parts[0] if len(parts) > 1 else root_subset
+        gid = source_group(subset, p.stem)
+        out.append(SourceItem(rel, subset, gid, split_of(gid, splits), _file_hash(p)))
+    return out
+
+
+# ----------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything a chunk writer needs (plain data: picklable, JSON-able)."""
+
+    out_dir: str
+    source_dir: str
+    model_dir: str
+    template_dir: str
+    set_path: str
+    model: dict
+    build: dict
+    splits: dict
+    items: tuple[SourceItem, ...]
+    fingerprint: str
+    chunk_fingerprints: tuple[str, ...]
+    model_sha256: str
+    landmark_set: dict
+    flip: bool
+    notes: tuple[str, ...] = ()
+
+    @property
+    def params(self) -> BuildParams:
+        return BuildParams.model_validate(self.build)
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.chunk_fingerprints)
+
+    def chunk_items(self, k: int) -> tuple[SourceItem, ...]:
+        cs = self.build["chunk_size"]
+        return self.items[k * cs : (k + 1) * cs]
+
+    def shard_paths(self, k: int) -> dict[str, Path]:
+        return {f: Path(self.out_dir) / f"part-{k:05d}{SUFFIX[f]}" for f in self.build["formats"]}
+
+    def record_path(self, k: int) -> Path:
+        return Path(self.out_dir) / f"part-{k:05d}.json"
+
+
+def _sha(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def model_sha256(model: MorphableModel) -> str:
+    """SHA-256 over every array of the model (bases included)."""
+    h = hashlib.sha256()
+    for a in (model.mean, model.shape_basis, model.exp_basis, model.triangles, model.kpt_ind, model.uv if model.uv is not None else np.zeros(0)):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def set_summary(lset: LandmarkSet) -> dict:
+    """What the manifest and the torch dataset record about a landmark set."""
+    return {
+        "name": lset.name,
+        "sha256": lset.sha256(),
+        "n_points": len(lset),
+        "kpt68": None if lset.kpt68 is None else [int(x) for x in lset.kpt68],
+        "mirror_perm": [int(x) for x in lset.mirror_perm],
+        "mirror_exact": bool(lset.mirror_exact),
+        "template_sha256": lset.template_sha256,
+    }
+
+
+def plan_build(
+    model: ModelParams,
+    build: BuildParams,
+    splits: SplitParams,
+    *,
+    model_dir: str | Path,
+    template_dir: str | Path,
+    set_path: str | Path,
+    source_dir: str | Path,
+    out_dir: str | Path,
+) -> BuildPlan:
+    """Plan a build: list and hash the source, split it, cut it into chunks, fingerprint everything.
+
+    Also prepares ``out_dir``: creates it, removes stale ``*.tmp`` files of a killed run and a
+    ``manifest.json`` of other inputs (a rebuild into the same folder never looks finished early).
+
+    Raises:
+        InputError: a missing model / template / set / source, or a set made on another template.
+    """
+    m = load_configured_model(model, model_dir)
+    template = load_template(template_dir, res=model.uv_res)
+    lset = LandmarkSet.load(set_path, template)
+    items = tuple(list_items(source_dir, build.root_subset, splits))
+    notes = []
+    flip = build.flip and bool(lset.mirror_exact)
+    if build.flip and not flip:
+        notes.append(
+            f"landmark set {lset.name!r} has no exact mirror permutation: no mirrored copies are made; "
+            "the refitted _Flip subsets of the source are used where present"
+        )
+    msha = model_sha256(m)
+    bdump = build.model_dump(mode="json")
+    base = {
+        "format": FORMAT, "version": VERSION, "model": msha, "uv_res": model.uv_res, "template": template.sha256(),
+        "set": lset.sha256(), "splits": splits.model_dump(mode="json"), "flip": flip,
+        "build": {k: v for k, v in bdump.items() if k not in ("workers", "batch")},
+    }  # fmt: skip
+    cs = build.chunk_size
+    chunk_fps = tuple(
+        _sha({"base": base, "chunk": k, "items": [asdict(it) for it in items[k * cs : (k + 1) * cs]]})
+        for k in range((len(items) + cs - 1) // cs)
+    )
+    plan = BuildPlan(
+        out_dir=str(out_dir), source_dir=str(source_dir), model_dir=str(model_dir), template_dir=str(template_dir),
+        set_path=str(set_path), model=model.model_dump(mode="json"), build=bdump, splits=splits.model_dump(mode="json"),
+        items=items, fingerprint=_sha({"base": base, "chunks": chunk_fps}), chunk_fingerprints=chunk_fps,
+        model_sha256=msha, landmark_set=set_summary(lset), flip=flip, notes=tuple(notes),
+    )  # fmt: skip
+    _prepare_out(plan)
+    return plan
+
+
+def _prepare_out(plan: BuildPlan) -> None:
+    out = Path(plan.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for p in out.glob(".*.tmp"):
+        p.unlink(missing_ok=True)
+    man = out / "manifest.json"
+    if man.is_file():
+        try:
+            same = json.loads(man.read_text(encoding="utf-8")).get("fingerprint") == plan.fingerprint
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            same = False
+        if not same:
+            man.unlink()
+
+
+# ----------------------------------------------------------------------------- per-process context
+
+
+@dataclass
+class _Context:
+    model: MorphableModel
+    template: FaceTemplate
+    lset: LandmarkSet
+    uvm: UVMap
+    geo: LabelGeometry
+
+
+_CTX: dict[tuple, _Context] = {}
+_WRITTEN = [0]  # chunks written by this process (the kill hook counts them)
+
+
+def _context(plan: BuildPlan) -> _Context:
+    key = (plan.model_dir, plan.template_dir, plan.set_path, plan.model_sha256, plan.landmark_set["sha256"], json.dumps(plan.model, sort_keys=True))
+    if key not in _CTX:
+        mp = ModelParams.model_validate(plan.model)
+        m = load_configured_model(mp, plan.model_dir)
+        template = load_template(plan.template_dir, res=mp.uv_res)
+        lset = LandmarkSet.load(plan.set_path, template)
+        if model_sha256(m) != plan.model_sha256 or lset.sha256() != plan.landmark_set["sha256"]:
+            raise InputError(plan.set_path, None, "the model or landmark set changed since the build was planned")
+        uvm = UVMap.for_model(m, mp.uv_res, mp.cache_dir)
+        _CTX.clear()
+        _CTX[key] = _Context(m, template, lset, uvm, LabelGeometry(m, uvm, template, lset.ids))
+    return _CTX[key]
+
+
+# ----------------------------------------------------------------------------- chunks
+
+
+@dataclass
+class ChunkResult:
+    """What :func:`write_chunk` did: shard files (name, sha256, bytes, rows), counts, quarantine
+    entries (sample, file, field, error) and a per-row summary (id, subset, split, flip, yaw, valid)."""
+
+    k: int
+    fingerprint: str
+    files: dict[str, dict]
+    counts: dict[str, int]
+    quarantine: list[dict]
+    rows: dict[str, list]
+    skipped: bool = False
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("skipped")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, skipped: bool = False) -> ChunkResult:
+        return cls(**d, skipped=skipped)
+
+
+def _sha_file(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _existing(plan: BuildPlan, k: int) -> ChunkResult | None:
+    rec = plan.record_path(k)
+    if not rec.is_file():
+        return None
+    try:
+        d = json.loads(rec.read_text(encoding="utf-8"))
+        r = ChunkResult.from_dict(d, skipped=True)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        return None
+    if r.fingerprint != plan.chunk_fingerprints[k] or set(r.files) != set(plan.build["formats"]):
+        return None
+    for f, p in plan.shard_paths(k).items():
+        if not p.is_file() or _sha_file(p) != r.files[f]["sha256"]:
+            return None
+    return r
+
+
+def _kill_hook(tmp: Path) -> None:
+    n = os.environ.get(KILL_ENV)
+    if n is not None and _WRITTEN[0] == int(n):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def write_chunk(plan: BuildPlan, k: int) -> ChunkResult:
+    """Build chunk ``k``: its shard(s) and commit record, atomically; skipped when already done.
+
+    Bad samples are quarantined (file, field, reason) and the chunk goes on.
+    """
+    if not 0 <= k < plan.n_chunks:
+        raise InputError(None, "chunk", f"chunk {k} outside 0..{plan.n_chunks - 1}")
+    done = _existing(plan, k)
+    if done is not None:
+        return done
+    ctx = _context(plan)
+    cols, counts, quarantine = _chunk_rows(ctx, plan, k)
+    meta = {
+        "format": "densemark-shard", "version": VERSION, "chunk": k, "fingerprint": plan.chunk_fingerprints[k],
+        "dataset_fingerprint": plan.fingerprint, "landmark_set": {x: plan.landmark_set[x] for x in ("name", "sha256", "n_points")},
+        "res": plan.build["res"], "conventions": CONVENTIONS,
+    }  # fmt: skip
+    files = {}
+    bp = plan.params
+    for f, p in plan.shard_paths(k).items():
+        if f == "parquet":
+            shards.write_parquet(p, shards.to_table(cols, meta), bp.row_group_size, hook=_kill_hook)
+        else:
+            shards.write_hdf5(p, cols, meta, bp.hdf5_compression, hook=_kill_hook)
+        files[f] = {"name": p.name, "sha256": _sha_file(p), "bytes": p.stat().st_size, "rows": len(cols["id"])}
+    yaw = np.asarray(cols["pose"], np.float64).reshape(-1, 3)[:, 1] if len(cols["id"]) else np.zeros(0)
+    rows = {
+        "id": list(cols["id"]), "subset": list(cols["subset"]), "split": list(cols["split"]),
+        "flip": [bool(x) for x in cols["flip"]], "yaw": [round(float(y), 3) for y in yaw],
+        "valid": [bool(x) for x in cols["valid"]],
+    }  # fmt: skip
+    res = ChunkResult(k, plan.chunk_fingerprints[k], files, dict(sorted(counts.items())), quarantine, rows)
+    write_json(plan.record_path(k), res.to_dict())
+    _WRITTEN[0] += 1
+    return res
+
+
+def _q(item: SourceItem, field_: str | None, error: BaseException | str, row_id: str | None = None) -> dict:
+    return {"sample": row_id or f"{item.subset}/{item.stem}", "file": item.rel, "field": field_ or "", "error": str(getattr(error, "message", error))}
+
+
+def _chunk_rows(ctx: _Context, plan: BuildPlan, k: int) -> tuple[dict, dict[str, int], list[dict]]:
+    import cv2
+
+    bp = plan.params
+    res = bp.res
+    src = Path(plan.source_dir)
+    m = ctx.model
+    lset = ctx.lset
+    perm = lset.mirror_perm
+    kpos = lset.kpt68
+    tol = bp.kpt68_tol * res
+    counts: dict[str, int] = {}
+    quarantine: list[dict] = []
+    names = [*COLUMNS, *(["posmap"] if bp.posmaps else [])]
+    rows: dict[str, list] = {c: [] for c in names}
+
+    def count(key: str, n: int = 1) -> None:
+        counts[key] = counts.get(key, 0) + n
+
+    def add(item, fit, flip, jpeg, lm, kp, tf, valid, n_out, pm=None):
+        rows["id"].append(f"{item.subset}/{item.stem}" + ("/flip" if flip else ""))
+        rows["source_id"].append(item.source_id)
+        rows["subset"].append(item.subset)
+        rows["split"].append(item.split)
+        rows["flip"].append(flip)
+        rows["source_file"].append(item.rel)
+        rows["image"].append(jpeg)
+        rows["landmarks"].append(lm.reshape(-1))
+        rows["kpt68"].append(kp.reshape(-1))
+        ang = np.degrees(fit.pose_para[:3])
+        rows["pose"].append(np.array([ang[0], -ang[1], -ang[2]] if flip else ang, np.float32))
+        rows["crop"].append(tf.as_vector())
+        rows["shape_para"].append(fit.shape_para)
+        rows["exp_para"].append(fit.exp_para)
+        rows["pose_para"].append(fit.pose_para)
+        rows["source_size"].append(np.array(fit.size, np.int32))
+        rows["valid"].append(valid)
+        rows["n_outside"].append(n_out)
+        if bp.posmaps:
+            rows["posmap"].append(pm.reshape(-1))
+        count("rows")
+        count("flipped" if flip else "original")
+
+    def n_outside(lm: np.ndarray) -> int:
+        xy = lm[:, :2]
+        return int(((xy < 0) | (xy > res - 1)).any(1).sum())
+
+    items = plan.chunk_items(k)
+    for b0 in range(0, len(items), bp.batch):
+        batch = []
+        for item in items[b0 : b0 + bp.batch]:
+            try:
+                fit = read_fit_mat(src / item.rel, m.n_shape or None, m.n_exp or None)
+                if fit.image_path is None:
+                    raise InputError(src / item.rel, "image", "no image beside the .mat")
+                img = cv2.imdecode(np.fromfile(fit.image_path, np.uint8), cv2.IMREAD_COLOR)
+                if img is None:
+                    raise InputError(fit.image_path, "image", "cannot decode (empty, truncated or not an image)")
+            except InputError as exc:
+                quarantine.append(_q(item, exc.field, exc))
+                continue
+            batch.append((item, _Fit(fit.shape_para, fit.exp_para, fit.pose_para, img.shape[:2]), img))
+        for group in _label_groups(ctx, bp, batch, quarantine):
+            labels, pms = group["labels"], group["posmaps"]
+            for i, (item, fit, img) in enumerate(group["batch"]):
+                lm, kp, tf = labels.landmarks[i], labels.kpt68[i], labels.crops[i]
+                if not (np.isfinite(lm).all() and np.isfinite(kp).all()):
+                    quarantine.append(_q(item, "landmarks", "non-finite landmarks"))
+                    continue
+                if kpos is not None:
+                    gap = float(np.linalg.norm(lm[kpos, :2] - kp[:, :2], axis=1).max())
+                    if gap > tol:
+                        quarantine.append(_q(item, "kpt68", f"the set's 68 subset is {gap:.2f} px from the model keypoints (> {tol:.2f})"))
+                        continue
+                crop = cv2.warpAffine(img, tf.affine, (res, res), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                jpeg = _jpeg(crop, bp.jpeg_quality)
+                no = n_outside(lm)
+                count("outside_crop", int(no > 0))
+                add(item, fit, False, jpeg, lm, kp, tf, no == 0, no, None if pms is None else pms[i])
+                if not plan.flip:
+                    continue
+                flm = flip_points(lm, perm, res)
+                fkp = flip_points(kp, KPT68_MIRROR, res)
+                if kpos is not None:
+                    gap = float(np.linalg.norm(flm[kpos, :2] - fkp[:, :2], axis=1).max())
+                    if gap > tol:
+                        quarantine.append(_q(item, "flip", f"flipped 68 subset is {gap:.2f} px from the flipped keypoints", f"{item.subset}/{item.stem}/flip"))
+                        continue
+                fpm = None
+                if pms is not None:
+                    mir = ctx.template.mirror_ids
+                    fpm = flip_points(pms[i].astype(np.float32), mir, res).astype(np.float16) if (mir >= 0).all() else np.full_like(pms[i], np.nan)
+                add(item, fit, True, _jpeg(cv2.flip(crop, 1), bp.jpeg_quality), flm, fkp, tf, no == 0, no, fpm)
+    count("quarantined", len(quarantine))
+    cols = _columns(rows, lset, bp)
+    return cols, counts, quarantine
+
+
+@dataclass(frozen=True)
+class _Fit:
+    shape_para: np.ndarray
+    exp_para: np.ndarray
+    pose_para: np.ndarray
+    size: tuple[int, int]  # (h, w)
+
+
+def _jpeg(bgr: np.ndarray, quality: int) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise InputError(None, "image", "JPEG encoding failed")
+    return buf.tobytes()
+
+
+def _label_groups(ctx: _Context, bp: BuildParams, batch: list, quarantine: list[dict]):
+    """Yield {batch, labels, posmaps} for a batch; when the batch fails (a bad fit), one by one."""
+    if not batch:
+        return
+    try:
+        yield _labels(ctx, bp, batch)
+    except InputError as exc:
+        if len(batch) == 1:
+            quarantine.append(_q(batch[0][0], exc.field, exc))
+            return
+        for one in batch:
+            yield from _label_groups(ctx, bp, [one], quarantine)
+
+
+def _labels(ctx: _Context, bp: BuildParams, batch: list) -> dict:
+    args = dict(
+        shape_para=np.stack([f.shape_para for _, f, _ in batch]),
+        exp_para=np.stack([f.exp_para for _, f, _ in batch]),
+        pose_para=np.stack([f.pose_para for _, f, _ in batch]),
+        image_height=np.array([f.size[0] for _, f, _ in batch]),
+        res=bp.res, crop_scale=bp.crop_scale, jitter=bp.jitter, size_jitter=bp.size_jitter,
+    )  # fmt: skip
+    jit = bp.jitter > 0 or bp.size_jitter > 0
+    labels = ctx.geo.compute(**args, rngs=[rng_for(bp.seed, it.subset, it.stem) for it, _, _ in batch] if jit else None)
+    pms = None
+    if bp.posmaps:
+        g = pose_batch(ctx.model, **args, rngs=[rng_for(bp.seed, it.subset, it.stem) for it, _, _ in batch] if jit else None)
+        maps = ctx.uvm.render(g.vertices, vertex_major=True).reshape(len(batch), -1, 3)
+        pms = maps[:, ctx.template.face_ind].astype(np.float16)
+    return {"batch": batch, "labels": labels, "posmaps": pms}
+
+
+def _columns(rows: dict[str, list], lset: LandmarkSet, bp: BuildParams) -> dict[str, object]:
+    n = len(rows["id"])
+    k3 = 3 * len(lset)
+
+    def arr(name: str, width: int, dtype) -> np.ndarray:
+        return np.asarray(rows[name], dtype).reshape(n, width) if n else np.zeros((0, width), dtype)
+
+    cols: dict[str, object] = {c: rows[c] for c in ("id", "source_id", "subset", "split")}
+    cols["flip"] = np.asarray(rows["flip"], bool)
+    cols["source_file"] = rows["source_file"]
+    cols["image"] = rows["image"]
+    cols["landmarks"] = arr("landmarks", k3, np.float32)
+    cols["kpt68"] = arr("kpt68", 204, np.float32)
+    cols["pose"] = arr("pose", 3, np.float32)
+    cols["crop"] = arr("crop", 5, np.float64)
+    cols["shape_para"] = rows["shape_para"]
+    cols["exp_para"] = rows["exp_para"]
+    cols["pose_para"] = arr("pose_para", 7, np.float64)
+    cols["source_size"] = arr("source_size", 2, np.int32)
+    cols["valid"] = np.asarray(rows["valid"], bool)
+    cols["n_outside"] = np.asarray(rows["n_outside"], np.int16)
+    if bp.posmaps:
+        width = len(rows["posmap"][0]) if n else 0
+        cols["posmap"] = arr("posmap", width, np.float16)
+    return cols
+
+
+# ----------------------------------------------------------------------------- finish
+
+
+@dataclass
+class BuildResult:
+    """The finished build: ``manifest`` (dict), its path and sha256 (the dataset's identity), the run report."""
+
+    manifest_path: Path
+    manifest: dict
+    manifest_sha256: str
+    report: dict = field(default_factory=dict)
+
+
+YAW_BINS = list(range(-90, 91, 15))
+
+
+def finish_build(plan: BuildPlan, results: list[ChunkResult], report_path: str | Path | None = None) -> BuildResult:
+    """Check every chunk is there, remove files outside the plan, write ``report.json`` and
+    ``manifest.json`` (byte-identical for the same inputs, whoever wrote the chunks)."""
+    by_k = {r.k: r for r in results}
+    missing = sorted(set(range(plan.n_chunks)) - set(by_k))
+    if missing:
+        raise InputError(plan.out_dir, "chunks", f"{len(missing)} chunk(s) not written, e.g. {missing[:5]}")
+    for k, r in by_k.items():
+        if r.fingerprint != plan.chunk_fingerprints[k]:
+            raise InputError(plan.out_dir, "chunks", f"chunk {k} was written for other inputs")
+    out = Path(plan.out_dir)
+    keep = {p.name for k in range(plan.n_chunks) for p in [*plan.shard_paths(k).values(), plan.record_path(k)]}
+    for p in out.glob("part-*"):
+        if p.name not in keep:
+            p.unlink()
+    res = [by_k[k] for k in range(plan.n_chunks)]
+    bparams = {k: v for k, v in plan.build.items() if k not in ("workers", "batch")}  # they never change the output
+    rep = RunReport("build", params={"build": bparams, "splits": plan.splits, "model": plan.model})
+    for r in res:
+        for key, n in r.counts.items():
+            if key != "quarantined":
+                rep.count(key, n)
+        for q in r.quarantine:
+            rep.quarantine.append(q)
+            rep.count("quarantined")
+    rep.count("chunks", plan.n_chunks)
+    rep.count("source_samples", len(plan.items))
+    rep.extra["notes"] = list(plan.notes)
+    rep.extra["fingerprint"] = plan.fingerprint
+    rep_path = rep.write(out / "report.json")
+    if report_path is not None:
+        rep.write(report_path)
+    manifest = _manifest(plan, res, _sha_file(rep_path))
+    mpath = write_json(out / "manifest.json", manifest)
+    return BuildResult(mpath, manifest, _sha_file(mpath), rep.to_dict())
+
+
+def _manifest(plan: BuildPlan, res: list[ChunkResult], report_sha: str) -> dict:
+    counts: dict[str, dict] = {"subset": {}, "split": {}, "flip": {}, "subset_split": {}, "yaw_bins": {}, "valid": {}}
+    total = 0
+    for r in res:
+        rows = r.rows
+        for i in range(len(rows["id"])):
+            total += 1
+            for key, val in (("subset", rows["subset"][i]), ("split", rows["split"][i]), ("flip", str(rows["flip"][i]).lower()),
+                             ("subset_split", f"{rows['subset'][i]}/{rows['split'][i]}"), ("valid", str(rows["valid"][i]).lower())):  # fmt: skip
+                counts[key][val] = counts[key].get(val, 0) + 1
+            b = int(np.clip(np.digitize(rows["yaw"][i], YAW_BINS) - 1, 0, len(YAW_BINS) - 2))
+            label = f"{YAW_BINS[b]}..{YAW_BINS[b + 1]}"
+            counts["yaw_bins"][label] = counts["yaw_bins"].get(label, 0) + 1
+    files = []
+    for r in res:
+        for f in plan.build["formats"]:
+            e = r.files[f]
+            files.append({"path": e["name"], "format": f, "chunk": r.k, "rows": e["rows"], "bytes": e["bytes"], "sha256": e["sha256"]})
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "fingerprint": plan.fingerprint,
+        "rows": total,
+        "source_samples": len(plan.items),
+        "quarantined": sum(len(r.quarantine) for r in res),
+        "counts": {k: dict(sorted(v.items())) for k, v in counts.items()},
+        "landmark_set": plan.landmark_set,
+        "extra_sets": {},
+        "model": {"sha256": plan.model_sha256, "uv_res": plan.model["uv_res"], "source": plan.model["source"]},
+        "res": plan.build["res"],
+        "flip": plan.flip,
+        "formats": plan.build["formats"],
+        "columns": [*COLUMNS, *(["posmap"] if plan.build["posmaps"] else [])],
+        "conventions": CONVENTIONS,
+        "params": {"build": {k: v for k, v in plan.build.items() if k not in ("workers", "batch")}, "splits": plan.splits, "model": plan.model},
+        "notes": list(plan.notes),
+        "files": files,
+        "report": {"path": "report.json", "sha256": report_sha},
+    }
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def run_build(
+    model: ModelParams,
+    build: BuildParams,
+    splits: SplitParams,
+    *,
+    model_dir: str | Path,
+    template_dir: str | Path,
+    set_path: str | Path,
+    source_dir: str | Path,
+    out_dir: str | Path,
+    report_path: str | Path | None = None,
+    workers: int | None = None,
+) -> BuildResult:
+    """Plan, write every chunk (``workers`` processes, default ``build.workers``), finish."""
+    plan = plan_build(model, build, splits, model_dir=model_dir, template_dir=template_dir, set_path=set_path, source_dir=source_dir, out_dir=out_dir)
+    for note in plan.notes:
+        print(f"build: note: {note}")
+    n = plan.n_chunks
+    w = min(workers or build.workers, n)
+    if w <= 1:
+        results = [write_chunk(plan, k) for k in tqdm(range(n), desc="build", unit="chunk", disable=None)]
+    else:
+        results = _pool_map(plan, w)
+    return finish_build(plan, results, report_path)
+
+
+def _pool_map(plan: BuildPlan, workers: int) -> list[ChunkResult]:
+    import multiprocessing as mp
+
+    saved = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ.update({k: "1" for k in saved})  # one BLAS thread per worker; spawned children inherit it
+    try:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as ex:
+            it = ex.map(write_chunk, [plan] * plan.n_chunks, range(plan.n_chunks))
+            return list(tqdm(it, total=plan.n_chunks, desc="build", unit="chunk", disable=None))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _init_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+# ----------------------------------------------------------------------------- relabel
+
+
+def relabel(
+    model: ModelParams,
+    *,
+    dataset_dir: str | Path,
+    set_path: str | Path,
+    model_dir: str | Path,
+    template_dir: str | Path,
+    out_dir: str | Path | None = None,
+    batch: int = 512,
+) -> dict:
+    """Add a ``landmarks__<set name>`` column for another landmark set (any density) to a built
+    dataset, from each row's stored 3DMM parameters and crop transform: no image is decoded,
+    warped or encoded, no mesh minimum searched.
+
+    Writes in place (atomically per file), or into ``out_dir`` (a copy with the extra column).
+    Flipped rows get the mirrored labels when the new set has an exact mirror permutation, else NaN.
+
+    Returns:
+        The updated manifest.
+
+    Raises:
+        InputError: no manifest, another model than the dataset's, a set on another template.
+    """
+    src = Path(dataset_dir)
+    man_path = src / "manifest.json"
+    if not man_path.is_file():
+        raise InputError(man_path, None, "no manifest: not a finished dataset")
+    manifest = json.loads(man_path.read_text(encoding="utf-8"))
+    m = load_configured_model(model, model_dir)
+    if model_sha256(m) != manifest["model"]["sha256"]:
+        raise InputError(model_dir, "model", "not the model the dataset was built with (sha256 differs)")
+    template = load_template(template_dir, res=model.uv_res)
+    lset = LandmarkSet.load(set_path, template)
+    uvm = UVMap.for_model(m, model.uv_res, model.cache_dir)
+    geo = LabelGeometry(m, uvm, template, lset.ids, full_mesh=False)
+    res = int(manifest["res"])
+    col = f"landmarks__{lset.name}"
+    dst = Path(out_dir) if out_dir is not None else src
+    dst.mkdir(parents=True, exist_ok=True)
+    files = []
+    for e in tqdm(manifest["files"], desc="relabel", unit="shard", disable=None):
+        p = src / e["path"]
+        if e["format"] == "parquet":
+            data = shards.read_parquet_columns(p, ["shape_para", "exp_para", "pose_para", "source_size", "crop", "flip"])
+        else:
+            data = _read_h5(p, ["shape_para", "exp_para", "pose_para", "source_size", "crop", "flip"])
+        lab = _relabel_rows(geo, data, lset, res, batch)
+        q = dst / e["path"]
+        if e["format"] == "parquet":
+            _add_parquet_column(p, q, col, lab, manifest["params"]["build"]["row_group_size"], lset)
+        else:
+            _add_h5_column(p, q, col, lab, lset)
+        files.append({**e, "bytes": q.stat().st_size, "sha256": _sha_file(q)})
+    extra = dict(manifest.get("extra_sets", {}))
+    extra[lset.name] = {**set_summary(lset), "column": col}
+    manifest = {**manifest, "files": files, "extra_sets": dict(sorted(extra.items())), "columns": sorted({*manifest["columns"], col}, key=[*manifest["columns"], col].index)}
+    if dst != src:
+        for name in ("report.json",):
+            (dst / name).write_bytes((src / name).read_bytes())
+    else:  # keep the chunk records in step, so a rerun of the same build skips these shards
+        for rec in sorted(src.glob("part-*.json")):
+            d = json.loads(rec.read_text(encoding="utf-8"))
+            for fe in d["files"].values():
+                fe.update(sha256=_sha_file(src / fe["name"]), bytes=(src / fe["name"]).stat().st_size)
+            write_json(rec, d)
+    write_json(dst / "manifest.json", manifest)
+    return manifest
+
+
+def _read_h5(path: Path, names: list[str]) -> dict:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        out = {}
+        for n in names:
+            d = f[n]
+            out[n] = [np.asarray(x, np.float64) for x in d[()]] if d.dtype.kind == "O" else d[()]
+        return out
+
+
+def _relabel_rows(geo: LabelGeometry, data: dict, lset: LandmarkSet, res: int, batch: int) -> np.ndarray:
+    n = len(data["flip"])
+    k = geo.n_points
+    out = np.empty((n, k, 3), np.float32)
+    flip = np.asarray(data["flip"], bool)
+    for b0 in range(0, n, batch):
+        sl = slice(b0, min(n, b0 + batch))
+        nb = sl.stop - sl.start
+        c = geo.rows.coefficients(_stack(data["shape_para"][sl], geo.rows.k_shape), _stack(data["exp_para"][sl], geo.rows.k_exp), nb)
+        h = np.asarray(data["source_size"], np.float64).reshape(n, 2)[sl, 0]
+        out[sl] = geo.relabel(c, np.asarray(data["pose_para"], np.float64).reshape(n, 7)[sl], h, np.asarray(data["crop"]).reshape(n, 5)[sl])
+    if flip.any():
+        out[flip] = flip_points(out[flip], lset.mirror_perm, res) if lset.mirror_exact else np.nan
+    return out
+
+
+def _stack(rows: list, k: int) -> np.ndarray:
+    out = np.zeros((len(rows), k), np.float64)
+    for i, r in enumerate(rows):
+        r = np.asarray(r, np.float64)[:k]
+        out[i, : r.size] = r
+    return out
+
+
+def _add_parquet_column(src: Path, dst: Path, col: str, lab: np.ndarray, row_group_size: int, lset: LandmarkSet) -> None:
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(src)
+    arr = shards.fsl(lab.reshape(len(lab), -1), np.float32)
+    if col in t.column_names:
+        t = t.set_column(t.column_names.index(col), col, arr)
+    else:
+        t = t.append_column(col, arr)
+    meta = json.loads(t.schema.metadata[shards.META_KEY.encode()])
+    meta.setdefault("extra_sets", {})[lset.name] = {"sha256": lset.sha256(), "n_points": len(lset), "column": col}
+    t = t.replace_schema_metadata({shards.META_KEY: json.dumps(meta, sort_keys=True, separators=(",", ":"))})
+    shards.write_parquet(dst, t, row_group_size)
+
+
+def _add_h5_column(src: Path, dst: Path, col: str, lab: np.ndarray, lset: LandmarkSet) -> None:
+    import h5py
+
+    with atomic_path(dst) as tmp:
+        tmp.write_bytes(src.read_bytes())
+        with h5py.File(tmp, "r+") as f:
+            if col in f:
+                del f[col]
+            kw = {"chunks": (min(len(lab), 64), *lab.shape[1:]), "compression": "gzip", "shuffle": True} if len(lab) else {}
+            f.create_dataset(col, data=lab, track_times=False, **kw)
+            meta = json.loads(f.attrs[shards.META_KEY])
+            meta.setdefault("extra_sets", {})[lset.name] = {"sha256": lset.sha256(), "n_points": len(lset), "column": col}
+            f.attrs[shards.META_KEY] = json.dumps(meta, sort_keys=True, separators=(",", ":"))
+
+
+def crop_of(row_crop: np.ndarray) -> CropTransform:
+    """The :class:`CropTransform` of a row's ``crop`` value ``[scale, tx, ty, tz, size]``."""
+    s, tx, ty, tz, n = (float(x) for x in np.asarray(row_crop, np.float64).reshape(5))
+    return CropTransform(s, tx, ty, tz, int(n))

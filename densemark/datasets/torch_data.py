@@ -1,0 +1,163 @@
+"""A PyTorch ``Dataset`` over built shards (Parquet, else HDF5), safe with DataLoader workers.
+
+The index (which shard row is item ``i``) is read once from the shards' small columns; files
+are opened lazily in each process (a worker forked or spawned by a ``DataLoader`` opens its own
+handles, keyed by process id), and row groups are cached one per shard, so sequential and
+shuffled access both work without loading a dataset into memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from densemark.core.errors import InputError
+
+try:  # torch is optional for everything but this class's base
+    from torch.utils.data import Dataset as _Base
+except ModuleNotFoundError:  # pragma: no cover
+    _Base = object
+
+
+class ShardDataset(_Base):
+    """Rows of a built dataset.
+
+    Args:
+        root: dataset folder (``manifest.json`` + shards).
+        split: ``train`` / ``val`` / ``test``, or None for every row.
+        column: the landmark column (``landmarks`` or ``landmarks__<set name>`` after a relabel).
+        with_image: decode the JPEG (False: ``image`` is omitted, for label-only passes).
+
+    ``ds[i]`` is ``dict(image=(H, W, 3) uint8 RGB, landmarks=(K, 3) float32, kpt68=(68, 3) float32,
+    id=str, flip=bool, yaw=float degrees)``.
+
+    Attributes:
+        landmark_set: dict (name, sha256, n_points, kpt68 positions, mirror_perm) of ``column``'s set.
+        manifest_sha256: SHA-256 of ``manifest.json`` (the dataset's identity).
+        manifest: the manifest.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str | None = None, column: str = "landmarks", with_image: bool = True):
+        self.root = Path(root)
+        mpath = self.root / "manifest.json"
+        if not mpath.is_file():
+            raise InputError(mpath, None, "no manifest: not a finished dataset")
+        raw = mpath.read_bytes()
+        self.manifest = json.loads(raw)
+        self.manifest_sha256 = hashlib.sha256(raw).hexdigest()
+        if column == "landmarks":
+            self.landmark_set = self.manifest["landmark_set"]
+        else:
+            sets = {v["column"]: v for v in self.manifest.get("extra_sets", {}).values()}
+            if column not in sets:
+                raise InputError(mpath, "columns", f"no column {column!r}; have landmarks, {', '.join(sets) or 'no extra sets'}")
+            self.landmark_set = sets[column]
+        self.split, self.column, self.with_image = split, column, with_image
+        fmt = "parquet" if "parquet" in self.manifest["formats"] else "hdf5"
+        self.format = fmt
+        self.files = [self.root / e["path"] for e in self.manifest["files"] if e["format"] == fmt]
+        index = []
+        for fi in range(len(self.files)):
+            splits = self._read(fi, ["split"], None)["split"]
+            rows = np.arange(len(splits)) if split is None else np.flatnonzero(np.asarray(splits) == split)
+            index.append(np.stack([np.full(len(rows), fi), rows], 1))
+        self.index = np.concatenate(index).astype(np.int64) if index else np.zeros((0, 2), np.int64)
+        self._pid = None
+        self._handles: dict = {}
+        self._cache: dict = {}
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    def __getitem__(self, i: int) -> dict:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        fi, row = (int(x) for x in self.index[i])
+        cols = ["id", "flip", "pose", "kpt68", self.column] + (["image"] if self.with_image else [])
+        r = self._row(fi, row, cols)
+        out = {
+            "landmarks": np.asarray(r[self.column], np.float32).reshape(-1, 3),
+            "kpt68": np.asarray(r["kpt68"], np.float32).reshape(68, 3),
+            "id": str(r["id"]),
+            "flip": bool(r["flip"]),
+            "yaw": float(np.asarray(r["pose"]).reshape(3)[1]),
+        }
+        if self.with_image:
+            from densemark.core.images import decode_jpeg
+
+            out["image"] = decode_jpeg(bytes(r["image"]))
+        return out
+
+    # -- file access, per process
+
+    def _check_pid(self) -> None:
+        if self._pid != os.getpid():  # a new DataLoader worker: never share handles across processes
+            self._pid, self._handles, self._cache = os.getpid(), {}, {}
+
+    def _handle(self, fi: int):
+        self._check_pid()
+        if fi not in self._handles:
+            if self.format == "parquet":
+                import pyarrow.parquet as pq
+
+                self._handles[fi] = pq.ParquetFile(self.files[fi])
+            else:
+                import h5py
+
+                self._handles[fi] = h5py.File(self.files[fi], "r")
+        return self._handles[fi]
+
+    def _read(self, fi: int, cols: list[str], rows) -> dict:
+        if self.format == "parquet":
+            import pyarrow.parquet as pq
+
+            t = pq.read_table(self.files[fi], columns=cols)
+            return {c: t.column(c).to_pylist() for c in cols}
+        import h5py
+
+        with h5py.File(self.files[fi], "r") as f:
+            return {c: [x.decode() if isinstance(x, bytes) else x for x in f[c][()]] for c in cols}
+
+    def _row(self, fi: int, row: int, cols: list[str]) -> dict:
+        h = self._handle(fi)
+        if self.format == "hdf5":
+            out = {}
+            for c in cols:
+                v = h[c][row]
+                out[c] = v.decode() if isinstance(v, bytes) else v
+            return out
+        md = h.metadata
+        start = 0
+        for g in range(md.num_row_groups):
+            n = md.row_group(g).num_rows
+            if row < start + n:
+                break
+            start += n
+        key = (fi, g, tuple(cols))
+        if key not in self._cache:
+            self._cache = {k: v for k, v in self._cache.items() if k[0] != fi}  # one row group per shard
+            self._cache[key] = h.read_row_group(g, columns=cols)
+        t = self._cache[key]
+        j = row - start
+        out = {}
+        for c in cols:
+            col = t.column(c)
+            v = col[j]
+            if c in ("id",):
+                out[c] = v.as_py()
+            elif c == "image":
+                out[c] = v.as_py()
+            elif c == "flip":
+                out[c] = v.as_py()
+            else:
+                out[c] = v.values.to_numpy(zero_copy_only=False)
+        return out
+
+    def __getstate__(self) -> dict:
+        d = dict(self.__dict__)
+        d["_handles"], d["_cache"], d["_pid"] = {}, {}, None
+        return d

@@ -1,0 +1,138 @@
+"""ONNX export (checked against PyTorch) and model facts: parameters, MACs, CPU latency.
+
+The export uses torch's TorchScript-based exporter (``dynamo=False``): it runs offline, needs
+no ``onnxscript`` and gives the same bytes for the same weights. Input ``image``:
+(N, 3, S, S) float32 RGB in [0, 1]; output ``landmarks``: (N, 3 K) in units of the input side.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from densemark.core.atomic import atomic_path, write_json
+from densemark.core.errors import InputError
+from densemark.train.loop import build_model, load_checkpoint
+from densemark.train.macs import count_macs
+from densemark.train.models import LandmarkRegressor, count_params
+
+
+def load_model(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[LandmarkRegressor, dict[str, Any]]:
+    """The eval-mode model of a checkpoint and the checkpoint dict (``weights_only=True``)."""
+    ck = load_checkpoint(checkpoint, device)
+    model = build_model(ck["config"])
+    model.load_state_dict(ck["model"])
+    return model.to(device).eval(), ck
+
+
+def onnx_bytes(model: torch.nn.Module, input_size: int, opset: int = 17) -> bytes:
+    """The serialised ONNX graph of ``model`` (dynamic batch)."""
+    model = model.eval().cpu()
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 3, input_size, input_size),),
+            buf,
+            dynamo=False,
+            opset_version=opset,
+            input_names=["image"],
+            output_names=["landmarks"],
+            dynamic_axes={"image": {0: "batch"}, "landmarks": {0: "batch"}},
+            do_constant_folding=True,
+        )
+    return buf.getvalue()
+
+
+def ort_session(model: bytes | str | os.PathLike, threads: int = 1) -> Any:
+    """An ONNX Runtime CPU session on ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    src = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+
+
+def check_onnx(model: torch.nn.Module, onnx_model: bytes, input_size: int, batch: int = 2, seed: int = 0) -> dict[str, float]:
+    """Run PyTorch and ONNX Runtime on the same random batch; max abs/rel difference.
+
+    Raises:
+        InputError: when they differ by more than 1e-4 of the output range.
+    """
+    import onnx
+
+    onnx.checker.check_model(onnx.load_from_string(onnx_model))
+    x = torch.rand(batch, 3, input_size, input_size, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        ref = model.eval().cpu()(x).numpy()
+    got = ort_session(onnx_model).run(None, {"image": x.numpy()})[0]
+    diff = float(np.abs(got - ref).max())
+    rel = diff / max(float(np.abs(ref).max()), 1e-12)
+    if got.shape != ref.shape or rel > 1e-4:
+        raise InputError(None, "onnx", f"ONNX Runtime differs from PyTorch: max abs {diff:.3g}, rel {rel:.3g}")
+    return {"max_abs_diff": diff, "max_rel_diff": rel}
+
+
+def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, report: str | os.PathLike | None = None, opset: int = 17) -> dict[str, Any]:
+    """``densemark export``: write ``out`` (.onnx) from a checkpoint after checking it agrees."""
+    model, ck = load_model(checkpoint)
+    size = int(ck["config"]["input_size"])
+    data = onnx_bytes(model, size, opset)
+    check = check_onnx(model, data, size)
+    with atomic_path(out) as tmp:
+        Path(tmp).write_bytes(data)
+    rep = {
+        "onnx": str(out),
+        "opset": opset,
+        "input_size": size,
+        "n_points": int(ck["config"]["n_points"]),
+        "bytes": len(data),
+        "landmark_set_sha256": ck["landmark_set_sha256"],
+        "manifest_sha256": ck["manifest_sha256"],
+        **check,
+    }
+    if report is not None:
+        write_json(report, rep)
+    return rep
+
+
+def latency_ms(fn: Any, repeats: int = 30, warmup: int = 5) -> float:
+    """Median wall time of ``fn()`` in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e3)
+
+
+def model_info(model: torch.nn.Module, input_size: int, repeats: int = 30, onnx: bool = True) -> dict[str, Any]:
+    """Params, MACs and batch-1 CPU latency (PyTorch eager and ONNX Runtime, one thread)."""
+    model = model.eval().cpu()
+    info: dict[str, Any] = {"input_size": input_size, "params": count_params(model), "macs": count_macs(model, input_size)}
+    x = torch.rand(1, 3, input_size, input_size)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            info["torch_ms"] = latency_ms(lambda: model(x), repeats)
+    finally:
+        torch.set_num_threads(threads)
+    if onnx:
+        sess = ort_session(onnx_bytes(model, input_size), threads=1)
+        xn = x.numpy()
+        info["onnx_ms"] = latency_ms(lambda: sess.run(None, {"image": xn}), repeats)
+    return info

@@ -1,0 +1,353 @@
+"""The dataset build: labels, flips, splits, shards, quarantine, resume, relabel, torch dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import scipy.io as sio
+import yaml
+
+from densemark.core.images import decode_jpeg
+from densemark.datasets import build as B
+from densemark.datasets.labels import KPT68_MIRROR, LabelGeometry, flip_image, flip_points
+from densemark.datasets.params import SplitParams
+from densemark.faces.geometry import pose_batch
+from densemark.faces.uvmap import UVMap
+from densemark.sampling.landmark_set import make_set
+from densemark.sources.readers import read_fit_mat
+from tests._build import SPLITS, build_kwargs, small_build_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _df(table) -> dict[str, list]:
+    """Columns as Python lists (pyarrow alone; pandas is not a dependency)."""
+    return table.to_pydict()
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def built(build_world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds") / "ds"
+    res = B.run_build(build_world["model_params"], small_build_params(), SPLITS, **build_kwargs(build_world, out))
+    return out, res
+
+
+def _geo(w):
+    uvm = UVMap.for_model(w["model"], w["model_params"].uv_res)
+    return LabelGeometry(w["model"], uvm, w["template"], w["set"].ids), uvm
+
+
+# ----------------------------------------------------------------------------- shards and labels
+
+
+def test_shards_open_with_pyarrow_and_h5py_alone(built, build_world):
+    out, res = built
+    man = json.loads((out / "manifest.json").read_text())
+    k = len(build_world["set"])
+    assert man["rows"] == 16 and man["counts"]["flip"] == {"false": 8, "true": 8}
+    assert man["landmark_set"]["sha256"] == build_world["set"].sha256() and man["landmark_set"]["n_points"] == k
+    assert sum(man["counts"]["split"].values()) == man["rows"]
+    for e in man["files"]:
+        assert B._sha_file(out / e["path"]) == e["sha256"]
+    t = pq.read_table(out / "part-00000.parquet")
+    assert t.num_rows == 6 and t.schema.field("landmarks").type.list_size == 3 * k
+    assert t.schema.field("kpt68").type.list_size == 204
+    assert b"densemark" in t.schema.metadata
+    df = _df(t)
+    assert list(df["flip"]) == [False, True] * 3
+    img = decode_jpeg(df["image"][0])
+    assert img.shape == (64, 64, 3)
+    lm = np.array(df["landmarks"], np.float32).reshape(-1, k, 3)
+    with h5py.File(out / "part-00000.h5", "r") as f:
+        assert f["landmarks"].shape == (6, k, 3)
+        np.testing.assert_array_equal(f["landmarks"][()], lm)
+        assert [x.decode() for x in f["id"][()]] == list(df["id"])
+        assert bytes(f["image"][0]) == df["image"][0]
+    # pose of a flipped row mirrors yaw and roll
+    p = np.array(df["pose"], np.float32)
+    np.testing.assert_array_equal(p[1], p[0] * np.array([1, -1, -1], np.float32))
+
+
+def test_labels_equal_the_position_map_at_the_set_pixels(built, build_world):
+    """Reference: render full position maps (pose_batch + UV render) and read the set's pixels."""
+    out, _ = built
+    w = build_world
+    uvm = UVMap.for_model(w["model"], w["model_params"].uv_res)
+    pix = w["template"].face_ind[w["set"].ids]
+    n = 0
+    for part in sorted(out.glob("part-*.parquet")):
+        t = pq.read_table(part)
+        df = _df(t.filter(np.logical_not(t.column("flip").to_numpy())))
+        fits = [read_fit_mat(w["source_dir"] / f) for f in df["source_file"]]
+        g = pose_batch(w["model"], np.stack([f.shape_para for f in fits]), np.stack([f.exp_para for f in fits]),
+                       np.stack([f.pose_para for f in fits]), 200, res=64)  # fmt: skip
+        maps = uvm.render(g.vertices, vertex_major=True).reshape(len(fits), -1, 3)
+        lm = np.array(df["landmarks"], np.float32).reshape(len(fits), -1, 3)
+        np.testing.assert_array_equal(lm, maps[:, pix])  # bit-identical
+        np.testing.assert_array_equal(np.array(df["kpt68"], np.float32).reshape(-1, 68, 3), g.vertices[w["model"].kpt_ind].transpose(1, 0, 2))
+        np.testing.assert_array_equal(np.array(df["crop"]), np.array([c.as_vector() for c in g.crops]))
+        n += len(fits)
+    assert n == 8
+
+
+def test_flip_is_an_involution(built, build_world):
+    out, _ = built
+    df = _df(pq.read_table(out / "part-00001.parquet"))
+    k = len(build_world["set"])
+    lm = np.array(df["landmarks"], np.float32).reshape(-1, k, 3)
+    perm = build_world["set"].mirror_perm
+    for i in range(0, len(df["id"]), 2):
+        a, b = decode_jpeg(df["image"][i]), decode_jpeg(df["image"][i + 1])
+        assert np.abs(flip_image(a).astype(int) - b).mean() < 3  # the mirrored crop, up to JPEG noise
+        np.testing.assert_array_equal(flip_points(lm[i], perm, 64), lm[i + 1])
+        np.testing.assert_allclose(flip_points(lm[i + 1], perm, 64), lm[i], atol=2e-5, rtol=0)
+        kp = np.array(df["kpt68"], np.float32).reshape(-1, 68, 3)
+        np.testing.assert_allclose(flip_points(flip_points(kp[i], KPT68_MIRROR, 64), KPT68_MIRROR, 64), kp[i], atol=2e-5, rtol=0)
+    img = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    np.testing.assert_array_equal(flip_image(flip_image(img)), img)
+    assert not np.array_equal(flip_image(img), img)
+
+
+@pytest.mark.parametrize("pose", [(0.1, 0.5, 0.2, 90.0, 110.0, 5.0, 8e-4), (-0.2, -1.1, -0.3, 120.0, 95.0, 0.0, 7e-4)])
+def test_flipped_labels_equal_labels_of_the_mirrored_pose(build_world, pose):
+    """On the symmetric embedded mean shape: flip(labels(pose)) == labels(mirrored pose) with the mirrored crop."""
+    w = build_world
+    m = w["model"]
+    assert np.allclose(m.mean[:, 0], -m.mean[_mirror_vertices(m), 0], atol=1e-2)  # the model is symmetric
+    geo, _ = _geo(w)
+    h, wd, res = 200, 200, 64
+    pose = np.array([pose])
+    lab = geo.compute(None, None, pose, np.array([h]), res=res)
+    mp = pose.copy()
+    mp[0, 1:3] *= -1
+    mp[0, 3] = wd - 1 - pose[0, 3]
+    tf = lab.crops[0]
+    crop_m = np.array([[tf.scale, res - 1 - tf.tx - tf.scale * (wd - 1), tf.ty, tf.tz, res]])
+    c = geo.rows.coefficients(None, None, 1)
+    mirrored = geo.relabel(c, mp, np.array([h]), crop_m)[0]
+    flipped = flip_points(lab.landmarks[0], w["set"].mirror_perm, res)
+    assert np.abs(flipped - lab.landmarks[0]).max() > 1  # not trivially equal
+    # the two centre UV columns are their own mirror by the set convention (the UV map has no
+    # centre column): exact everywhere else
+    u = w["template"].pixel_uv[w["set"].ids, 0]
+    side = np.abs(2 * u - (w["template"].res - 1)) > 1
+    assert side.sum() > 0.5 * len(side)
+    np.testing.assert_allclose(flipped[side], mirrored[side], atol=1e-3, rtol=0)
+    # the mesh minimum is mirror-invariant, and the mirrored pose's own crop is the mirrored one up to truncation
+    lab_m = geo.compute(None, None, mp, np.array([h]), res=res)
+    assert lab_m.crops[0].tz / lab_m.crops[0].scale == pytest.approx(tf.tz / tf.scale, rel=1e-5)
+    assert lab_m.crops[0].scale == pytest.approx(tf.scale, rel=0.02)
+
+
+def _mirror_vertices(m):
+    from densemark.faces.procedural import uv_grid
+    from tests._build import GRID
+
+    return uv_grid(GRID)[2]
+
+
+# ----------------------------------------------------------------------------- reproducibility, resume
+
+
+def test_same_params_byte_identical_and_chunk_order_free(built, build_world, tmp_path):
+    out, res = built
+    w = build_world
+    out2 = tmp_path / "again"
+    plan = B.plan_build(w["model_params"], small_build_params(), SPLITS, **build_kwargs(w, out2))
+    results = [B.write_chunk(plan, k) for k in reversed(range(plan.n_chunks))]  # any order
+    r2 = B.finish_build(plan, results)
+    assert _files(out2) == _files(out)
+    assert r2.manifest_sha256 == res.manifest_sha256
+    # a rerun skips every chunk and changes nothing
+    plan = B.plan_build(w["model_params"], small_build_params(), SPLITS, **build_kwargs(w, out2))
+    assert all(B.write_chunk(plan, k).skipped for k in range(plan.n_chunks))
+    # and the 2-process pool gives the same bytes
+    out3 = tmp_path / "pool"
+    B.run_build(w["model_params"], small_build_params(workers=2), SPLITS, **build_kwargs(w, out3))
+    assert _files(out3) == _files(out)
+
+
+def _params_file(w, path: Path, **build) -> Path:
+    mp = w["model_params"]
+    data = {
+        "model": {"source": "bfm", "dir": str(mp.dir), "cache_dir": str(mp.cache_dir), "uv_res": mp.uv_res},
+        "build": small_build_params(**build).model_dump(mode="json"),
+        "splits": SPLITS.model_dump(mode="json"),
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _cli_build(w, params: Path, out: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "densemark", "--params", str(params), "build", "--template", str(w["template_dir"]),
+           "--set", str(w["set_path"]), "--source", str(w["source_dir"]), "--out", str(out)]  # fmt: skip
+    e = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=300)
+
+
+def test_sigkill_then_rerun_is_byte_identical(built, build_world, tmp_path):
+    out, _ = built
+    params = _params_file(build_world, tmp_path / "params.yaml")
+    dst = tmp_path / "killed"
+    r = _cli_build(build_world, params, dst, {B.KILL_ENV: "1"})  # dies while writing the second chunk
+    assert r.returncode == -9, r.stderr
+    assert list(dst.glob(".*.tmp")), "a stale temp file is left by the kill"
+    assert not (dst / "manifest.json").exists()
+    assert (dst / "part-00000.json").exists() and not (dst / "part-00001.json").exists()
+    r = _cli_build(build_world, params, dst)
+    assert r.returncode == 0, r.stderr
+    assert not list(dst.glob(".*.tmp"))
+    assert _files(dst) == _files(out)
+
+
+def test_changed_params_rebuild_never_mix(built, build_world, tmp_path):
+    w = build_world
+    dst = tmp_path / "ds"
+    shutil.copytree(built[0], dst)
+    r = B.run_build(w["model_params"], small_build_params(jpeg_quality=70, chunk_size=5), SPLITS, **build_kwargs(w, dst))
+    names = sorted(p.name for p in dst.glob("part-*"))
+    assert names == sorted(f"part-{k:05d}{s}" for k in range(2) for s in (".parquet", ".h5", ".json"))
+    fps = {pq.read_schema(p).metadata[b"densemark"] for p in dst.glob("*.parquet")}
+    assert all(json.loads(f)["dataset_fingerprint"] == r.manifest["fingerprint"] for f in fps)
+    assert r.manifest["fingerprint"] != json.loads((built[0] / "manifest.json").read_text())["fingerprint"]
+    fresh = tmp_path / "fresh"
+    B.run_build(w["model_params"], small_build_params(jpeg_quality=70, chunk_size=5), SPLITS, **build_kwargs(w, fresh))
+    assert _files(fresh) == _files(dst)
+
+
+# ----------------------------------------------------------------------------- quarantine, splits, sets
+
+
+def test_bad_samples_are_quarantined_and_the_build_goes_on(build_world, tmp_path):
+    w = dict(build_world)
+    src = tmp_path / "src"
+    shutil.copytree(w["source_dir"], src)
+    mats = sorted(src.glob("*.mat"))
+    m = sio.loadmat(mats[1])
+    m["Shape_Para"][3] = np.nan
+    sio.savemat(mats[1], {k: v for k, v in m.items() if not k.startswith("__")})
+    mats[2].with_suffix(".jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    w["source_dir"] = src
+    r = B.run_build(w["model_params"], small_build_params(), SPLITS, **build_kwargs(w, tmp_path / "ds"))
+    q = {e["file"]: e for e in r.report["quarantine"]}
+    assert set(q) == {mats[1].name, mats[2].name}
+    assert q[mats[1].name]["field"] == "Shape_Para" and "non-finite" in q[mats[1].name]["error"]
+    assert q[mats[2].name]["field"] == "image"
+    assert r.manifest["rows"] == 12 and r.manifest["quarantined"] == 2
+
+
+def test_splits_follow_source_image_groups(tmp_path):
+    assert B.source_group("AFW", "AFW_1051618982_1_3") == "AFW/AFW_1051618982_1"
+    assert B.source_group("AFW_Flip", "AFW_1051618982_1_0") == "AFW/AFW_1051618982_1"
+    assert B.source_group("synthetic", "SYN_image_00003_0") == "synthetic/SYN_image_00003"
+    sp = SplitParams(seed=3, val=0.3, test=0.3)
+    groups = [f"HELEN/HELEN_{i}_1" for i in range(400)]
+    got = [B.split_of(g, sp) for g in groups]
+    frac = {s: got.count(s) / len(got) for s in ("train", "val", "test")}
+    assert abs(frac["test"] - 0.3) < 0.08 and abs(frac["val"] - 0.3) < 0.08
+    assert got != [B.split_of(g, SplitParams(seed=4, val=0.3, test=0.3)) for g in groups]  # seeded
+    # a 300W-LP-like tree: subsets from the top folders, variants and _Flip twins share a split
+    for sub in ("AFW", "AFW_Flip", "IBUG"):
+        for j in range(3):
+            for k in range(2):
+                d = tmp_path / sub
+                d.mkdir(exist_ok=True)
+                (d / f"{sub[:4].rstrip('_')}_{j}_1_{k}.mat").write_bytes(f"{sub}{j}{k}".encode())
+    items = B.list_items(tmp_path, "synthetic", sp)
+    assert {it.subset for it in items} == {"AFW", "AFW_Flip", "IBUG"}
+    by_group: dict[str, set] = {}
+    for it in items:
+        by_group.setdefault(it.source_id, set()).add(it.split)
+    assert len(by_group) == 6 and all(len(v) == 1 for v in by_group.values())
+    assert sum(1 for it in items if it.source_id == "AFW/AFW_0_1") == 4  # 2 variants x (AFW + AFW_Flip)
+
+
+def test_inexact_set_is_not_flipped_and_says_so(build_world, tmp_path):
+    w = dict(build_world)
+    tpl = w["template"]
+    ids = np.flatnonzero(tpl.pixel_uv[:, 0] < tpl.res // 2 - 3)[::97]  # left side only: no partners
+    lset = make_set(tpl, ids, name="one-sided")
+    assert not lset.mirror_exact
+    w["set_path"] = lset.save(tmp_path / "one.json")
+    r = B.run_build(w["model_params"], small_build_params(), SPLITS, **build_kwargs(w, tmp_path / "ds"))
+    assert r.manifest["flip"] is False and r.manifest["counts"]["flip"] == {"false": 8}
+    assert any("no exact mirror permutation" in n for n in r.manifest["notes"])
+
+
+# ----------------------------------------------------------------------------- relabel
+
+
+def test_relabel_adds_columns_without_touching_images(built, build_world, tmp_path):
+    w = dict(build_world)
+    tpl = w["template"]
+    dst = tmp_path / "ds"
+    shutil.copytree(built[0], dst)
+    # 1. the build's own set under another name: the new column equals the built labels bit for bit
+    same = make_set(tpl, w["set"].ids, name="same", kpt68=w["set"].kpt68)
+    p_same = same.save(tmp_path / "same.json")
+    mp = w["model_params"]
+    man = B.relabel(mp, dataset_dir=dst, set_path=p_same, model_dir=mp.dir, template_dir=w["template_dir"])
+    assert "landmarks__same" in man["columns"] and man["extra_sets"]["same"]["n_points"] == len(same)
+    for part in sorted(dst.glob("*.parquet")):
+        t = pq.read_table(part)
+        np.testing.assert_array_equal(np.stack(t.column("landmarks__same").to_numpy(zero_copy_only=False)),
+                                      np.stack(t.column("landmarks").to_numpy(zero_copy_only=False)))  # fmt: skip
+        assert t.column("image").equals(pq.read_table(built[0] / part.name).column("image"))
+    with h5py.File(dst / "part-00000.h5", "r") as f:
+        np.testing.assert_array_equal(f["landmarks__same"][()], f["landmarks"][()])
+    for e in man["files"]:
+        assert B._sha_file(dst / e["path"]) == e["sha256"]
+    # 2. a denser set: equals a full build with that set (flipped rows included)
+    mir = tpl.mirror_ids
+    pick = np.flatnonzero(mir >= 0)[::40]
+    dense = make_set(tpl, np.unique(np.concatenate([pick, mir[pick]])), name="dense")
+    assert dense.mirror_exact and len(dense) > len(w["set"])
+    p_dense = dense.save(tmp_path / "dense.json")
+    out_copy = tmp_path / "relabelled"
+    B.relabel(mp, dataset_dir=dst, set_path=p_dense, model_dir=mp.dir, template_dir=w["template_dir"], out_dir=out_copy)
+    w["set_path"] = p_dense
+    full = tmp_path / "full"
+    B.run_build(mp, small_build_params(kpt68_tol=1.0), SPLITS, **build_kwargs(w, full))
+    for part in sorted(full.glob("*.parquet")):
+        a = pq.read_table(part).column("landmarks").to_numpy(zero_copy_only=False)
+        b = pq.read_table(out_copy / part.name).column("landmarks__dense").to_numpy(zero_copy_only=False)
+        np.testing.assert_array_equal(np.stack(a), np.stack(b))
+
+
+# ----------------------------------------------------------------------------- torch
+
+
+def test_shard_dataset_with_dataloader_workers(built):
+    import torch
+
+    from densemark.datasets.torch_data import ShardDataset
+
+    out, res = built
+    ds = ShardDataset(out)
+    assert len(ds) == 16 and ds.manifest_sha256 == res.manifest_sha256
+    k = ds.landmark_set["n_points"]
+    item = ds[3]
+    assert item["image"].shape == (64, 64, 3) and item["image"].dtype == np.uint8
+    assert item["landmarks"].shape == (k, 3) and item["kpt68"].shape == (68, 3)
+    assert item["flip"] is True and item["id"].endswith("/flip")
+    tr = ShardDataset(out, split="train", with_image=False)
+    assert 0 < len(tr) < len(ds) and "image" not in tr[0]
+    ids = [ds[i]["id"] for i in range(len(ds))]
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, collate_fn=list, shuffle=False)
+    got = [x["id"] for b in loader for x in b]
+    assert got == ids
+    df = _df(pq.read_table(out / "part-00002.parquet"))
+    np.testing.assert_array_equal(ds[12]["landmarks"].ravel(), df["landmarks"][0])

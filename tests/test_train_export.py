@@ -1,0 +1,56 @@
+"""ONNX export agrees with PyTorch; model facts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from densemark.core.errors import InputError
+from densemark.train.export import check_onnx, export_onnx, model_info, onnx_bytes, ort_session
+from densemark.train.loop import run_train
+from densemark.train.models import create_model
+from densemark.train.params import TrainParams
+from densemark.train.testing import SyntheticLandmarks
+from tests._torch import one_thread  # noqa: F401 - autouse fixture
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    torch.set_num_threads(1)
+    run_train(TrainParams(width=0.25, input_size=32, epochs=1, batch_size=4, workers=0), SyntheticLandmarks(8, 24, 64), out, progress=False)
+    return out / "model.pt"
+
+
+def test_export_writes_a_graph_that_agrees(tmp_path, checkpoint):
+    rep = export_onnx(checkpoint, tmp_path / "m.onnx", tmp_path / "export.json")
+    assert rep["max_rel_diff"] < 1e-4 and rep["n_points"] == 24
+    sess = ort_session(tmp_path / "m.onnx")
+    out = sess.run(None, {"image": np.zeros((3, 3, 32, 32), np.float32)})[0]
+    assert out.shape == (3, 72)  # dynamic batch
+    # deterministic: the same weights give the same bytes
+    assert (tmp_path / "m.onnx").read_bytes() == onnx_bytes(*_model_and_size(checkpoint))
+
+
+def _model_and_size(ck):
+    from densemark.train.export import load_model
+
+    m, c = load_model(ck)
+    return m, c["config"]["input_size"]
+
+
+def test_check_detects_a_mismatch():
+    m = create_model("mobilenetv2", 10, 32, 0.25).eval()
+    data = onnx_bytes(m, 32)
+    with torch.no_grad():
+        m.head.bias.add_(1.0)  # the graph no longer matches the module
+    with pytest.raises(InputError, match="differs"):
+        check_onnx(m, data, 32)
+
+
+def test_model_info_fields():
+    info = model_info(create_model("mobilenetv2", 10, 32, 0.25), 32, repeats=2)
+    assert info["params"] > 0 and info["macs"] > 0 and info["torch_ms"] > 0 and info["onnx_ms"] > 0
