@@ -54,3 +54,14 @@ def test_check_detects_a_mismatch():
 def test_model_info_fields():
     info = model_info(create_model("mobilenetv2", 10, 32, 0.25), 32, repeats=2)
     assert info["params"] > 0 and info["macs"] > 0 and info["torch_ms"] > 0 and info["onnx_ms"] > 0
+
+
+def test_export_and_model_info_commands(tmp_path, checkpoint, capsys):
+    from densemark.cli import main
+
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--report", str(tmp_path / "e.json")]) == 0
+    assert (tmp_path / "m.onnx").stat().st_size > 0
+    assert main(["model-info", "--checkpoint", str(checkpoint), "--repeats", "2", "--json", str(tmp_path / "i.json")]) == 0
+    out = capsys.readouterr().out
+    assert "params" in out and "onnx_ms" in out
+    assert main(["export", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.onnx")]) == 2

@@ -25,7 +25,7 @@ class AugmentParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    rotation_deg: float = Field(30.0, ge=0, le=180, allow_inf_nan=False)  # angle ~ U(-r, r)
+    rotation_deg: float = Field(15.0, ge=0, le=180, allow_inf_nan=False)  # angle ~ U(-r, r)
     scale: float = Field(0.1, ge=0, lt=1, allow_inf_nan=False)  # factor ~ U(1 - s, 1 + s)
     shift: float = Field(0.05, ge=0, le=0.5, allow_inf_nan=False)  # per axis, fraction of the side
     channel_gain: float = Field(0.4, ge=0, lt=1, allow_inf_nan=False)  # per-channel x U(1 - g, 1 + g) (PRNet: 0.4)
@@ -49,8 +49,8 @@ class TrainParams(BaseModel):
     column: str = "landmarks"  # the dataset's label column (a relabelled set: landmarks__<name>)
     train_split: str = "train"
     val_split: str = "val"  # scored after every epoch when the dataset has it
-    epochs: int = Field(12, ge=1)
-    batch_size: int = Field(16, ge=1)
+    epochs: int = Field(60, ge=1)
+    batch_size: int = Field(8, ge=1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
     lr: float = Field(2e-3, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(1e-4, ge=0, allow_inf_nan=False)
@@ -63,7 +63,7 @@ class TrainParams(BaseModel):
     wing_epsilon: float = Field(3.0, gt=0, allow_inf_nan=False)
     loss_scale: float = Field(256.0, gt=0, allow_inf_nan=False)  # errors in pixels of a crop this size
     workers: int = Field(2, ge=0, le=64)
-    threads: int = Field(0, ge=0, le=256)  # torch intra-op CPU threads; 0: torch's default
+    threads: int = Field(1, ge=0, le=256)  # torch intra-op CPU threads; 0: torch's default
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "cpu"  # auto: CUDA when present
     amp: bool = True  # mixed precision (bfloat16/float16 autocast) on CUDA only

@@ -111,7 +111,7 @@ def detect_faces(image: np.ndarray, min_size: int = 30) -> np.ndarray:
     casc = cv2.CascadeClassifier(str(path))
     if casc.empty():
         raise InputError(path, None, "cannot load OpenCV's bundled Haar cascade")
-    gray = cv2.equalizeHist(cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2GRAY))
+    gray = cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2GRAY)
     det = casc.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_size, min_size))
     det = np.asarray(det, np.float64).reshape(-1, 4)
     boxes = np.column_stack([det[:, :2], det[:, :2] + det[:, 2:]])

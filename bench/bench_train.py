@@ -1,0 +1,158 @@
+"""Training and inference performance of the landmark regressor, in one run.
+
+    python bench/bench_train.py [--data DATASET_DIR] [--workers 2] [--input-size 256] [--quick]
+
+Prints:
+- loader throughput: samples/s decoded (JPEG) and augmented through the DataLoader with
+  ``--workers`` worker processes, against the same loader in the main process (ratio);
+  goal: >= 1,000 samples/s on 2 cores (the loader never starves a GPU step);
+- train-step time (forward + backward + AdamW) of the paper's model on this CPU;
+- params and MACs (goal: MobileNetV2 width 1.0 at 256x256 <= 4.2M params and 0.4 GMac);
+- batch-1 CPU latency, one thread, PyTorch eager and ONNX Runtime, over input sizes and widths,
+  against a baseline run in the same process: 3DDFA_V2's 62-parameter MobileNet (v1, x0.5,
+  120x120), re-implemented here (the released one runs in 0.8-1.3 ms in ONNX Runtime on one
+  thread); says at which input size the 520-point model comes within 2x of it.
+
+Without ``--data`` the loader reads an in-memory set of 256x256 JPEG crops with 520 labels
+(decoded per item, like the shards).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from densemark.train.augment import apply_augment, draw_augment
+from densemark.train.data import LandmarkSamples, make_loader, to_input
+from densemark.train.export import model_info
+from densemark.train.loss import WingMSELoss
+from densemark.train.macs import count_macs
+from densemark.train.models import count_params, create_model
+from densemark.train.params import AugmentParams
+from densemark.train.testing import SyntheticLandmarks
+
+
+def mobilenet_v1_3ddfa(widen: float = 0.5, n_out: int = 62) -> nn.Module:
+    """3DDFA(_V2)'s MobileNet v1 (depthwise-separable blocks, BN + ReLU, avg pool, fc)."""
+
+    def dw(cin: int, cout: int, stride: int) -> list[nn.Module]:
+        return [
+            nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU(inplace=True),
+            nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        ]
+
+    c = [int(v * widen) for v in (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)]
+    strides = [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1]
+    layers: list[nn.Module] = [nn.Conv2d(3, c[0], 3, 2, 1, bias=False), nn.BatchNorm2d(c[0]), nn.ReLU(inplace=True)]
+    for i, s in enumerate(strides):
+        layers += dw(c[i], c[i + 1], s)
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c[-1], n_out)]
+    return nn.Sequential(*layers)
+
+
+def loader_rate(base, size: int, workers: int, batch: int, epochs: int) -> float:
+    samples = LandmarkSamples(base, size, AugmentParams(blur_prob=0.2, occlusion_prob=0.3), seed=0)
+    n = 0
+    t = time.perf_counter()
+    for e in range(epochs):
+        for b in make_loader(samples, batch, True, seed=0, epoch=e, workers=workers):
+            n += len(b["index"])
+    return n / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=None, help="a built dataset folder (split train); default: in-memory crops")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--input-size", type=int, default=256)
+    ap.add_argument("--n-points", type=int, default=520)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    args = ap.parse_args()
+    k, s = args.n_points, args.input_size
+
+    # ---------------------------------------------------------------- loader
+    if args.data:
+        from densemark.datasets.torch_data import ShardDataset
+
+        base = ShardDataset(args.data, split="train")
+        print(f"data: {args.data} (train split, {len(base)} rows, {base[0]['image'].shape[0]}px crops)")
+    else:
+        base = SyntheticLandmarks(n=256, n_points=k, res=256)
+        print(f"data: {len(base)} in-memory 256px JPEG crops, {k} labels")
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    item = base[0]
+    rng = np.random.default_rng(0)
+    ap_ = AugmentParams()
+    t = time.perf_counter()
+    for i in range(200):
+        base[i % len(base)]
+    t_dec = (time.perf_counter() - t) / 200 * 1e3
+    t = time.perf_counter()
+    for _ in range(200):
+        apply_augment(item["image"], item["landmarks"], draw_augment(rng, ap_), s)
+    t_aug = (time.perf_counter() - t) / 200 * 1e3
+    print(f"per sample, one process: read+decode {t_dec:.2f} ms, augment to {s}px {t_aug:.2f} ms")
+    epochs = 1 if args.quick else 3
+    r0 = loader_rate(base, s, 0, 64, epochs)
+    rw = loader_rate(base, s, args.workers, 64, epochs)
+    print(f"loader: {rw:,.0f} samples/s with {args.workers} workers vs {r0:,.0f} in-process "
+          f"(x{rw / r0:.2f}); goal >= 1,000: {'met' if rw >= 1000 else 'NOT met'}")
+
+    # ---------------------------------------------------------------- train step
+    torch.set_num_threads(default_threads)
+    model = create_model("mobilenetv2", k, s, 1.0).train()
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+    crit = WingMSELoss()
+    batch = next(iter(make_loader(LandmarkSamples(base, s), args.batch, False)))
+    x, y = to_input(batch["image"]), batch["target"]
+    times = []
+    for _ in range(2 if args.quick else 5):
+        t = time.perf_counter()
+        loss = crit(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t)
+    step = float(np.median(times[1:]))
+    print(f"train step (MobileNetV2 x1.0, {s}px, batch {len(y)}, CPU {torch.get_num_threads()} threads): "
+          f"{step * 1e3:.0f} ms = {len(y) / step:.1f} samples/s (loader/step ratio x{rw / (len(y) / step):.1f})")
+
+    # ---------------------------------------------------------------- size
+    m = create_model("mobilenetv2", k, 256, 1.0)
+    p, macs = count_params(m), count_macs(m, 256)
+    print(f"MobileNetV2 x1.0 @256, {3 * k} outputs: {p / 1e6:.3f}M params (goal <= 4.2M: {'met' if p <= 4.2e6 else 'NOT met'}; "
+          f"paper 4.18M), {macs / 1e9:.3f} GMac (goal <= 0.4: {'met' if macs <= 0.4e9 else 'NOT met'}; paper 0.39)")
+    r = create_model("resnet18", k, 256, 1.0)
+    print(f"ResNet-18 @256: {count_params(r) / 1e6:.2f}M params, {count_macs(r, 256) / 1e9:.2f} GMac")
+
+    # ---------------------------------------------------------------- latency
+    reps = 10 if args.quick else 50
+    base_info = model_info(mobilenet_v1_3ddfa(), 120, reps)
+    print(f"baseline 3DDFA_V2 MobileNet v1 x0.5 @120, 62 outputs: {count_params(mobilenet_v1_3ddfa()) / 1e6:.2f}M params, "
+          f"{base_info['macs'] / 1e6:.1f} MMac, torch {base_info['torch_ms']:.2f} ms, ONNX Runtime {base_info['onnx_ms']:.2f} ms")
+    print(f"{'model':<22}{'size':>6}{'params':>10}{'MMac':>9}{'torch ms':>10}{'ORT ms':>9}{'ORT / baseline':>16}")
+    sizes = (256, 192, 128, 96) if args.quick else (256, 224, 192, 160, 128, 120, 96, 64)
+    within = {}
+    for width in (1.0, 0.5):
+        for size in sizes:
+            info = model_info(create_model("mobilenetv2", k, size, width), size, reps)
+            ratio = info["onnx_ms"] / base_info["onnx_ms"]
+            if ratio <= 2.0:
+                within[width] = max(within.get(width, 0), size)
+            print(f"{f'MobileNetV2 x{width} K={k}':<22}{size:>6}{info['params'] / 1e6:>9.2f}M{info['macs'] / 1e6:>9.1f}"
+                  f"{info['torch_ms']:>10.2f}{info['onnx_ms']:>9.2f}{ratio:>15.1f}x")
+    for width in (1.0, 0.5):
+        if width in within:
+            print(f"MobileNetV2 x{width}, {k} points: within 2x of the baseline's ONNX Runtime latency at input <= {within[width]}px")
+        else:
+            print(f"MobileNetV2 x{width}, {k} points: not within 2x of the baseline at any size tried")
+
+
+if __name__ == "__main__":
+    main()
