@@ -20,11 +20,15 @@ Without ``--data`` the loader reads an in-memory set of 256x256 JPEG crops with 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test fixtures (tests/factories.py)
 
 from densemark.train.augment import apply_augment, draw_augment
 from densemark.train.data import LandmarkSamples, make_loader, to_input
@@ -33,7 +37,7 @@ from densemark.train.loss import WingMSELoss
 from densemark.train.macs import count_macs
 from densemark.train.models import count_params, create_model
 from densemark.train.params import AugmentParams
-from densemark.train.testing import SyntheticLandmarks
+from tests.factories import SyntheticLandmarks
 
 
 def mobilenet_v1_3ddfa(widen: float = 0.5, n_out: int = 62) -> nn.Module:

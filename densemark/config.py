@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from densemark.card.params import CardParams
 from densemark.core.errors import ConfigError
 from densemark.datasets.params import BuildParams, PosmapParams, SplitParams
+from densemark.evaluate.params import EvaluateParams
 from densemark.faces.params import ModelParams
 from densemark.faces.procedural.params import ProceduralParams
 from densemark.flows.params import FlowParams
@@ -43,6 +44,7 @@ class Params(BaseModel):
     card: CardParams = CardParams()
     flows: FlowParams = FlowParams()
     train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
 
 def load_params(path: str | os.PathLike = "params.yaml", overrides: dict | None = None) -> Params:

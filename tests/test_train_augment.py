@@ -11,7 +11,7 @@ from densemark.core.seeding import rng_for
 from densemark.train.augment import AugmentDraw, apply_augment, draw_augment, similarity
 from densemark.train.data import LandmarkSamples, make_loader
 from densemark.train.params import AugmentParams
-from densemark.train.testing import SyntheticLandmarks
+from tests.factories import SyntheticLandmarks
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

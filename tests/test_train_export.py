@@ -11,7 +11,7 @@ from densemark.train.export import check_onnx, export_onnx, model_info, onnx_byt
 from densemark.train.loop import run_train
 from densemark.train.models import create_model
 from densemark.train.params import TrainParams
-from densemark.train.testing import SyntheticLandmarks
+from tests.factories import SyntheticLandmarks
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

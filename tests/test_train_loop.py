@@ -11,7 +11,7 @@ import torch
 from densemark.core.errors import ConfigError, InputError
 from densemark.train.loop import load_checkpoint, run_train
 from densemark.train.params import TrainParams
-from densemark.train.testing import SyntheticLandmarks
+from tests.factories import SyntheticLandmarks
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

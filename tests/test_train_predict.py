@@ -20,7 +20,7 @@ from densemark.train.predict import (
     detector_to_landmark_boxes,
     load_predictor,
 )
-from densemark.train.testing import SyntheticLandmarks
+from tests.factories import SyntheticLandmarks
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

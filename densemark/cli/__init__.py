@@ -21,6 +21,7 @@ _PARTS = (
     "densemark.cli.train",
     "densemark.cli.card",
     "densemark.cli.flows",
+    "densemark.cli.evaluate",
 )
 
 
