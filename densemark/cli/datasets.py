@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from densemark.config import load_params
+from densemark.core.atomic import write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +40,7 @@ def register_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", required=True, help="300W-LP-format source folder")
     p.add_argument("--out", required=True, help="dataset folder (manifest.json, shards, report.json)")
     p.add_argument("--report", default=None, help="also write the run report here")
+    p.add_argument("--metrics", default=None, help="metrics JSON for DVC (row, sample and quarantine counts)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: build.workers)")
     p.set_defaults(func=_build)
     r = sub.add_parser("relabel", help="add label columns for another landmark set to a built dataset (no re-rendering)")
@@ -51,7 +53,7 @@ def register_build(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from densemark.datasets.build import run_build
+    from densemark.datasets.build import build_metrics, run_build
 
     params = load_params(args.params)
     res = run_build(
@@ -59,6 +61,8 @@ def _build(args: argparse.Namespace) -> int:
         set_path=args.set, source_dir=args.source, out_dir=args.out, report_path=args.report, workers=args.workers,
     )  # fmt: skip
     m = res.manifest
+    if args.metrics:
+        write_json(args.metrics, build_metrics(m))
     print(f"build: {m['rows']} rows from {m['source_samples']} samples, {m['quarantined']} quarantined; manifest sha256 {res.manifest_sha256}")
     return 0 if m["rows"] > 0 else 1
 

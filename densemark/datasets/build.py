@@ -873,3 +873,13 @@ def crop_of(row_crop: np.ndarray) -> CropTransform:
     """The :class:`CropTransform` of a row's ``crop`` value ``[scale, tx, ty, tz, size]``."""
     s, tx, ty, tz, n = (float(x) for x in np.asarray(row_crop, np.float64).reshape(5))
     return CropTransform(s, tx, ty, tz, int(n))
+
+
+def build_metrics(manifest: dict) -> dict[str, int]:
+    """DVC metrics of a build: row, sample and quarantine counts, rows per split and flip."""
+    c = manifest["counts"]
+    m = {"rows": manifest["rows"], "source_samples": manifest["source_samples"], "quarantined": manifest["quarantined"]}
+    m.update({f"rows_{k}": v for k, v in c.get("split", {}).items()})
+    m["rows_flipped"] = c.get("flip", {}).get("true", 0)
+    m["rows_invalid"] = c.get("valid", {}).get("false", 0)
+    return m

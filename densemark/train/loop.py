@@ -222,7 +222,7 @@ def run_train(
             bar.set_postfix(loss=f"{loss.item():.3f}")
         sched.step()
         row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total / max(n, 1), "lr": opt.param_groups[0]["lr"]}
-        row["epoch_s"] = round(time.perf_counter() - t0, 3)
+        seconds = time.perf_counter() - t0  # logged, never stored: the same run gives the same bytes
         if val_samples is not None:
             row.update(evaluate_samples(model, make_loader(val_samples, params.batch_size, False, workers=params.workers), criterion, device))
         history.append(row)
@@ -239,7 +239,7 @@ def run_train(
         _save(ck_path, state)
         _write_metrics(history, metrics_path, plots_path)
         if progress:
-            tqdm.write(" ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()))
+            tqdm.write(" ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()) + f" ({seconds:.1f} s)")
     final = {**meta, "model": model.state_dict(), "epoch": len(history), "history": history}
     _save(out / "model.pt", final)
     _write_metrics(history, metrics_path, plots_path)
