@@ -699,18 +699,12 @@ def run_build(
 
 
 def _pool_map(plan: BuildPlan, workers: int) -> list[ChunkResult]:
-    """``write_chunk`` over every chunk in ``workers`` processes. Where fork exists, the model,
-    template and label geometry are loaded once here and shared with the forked workers."""
     import multiprocessing as mp
 
-    fork = "fork" in mp.get_all_start_methods()
-    if fork:
-        _context(plan)
     saved = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    os.environ.update({k: "1" for k in saved})  # one BLAS thread per spawned worker
+    os.environ.update({k: "1" for k in saved})  # one BLAS thread per worker; spawned children inherit it
     try:
-        ctx = mp.get_context("fork" if fork else "spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as ex:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as ex:
             it = ex.map(write_chunk, [plan] * plan.n_chunks, range(plan.n_chunks))
             return list(tqdm(it, total=plan.n_chunks, desc="build", unit="chunk", disable=None))
     finally:
