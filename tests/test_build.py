@@ -18,9 +18,10 @@ import yaml
 
 from densemark.core.images import decode_jpeg
 from densemark.datasets import build as B
-from densemark.datasets.labels import KPT68_MIRROR, LabelGeometry, flip_image, flip_points
+from densemark.datasets.labels import LabelGeometry, flip_image, flip_points
 from densemark.datasets.params import SplitParams
 from densemark.faces.geometry import pose_batch
+from densemark.faces.model import KPT68_MIRROR
 from densemark.faces.uvmap import UVMap
 from densemark.sampling.landmark_set import make_set
 from densemark.sources.readers import read_fit_mat

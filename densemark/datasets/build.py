@@ -40,11 +40,11 @@ from densemark.core.errors import InputError
 from densemark.core.report import RunReport
 from densemark.core.seeding import key_of, rng_for
 from densemark.datasets import shards
-from densemark.datasets.labels import KPT68_MIRROR, LabelGeometry, flip_points
+from densemark.datasets.labels import LabelGeometry, flip_points
 from densemark.datasets.params import BuildParams, SplitParams
 from densemark.faces.crop import CropTransform
 from densemark.faces.geometry import pose_batch
-from densemark.faces.model import MorphableModel
+from densemark.faces.model import KPT68_MIRROR, MorphableModel
 from densemark.faces.params import ModelParams
 from densemark.faces.stages import load_configured_model
 from densemark.faces.template import FaceTemplate, load_template

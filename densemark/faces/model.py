@@ -9,6 +9,18 @@ import numpy as np
 
 from densemark.core.errors import InputError
 
+# The iBUG 68-point scheme's left/right pairs: keypoint i's mirror partner (midline points map to
+# themselves). Flipped labels of the 68 keypoints are reordered by it.
+KPT68_MIRROR = np.array(
+    [16 - i for i in range(17)]
+    + [26 - i for i in range(5)] + [21 - i for i in range(5)]
+    + [27, 28, 29, 30] + [35, 34, 33, 32, 31]
+    + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]
+    + [64, 63, 62, 61, 60, 67, 66, 65],
+    np.int64,
+)  # fmt: skip
+
 
 @dataclass(frozen=True, eq=False)
 class MorphableModel:

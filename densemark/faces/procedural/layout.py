@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from densemark.faces.model import MorphableModel
+from densemark.faces.model import KPT68_MIRROR, MorphableModel
 
 # --- base surface (micrometres): the layout's map from UV to space, shared with the mesh ---
 K_THETA = 3.0  # theta = K * (u - 0.5): +-86 degrees at the UV edge
@@ -40,16 +40,7 @@ _KPT_RIGHT: dict[int, tuple[float, float]] = {
     57: (0.5, 0.410), 58: (0.481, 0.413), 59: (0.458, 0.424),
     60: (0.432, 0.457), 61: (0.477, 0.471), 62: (0.5, 0.472), 66: (0.5, 0.442), 67: (0.477, 0.443),
 }  # fmt: skip
-# 68-point mirror pairs (right -> left)
-KPT_MIRROR = np.array(
-    [16 - i for i in range(17)]
-    + [26 - i for i in range(5)] + [21 - i for i in range(5)]
-    + [27, 28, 29, 30] + [35, 34, 33, 32, 31]
-    + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]
-    + [64, 63, 62, 61, 60, 67, 66, 65],
-    np.int64,
-)
+KPT_MIRROR = KPT68_MIRROR  # the 68-point scheme's left/right pairs
 N_JAW = 17  # keypoints 0-16 trace the jaw (0-7 on the subject's right, 8 the chin, 9-16 the left)
 
 # AFLW's 21 points (image-left first): brows 6, eyes 6, ears/nose 5, mouth 3, chin 1.
