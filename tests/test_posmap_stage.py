@@ -69,3 +69,59 @@ def test_bad_fit_in_a_batch_quarantines_only_that_sample(tmp_path):
     bad = {q["sample"]: q["error"] for q in r["quarantine"]}
     assert "degenerate keypoint box" in bad["s_tiny"]
     assert sorted(p.name for p in out.glob("*_posmap.npy")) == [f"s{i}_posmap.npy" for i in range(3)]
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_posmap_bytes_do_not_depend_on_the_batch_size(tmp_path):
+    """Batch 1, 7 and 32 write byte-identical maps (no BLAS result reaches the files)."""
+    model = grid_model()
+    mdir = tmp_path / "model"
+    save_bfm_mat(model, mdir / "BFM.mat")
+    save_uv_mat(model.uv, mdir / "BFM_UV.mat")
+    src = tmp_path / "src"
+    rng = np.random.default_rng(5)
+    for i in range(9):
+        pose = [rng.normal(0, 0.2), rng.normal(0, 0.6), rng.normal(0, 0.1), 150 + rng.normal(0, 5), 150, 0, 1e-3]
+        write_fit(src, f"s{i}", pose, shape=rng.normal(0, 300, 199), exp=rng.normal(0, 1, 29))
+    outs = {}
+    for batch in (1, 7, 32):
+        params = tmp_path / f"params{batch}.yaml"
+        params.write_text(yaml.safe_dump({"model": {"source": "bfm", "dir": str(mdir), "cache_dir": str(tmp_path / "cache"), "uv_res": 64}, "posmap": {"batch": batch}}))
+        out = tmp_path / f"pm{batch}"
+        assert _run(params, src, out, tmp_path / f"rep{batch}.json") == 0
+        outs[batch] = _files(out)
+    assert len(outs[1]) == 18
+    assert outs[1] == outs[7] == outs[32]
+
+
+def test_build_bytes_do_not_depend_on_the_openblas_kernel(build_world, tmp_path):
+    """A small build in subprocesses under two OpenBLAS kernels (FMA Haswell vs SSE3 Prescott)
+    writes byte-identical shards and manifests (float32 BLAS products do differ between them)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests._build import SPLITS, small_build_params
+
+    w = build_world
+    mp = w["model_params"]
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "model": {"source": "bfm", "dir": str(mp.dir), "cache_dir": str(tmp_path / "cache"), "uv_res": mp.uv_res},
+        "build": small_build_params(chunk_size=4, batch=3).model_dump(mode="json"), "splits": SPLITS.model_dump(mode="json"),
+    }))  # fmt: skip
+    root = Path(__file__).resolve().parents[1]
+    outs = {}
+    for core in ("Haswell", "Prescott"):
+        out = tmp_path / core
+        cmd = [sys.executable, "-m", "densemark", "--params", str(params), "build", "--template", str(w["template_dir"]),
+               "--set", str(w["set_path"]), "--source", str(w["source_dir"]), "--out", str(out)]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(root), "OPENBLAS_CORETYPE": core}
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        outs[core] = _files(out)
+    assert outs["Haswell"] == outs["Prescott"]

@@ -618,6 +618,12 @@ def finish_build(plan: BuildPlan, results: list[ChunkResult], report_path: str |
     if report_path is not None:
         rep.write(report_path)
     manifest = _manifest(plan, res, _sha_file(rep_path))
+    old = out / "manifest.json"
+    if old.is_file():  # a finished build of the same inputs may carry relabelled columns: keep their record
+        prev = json.loads(old.read_text(encoding="utf-8"))
+        if prev.get("fingerprint") == plan.fingerprint and prev.get("files") == manifest["files"]:
+            manifest["extra_sets"] = prev.get("extra_sets", {})
+            manifest["columns"] = prev.get("columns", manifest["columns"])
     mpath = write_json(out / "manifest.json", manifest)
     return BuildResult(mpath, manifest, _sha_file(mpath), rep.to_dict())
 
@@ -760,15 +766,17 @@ def relabel(
     files = []
     for e in tqdm(manifest["files"], desc="relabel", unit="shard", disable=None):
         p = src / e["path"]
-        if e["format"] == "parquet":
-            data = shards.read_parquet_columns(p, ["shape_para", "exp_para", "pose_para", "source_size", "crop", "flip"])
-        else:
-            data = _read_h5(p, ["shape_para", "exp_para", "pose_para", "source_size", "crop", "flip"])
-        lab = _relabel_rows(geo, data, lset, res, batch)
+        names = ["id", "shape_para", "exp_para", "pose_para", "source_size", "crop", "flip"]
         q = dst / e["path"]
         if e["format"] == "parquet":
-            _add_parquet_column(p, q, col, lab, manifest["params"]["build"]["row_group_size"], lset)
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(p)  # read once: the rewritten shard keeps every column
+            data = shards.table_columns(table.select(names))
+            lab = _relabel_rows(geo, data, lset, res, batch)
+            _add_parquet_column(table, q, col, lab, manifest["params"]["build"]["row_group_size"], lset)
         else:
+            lab = _relabel_rows(geo, _read_h5(p, names), lset, res, batch)
             _add_h5_column(p, q, col, lab, lset)
         files.append({**e, "bytes": q.stat().st_size, "sha256": _sha_file(q)})
     extra = dict(manifest.get("extra_sets", {}))
@@ -794,21 +802,33 @@ def _read_h5(path: Path, names: list[str]) -> dict:
         out = {}
         for n in names:
             d = f[n]
-            out[n] = [np.asarray(x, np.float64) for x in d[()]] if d.dtype.kind == "O" else d[()]
+            if n == "id":
+                out[n] = [x.decode() for x in d[()]]
+            else:
+                out[n] = [np.asarray(x, np.float64) for x in d[()]] if d.dtype.kind == "O" else d[()]
         return out
 
 
 def _relabel_rows(geo: LabelGeometry, data: dict, lset: LandmarkSet, res: int, batch: int) -> np.ndarray:
+    """(n, K, 3) labels of a shard's rows; a flipped row mirrors its original's (computed once)."""
     n = len(data["flip"])
-    k = geo.n_points
-    out = np.empty((n, k, 3), np.float32)
     flip = np.asarray(data["flip"], bool)
-    for b0 in range(0, n, batch):
-        sl = slice(b0, min(n, b0 + batch))
-        nb = sl.stop - sl.start
-        c = geo.rows.coefficients(_stack(data["shape_para"][sl], geo.rows.k_shape), _stack(data["exp_para"][sl], geo.rows.k_exp), nb)
-        h = np.asarray(data["source_size"], np.float64).reshape(n, 2)[sl, 0]
-        out[sl] = geo.relabel(c, np.asarray(data["pose_para"], np.float64).reshape(n, 7)[sl], h, np.asarray(data["crop"]).reshape(n, 5)[sl])
+    row_of = {rid: i for i, rid in enumerate(data["id"]) if not flip[i]}
+    src = np.array([row_of.get(rid[: -len("/flip")], -1) if flip[i] else i for i, rid in enumerate(data["id"])], np.int64)
+    todo = np.flatnonzero(src < 0)  # a flipped row without its original in the shard: computed itself
+    src[todo] = todo
+    need = np.unique(src)
+    lab = np.empty((n, geo.n_points, 3), np.float32)
+    pose = np.asarray(data["pose_para"], np.float64).reshape(n, 7)
+    h = np.asarray(data["source_size"], np.float64).reshape(n, 2)[:, 0]
+    crop = np.asarray(data["crop"], np.float64).reshape(n, 5)
+    for b0 in range(0, len(need), batch):
+        rows = need[b0 : b0 + batch]
+        c = geo.rows.coefficients(
+            _stack([data["shape_para"][i] for i in rows], geo.rows.k_shape), _stack([data["exp_para"][i] for i in rows], geo.rows.k_exp), len(rows)
+        )
+        lab[rows] = geo.relabel(c, pose[rows], h[rows], crop[rows])
+    out = lab[src]
     if flip.any():
         out[flip] = flip_points(out[flip], lset.mirror_perm, res) if lset.mirror_exact else np.nan
     return out
@@ -822,10 +842,7 @@ def _stack(rows: list, k: int) -> np.ndarray:
     return out
 
 
-def _add_parquet_column(src: Path, dst: Path, col: str, lab: np.ndarray, row_group_size: int, lset: LandmarkSet) -> None:
-    import pyarrow.parquet as pq
-
-    t = pq.read_table(src)
+def _add_parquet_column(t, dst: Path, col: str, lab: np.ndarray, row_group_size: int, lset: LandmarkSet) -> None:
     arr = shards.fsl(lab.reshape(len(lab), -1), np.float32)
     if col in t.column_names:
         t = t.set_column(t.column_names.index(col), col, arr)

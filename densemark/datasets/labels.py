@@ -1,16 +1,16 @@
 """Landmark labels straight from geometry: a landmark set's barycentric rows, posed per sample.
 
 A landmark set indexes template vertices = UV face pixels ``template.face_ind[ids]``; each is a
-fixed barycentric row over model vertices (:meth:`UVMap.rows`). :class:`LabelGeometry`
-precomputes them once per (model, set); per sample only the vertices those rows touch (plus the
-68 keypoint vertices) are computed, posed and cropped with the very float32 steps of
-:func:`densemark.faces.geometry.pose_batch`, and interpolated in the order the position-map
-product uses. The labels are therefore bit-identical to the position map read at the set's
-pixels, for any batch and any BLAS kernel.
+fixed barycentric row over model vertices (:meth:`UVMap.rows`). :class:`LabelGeometry` folds
+them once per (model, set) into K rows of model basis (the map is linear, so interpolating in
+model space before the pose equals interpolating the posed vertices, up to float32 rounding);
+per sample only those K points and the 68 keypoint vertices are computed (deterministically:
+:class:`densemark.faces.geometry.BasisRows`), then posed and cropped with the float32 steps of
+:func:`densemark.faces.geometry.pose_batch`. The keypoints and crops are bit-identical to
+``pose_batch``'s; the landmarks equal the position map at the set's pixels to float precision.
 
-The z shift (crop z starts at 0 over the whole mesh) needs the mesh minimum: a float32 BLAS
-product of the full mesh finds the few candidate vertices within its proven error bound of the
-minimum, which are then recomputed exactly.
+The z shift (crop z starts at 0 over the whole mesh) needs the mesh minimum: patch bounds
+(:class:`_Patches`) leave a few dozen candidate vertices per sample, computed exactly.
 """
 
 from __future__ import annotations
@@ -59,31 +59,8 @@ class Labels:
     crops: list[CropTransform]
 
 
-def csr_order(vids: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sort each barycentric row by vertex id: the order the CSR position-map product sums in."""
-    o = np.argsort(vids, axis=1, kind="stable")
-    return np.take_along_axis(vids, o, 1), np.take_along_axis(w, o, 1)
-
-
-def interpolate(posed: np.ndarray, pos: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``sum_j w[k, j] * posed[pos[k, j]]`` summed from 0 left to right in float32, as the sparse product does.
-
-    Args:
-        posed: (M, B, 3) float32 posed vertices.
-        pos: (K, 3) rows into ``posed``.
-        w: (K, 3) float32 weights.
-
-    Returns:
-        (B, K, 3) float32.
-    """
-    acc = np.zeros((posed.shape[1], pos.shape[0], 3), np.float32)
-    for j in range(pos.shape[1]):
-        acc += posed[pos[:, j]].transpose(1, 0, 2) * w[None, :, j, None]
-    return acc
-
-
 class LabelGeometry:
-    """Per (model, template, landmark-set ids): the rows, the needed vertices and their bases.
+    """Per (model, template, landmark-set ids): the landmarks' basis rows, the keypoints', the mesh bounds.
 
     Args:
         model: the morphable model.
@@ -96,20 +73,13 @@ class LabelGeometry:
     def __init__(self, model: MorphableModel, uvmap: UVMap, template: FaceTemplate, ids: np.ndarray, full_mesh: bool = True):
         if template.res != uvmap.res:
             raise InputError(None, "template", f"template side {template.res} != UV map side {uvmap.res}")
-        vids, w = csr_order(*uvmap.rows(template.face_ind[np.asarray(ids, np.int64)]))
+        vids, w = uvmap.rows(template.face_ind[np.asarray(ids, np.int64)])
         self.model = model
         self.n_points = int(vids.shape[0])
-        self.needed = np.unique(np.concatenate([vids.ravel(), model.kpt_ind]))
-        self.pos = np.searchsorted(self.needed, vids)
-        self.w = w
-        self.kpt_pos = np.searchsorted(self.needed, model.kpt_ind)
-        self.rows = BasisRows(model, self.needed)
-        self.full_mesh = full_mesh
-
-    def posed(self, coeffs: np.ndarray, a: np.ndarray, off: np.ndarray) -> np.ndarray:
-        """(M, B, 3) float32 posed needed vertices (before the z shift)."""
-        y = self.rows(coeffs).reshape(len(self.needed), 3, -1)
-        return apply_affine32(y, a, off)
+        self.rows = BasisRows(model, vids, w)  # the landmarks themselves: barycentric rows of the bases
+        self.kpt_rows = BasisRows(model, model.kpt_ind)
+        if full_mesh:
+            self._patches = _Patches(model)
 
     def compute(
         self,
@@ -128,15 +98,17 @@ class LabelGeometry:
         b = pose.shape[0]
         h = np.broadcast_to(np.asarray(image_height, np.float64), (b,))
         c = self.rows.coefficients(shape_para, exp_para, b)
-        y = self.rows(c).reshape(len(self.needed), 3, b)
-        kpt_img = image_keypoints(np.ascontiguousarray(y[self.kpt_pos].transpose(2, 0, 1)), pose, h)
+        yk = self.kpt_rows(c).reshape(68, 3, b)
+        kpt_img = image_keypoints(np.ascontiguousarray(yk.transpose(2, 0, 1)), pose, h)
         tfs = crops_from_keypoints(kpt_img, res, crop_scale, jitter, size_jitter, rngs)
         a, off = pose_affine(pose, h, tfs)
-        posed = apply_affine32(y, a, off)
         zmin = self.mesh_zmin(c, a, off)
-        posed[:, :, 2] -= zmin
+        kpt = apply_affine32(yk, a, off)
+        kpt[:, :, 2] -= zmin
+        lm = apply_affine32(self.rows(c).reshape(self.n_points, 3, b), a, off)
+        lm[:, :, 2] -= zmin
         crops = [CropTransform(tf.scale, tf.tx, tf.ty, float(-zmin[i]), tf.size) for i, tf in enumerate(tfs)]
-        return Labels(interpolate(posed, self.pos, self.w), np.ascontiguousarray(posed[self.kpt_pos].transpose(1, 0, 2)), crops)
+        return Labels(np.ascontiguousarray(lm.transpose(1, 0, 2)), np.ascontiguousarray(kpt.transpose(1, 0, 2)), crops)
 
     def relabel(self, coeffs: np.ndarray, pose_para: np.ndarray, image_height: np.ndarray, crops: np.ndarray) -> np.ndarray:
         """Labels from stored fits and crop transforms, no mesh minimum needed.
@@ -151,37 +123,19 @@ class LabelGeometry:
         cr = np.asarray(crops, np.float64).reshape(-1, 5)
         tfs = [CropTransform(float(s), float(tx), float(ty), float(tz), int(n)) for s, tx, ty, tz, n in cr]
         a, off = pose_affine(pose_para, image_height, tfs)
-        posed = self.posed(coeffs, a, off)
-        posed[:, :, 2] -= (-cr[:, 3]).astype(np.float32)
-        return interpolate(posed, self.pos, self.w)
+        lm = apply_affine32(self.rows(coeffs).reshape(self.n_points, 3, -1), a, off)
+        lm[:, :, 2] -= (-cr[:, 3]).astype(np.float32)
+        return np.ascontiguousarray(lm.transpose(1, 0, 2))
 
     def mesh_zmin(self, coeffs: np.ndarray, a: np.ndarray, off: np.ndarray) -> np.ndarray:
-        """(B,) float32 exact minimum over the whole mesh of the posed float32 z (as pose_batch computes it)."""
+        """(B,) float32 exact minimum over the whole mesh of the posed float32 z (as pose_batch computes it).
+
+        Patch bounds (:class:`_Patches`) leave a few dozen candidate vertices per sample; those are
+        computed exactly (the defining left-to-right sums, then the float32 pose steps).
+        """
         m = self.model
         b = coeffs.shape[0]
-        n = m.n_vertices
-        ks = m.n_shape
-        y = np.empty((3 * n, b), np.float32)
-        y[:] = m.mean.reshape(-1, 1)
-        if ks:
-            y += m.shape_basis @ np.ascontiguousarray(coeffs[:, :ks].T)
-        if m.n_exp:
-            y += m.exp_basis @ np.ascontiguousarray(coeffs[:, ks:].T)
-        y3 = y.reshape(n, 3, b)
-        a32, off32 = a.astype(np.float32), off.astype(np.float32)
-        z = y3[:, 0] * a32[:, 2, 0]
-        z += y3[:, 1] * a32[:, 2, 1]
-        z += y3[:, 2] * a32[:, 2, 2]
-        z += off32[:, 2]
-        # bound on |approx - exact| per sample: basis error through the row of A, plus the chain's roundings
-        cmax = np.abs(coeffs).max(1) if coeffs.shape[1] else np.zeros(b)
-        arow = np.abs(a32[:, 2]).sum(1)
-        ymax = np.abs(y).max(0)
-        err = self.rows.error_bound32(cmax) * arow * 1.01 + 8 * 2.0**-24 * (arow * ymax + np.abs(off32[:, 2]) + np.abs(z).max(0))
-        err = err + 1e-30
-        zmin_a = z.min(0)
-        cand_v, cand_b = np.nonzero(z <= (zmin_a + 2 * err)[None, :])
-        # exact values of the candidates: the defining left-to-right sums
+        cand_v, cand_b = self._patches.candidates(coeffs, a, off)
         rows = (3 * cand_v[:, None] + np.arange(3)).ravel()
         c64 = coeffs.astype(np.float64)
         cb = np.repeat(cand_b, 3)
@@ -190,6 +144,7 @@ class LabelGeometry:
         for k in range(c64.shape[1]):
             acc += basis[:, k] * c64[cb, k]
         ye = acc.astype(np.float32).reshape(-1, 3)
+        a32, off32 = a.astype(np.float32), off.astype(np.float32)
         ze = ye[:, 0] * a32[cand_b, 2, 0]
         ze += ye[:, 1] * a32[cand_b, 2, 1]
         ze += ye[:, 2] * a32[cand_b, 2, 2]
@@ -197,6 +152,65 @@ class LabelGeometry:
         out = np.full(b, np.inf, np.float32)
         np.minimum.at(out, cand_b, ze)
         return out
+
+
+class _Patches:
+    """Vertex patches (a grid over the mean shape's x, y) with per-basis-column displacement
+    centres and radii, to bound every vertex's posed z without computing the mesh.
+
+    For a vertex v in patch P and a posing row ``a2`` (3,): ``a2 . X_v = a2 . mean_v + a2 . C_P c +
+    a2 . (B_v - C_P) c`` and the last term is at most ``|a2| sum_k |c_k| rho_Pk``. The vertices whose
+    lower bound does not exceed the smallest upper bound (plus a float slack) hold the minimum.
+    """
+
+    def __init__(self, model: MorphableModel, cells: int = 32):
+        n = model.n_vertices
+        xy = model.mean[:, :2].astype(np.float64)
+        g = np.floor((xy - xy.min(0)) / (np.ptp(xy, 0) + 1e-12) * cells).clip(0, cells - 1).astype(np.int64)
+        _, self.patch = np.unique(g[:, 0] * cells + g[:, 1], return_inverse=True)
+        order = np.argsort(self.patch, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(self.patch[order]) != 0])
+        count = np.diff(np.r_[starts, n])
+        basis = np.concatenate([model.shape_basis, model.exp_basis], 1).reshape(n, 3, -1)[order]  # (n, 3, K) float32
+        k = basis.shape[2]
+        # any centre works (rho is measured from the very centre stored): float32 keeps this cheap
+        centre = (np.add.reduceat(basis, starts, axis=0) / count[:, None, None].astype(np.float32)).astype(np.float32)
+        pidx = np.repeat(np.arange(len(starts)), count)
+        dev = np.zeros((n, k), np.float32)
+        for j in range(3):
+            d = basis[:, j] - centre[pidx, j]
+            dev += d * d
+        np.sqrt(dev, out=dev)
+        self.rho = np.maximum.reduceat(dev, starts, axis=0).astype(np.float64) * (1 + 1e-4) + 1e-30  # (P, K)
+        self.centre = centre.reshape(3 * len(starts), k).astype(np.float64)  # (3P, K)
+        self.order, self.starts, self.ends = order, starts, np.r_[starts[1:], n]
+        self.mean_sorted = model.mean[order].astype(np.float64)
+        self.n_shape = model.n_shape
+        self.amax = float(np.abs(model.mean).max())
+        self.rsum = (float(np.abs(model.shape_basis).sum(1).max(initial=0)), float(np.abs(model.exp_basis).sum(1).max(initial=0)))
+
+    def candidates(self, coeffs: np.ndarray, a: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(vertex ids, sample index) pairs that may hold each sample's minimum posed z."""
+        c = coeffs.astype(np.float64)  # (B, K)
+        a2 = a[:, 2, :]  # (B, 3)
+        zm = self.mean_sorted @ a2.T  # (n, B), vertices in patch order
+        zc = np.einsum("pjb,bj->pb", (self.centre @ c.T).reshape(-1, 3, c.shape[0]), a2)  # (P, B)
+        rad = np.linalg.norm(a2, axis=1) * (self.rho @ np.abs(c).T)  # (P, B)
+        pmin = np.minimum.reduceat(zm, self.starts, axis=0) + zc  # (P, B) patch minimum of the mean part
+        hi = (pmin + rad).min(0)  # an upper bound of each sample's minimum
+        # slack for the float32 steps that define z and the rounding of these bounds
+        ac, ks = np.abs(c), self.n_shape
+        xmax = self.amax + self.rsum[0] * ac[:, :ks].max(1, initial=0) + self.rsum[1] * ac[:, ks:].max(1, initial=0)
+        lim = hi + 1e-5 * (np.abs(a2).sum(1) * xmax + np.abs(off[:, 2]))
+        out_v, out_b = [], []
+        for p, bi in zip(*np.nonzero(pmin - rad <= lim), strict=True):  # candidate patches, then their vertices
+            s0, s1 = self.starts[p], self.ends[p]
+            ok = zm[s0:s1, bi] + (zc[p, bi] - rad[p, bi]) <= lim[bi]
+            out_v.append(self.order[s0:s1][ok])
+            out_b.append(np.full(int(ok.sum()), bi))
+        if not out_v:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(out_v), np.concatenate(out_b)
 
 
 def flip_points(points: np.ndarray, perm: np.ndarray, res: int) -> np.ndarray:

@@ -63,29 +63,50 @@ class BasisRows:
 
     The value of every entry is *defined* as the float32 rounding of the float64 sum
     ``mean + t_0 + t_1 + ... + t_{K-1}`` taken left to right, with ``t_k = basis[r, k] * c_k``
-    (exact in float64: both factors are float32). It therefore never depends on the batch
+    (exact in float64 for vertex rows: both factors are float32). It therefore never depends on the batch
     size, on which rows are asked for, or on the BLAS kernel. It is computed fast: a float64
     BLAS product, then every entry whose float32 rounding the BLAS error bound cannot settle
     (about one in a million) is recomputed left to right.
 
     Args:
         model: the morphable model.
-        vids: (V,) vertex ids (None: every vertex).
+        vids: (V,) vertex ids (None: every vertex); with ``weights``, (V, J) ids of barycentric rows.
+        weights: (V, J) weights: the rows are then the points ``sum_j weights[:, j] * vertex[vids[:, j]]``
+            (their float64 mean and basis rows are fixed once, so the definition above still holds).
     """
 
-    def __init__(self, model: MorphableModel, vids: np.ndarray | None = None):
-        if vids is None:
-            rows = slice(None)
-            self.n_rows = 3 * model.n_vertices
-        else:
-            v = np.asarray(vids, np.int64)
-            rows = (3 * v[:, None] + np.arange(3)).ravel()
-            self.n_rows = rows.size
+    def __init__(self, model: MorphableModel, vids: np.ndarray | None = None, weights: np.ndarray | None = None):
         self.k_shape, self.k_exp = model.n_shape, model.n_exp
-        self.mean = model.mean.reshape(-1)[rows].astype(np.float64)
-        self.basis = np.concatenate([model.shape_basis[rows], model.exp_basis[rows]], 1).astype(np.float64)
+        if weights is not None:  # rows of barycentric combinations: point k = sum_j w[k, j] vertex vids[k, j]
+            v, w = np.asarray(vids, np.int64), np.asarray(weights, np.float64)
+            n = model.n_vertices
+            mean = np.zeros((v.shape[0], 3))
+            basis = np.zeros((v.shape[0], 3, self.k_shape + self.k_exp))
+            full = (model.shape_basis.reshape(n, 3, -1), model.exp_basis.reshape(n, 3, -1))
+            for j in range(v.shape[1]):
+                mean += w[:, j, None] * model.mean[v[:, j]]
+                basis += w[:, j, None, None] * np.concatenate([full[0][v[:, j]], full[1][v[:, j]]], 2)
+            self.mean, self.basis = mean.reshape(-1), basis.reshape(mean.size, basis.shape[2])
+            self.n_rows = self.mean.size
+        else:
+            if vids is None:
+                rows = slice(None)
+                self.n_rows = 3 * model.n_vertices
+            else:
+                v = np.asarray(vids, np.int64)
+                rows = (3 * v[:, None] + np.arange(3)).ravel()
+                self.n_rows = rows.size
+            self.mean = model.mean.reshape(-1)[rows].astype(np.float64)
+            self.basis = np.concatenate([model.shape_basis[rows], model.exp_basis[rows]], 1).astype(np.float64)
         self._abs_mean = np.abs(self.mean)
-        self._abs_row = np.abs(self.basis).sum(1)
+        # row sums of |basis| per block (identity, expression): their coefficients differ by orders of magnitude
+        self._abs_rows = np.stack([np.abs(self.basis[:, : self.k_shape]).sum(1), np.abs(self.basis[:, self.k_shape :]).sum(1)], 1)
+
+    def _cmax(self, c: np.ndarray) -> np.ndarray:
+        """(2, B) max |coefficient| per block."""
+        ks = self.k_shape
+        z = np.zeros(c.shape[0])
+        return np.stack([np.abs(c[:, :ks]).max(1) if ks else z, np.abs(c[:, ks:]).max(1) if self.k_exp else z])
 
     def coefficients(self, shape_para: np.ndarray | None, exp_para: np.ndarray | None, b: int) -> np.ndarray:
         """(B, K) float32 concatenated coefficients (missing trailing ones are zero)."""
@@ -100,12 +121,10 @@ class BasisRows:
         k = c.shape[1]
         y = self.basis @ c.T if k else np.zeros((self.n_rows, c.shape[0]))
         y += self.mean[:, None]
-        cmax = np.abs(c).max(1) if k else np.zeros(c.shape[0])
-        # |BLAS - reference| <= 2 gamma_{K+1} (|mean| + sum |t|) + u |y|, sum |t| <= |row|_1 max |c|
-        err = np.multiply.outer(self._abs_row, cmax)
-        err += self._abs_mean[:, None]
-        err *= 2.2 * (k + 2) * _U64
-        err += 2 * _U64 * np.abs(y)
+        # |BLAS - reference| <= 2 gamma_{K+1} (|mean| + sum |t|) + u |y| with sum_k |t_k| <= sum_blocks
+        # |row|_1 max |c| and |y| <= the same: one bound per sample (B,), the max over rows
+        big = self._abs_mean.max(initial=0) + self._abs_rows.max(0, initial=0) @ self._cmax(c)
+        err = (2.2 * (k + 2) + 2) * _U64 * big
         out = y.astype(np.float32)
         bad = (y - err).astype(np.float32) != (y + err).astype(np.float32)
         if bad.any():
@@ -120,11 +139,6 @@ class BasisRows:
         for k in range(c.shape[1]):
             acc += basis[:, k] * c[:, k]
         return acc.astype(np.float32)
-
-    def error_bound32(self, cmax: np.ndarray) -> np.ndarray:
-        """(B,) bound on |float32 BLAS result - exact rows| over all rows (for candidate searches)."""
-        k = self.basis.shape[1]
-        return 1.1 * (k + 3) * _U32 * (self._abs_mean.max(initial=0) + self._abs_row.max(initial=0) * cmax)
 
 
 def rotation_exact(angles: np.ndarray) -> np.ndarray:
