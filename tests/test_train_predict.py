@@ -59,7 +59,7 @@ class _Constant(torch.nn.Module):
 def test_predictions_map_crop_points_back_to_the_image():
     size, k = 64, 5
     crop_pts = np.random.default_rng(1).uniform(0, 63, (k, 3))
-    pred = Predictor(_Constant(crop_pts / size), {"input_size": size, "n_points": k}, {}, torch.device("cpu"))
+    pred = Predictor(_Constant(crop_pts / size), {"input_size": size, "n_points": k}, {}, torch.device("cpu"), batch_size=1)
     boxes = np.array([[10.0, 20.0, 110.0, 140.0], [300.0, 40.0, 360.0, 90.0]])
     img = np.zeros((400, 500, 3), np.uint8)
     got = pred.predict([img, img], boxes)

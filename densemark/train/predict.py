@@ -65,6 +65,7 @@ class Predictor:
     landmark_set: dict[str, Any]
     device: torch.device
     crop_scale: float = 1.5
+    batch_size: int = 64  # crops per forward pass
 
     @property
     def input_size(self) -> int:
@@ -89,9 +90,11 @@ class Predictor:
             return np.zeros((0, int(self.config["n_points"]), 3), np.float32)
         s = self.input_size
         tfs = [box_to_crop(bx, s, self.crop_scale) for bx in b]
-        crops = np.stack([crop_image(np.asarray(im), tf) for im, tf in zip(images, tfs, strict=True)])
-        x = torch.from_numpy(crops).permute(0, 3, 1, 2).to(self.device).float().div_(255.0)
-        pred = self.model(x).float().cpu().numpy().reshape(len(b), -1, 3) * s
+        pred = np.empty((len(b), int(self.config["n_points"]), 3), np.float32)
+        for i in range(0, len(b), self.batch_size):
+            crops = np.stack([crop_image(np.asarray(images[j]), tfs[j]) for j in range(i, min(i + self.batch_size, len(b)))])
+            x = torch.from_numpy(crops).permute(0, 3, 1, 2).to(self.device).float().div_(255.0)
+            pred[i : i + len(crops)] = self.model(x).float().cpu().numpy().reshape(len(crops), -1, 3) * s
         out = np.empty_like(pred)
         for i, tf in enumerate(tfs):
             out[i] = tf.invert(pred[i])
