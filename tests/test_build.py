@@ -407,3 +407,32 @@ def test_hdf5_only_posmaps_and_kpt68_check(build_world, tmp_path):
     r = B.run_build(w["model_params"], small_build_params(), SPLITS, **build_kwargs(w, tmp_path / "bad"))
     assert r.manifest["rows"] == 0 and r.manifest["quarantined"] == 8
     assert {q["field"] for q in r.report["quarantine"]} == {"kpt68"}
+
+
+def test_blocks_follow_row_groups_and_the_block_shuffle_keeps_them_together(built):
+    import pyarrow.parquet as pq
+
+    from densemark.datasets.torch_data import ShardDataset
+    from densemark.train.data import BlockShuffleSampler, loader_generator
+
+    out, _ = built
+    for split in (None, "train"):
+        ds = ShardDataset(out, split=split, with_image=False)
+        blocks = ds.blocks()
+        assert np.array_equal(np.concatenate(blocks), np.arange(len(ds)))  # a partition, in order
+        # naive reference: the (file, row group) of every index, read from the Parquet metadata
+        unit = []
+        for fi, row in ds.index.tolist():
+            md = pq.ParquetFile(ds.files[fi]).metadata
+            ends = np.cumsum([md.row_group(g).num_rows for g in range(md.num_row_groups)])
+            unit.append((fi, int(np.searchsorted(ends, row, side="right"))))
+        for b in blocks:
+            assert len({unit[i] for i in b}) == 1
+        assert len(blocks) == len(set(unit))
+    s = list(BlockShuffleSampler(blocks, loader_generator(0, 1)))
+    assert sorted(s) == list(range(len(ds)))
+    block_of = {i: k for k, b in enumerate(blocks) for i in b.tolist()}
+    runs = [block_of[i] for i in s]
+    assert sum(a != b for a, b in zip(runs, runs[1:], strict=False)) == len(blocks) - 1  # each block contiguous
+    assert s == list(BlockShuffleSampler(blocks, loader_generator(0, 1)))  # seeded
+    assert s != list(BlockShuffleSampler(blocks, loader_generator(0, 2))) or len(ds) < 3

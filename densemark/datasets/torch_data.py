@@ -92,6 +92,25 @@ class ShardDataset(_Base):
             out["image"] = decode_jpeg(bytes(r["image"]))
         return out
 
+    def blocks(self) -> list[np.ndarray]:
+        """Dataset indices grouped by the storage unit they are read in: one (M,) int64 array per
+        Parquet row group (per HDF5 file), in file order. A sampler that keeps each block's rows
+        together (see ``densemark.train.data.BlockShuffleSampler``) reads every block once per
+        worker instead of once per row."""
+        fi, row = self.index[:, 0], self.index[:, 1]
+        unit = np.zeros(len(self), np.int64)
+        if self.format == "parquet":
+            import pyarrow.parquet as pq
+
+            for f in np.unique(fi):
+                md = pq.ParquetFile(self.files[int(f)]).metadata
+                ends = np.cumsum([md.row_group(g).num_rows for g in range(md.num_row_groups)])
+                sel = fi == f
+                unit[sel] = np.searchsorted(ends, row[sel], side="right")
+        key = fi * (1 << 32) + unit
+        cuts = np.flatnonzero(np.diff(key)) + 1
+        return [np.arange(len(self))[a:b] for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(self)], strict=True)] if len(self) else []
+
     # -- file access, per process
 
     def _check_pid(self) -> None:

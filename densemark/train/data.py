@@ -7,12 +7,12 @@ crop pixels, ...)``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from densemark.core.seeding import rng_for
 from densemark.train.augment import AugmentDraw, apply_augment, draw_augment
@@ -56,6 +56,29 @@ class LandmarkSamples(Dataset):
         }
 
 
+class BlockShuffleSampler(Sampler[int]):
+    """A seeded shuffle that keeps reads local: the blocks (the dataset's storage units, e.g.
+    Parquet row groups) come in random order and the rows of each block in random order, so
+    each block is read once per loader worker instead of once per row.
+
+    Args:
+        blocks: (M_b,) index arrays that partition ``range(len(dataset))``.
+        generator: the epoch's shuffling generator (:func:`loader_generator`).
+    """
+
+    def __init__(self, blocks: Sequence[np.ndarray], generator: torch.Generator):
+        self.blocks = [np.asarray(b, np.int64) for b in blocks]
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self.blocks)
+
+    def __iter__(self) -> Iterator[int]:
+        for b in torch.randperm(len(self.blocks), generator=self.generator).tolist():
+            rows = self.blocks[b]
+            yield from rows[torch.randperm(len(rows), generator=self.generator).numpy()].tolist()
+
+
 def loader_generator(seed: int, epoch: int) -> torch.Generator:
     """The shuffling generator of one epoch (a function of seed and epoch only, so resumable)."""
     return torch.Generator().manual_seed(int(rng_for(seed, "shuffle", epoch).integers(2**62)))
@@ -70,13 +93,21 @@ def _worker_init(_worker_id: int) -> None:
 def make_loader(
     samples: LandmarkSamples, batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0, workers: int = 0, drop_last: bool = False
 ) -> DataLoader:
-    """A DataLoader over ``samples`` for one epoch, shuffled by :func:`loader_generator`."""
+    """A DataLoader over ``samples`` for one epoch, shuffled by :func:`loader_generator`.
+
+    When the base dataset tells its storage blocks (``ShardDataset.blocks()``), the shuffle is
+    a :class:`BlockShuffleSampler`: blocks in random order, rows within a block in random order.
+    """
     samples.set_epoch(epoch)
+    sampler = None
+    if shuffle and callable(getattr(samples.base, "blocks", None)):
+        sampler = BlockShuffleSampler(samples.base.blocks(), loader_generator(seed, epoch))
     return DataLoader(
         samples,
         batch_size=batch_size,
-        shuffle=shuffle,
-        generator=loader_generator(seed, epoch) if shuffle else None,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        generator=loader_generator(seed, epoch) if shuffle and sampler is None else None,
         num_workers=workers,
         drop_last=drop_last and len(samples) > batch_size,
         persistent_workers=False,
