@@ -117,3 +117,12 @@ def test_train_command_on_a_built_dataset(tmp_path):
     empty = tmp_path / "params2.yaml"
     empty.write_text(yaml.safe_dump({"train": {**train, "train_split": "nope"}}))
     assert main(["--params", str(empty), "train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_two_runs_write_the_same_bytes(tmp_path, data):
+    """Same params, same data: model.pt and checkpoint.pt are byte-identical (what dvc.lock records)."""
+    train, val = data
+    for name in ("a", "b"):
+        run_train(_params(epochs=1), train, tmp_path / name, val, progress=False)
+    for f in ("model.pt", "checkpoint.pt"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f

@@ -110,8 +110,12 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 
 def _save(path: Path, obj: dict[str, Any]) -> None:
+    """``torch.save`` atomically and byte-stably: torch names the archive's folder after the file
+    it writes, so it writes to memory first (fixed folder name), then the bytes go to a temp file."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buf.getvalue())
 
 
 @torch.no_grad()
