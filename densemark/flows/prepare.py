@@ -26,7 +26,8 @@ def model_task(inputs: dict, outputs: dict, model: ModelParams, procedural: Proc
     """``densemark model``: write the embedded model (or check the configured one loads)."""
     from densemark.faces.stages import run_model
 
-    return plain(run_model(model, procedural, model_dir))
+    res = run_model(model, procedural, model_dir)
+    return plain({"outputs": res.outputs, "metrics": res.metrics})
 
 
 @stage_task("template", "faces", "core")
@@ -34,7 +35,7 @@ def template_task(inputs: dict, outputs: dict, model: ModelParams) -> dict:
     """``densemark template``: the face template (derived, or checked and copied)."""
     from densemark.faces.stages import run_template
 
-    t = run_template(model, inputs["model"], outputs["template"], outputs["report"])
+    t = run_template(model, inputs["model"], outputs["template"], outputs["report"]).value
     return {"n_vertices": t.n_vertices, "sha256": t.sha256()}
 
 
