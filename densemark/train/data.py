@@ -7,6 +7,8 @@ crop pixels, ...)``).
 
 from __future__ import annotations
 
+import multiprocessing
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -90,6 +92,17 @@ def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+def _worker_context() -> Any:
+    """The loader workers' start method: ``fork`` (fast) when this process runs no other Python
+    thread; ``forkserver`` otherwise (e.g. inside a Prefect flow or beside a server), since
+    forking a threaded process can deadlock or kill its children."""
+    if threading.active_count() == 1:
+        return None
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "densemark.train.data", "densemark.datasets.torch_data"])
+    return ctx
+
+
 def make_loader(
     samples: LandmarkSamples, batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0, workers: int = 0, drop_last: bool = False
 ) -> DataLoader:
@@ -112,6 +125,7 @@ def make_loader(
         drop_last=drop_last and len(samples) > batch_size,
         persistent_workers=False,
         worker_init_fn=_worker_init if workers > 0 else None,
+        multiprocessing_context=_worker_context() if workers > 0 else None,
         pin_memory=torch.cuda.is_available(),
     )
 
