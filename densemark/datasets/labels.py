@@ -121,8 +121,7 @@ class LabelGeometry:
             (B, K, 3) float32, bit-identical to :meth:`compute` for the same fit.
         """
         cr = np.asarray(crops, np.float64).reshape(-1, 5)
-        tfs = [CropTransform(float(s), float(tx), float(ty), float(tz), int(n)) for s, tx, ty, tz, n in cr]
-        a, off = pose_affine(pose_para, image_height, tfs)
+        a, off = pose_affine(pose_para, image_height, cr)
         lm = apply_affine32(self.rows(coeffs).reshape(self.n_points, 3, -1), a, off)
         lm[:, :, 2] -= (-cr[:, 3]).astype(np.float32)
         return np.ascontiguousarray(lm.transpose(1, 0, 2))
