@@ -177,12 +177,17 @@ def _sha(obj: object) -> str:
 
 
 def model_sha256(model: MorphableModel) -> str:
-    """SHA-256 over every array of the model (bases included)."""
+    """SHA-256 over every array of the model (bases included): each array's dtype, shape and
+    C-order bytes (hashed in row blocks: no full copy of a Fortran-ordered basis)."""
     h = hashlib.sha256()
     for a in (model.mean, model.shape_basis, model.exp_basis, model.triangles, model.kpt_ind, model.uv if model.uv is not None else np.zeros(0)):
-        a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
+        if a.ndim == 0 or a.flags.c_contiguous:
+            h.update(np.ascontiguousarray(a).tobytes())
+            continue
+        step = max(1, (1 << 20) // max(a[0].nbytes, 1))
+        for i in range(0, a.shape[0], step):
+            h.update(np.ascontiguousarray(a[i : i + step]).data)
     return h.hexdigest()
 
 
@@ -218,9 +223,8 @@ def plan_build(
     Raises:
         InputError: a missing model / template / set / source, or a set made on another template.
     """
-    m = load_configured_model(model, model_dir)
-    template = load_template(template_dir, res=model.uv_res)
-    lset = LandmarkSet.load(set_path, template)
+    ctx = _load_context(model.model_dump(mode="json"), str(model_dir), str(template_dir), str(set_path))
+    template, lset = ctx.template, ctx.lset
     items = tuple(list_items(source_dir, build.root_subset, splits))
     notes = []
     flip = build.flip and bool(lset.mirror_exact)
@@ -229,7 +233,7 @@ def plan_build(
             f"landmark set {lset.name!r} has no exact mirror permutation: no mirrored copies are made; "
             "the refitted _Flip subsets of the source are used where present"
         )
-    msha = model_sha256(m)
+    msha = ctx.model_sha256
     bdump = build.model_dump(mode="json")
     base = {
         "format": FORMAT, "version": VERSION, "model": msha, "uv_res": model.uv_res, "template": template.sha256(),
@@ -276,25 +280,50 @@ class _Context:
     lset: LandmarkSet
     uvm: UVMap
     geo: LabelGeometry
+    model_sha256: str
 
 
 _CTX: dict[tuple, _Context] = {}
 _WRITTEN = [0]  # chunks written by this process (the kill hook counts them)
 
 
-def _context(plan: BuildPlan) -> _Context:
-    key = (plan.model_dir, plan.template_dir, plan.set_path, plan.model_sha256, plan.landmark_set["sha256"], json.dumps(plan.model, sort_keys=True))
+def _stat_key(*paths: str) -> tuple:
+    """(name, size, mtime_ns) of the given files and of the files directly in the given folders:
+    a loaded context is reused only while its inputs are untouched."""
+    out = []
+    for p in map(Path, paths):
+        for f in sorted(p.iterdir()) if p.is_dir() else [p]:
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            out.append((str(f), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def _load_context(model: dict, model_dir: str, template_dir: str, set_path: str) -> _Context:
+    """Model, template, landmark set, UV map and label geometry, loaded once per process and
+    inputs (the planner and the chunk writers of one process share them; a pool's workers load
+    theirs while the parent plans)."""
+    key = (json.dumps(model, sort_keys=True), model_dir, template_dir, set_path, _stat_key(model_dir, template_dir, set_path))
     if key not in _CTX:
-        mp = ModelParams.model_validate(plan.model)
-        m = load_configured_model(mp, plan.model_dir)
-        template = load_template(plan.template_dir, res=mp.uv_res)
-        lset = LandmarkSet.load(plan.set_path, template)
-        if model_sha256(m) != plan.model_sha256 or lset.sha256() != plan.landmark_set["sha256"]:
-            raise InputError(plan.set_path, None, "the model or landmark set changed since the build was planned")
+        mp = ModelParams.model_validate(model)
+        m = load_configured_model(mp, model_dir)
+        template = load_template(template_dir, res=mp.uv_res)
+        lset = LandmarkSet.load(set_path, template)
+        msha = model_sha256(m)
         uvm = UVMap.for_model(m, mp.uv_res, mp.cache_dir)
+        cache = None if mp.cache_dir is None else Path(mp.cache_dir) / f"mesh-patches-{msha[:16]}.npz"
         _CTX.clear()
-        _CTX[key] = _Context(m, template, lset, uvm, LabelGeometry(m, uvm, template, lset.ids))
+        _CTX[key] = _Context(m, template, lset, uvm, LabelGeometry(m, uvm, template, lset.ids, patches_cache=cache), msha)
     return _CTX[key]
+
+
+def _context(plan: BuildPlan) -> _Context:
+    ctx = _load_context(plan.model, plan.model_dir, plan.template_dir, plan.set_path)
+    if ctx.model_sha256 != plan.model_sha256 or ctx.lset.sha256() != plan.landmark_set["sha256"]:
+        raise InputError(plan.set_path, None, "the model or landmark set changed since the build was planned")
+    return ctx
 
 
 # ----------------------------------------------------------------------------- chunks
@@ -447,7 +476,7 @@ def _chunk_rows(ctx: _Context, plan: BuildPlan, k: int) -> tuple[dict, dict[str,
         batch = []
         for item in items[b0 : b0 + bp.batch]:
             try:
-                fit = read_fit_mat(src / item.rel, m.n_shape or None, m.n_exp or None)
+                fit = read_fit_mat(src / item.rel, m.n_shape or None, m.n_exp or None, fit_only=True)
                 if fit.image_path is None:
                     raise InputError(src / item.rel, "image", "no image beside the .mat")
                 img = cv2.imdecode(np.fromfile(fit.image_path, np.uint8), cv2.IMREAD_COLOR)
@@ -696,39 +725,50 @@ def run_build(
     workers: int | None = None,
 ) -> BuildResult:
     """Plan, write every chunk (``workers`` processes, default ``build.workers``), finish."""
-    plan = plan_build(model, build, splits, model_dir=model_dir, template_dir=template_dir, set_path=set_path, source_dir=source_dir, out_dir=out_dir)
-    for note in plan.notes:
-        print(f"build: note: {note}")
-    n = plan.n_chunks
-    w = min(workers or build.workers, n)
+    kw = dict(model_dir=model_dir, template_dir=template_dir, set_path=set_path, source_dir=source_dir, out_dir=out_dir)
+    w = min(workers or build.workers, -(-len(list_fit_mats(source_dir)) // build.chunk_size))
     if w <= 1:
-        results = [write_chunk(plan, k) for k in tqdm(range(n), desc="build", unit="chunk", disable=None)]
-    else:
-        results = _pool_map(plan, w)
-    return finish_build(plan, results, report_path)
-
-
-def _pool_map(plan: BuildPlan, workers: int) -> list[ChunkResult]:
+        plan = plan_build(model, build, splits, **kw)
+        _notes(plan)
+        results = [write_chunk(plan, k) for k in tqdm(range(plan.n_chunks), desc="build", unit="chunk", disable=None)]
+        return finish_build(plan, results, report_path)
     import multiprocessing as mp
 
     saved = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     os.environ.update({k: "1" for k in saved})  # one BLAS thread per worker; spawned children inherit it
+    spec = (model.model_dump(mode="json"), str(model_dir), str(template_dir), str(set_path))
     try:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as ex:
+        # the workers start (imports, model, label geometry) while this process plans
+        with ProcessPoolExecutor(w, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(spec,)) as ex:
+            for _ in range(w):
+                ex.submit(int)
+            plan = plan_build(model, build, splits, **kw)
+            _notes(plan)
             it = ex.map(write_chunk, [plan] * plan.n_chunks, range(plan.n_chunks))
-            return list(tqdm(it, total=plan.n_chunks, desc="build", unit="chunk", disable=None))
+            results = list(tqdm(it, total=plan.n_chunks, desc="build", unit="chunk", disable=None))
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    return finish_build(plan, results, report_path)
 
 
-def _init_worker() -> None:
+def _notes(plan: BuildPlan) -> None:
+    for note in plan.notes:
+        print(f"build: note: {note}")
+
+
+def _init_worker(spec: tuple | None = None) -> None:
     import cv2
 
     cv2.setNumThreads(1)
+    if spec is not None:
+        try:
+            _load_context(*spec)
+        except Exception:  # noqa: BLE001 - the chunk writer reports the same error where it belongs
+            pass
 
 
 # ----------------------------------------------------------------------------- relabel
