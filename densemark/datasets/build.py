@@ -472,6 +472,7 @@ def _chunk_rows(ctx: _Context, plan: BuildPlan, k: int) -> tuple[dict, dict[str,
         return int(((xy < 0) | (xy > res - 1)).any(1).sum())
 
     items = plan.chunk_items(k)
+    crop_buf, flipped = np.empty((res, res, 3), np.uint8), np.empty((res, res, 3), np.uint8)  # reused: no fresh pages per sample
     for b0 in range(0, len(items), bp.batch):
         batch = []
         for item in items[b0 : b0 + bp.batch]:
@@ -498,7 +499,7 @@ def _chunk_rows(ctx: _Context, plan: BuildPlan, k: int) -> tuple[dict, dict[str,
                     if gap > tol:
                         quarantine.append(_q(item, "kpt68", f"the set's 68 subset is {gap:.2f} px from the model keypoints (> {tol:.2f})"))
                         continue
-                crop = cv2.warpAffine(img, tf.affine, (res, res), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                crop = cv2.warpAffine(img, tf.affine, (res, res), crop_buf, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
                 jpeg = _jpeg(crop, bp.jpeg_quality)
                 no = n_outside(lm)
                 count("outside_crop", int(no > 0))
@@ -516,7 +517,7 @@ def _chunk_rows(ctx: _Context, plan: BuildPlan, k: int) -> tuple[dict, dict[str,
                 if pms is not None:
                     mir = ctx.template.mirror_ids
                     fpm = flip_points(pms[i].astype(np.float32), mir, res).astype(np.float16) if (mir >= 0).all() else np.full_like(pms[i], np.nan)
-                add(item, fit, True, _jpeg(cv2.flip(crop, 1), bp.jpeg_quality), flm, fkp, tf, no == 0, no, fpm)
+                add(item, fit, True, _jpeg(cv2.flip(crop, 1, flipped), bp.jpeg_quality), flm, fkp, tf, no == 0, no, fpm)
     count("quarantined", len(quarantine))
     cols = _columns(rows, lset, bp)
     return cols, counts, quarantine
@@ -728,6 +729,7 @@ def run_build(
     kw = dict(model_dir=model_dir, template_dir=template_dir, set_path=set_path, source_dir=source_dir, out_dir=out_dir)
     w = min(workers or build.workers, -(-len(list_fit_mats(source_dir)) // build.chunk_size))
     if w <= 1:
+        keep_freed_memory()
         plan = plan_build(model, build, splits, **kw)
         _notes(plan)
         results = [write_chunk(plan, k) for k in tqdm(range(plan.n_chunks), desc="build", unit="chunk", disable=None)]
@@ -755,6 +757,25 @@ def run_build(
     return finish_build(plan, results, report_path)
 
 
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed buffers for reuse (``mallopt``: no mmap per large block, no trim below
+    256 MB). Every sample allocates a decoded image, a crop and label temporaries; fresh pages
+    cost more than the codec work on a virtual machine (measured: JPEG decode 1.2 -> 0.9 ms).
+    Process-wide; a no-op returning False where glibc is absent. Output bytes never depend on it."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 64 << 20)) and bool(libc.mallopt(m_trim_threshold, 256 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
 def _notes(plan: BuildPlan) -> None:
     for note in plan.notes:
         print(f"build: note: {note}")
@@ -764,6 +785,7 @@ def _init_worker(spec: tuple | None = None) -> None:
     import cv2
 
     cv2.setNumThreads(1)
+    keep_freed_memory()
     if spec is not None:
         try:
             _load_context(*spec)
