@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -412,6 +413,64 @@ def test_mesh_minimum_search_is_exact(build_world):
         lab = geo.compute(sp, ep, pose, np.full(b, 200), res=64)
         g = pose_batch(model, sp, ep, pose, 200, res=64)
         assert [c.tz for c in lab.crops] == [c.tz for c in g.crops]
+
+
+def test_cached_mesh_patches_give_the_same_labels(build_world, tmp_path):
+    """Patch bounds loaded from the cache file equal the computed ones; a corrupt cache is rebuilt."""
+    w = build_world
+    uvm = UVMap.for_model(w["model"], w["model_params"].uv_res)
+    cache = tmp_path / "patches.npz"
+    fresh = LabelGeometry(w["model"], uvm, w["template"], w["set"].ids)
+    saved = LabelGeometry(w["model"], uvm, w["template"], w["set"].ids, patches_cache=cache)
+    assert cache.is_file()
+    loaded = LabelGeometry(w["model"], uvm, w["template"], w["set"].ids, patches_cache=cache)
+    for f in ("rho", "centre", "order", "starts", "ends", "mean_sorted"):
+        np.testing.assert_array_equal(getattr(loaded._patches, f), getattr(fresh._patches, f))
+    assert (loaded._patches.amax, loaded._patches.rsum, loaded._patches.n_shape) == (fresh._patches.amax, fresh._patches.rsum, fresh._patches.n_shape)
+    rng = np.random.default_rng(3)
+    b = 12
+    args = (rng.normal(0, 3e4, (b, w["model"].n_shape)), rng.normal(0, 1, (b, w["model"].n_exp)),
+            np.column_stack([rng.uniform(-0.5, 0.5, (b, 3)), rng.uniform(80, 120, (b, 2)), np.zeros(b), np.full(b, 8e-4)]), np.full(b, 200))  # fmt: skip
+    ref = fresh.compute(*args, res=64)
+    for geo in (saved, loaded):
+        got = geo.compute(*args, res=64)
+        np.testing.assert_array_equal(got.landmarks, ref.landmarks)
+        assert [c.tz for c in got.crops] == [c.tz for c in ref.crops]
+    cache.write_bytes(b"not a zip")
+    again = LabelGeometry(w["model"], uvm, w["template"], w["set"].ids, patches_cache=cache)
+    np.testing.assert_array_equal(again._patches.rho, fresh._patches.rho)
+    np.testing.assert_array_equal(again.compute(*args, res=64).landmarks, ref.landmarks)
+
+
+def test_model_hash_and_pose_affine_forms(build_world):
+    """The block-wise model hash equals the plain one; pose_affine takes crop vectors or transforms alike."""
+    import hashlib
+
+    from densemark.faces.crop import CropTransform
+    from densemark.faces.geometry import pose_affine
+
+    m = build_world["model"]
+    h = hashlib.sha256()
+    for a in (m.mean, np.asfortranarray(m.shape_basis), m.exp_basis, m.triangles, m.kpt_ind, m.uv if m.uv is not None else np.zeros(0)):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    fm = dataclasses.replace(m, shape_basis=np.asfortranarray(m.shape_basis), exp_basis=np.asfortranarray(m.exp_basis))
+    assert B.model_sha256(fm) == B.model_sha256(m) == h.hexdigest()
+    rng = np.random.default_rng(5)
+    pose = np.column_stack([rng.uniform(-1, 1, (6, 3)), rng.uniform(50, 150, (6, 3)), rng.uniform(5e-4, 1e-3, 6)])
+    vec = np.column_stack([rng.uniform(0.2, 2, 6), rng.normal(0, 30, (6, 3)), np.full(6, 64)])
+    tfs = [CropTransform(float(s), float(x), float(y), float(z), int(n)) for s, x, y, z, n in vec]
+    a1, o1 = pose_affine(pose, np.full(6, 200.0), vec)
+    a2, o2 = pose_affine(pose, np.full(6, 200.0), tfs)
+    np.testing.assert_array_equal(a1, a2)
+    np.testing.assert_array_equal(o1, o2)
+    for i, tf in enumerate(tfs):  # the per-sample definition
+        flip = np.array([tf.scale, -tf.scale, tf.scale])
+        from densemark.faces.geometry import rotation_exact
+
+        np.testing.assert_array_equal(a1[i], (flip * pose[i, 6])[:, None] * rotation_exact(pose[i, :3])[0])
+        np.testing.assert_array_equal(o1[i], flip * pose[i, 3:6] + np.array([tf.tx, tf.scale * 199.0 + tf.ty, 0.0]))
 
 
 def test_hdf5_only_posmaps_and_kpt68_check(build_world, tmp_path):

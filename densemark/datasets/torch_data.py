@@ -61,14 +61,17 @@ class ShardDataset(_Base):
         self.format = fmt
         entries = [e for e in self.manifest["files"] if e["format"] == fmt]
         self.files = [self.root / e["path"] for e in entries]
-        # an extra set's column lives in one sidecar per shard (same rows, same order)
-        side = {f["shard"]: f["path"] for f in self.landmark_set.get("files", [])} if column != "landmarks" else {}
-        if column != "landmarks" and any(e["path"] not in side for e in entries):
-            raise InputError(mpath, "extra_sets", f"column {column!r} has no {fmt} sidecar for every shard")
-        self.label_files = [self.root / side[e["path"]] for e in entries] if side else None
+        # an extra set's column lives in one sidecar per shard (same rows, same order); a dataset
+        # relabelled before sidecars existed has it inside the shards (no "files" in its record)
+        self.label_files = None
+        if column != "landmarks" and "files" in self.landmark_set:
+            side = {f["shard"]: f["path"] for f in self.landmark_set["files"]}
+            if any(e["path"] not in side for e in entries):
+                raise InputError(mpath, "extra_sets", f"column {column!r} has no {fmt} sidecar for every shard")
+            self.label_files = [self.root / side[e["path"]] for e in entries]
         index = []
         for fi in range(len(self.files)):
-            d = self._read(fi, ["split", "id"], None)
+            d = self._read(fi, ["split"] + (["id"] if self.label_files is not None else []), None)
             splits = d["split"]
             if self.label_files is not None:
                 ids = self._read(fi, ["id"], None, self.label_files[fi])["id"]
