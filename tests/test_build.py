@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -292,30 +293,48 @@ def test_inexact_set_is_not_flipped_and_says_so(build_world, tmp_path):
 # ----------------------------------------------------------------------------- relabel
 
 
-def test_relabel_adds_columns_without_touching_images(built, build_world, tmp_path):
+def test_relabel_adds_sidecars_without_touching_shards(built, build_world, tmp_path):
     w = dict(build_world)
     tpl = w["template"]
     dst = tmp_path / "ds"
     shutil.copytree(built[0], dst)
+    shards_before = {p.name: p.read_bytes() for p in dst.glob("part-*") if p.suffix in (".parquet", ".h5")}
     # 1. the build's own set under another name: the new column equals the built labels bit for bit
     same = make_set(tpl, w["set"].ids, name="same", kpt68=w["set"].kpt68)
     p_same = same.save(tmp_path / "same.json")
     mp = w["model_params"]
     man = B.relabel(mp, dataset_dir=dst, set_path=p_same, model_dir=mp.dir, template_dir=w["template_dir"])
     assert "landmarks__same" in man["columns"] and man["extra_sets"]["same"]["n_points"] == len(same)
-    for part in sorted(dst.glob("*.parquet")):
-        t = pq.read_table(part)
-        np.testing.assert_array_equal(np.stack(t.column("landmarks__same").to_numpy(zero_copy_only=False)),
-                                      np.stack(t.column("landmarks").to_numpy(zero_copy_only=False)))  # fmt: skip
-        assert t.column("image").equals(pq.read_table(built[0] / part.name).column("image"))
-    with h5py.File(dst / "part-00000.h5", "r") as f:
-        np.testing.assert_array_equal(f["landmarks__same"][()], f["landmarks"][()])
+    assert {p.name: p.read_bytes() for p in dst.glob("part-*") if p.name in shards_before} == shards_before  # shards untouched
+    side = {f["shard"]: f for f in man["extra_sets"]["same"]["files"]}
+    assert sorted(side) == sorted(e["path"] for e in man["files"])
     for e in man["files"]:
-        assert B._sha_file(dst / e["path"]) == e["sha256"]
-    # a rerun of the same build keeps the relabelled shards and their record
+        f = side[e["path"]]
+        assert f["path"] == B.sidecar_name(e["path"], "same") and B._sha_file(dst / f["path"]) == f["sha256"]
+    for part in sorted(dst.glob("part-?????.parquet")):
+        t = pq.read_table(part)
+        lab = pq.read_table(dst / B.sidecar_name(part.name, "same"))  # pyarrow alone: the two tables align row by row
+        assert lab.column("id").to_pylist() == t.column("id").to_pylist()
+        joined = t.append_column("landmarks__same", lab.column("landmarks__same"))
+        np.testing.assert_array_equal(np.stack(joined.column("landmarks__same").to_numpy(zero_copy_only=False)),
+                                      np.stack(t.column("landmarks").to_numpy(zero_copy_only=False)))  # fmt: skip
+    with h5py.File(dst / "part-00000.h5", "r") as f, h5py.File(dst / B.sidecar_name("part-00000.h5", "same"), "r") as g:
+        np.testing.assert_array_equal(g["landmarks__same"][()], f["landmarks"][()])
+        assert list(g["id"][()]) == list(f["id"][()])
+    # a rerun of relabel is idempotent; a rerun of the same build keeps the sidecars and their record
     before = _files(dst)
+    B.relabel(mp, dataset_dir=dst, set_path=p_same, model_dir=mp.dir, template_dir=w["template_dir"])
+    assert _files(dst) == before
     B.run_build(mp, small_build_params(), SPLITS, **build_kwargs(w, dst))
     assert _files(dst) == before
+    # the torch dataset reads the sidecar column transparently
+    from densemark.datasets.torch_data import ShardDataset
+
+    ds, dss = ShardDataset(dst, with_image=False), ShardDataset(dst, column="landmarks__same", with_image=False)
+    assert dss.landmark_set["name"] == "same" and len(dss) == len(ds)
+    for i in (0, 5, len(ds) - 1):
+        np.testing.assert_array_equal(dss[i]["landmarks"], ds[i]["landmarks"])
+        assert dss[i]["id"] == ds[i]["id"]
     # 2. a denser set: equals a full build with that set (flipped rows included)
     mir = tpl.mirror_ids
     pick = np.flatnonzero(mir >= 0)[::40]
@@ -324,13 +343,30 @@ def test_relabel_adds_columns_without_touching_images(built, build_world, tmp_pa
     p_dense = dense.save(tmp_path / "dense.json")
     out_copy = tmp_path / "relabelled"
     B.relabel(mp, dataset_dir=dst, set_path=p_dense, model_dir=mp.dir, template_dir=w["template_dir"], out_dir=out_copy)
+    man2 = json.loads((out_copy / "manifest.json").read_text())
+    assert sorted(man2["extra_sets"]) == ["dense", "same"] and _files(dst) == before
     w["set_path"] = p_dense
     full = tmp_path / "full"
     B.run_build(mp, small_build_params(kpt68_tol=1.0), SPLITS, **build_kwargs(w, full))
     for part in sorted(full.glob("*.parquet")):
         a = pq.read_table(part).column("landmarks").to_numpy(zero_copy_only=False)
-        b = pq.read_table(out_copy / part.name).column("landmarks__dense").to_numpy(zero_copy_only=False)
+        b = pq.read_table(out_copy / B.sidecar_name(part.name, "dense")).column("landmarks__dense").to_numpy(zero_copy_only=False)
         np.testing.assert_array_equal(np.stack(a), np.stack(b))
+    h5only = tmp_path / "h5only"  # the HDF5 sidecars, read the same way
+    shutil.copytree(out_copy, h5only)
+    m5 = json.loads((h5only / "manifest.json").read_text())
+    m5["formats"] = ["hdf5"]
+    (h5only / "manifest.json").write_text(json.dumps(m5))
+    d5, dp = ShardDataset(h5only, column="landmarks__dense", with_image=False), ShardDataset(out_copy, column="landmarks__dense", with_image=False)
+    assert d5.format == "hdf5" and len(d5) == len(dp)
+    for i in (1, 6):
+        np.testing.assert_array_equal(d5[i]["landmarks"], dp[i]["landmarks"])
+        assert d5[i]["landmarks"].shape == (len(dense), 3)
+    # a sidecar whose rows do not match its shard is refused
+    bad = pq.read_table(out_copy / B.sidecar_name("part-00000.parquet", "dense"))
+    pq.write_table(bad.slice(1), out_copy / B.sidecar_name("part-00000.parquet", "dense"))
+    with pytest.raises(B.InputError, match="rows do not match"):
+        ShardDataset(out_copy, column="landmarks__dense")
 
 
 # ----------------------------------------------------------------------------- torch
@@ -378,6 +414,64 @@ def test_mesh_minimum_search_is_exact(build_world):
         lab = geo.compute(sp, ep, pose, np.full(b, 200), res=64)
         g = pose_batch(model, sp, ep, pose, 200, res=64)
         assert [c.tz for c in lab.crops] == [c.tz for c in g.crops]
+
+
+def test_cached_mesh_patches_give_the_same_labels(build_world, tmp_path):
+    """Patch bounds loaded from the cache file equal the computed ones; a corrupt cache is rebuilt."""
+    w = build_world
+    uvm = UVMap.for_model(w["model"], w["model_params"].uv_res)
+    cache = tmp_path / "patches.npz"
+    fresh = LabelGeometry(w["model"], uvm, w["template"], w["set"].ids)
+    saved = LabelGeometry(w["model"], uvm, w["template"], w["set"].ids, patches_cache=cache)
+    assert cache.is_file()
+    loaded = LabelGeometry(w["model"], uvm, w["template"], w["set"].ids, patches_cache=cache)
+    for f in ("rho", "centre", "order", "starts", "ends", "mean_sorted"):
+        np.testing.assert_array_equal(getattr(loaded._patches, f), getattr(fresh._patches, f))
+    assert (loaded._patches.amax, loaded._patches.rsum, loaded._patches.n_shape) == (fresh._patches.amax, fresh._patches.rsum, fresh._patches.n_shape)
+    rng = np.random.default_rng(3)
+    b = 12
+    args = (rng.normal(0, 3e4, (b, w["model"].n_shape)), rng.normal(0, 1, (b, w["model"].n_exp)),
+            np.column_stack([rng.uniform(-0.5, 0.5, (b, 3)), rng.uniform(80, 120, (b, 2)), np.zeros(b), np.full(b, 8e-4)]), np.full(b, 200))  # fmt: skip
+    ref = fresh.compute(*args, res=64)
+    for geo in (saved, loaded):
+        got = geo.compute(*args, res=64)
+        np.testing.assert_array_equal(got.landmarks, ref.landmarks)
+        assert [c.tz for c in got.crops] == [c.tz for c in ref.crops]
+    cache.write_bytes(b"not a zip")
+    again = LabelGeometry(w["model"], uvm, w["template"], w["set"].ids, patches_cache=cache)
+    np.testing.assert_array_equal(again._patches.rho, fresh._patches.rho)
+    np.testing.assert_array_equal(again.compute(*args, res=64).landmarks, ref.landmarks)
+
+
+def test_model_hash_and_pose_affine_forms(build_world):
+    """The block-wise model hash equals the plain one; pose_affine takes crop vectors or transforms alike."""
+    import hashlib
+
+    from densemark.faces.crop import CropTransform
+    from densemark.faces.geometry import pose_affine
+
+    m = build_world["model"]
+    h = hashlib.sha256()
+    for a in (m.mean, np.asfortranarray(m.shape_basis), m.exp_basis, m.triangles, m.kpt_ind, m.uv if m.uv is not None else np.zeros(0)):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    fm = dataclasses.replace(m, shape_basis=np.asfortranarray(m.shape_basis), exp_basis=np.asfortranarray(m.exp_basis))
+    assert B.model_sha256(fm) == B.model_sha256(m) == h.hexdigest()
+    rng = np.random.default_rng(5)
+    pose = np.column_stack([rng.uniform(-1, 1, (6, 3)), rng.uniform(50, 150, (6, 3)), rng.uniform(5e-4, 1e-3, 6)])
+    vec = np.column_stack([rng.uniform(0.2, 2, 6), rng.normal(0, 30, (6, 3)), np.full(6, 64)])
+    tfs = [CropTransform(float(s), float(x), float(y), float(z), int(n)) for s, x, y, z, n in vec]
+    a1, o1 = pose_affine(pose, np.full(6, 200.0), vec)
+    a2, o2 = pose_affine(pose, np.full(6, 200.0), tfs)
+    np.testing.assert_array_equal(a1, a2)
+    np.testing.assert_array_equal(o1, o2)
+    for i, tf in enumerate(tfs):  # the per-sample definition
+        flip = np.array([tf.scale, -tf.scale, tf.scale])
+        from densemark.faces.geometry import rotation_exact
+
+        np.testing.assert_array_equal(a1[i], (flip * pose[i, 6])[:, None] * rotation_exact(pose[i, :3])[0])
+        np.testing.assert_array_equal(o1[i], flip * pose[i, 3:6] + np.array([tf.tx, tf.scale * 199.0 + tf.ty, 0.0]))
 
 
 def test_hdf5_only_posmaps_and_kpt68_check(build_world, tmp_path):

@@ -66,6 +66,22 @@ def test_read_fit_mat_self_made(tmp_path):
     assert img[..., 2].mean() > 200 and img[..., 0].mean() < 50  # RGB, not BGR
 
 
+def test_read_fit_mat_fit_only_reads_the_fit_alone(tmp_path):
+    p = write_sample(tmp_path, "s1")
+    full, fit = read_fit_mat(p, 199, 29), read_fit_mat(p, 199, 29, fit_only=True)
+    for name in ("shape_para", "exp_para", "pose_para"):
+        assert np.array_equal(getattr(fit, name), getattr(full, name))
+    assert fit.pt2d is None and fit.roi is None and full.pt2d is not None
+    assert fit.image_path == full.image_path
+    bad = write_sample(tmp_path, "bad", Exp_Para=np.full((29, 1), np.nan))
+    with pytest.raises(InputError, match="Exp_Para") as e:
+        read_fit_mat(bad, fit_only=True)
+    assert str(bad) in str(e.value)
+    sio.savemat(tmp_path / "missing.mat", {k: v for k, v in fit_fields().items() if k != "Pose_Para"})
+    with pytest.raises(InputError, match="Pose_Para"):
+        read_fit_mat(tmp_path / "missing.mat", fit_only=True)
+
+
 def test_read_fit_mat_accepts_any_count_unless_told(tmp_path):
     p = write_sample(tmp_path, "s", Shape_Para=np.zeros((60, 1)), Exp_Para=np.zeros((1, 10)))
     s = read_fit_mat(p)

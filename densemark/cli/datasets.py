@@ -43,7 +43,7 @@ def register_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", default=None, help="metrics JSON for DVC (row, sample and quarantine counts)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: build.workers)")
     p.set_defaults(func=_build)
-    r = sub.add_parser("relabel", help="add label columns for another landmark set to a built dataset (no re-rendering)")
+    r = sub.add_parser("relabel", help="add label columns for another landmark set to a built dataset (sidecar files; no re-rendering, shards untouched)")
     r.add_argument("dataset", help="dataset folder")
     r.add_argument("--set", required=True, help="landmark set JSON")
     r.add_argument("--model-dir", default=None)

@@ -17,8 +17,9 @@ from densemark.core.validate import check_array
 PathLike = str | os.PathLike
 
 
-def read_mat(path: PathLike) -> dict[str, object]:
-    """Load a MATLAB file (v5 through scipy; v7.3/HDF5 through h5py) into a dict of arrays.
+def read_mat(path: PathLike, variable_names: list[str] | None = None) -> dict[str, object]:
+    """Load a MATLAB file (v5 through scipy; v7.3/HDF5 through h5py) into a dict of arrays
+    (only ``variable_names`` when given: the others are skipped unparsed; absent ones are absent).
 
     Raises:
         InputError: the file is missing, empty, truncated or not a MATLAB file.
@@ -29,9 +30,10 @@ def read_mat(path: PathLike) -> dict[str, object]:
     if p.stat().st_size == 0:
         raise InputError(p, None, "file is empty")
     try:
-        return {k: v for k, v in sio.loadmat(p).items() if not k.startswith("__")}
+        return {k: v for k, v in sio.loadmat(p, variable_names=variable_names).items() if not k.startswith("__")}
     except NotImplementedError:  # v7.3 files are HDF5
-        return _read_mat73(p)
+        out = _read_mat73(p)
+        return out if variable_names is None else {k: v for k, v in out.items() if k in variable_names}
     except Exception as exc:  # noqa: BLE001 - scipy raises many kinds on corrupt input
         raise InputError(p, None, f"cannot read as a MATLAB file ({type(exc).__name__}: {exc})") from exc
 

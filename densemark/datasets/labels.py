@@ -15,10 +15,14 @@ The z shift (crop z starts at 0 over the whole mesh) needs the mesh minimum: pat
 
 from __future__ import annotations
 
+import os
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from densemark.core.atomic import atomic_path
 from densemark.core.errors import InputError
 from densemark.faces.crop import CropTransform
 from densemark.faces.geometry import (
@@ -57,9 +61,14 @@ class LabelGeometry:
         template: the face template the ids index.
         ids: (K,) template vertex ids.
         full_mesh: keep the float32 bases for the z-minimum search (a relabel does not need it).
+        patches_cache: an ``.npz`` path keyed by the model's content hash: the patch bounds of the
+            z-minimum search are loaded from it, or computed and saved there (None: computed).
     """
 
-    def __init__(self, model: MorphableModel, uvmap: UVMap, template: FaceTemplate, ids: np.ndarray, full_mesh: bool = True):
+    def __init__(
+        self, model: MorphableModel, uvmap: UVMap, template: FaceTemplate, ids: np.ndarray, full_mesh: bool = True,
+        patches_cache: str | os.PathLike | None = None,
+    ):  # fmt: skip
         if template.res != uvmap.res:
             raise InputError(None, "template", f"template side {template.res} != UV map side {uvmap.res}")
         vids, w = uvmap.rows(template.face_ind[np.asarray(ids, np.int64)])
@@ -68,7 +77,7 @@ class LabelGeometry:
         self.rows = BasisRows(model, vids, w)  # the landmarks themselves: barycentric rows of the bases
         self.kpt_rows = BasisRows(model, model.kpt_ind)
         if full_mesh:
-            self._patches = _Patches(model)
+            self._patches = _Patches.cached(model, patches_cache)
 
     def compute(
         self,
@@ -110,8 +119,7 @@ class LabelGeometry:
             (B, K, 3) float32, bit-identical to :meth:`compute` for the same fit.
         """
         cr = np.asarray(crops, np.float64).reshape(-1, 5)
-        tfs = [CropTransform(float(s), float(tx), float(ty), float(tz), int(n)) for s, tx, ty, tz, n in cr]
-        a, off = pose_affine(pose_para, image_height, tfs)
+        a, off = pose_affine(pose_para, image_height, cr)
         lm = apply_affine32(self.rows(coeffs).reshape(self.n_points, 3, -1), a, off)
         lm[:, :, 2] -= (-cr[:, 3]).astype(np.float32)
         return np.ascontiguousarray(lm.transpose(1, 0, 2))
@@ -152,6 +160,30 @@ class _Patches:
     lower bound does not exceed the smallest upper bound (plus a float slack) hold the minimum.
     """
 
+    FIELDS = ("patch", "rho", "centre", "order", "starts", "ends", "mean_sorted", "n_shape", "amax", "rsum")
+
+    @classmethod
+    def cached(cls, model: MorphableModel, path: str | os.PathLike | None) -> _Patches:
+        """The patches of ``model``, loaded from ``path`` (an ``.npz`` keyed by the model's content
+        hash) when readable and consistent, else computed (and saved there)."""
+        if path is None:
+            return cls(model)
+        p = Path(path)
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                obj = cls.__new__(cls)
+                for f in cls.FIELDS:
+                    setattr(obj, f, z[f])
+            obj.n_shape, obj.amax, obj.rsum = int(obj.n_shape), float(obj.amax), (float(obj.rsum[0]), float(obj.rsum[1]))
+            if obj.order.shape == (model.n_vertices,) and obj.rho.shape[1] == model.n_shape + model.n_exp:
+                return obj
+        except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile):
+            pass  # missing or unreadable: rebuilt below
+        obj = cls(model)
+        with atomic_path(p) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **{k: np.asarray(getattr(obj, k)) for k in cls.FIELDS})
+        return obj
+
     def __init__(self, model: MorphableModel, cells: int = 32):
         n = model.n_vertices
         xy = model.mean[:, :2].astype(np.float64)
@@ -191,15 +223,16 @@ class _Patches:
         ac, ks = np.abs(c), self.n_shape
         xmax = self.amax + self.rsum[0] * ac[:, :ks].max(1, initial=0) + self.rsum[1] * ac[:, ks:].max(1, initial=0)
         lim = hi + 1e-5 * (np.abs(a2).sum(1) * xmax + np.abs(off[:, 2]))
-        out_v, out_b = [], []
-        for p, bi in zip(*np.nonzero(pmin - rad <= lim), strict=True):  # candidate patches, then their vertices
-            s0, s1 = self.starts[p], self.ends[p]
-            ok = zm[s0:s1, bi] + (zc[p, bi] - rad[p, bi]) <= lim[bi]
-            out_v.append(self.order[s0:s1][ok])
-            out_b.append(np.full(int(ok.sum()), bi))
-        if not out_v:
+        pp, pb = np.nonzero(pmin - rad <= lim)  # candidate (patch, sample) pairs, then their vertices
+        lens = self.ends[pp] - self.starts[pp]
+        total = int(lens.sum())
+        if not total:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return np.concatenate(out_v), np.concatenate(out_b)
+        first = np.cumsum(lens) - lens  # where each pair's run starts in the flat list
+        idx = np.repeat(self.starts[pp] - first, lens) + np.arange(total)  # patch-order vertex positions
+        rp, rb = np.repeat(pp, lens), np.repeat(pb, lens)
+        ok = zm[idx, rb] + (zc[rp, rb] - rad[rp, rb]) <= lim[rb]
+        return self.order[idx[ok]], rb[ok]
 
 
 def flip_points(points: np.ndarray, perm: np.ndarray, res: int) -> np.ndarray:

@@ -59,10 +59,24 @@ class ShardDataset(_Base):
         self.split, self.column, self.with_image = split, column, with_image
         fmt = "parquet" if "parquet" in self.manifest["formats"] else "hdf5"
         self.format = fmt
-        self.files = [self.root / e["path"] for e in self.manifest["files"] if e["format"] == fmt]
+        entries = [e for e in self.manifest["files"] if e["format"] == fmt]
+        self.files = [self.root / e["path"] for e in entries]
+        # an extra set's column lives in one sidecar per shard (same rows, same order); a dataset
+        # relabelled before sidecars existed has it inside the shards (no "files" in its record)
+        self.label_files = None
+        if column != "landmarks" and "files" in self.landmark_set:
+            side = {f["shard"]: f["path"] for f in self.landmark_set["files"]}
+            if any(e["path"] not in side for e in entries):
+                raise InputError(mpath, "extra_sets", f"column {column!r} has no {fmt} sidecar for every shard")
+            self.label_files = [self.root / side[e["path"]] for e in entries]
         index = []
         for fi in range(len(self.files)):
-            splits = self._read(fi, ["split"], None)["split"]
+            d = self._read(fi, ["split"] + (["id"] if self.label_files is not None else []), None)
+            splits = d["split"]
+            if self.label_files is not None:
+                ids = self._read(fi, ["id"], None, self.label_files[fi])["id"]
+                if ids != d["id"]:
+                    raise InputError(self.label_files[fi], "id", f"rows do not match the shard {self.files[fi].name}")
             rows = np.arange(len(splits)) if split is None else np.flatnonzero(np.asarray(splits) == split)
             index.append(np.stack([np.full(len(rows), fi), rows], 1))
         self.index = np.concatenate(index).astype(np.int64) if index else np.zeros((0, 2), np.int64)
@@ -77,8 +91,11 @@ class ShardDataset(_Base):
         if not -len(self) <= i < len(self):
             raise IndexError(i)
         fi, row = (int(x) for x in self.index[i])
-        cols = ["id", "flip", "pose", "kpt68", self.column] + (["image"] if self.with_image else [])
+        lab = self.column if self.label_files is None else None
+        cols = ["id", "flip", "pose", "kpt68", *([lab] if lab else []), *(["image"] if self.with_image else [])]
         r = self._row(fi, row, cols)
+        if lab is None:
+            r[self.column] = self._row(fi, row, [self.column], sidecar=True)[self.column]
         out = {
             "landmarks": np.asarray(r[self.column], np.float32).reshape(-1, 3),
             "kpt68": np.asarray(r["kpt68"], np.float32).reshape(68, 3),
@@ -117,32 +134,35 @@ class ShardDataset(_Base):
         if self._pid != os.getpid():  # a new DataLoader worker: never share handles across processes
             self._pid, self._handles, self._cache = os.getpid(), {}, {}
 
-    def _handle(self, fi: int):
+    def _handle(self, fi: int, sidecar: bool = False):
         self._check_pid()
-        if fi not in self._handles:
+        key = (fi, sidecar)
+        if key not in self._handles:
+            path = self.label_files[fi] if sidecar else self.files[fi]
             if self.format == "parquet":
                 import pyarrow.parquet as pq
 
-                self._handles[fi] = pq.ParquetFile(self.files[fi])
+                self._handles[key] = pq.ParquetFile(path)
             else:
                 import h5py
 
-                self._handles[fi] = h5py.File(self.files[fi], "r")
-        return self._handles[fi]
+                self._handles[key] = h5py.File(path, "r")
+        return self._handles[key]
 
-    def _read(self, fi: int, cols: list[str], rows) -> dict:
+    def _read(self, fi: int, cols: list[str], rows, path: Path | None = None) -> dict:
+        path = self.files[fi] if path is None else path
         if self.format == "parquet":
             import pyarrow.parquet as pq
 
-            t = pq.read_table(self.files[fi], columns=cols)
+            t = pq.read_table(path, columns=cols)
             return {c: t.column(c).to_pylist() for c in cols}
         import h5py
 
-        with h5py.File(self.files[fi], "r") as f:
+        with h5py.File(path, "r") as f:
             return {c: [x.decode() if isinstance(x, bytes) else x for x in f[c][()]] for c in cols}
 
-    def _row(self, fi: int, row: int, cols: list[str]) -> dict:
-        h = self._handle(fi)
+    def _row(self, fi: int, row: int, cols: list[str], sidecar: bool = False) -> dict:
+        h = self._handle(fi, sidecar)
         if self.format == "hdf5":
             out = {}
             for c in cols:
@@ -156,9 +176,9 @@ class ShardDataset(_Base):
             if row < start + n:
                 break
             start += n
-        key = (fi, g, tuple(cols))
+        key = (fi, sidecar, g, tuple(cols))
         if key not in self._cache:
-            self._cache = {k: v for k, v in self._cache.items() if k[0] != fi}  # one row group per shard
+            self._cache = {k: v for k, v in self._cache.items() if k[:2] != (fi, sidecar)}  # one row group per file
             self._cache[key] = h.read_row_group(g, columns=cols)
         t = self._cache[key]
         j = row - start

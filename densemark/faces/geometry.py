@@ -171,21 +171,25 @@ def keypoints_model_space(model: MorphableModel, shape: np.ndarray, exp: np.ndar
 
 
 def pose_affine(
-    pose_para: np.ndarray, image_height: np.ndarray, crops: list[CropTransform]
+    pose_para: np.ndarray, image_height: np.ndarray, crops: list[CropTransform] | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """The per-sample affine maps folding pose, image y flip and crop: ``A (B, 3, 3), b (B, 3)`` float64.
 
+    ``crops``: B crop transforms, or their (B, 5) ``[scale, tx, ty, tz, size]`` vectors.
     Crop-space ``p' = A @ X + b`` (before the z shift) for model-space ``X``; elementwise only.
     """
     pose = np.asarray(pose_para, np.float64).reshape(-1, 7)
-    h = np.broadcast_to(np.asarray(image_height, np.float64), (pose.shape[0],))
+    b = pose.shape[0]
+    h = np.broadcast_to(np.asarray(image_height, np.float64), (b,))
     rot = rotation_exact(pose[:, :3])
-    a = np.empty_like(rot)
-    off = np.empty((pose.shape[0], 3))
-    for i, tf in enumerate(crops):
-        flip = np.array([tf.scale, -tf.scale, tf.scale])  # crop scale with the image y flip
-        a[i] = (flip * pose[i, 6])[:, None] * rot[i]
-        off[i] = flip * pose[i, 3:6] + np.array([tf.tx, tf.scale * (h[i] - 1) + tf.ty, 0.0])
+    if isinstance(crops, np.ndarray):
+        cr = crops.astype(np.float64).reshape(-1, 5)
+        scale, tx, ty = cr[:, 0], cr[:, 1], cr[:, 2]
+    else:
+        scale, tx, ty = (np.array([getattr(tf, n) for tf in crops], np.float64) for n in ("scale", "tx", "ty"))
+    flip = np.stack([scale, -scale, scale], 1)  # crop scale with the image y flip
+    a = (flip * pose[:, 6, None])[:, :, None] * rot
+    off = flip * pose[:, 3:6] + np.stack([tx, scale * (h - 1) + ty, np.zeros(b)], 1)
     return a, off
 
 

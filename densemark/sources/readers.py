@@ -65,17 +65,22 @@ def _opt(mat: dict, path: Path, key: str, shape) -> np.ndarray | None:
     return check_array(mat[key], path, key, shape).astype(np.float64)
 
 
-def read_fit_mat(path: str | os.PathLike, n_shape: int | None = None, n_exp: int | None = None) -> FitSample:
+FIT_FIELDS = ("Shape_Para", "Exp_Para", "Pose_Para")
+
+
+def read_fit_mat(path: str | os.PathLike, n_shape: int | None = None, n_exp: int | None = None, fit_only: bool = False) -> FitSample:
     """Read a 300W-LP / AFLW2000-3D ``.mat`` (and locate its image beside it).
 
     Args:
         n_shape, n_exp: expected coefficient counts (None accepts any).
+        fit_only: read only the 3DMM fit (:data:`FIT_FIELDS`; ``pt2d``, ``pt3d_68`` and ``roi`` are
+            then None): the other variables are skipped unparsed.
 
     Raises:
         InputError: naming the file and the field (missing, wrong shape, NaN, ...).
     """
     p = Path(path)
-    mat = read_mat(p)
+    mat = read_mat(p, list(FIT_FIELDS) if fit_only else None)
     for key in ("Shape_Para", "Exp_Para", "Pose_Para"):
         if key not in mat:
             raise InputError(p, key, "missing")
