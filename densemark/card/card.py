@@ -18,7 +18,6 @@ Every output is byte-stable for the same inputs (sorted JSON, PNGs without times
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter
@@ -31,6 +30,7 @@ from densemark.card.params import CardParams
 from densemark.card.plots import layout_figure, pose_figure, samples_figure
 from densemark.core.atomic import write_json, write_text
 from densemark.core.errors import InputError
+from densemark.core.outdir import sha256_file
 from densemark.faces.template import load_template
 from densemark.sampling.landmark_set import LandmarkSet
 
@@ -58,14 +58,6 @@ def _json(path: Path, what: str) -> dict:
     return obj
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_build(dataset_dir: PathLike) -> tuple[dict, dict, list[Path]]:
     """The manifest, the run report and the shard paths of one format (Parquet when built).
 
@@ -82,7 +74,7 @@ def load_build(dataset_dir: PathLike) -> tuple[dict, dict, list[Path]]:
         if key not in man:
             raise InputError(man_path, key, "missing")
     rep_path = d / man["report"]["path"]
-    if not rep_path.is_file() or _sha256(rep_path) != man["report"]["sha256"]:
+    if not rep_path.is_file() or sha256_file(rep_path) != man["report"]["sha256"]:
         raise InputError(rep_path, None, "run report missing or not the one the manifest records")
     report = _json(rep_path, "run report")
     fmt = "parquet" if "parquet" in man["formats"] else man["formats"][0]
@@ -91,7 +83,7 @@ def load_build(dataset_dir: PathLike) -> tuple[dict, dict, list[Path]]:
         if e["format"] != fmt:
             continue
         p = d / e["path"]
-        if not p.is_file() or _sha256(p) != e["sha256"]:
+        if not p.is_file() or sha256_file(p) != e["sha256"]:
             raise InputError(p, None, "shard missing or not the one the manifest records")
         shards.append(p)
     return man, report, shards
@@ -309,7 +301,7 @@ def run_card(
         "version": VERSION,
         "pretty_name": card.pretty_name,
         "dataset": {
-            "manifest_sha256": _sha256(d / "manifest.json"),
+            "manifest_sha256": sha256_file(d / "manifest.json"),
             "fingerprint": man.get("fingerprint"),
             "rows": man["rows"],
             "source_samples": man.get("source_samples"),

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from densemark.core.atomic import write_json
 from densemark.core.errors import InputError
+from densemark.core.outdir import sha256_file
 from densemark.core.report import RunReport
 from densemark.core.seeding import key_of, rng_for
 from densemark.datasets import shards
@@ -352,14 +353,6 @@ class ChunkResult:
         return cls(**d, skipped=skipped)
 
 
-def _sha_file(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _existing(plan: BuildPlan, k: int) -> ChunkResult | None:
     rec = plan.record_path(k)
     if not rec.is_file():
@@ -372,7 +365,7 @@ def _existing(plan: BuildPlan, k: int) -> ChunkResult | None:
     if r.fingerprint != plan.chunk_fingerprints[k] or set(r.files) != set(plan.build["formats"]):
         return None
     for f, p in plan.shard_paths(k).items():
-        if not p.is_file() or _sha_file(p) != r.files[f]["sha256"]:
+        if not p.is_file() or sha256_file(p) != r.files[f]["sha256"]:
             return None
     return r
 
@@ -407,7 +400,7 @@ def write_chunk(plan: BuildPlan, k: int) -> ChunkResult:
             shards.write_parquet(p, shards.to_table(cols, meta), bp.row_group_size, hook=_kill_hook)
         else:
             shards.write_hdf5(p, cols, meta, bp.hdf5_compression, hook=_kill_hook)
-        files[f] = {"name": p.name, "sha256": _sha_file(p), "bytes": p.stat().st_size, "rows": len(cols["id"])}
+        files[f] = {"name": p.name, "sha256": sha256_file(p), "bytes": p.stat().st_size, "rows": len(cols["id"])}
     yaw = np.asarray(cols["pose"], np.float64).reshape(-1, 3)[:, 1] if len(cols["id"]) else np.zeros(0)
     rows = {
         "id": list(cols["id"]), "subset": list(cols["subset"]), "split": list(cols["split"]),
@@ -649,12 +642,12 @@ def finish_build(plan: BuildPlan, results: list[ChunkResult], report_path: str |
     rep_path = rep.write(out / "report.json")
     if report_path is not None:
         rep.write(report_path)
-    manifest = _manifest(plan, res, _sha_file(rep_path))
+    manifest = _manifest(plan, res, sha256_file(rep_path))
     if prev.get("files") == manifest["files"]:  # a finished build of the same inputs may carry relabelled columns: keep their record
         manifest["extra_sets"] = prev.get("extra_sets", {})
         manifest["columns"] = prev.get("columns", manifest["columns"])
     mpath = write_json(out / "manifest.json", manifest)
-    return BuildResult(mpath, manifest, _sha_file(mpath), rep.to_dict())
+    return BuildResult(mpath, manifest, sha256_file(mpath), rep.to_dict())
 
 
 def _previous_manifest(path: Path, fingerprint: str) -> dict:
@@ -873,7 +866,7 @@ def relabel(
             shards.write_parquet(q, t, rgs, compression="lz4")  # label floats: zstd saves ~20 % at 3x the time
         else:
             shards.write_hdf5(q, {"id": data["id"], col: lab.reshape(len(lab), -1)}, shard_meta, int(manifest["params"]["build"]["hdf5_compression"]))
-        files.append({"path": q.name, "format": e["format"], "chunk": e["chunk"], "shard": e["path"], "rows": len(lab), "bytes": q.stat().st_size, "sha256": _sha_file(q)})
+        files.append({"path": q.name, "format": e["format"], "chunk": e["chunk"], "shard": e["path"], "rows": len(lab), "bytes": q.stat().st_size, "sha256": sha256_file(q)})
     extra = dict(manifest.get("extra_sets", {}))
     extra[lset.name] = {**set_summary(lset), "column": col, "files": files}
     manifest = {**manifest, "extra_sets": dict(sorted(extra.items())), "columns": [*[c for c in manifest["columns"] if c != col], col]}

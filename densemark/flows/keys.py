@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 import densemark
+from densemark.core.outdir import sha256_file
 
 _PACKAGE = Path(densemark.__file__).parent
 _memo: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256 of the content
@@ -29,11 +30,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _memo:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _memo[key] = h.hexdigest()
+        _memo[key] = sha256_file(p)
     return _memo[key]
 
 
