@@ -39,7 +39,7 @@ def _setup(work: Path, n: int, unique: int) -> Path:
     from densemark.faces import procedural as fs
     from densemark.faces.params import ModelParams
     from densemark.faces.procedural.params import ProceduralParams
-    from densemark.faces.stages import run_template
+    from densemark.faces.stages import load_configured_model, run_template
     from densemark.sources import synthetic as ds
     from densemark.sources.params import SyntheticParams
 
@@ -49,7 +49,7 @@ def _setup(work: Path, n: int, unique: int) -> Path:
         run_template(_model_params(work), work / "model", work / "template")
     uniq = work / f"unique{unique}"
     if len(list(uniq.glob("*.mat"))) < unique:
-        ds.generate_300wlp(ds.load_model_dir(work / "model"), SyntheticParams(), uniq, unique)
+        ds.generate_300wlp(load_configured_model(_model_params(work)), SyntheticParams(), uniq, unique)
     src = work / f"src{n}"
     if len(list(src.glob("*.mat"))) != n:
         shutil.rmtree(src, ignore_errors=True)

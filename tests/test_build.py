@@ -20,7 +20,7 @@ import yaml
 
 from densemark.core.images import decode_jpeg
 from densemark.datasets import build as B
-from densemark.datasets.labels import LabelGeometry, flip_image, flip_points
+from densemark.datasets.labels import LabelGeometry, flip_image, flip_points, mirror_sources
 from densemark.datasets.params import SplitParams
 from densemark.faces.geometry import pose_batch
 from densemark.faces.model import KPT68_MIRROR
@@ -50,7 +50,7 @@ def built(build_world, tmp_path_factory):
 
 def _geo(w):
     uvm = UVMap.for_model(w["model"], w["model_params"].uv_res)
-    return LabelGeometry(w["model"], uvm, w["template"], w["set"].ids), uvm
+    return LabelGeometry(w["model"], uvm, w["template"], w["set"].ids, mirror_perm=w["set"].mirror_perm), uvm
 
 
 # ----------------------------------------------------------------------------- shards and labels
@@ -78,10 +78,64 @@ def test_shards_open_with_pyarrow_and_h5py_alone(built, build_world):
         assert f["landmarks"].shape == (6, k, 3)
         np.testing.assert_array_equal(f["landmarks"][()], lm)
         assert [x.decode() for x in f["id"][()]] == list(df["id"])
-        assert bytes(f["image"][0]) == df["image"][0]
+        off = f["image_offsets"][()]  # JPEG bytes: one flat uint8 array + (n + 1,) offsets
+        assert [f["image"][a:b].tobytes() for a, b in zip(off[:-1], off[1:])] == df["image"]
+        np.testing.assert_array_equal(f["shape_para"][()], np.stack(df["shape_para"]))  # (n, 199)-like float64
+        # nothing in HDF5's global heap (variable-length data), whose padding bytes HDF5 leaves uninitialised
+        assert all(d.dtype.kind != "O" for d in f.values())
+    assert b"GCOL" not in (out / "part-00000.h5").read_bytes()
     # pose of a flipped row mirrors yaw and roll
     p = np.array(df["pose"], np.float32)
     np.testing.assert_array_equal(p[1], p[0] * np.array([1, -1, -1], np.float32))
+
+
+def test_hdf5_columns_round_trip_ragged_and_unicode(tmp_path):
+    """h5_column / h5_row read back what write_hdf5 wrote: ragged lists (flat + offsets),
+    non-ASCII strings (fixed-width UTF-8), empty images, rows in any order."""
+    from densemark.datasets import shards
+
+    rng = np.random.default_rng(3)
+    cols = {
+        "id": ["a", "żółw/flip", "c" * 40], "split": ["train", "val", "test"],
+        "image": [b"\xff\xd8xyz", b"", bytes(range(256))],
+        "shape_para": [rng.normal(size=4), rng.normal(size=2), rng.normal(size=0)],  # ragged
+        "exp_para": [rng.normal(size=3) for _ in range(3)],  # uniform: stored (n, 3)
+        "landmarks": rng.normal(size=(3, 12)).astype(np.float32),
+    }
+    p = shards.write_hdf5(tmp_path / "s.h5", cols, {"k": "é"}, 4)
+    assert shards.read_meta(p) == {"k": "é"}
+    with h5py.File(p, "r") as f:
+        assert f["exp_para"].shape == (3, 3) and "shape_para_offsets" in f and f["landmarks"].shape == (3, 4, 3)
+        assert shards.h5_column(f, "id") == cols["id"] and shards.h5_column(f, "split", [2, 0]) == ["test", "train"]
+        assert shards.h5_column(f, "image") == cols["image"] and shards.h5_column(f, "image", [2, 1, 2]) == [cols["image"][i] for i in (2, 1, 2)]
+        for got, want in zip(shards.h5_column(f, "shape_para"), cols["shape_para"], strict=True):
+            np.testing.assert_array_equal(got, want)
+        for got, want in zip(shards.h5_column(f, "exp_para", [1, 0]), [cols["exp_para"][1], cols["exp_para"][0]], strict=True):
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(shards.h5_column(f, "landmarks", [2, 0]), cols["landmarks"].reshape(3, 4, 3)[[2, 0]])
+        off = f["image_offsets"][()]
+        assert shards.h5_row(f, "image", 2, off) == cols["image"][2] and shards.h5_row(f, "id", 1) == "żółw/flip"
+    assert b"GCOL" not in p.read_bytes()
+
+
+def test_hdf5_bytes_do_not_depend_on_when_datasets_close(tmp_path, monkeypatch):
+    """h5py may close a dataset late (while another thread holds its lock, as in a threaded Dask
+    build); HDF5 then allocates that dataset's chunks later and lays the file out differently.
+    write_hdf5 allocates every dataset as it writes it, so the bytes are the same."""
+    from densemark.datasets import shards
+
+    rng = np.random.default_rng(0)
+    n = 6
+    cols = {"id": [f"AFW/x_{i}" for i in range(n)], "image": [bytes(rng.integers(0, 255, 50 + i, dtype=np.uint8)) for i in range(n)],
+            "landmarks": rng.normal(size=(n, 30)).astype(np.float32), "source_size": np.full((n, 2), 450, np.int32),
+            "valid": np.ones(n, bool), "n_outside": np.zeros(n, np.int16)}  # fmt: skip
+    a = shards.write_hdf5(tmp_path / "a.h5", cols, {}, 4).read_bytes()
+    kept, create = [], h5py.Group.create_dataset
+    monkeypatch.setattr(h5py.Group, "create_dataset", lambda self, *x, **k: kept.append(create(self, *x, **k)) or kept[-1])
+    b = shards.write_hdf5(tmp_path / "b.h5", cols, {}, 4).read_bytes()
+    assert len(kept) == len(cols) + 1  # every dataset stayed open until the file closed
+    kept.clear()
+    assert a == b
 
 
 def test_labels_equal_the_position_map_at_the_set_pixels(built, build_world):
@@ -113,11 +167,16 @@ def test_flip_is_an_involution(built, build_world):
     k = len(build_world["set"])
     lm = np.array(df["landmarks"], np.float32).reshape(-1, k, 3)
     perm = build_world["set"].mirror_perm
+    u = build_world["template"].pixel_uv[build_world["set"].ids, 0]
+    side = np.abs(2 * u - (build_world["template"].res - 1)) > 1  # off the two centre UV columns the flip is the permutation
+    idx, extra = mirror_sources(build_world["template"], build_world["set"].ids, perm)
+    assert len(extra) == 0 and (idx[idx] == np.arange(k)).all() and (idx[side] == perm[side]).all()
     for i in range(0, len(df["id"]), 2):
         a, b = decode_jpeg(df["image"][i]), decode_jpeg(df["image"][i + 1])
         assert np.abs(flip_image(a).astype(int) - b).mean() < 3  # the mirrored crop, up to JPEG noise
-        np.testing.assert_array_equal(flip_points(lm[i], perm, 64), lm[i + 1])
-        np.testing.assert_allclose(flip_points(lm[i + 1], perm, 64), lm[i], atol=2e-5, rtol=0)
+        np.testing.assert_array_equal(flip_points(lm[i], idx, 64), lm[i + 1])  # the set holds both centre columns
+        np.testing.assert_allclose(flip_points(lm[i + 1], idx, 64), lm[i], atol=2e-5, rtol=0)
+        np.testing.assert_allclose(flip_points(flip_points(lm[i], perm, 64), perm, 64), lm[i], atol=2e-5, rtol=0)
         kp = np.array(df["kpt68"], np.float32).reshape(-1, 68, 3)
         np.testing.assert_allclose(flip_points(flip_points(kp[i], KPT68_MIRROR, 64), KPT68_MIRROR, 64), kp[i], atol=2e-5, rtol=0)
     img = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
@@ -141,15 +200,32 @@ def test_flipped_labels_equal_labels_of_the_mirrored_pose(build_world, pose):
     tf = lab.crops[0]
     crop_m = np.array([[tf.scale, res - 1 - tf.tx - tf.scale * (wd - 1), tf.ty, tf.tz, res]])
     c = geo.rows.coefficients(None, None, 1)
-    mirrored = geo.relabel(c, mp, np.array([h]), crop_m)[0]
-    flipped = flip_points(lab.landmarks[0], w["set"].mirror_perm, res)
+    mirrored = geo.relabel(c, mp, np.array([h]), crop_m).landmarks[0]
+    flipped = lab.flipped[0]
     assert np.abs(flipped - lab.landmarks[0]).max() > 1  # not trivially equal
-    # the two centre UV columns are their own mirror by the set convention (the UV map has no
-    # centre column): exact everywhere else
+    np.testing.assert_allclose(flipped, mirrored, atol=1e-3, rtol=0)  # every point, the centre columns included
+    # the permutation alone pairs the two centre UV columns with themselves (the map has no centre
+    # column): a pure reordering is a column off there, which the mirrored pixels fix
     u = w["template"].pixel_uv[w["set"].ids, 0]
-    side = np.abs(2 * u - (w["template"].res - 1)) > 1
-    assert side.sum() > 0.5 * len(side)
-    np.testing.assert_allclose(flipped[side], mirrored[side], atol=1e-3, rtol=0)
+    mid = np.abs(2 * u - (w["template"].res - 1)) <= 1
+    by_perm = flip_points(lab.landmarks[0], w["set"].mirror_perm, res)
+    assert mid.sum() >= 4 and np.abs(by_perm[mid] - mirrored[mid]).max() > 0.1
+    np.testing.assert_array_equal(by_perm[~mid], flipped[~mid])
+    # a set with one centre column only: its mirror pixels are labelled as extra points
+    tpl = w["template"]
+    one = w["set"].ids[~mid | (u < tpl.res / 2)]
+    perm1 = make_set(tpl, one, name="one").mirror_perm
+    _, extra1 = mirror_sources(tpl, one, perm1)
+    assert len(extra1) == (mid & (u < tpl.res / 2)).sum() > 0
+    g1 = LabelGeometry(m, UVMap.for_model(m, w["model_params"].uv_res), tpl, one, mirror_perm=perm1)
+    assert g1.rows.n_rows == 3 * (len(one) + len(extra1))
+    l1 = g1.compute(None, None, pose, np.array([h]), res=res)
+    m1 = g1.relabel(c, mp, np.array([h]), crop_m).landmarks[0]
+    np.testing.assert_allclose(l1.flipped[0], m1, atol=1e-3, rtol=0)
+    # and the flip of the mirrored pose gives the original back
+    back = geo.relabel(c, pose, np.array([h]), np.array([tf.as_vector()]))
+    np.testing.assert_array_equal(back.landmarks[0], lab.landmarks[0])
+    np.testing.assert_allclose(geo.relabel(c, mp, np.array([h]), crop_m).flipped[0], lab.landmarks[0], atol=1e-3, rtol=0)
     # the mesh minimum is mirror-invariant, and the mirrored pose's own crop is the mirrored one up to truncation
     lab_m = geo.compute(None, None, mp, np.array([h]), res=res)
     assert lab_m.crops[0].tz / lab_m.crops[0].scale == pytest.approx(tf.tz / tf.scale, rel=1e-5)

@@ -117,11 +117,14 @@ def read_columns(path: Path, columns: list[str], rows: np.ndarray | None = None)
 
     with h5py.File(path, "r") as f:
         for name in columns:
+            if name + "_offsets" in f:  # ragged (image): one flat array + (n + 1,) offsets
+                off, flat = f[name + "_offsets"][()], f[name][()]
+                idx = range(len(off) - 1) if rows is None else np.asarray(rows)
+                out[name] = [flat[off[i] : off[i + 1]].tobytes() for i in idx]
+                continue
             ds = f[name]
-            v = ds[()] if rows is None else ds[np.asarray(rows)]
-            if name == "image":
-                out[name] = [bytes(np.asarray(x, np.uint8)) for x in v]
-            elif v.dtype.kind in "OS":
+            v = ds[()] if rows is None else ds[()][np.asarray(rows)]
+            if v.dtype.kind in "OS":
                 out[name] = [x.decode() if isinstance(x, bytes) else str(x) for x in v]
             else:
                 out[name] = np.asarray(v).reshape(len(v), -1, 3) if name in ("landmarks", "kpt68") else np.asarray(v)

@@ -16,7 +16,9 @@ never mixed; stale ``*.tmp`` files and shards outside the plan are removed.
 
 Rows: each source sample gives a row and, when the landmark set has an exact mirror
 permutation and ``build.flip`` is on, its mirrored copy (image flipped, ``x -> res - 1 - x``,
-labels reordered by the permutation, 68 keypoints by the iBUG mirror). Columns: see
+labels read at the mirrored UV pixels: the permutation's partners, and for the two centre
+columns, which the permutation pairs with themselves, the neighbouring column
+(:func:`densemark.datasets.labels.mirror_sources`); 68 keypoints by the iBUG mirror). Columns: see
 :data:`COLUMNS`. Splits are drawn per source image group (all pose variants ``<name>_<k>``
 of one image and its ``_Flip`` twin share a split), seeded by ``splits.seed``.
 """
@@ -54,7 +56,7 @@ from densemark.sampling.landmark_set import LandmarkSet
 from densemark.sources.readers import IMAGE_SUFFIXES, list_fit_mats, read_fit_mat
 
 FORMAT = "densemark-dataset"
-VERSION = 1
+VERSION = 2  # 2: flipped labels exact on the centre UV columns; HDF5 without variable-length data
 KILL_ENV = "DENSEMARK_BUILD_KILL_AFTER"  # tests: SIGKILL while writing chunk number N (0-based count)
 SUFFIX = {"parquet": ".parquet", "hdf5": ".h5"}
 CONVENTIONS = {
@@ -62,7 +64,7 @@ CONVENTIONS = {
     "kpt68": "the model's 68 keypoint vertices, same space as landmarks, (68, 3) row-major",
     "pose": "[pitch, yaw, roll] degrees (3DDFA); negated yaw and roll on flipped rows",
     "crop": "[scale, tx, ty, tz, size]: crop = scale * image + (tx, ty, tz); the same for a row and its flipped copy",
-    "flip": "true: the image is the crop mirrored left-right, x -> res - 1 - x, landmarks reordered by the set's mirror permutation (kpt68 by the iBUG 68-point mirror); pose_para/crop are the unflipped sample's",
+    "flip": "true: the image is the crop mirrored left-right, x -> res - 1 - x; landmark j is the mirror of the surface point at UV pixel (res-1-u, v) of landmark j's (u, v): the set's mirror partner, or on the two centre UV columns (self-paired in the mirror permutation) the neighbouring column; kpt68 by the iBUG 68-point mirror; pose_para/crop are the unflipped sample's",
     "pose_para": "300W-LP Pose_Para [pitch, yaw, roll, tx, ty, tz, s] (radians, source pixels)",
     "image": "JPEG bytes of the RGB res x res crop",
     "valid": "false when a landmark lies outside the crop (n_outside counts them)",
@@ -316,8 +318,13 @@ def _load_context(model: dict, model_dir: str, template_dir: str, set_path: str)
         uvm = UVMap.for_model(m, mp.uv_res, mp.cache_dir)
         cache = None if mp.cache_dir is None else Path(mp.cache_dir) / f"mesh-patches-{msha[:16]}.npz"
         _CTX.clear()
-        _CTX[key] = _Context(m, template, lset, uvm, LabelGeometry(m, uvm, template, lset.ids, patches_cache=cache), msha)
+        _CTX[key] = _Context(m, template, lset, uvm, LabelGeometry(m, uvm, template, lset.ids, patches_cache=cache, mirror_perm=_mirror(lset)), msha)
     return _CTX[key]
+
+
+def _mirror(lset: LandmarkSet) -> np.ndarray | None:
+    """The set's mirror permutation when it may be flipped (an exact one), else None."""
+    return lset.mirror_perm if lset.mirror_exact else None
 
 
 def _context(plan: BuildPlan) -> _Context:
@@ -425,7 +432,6 @@ def _chunk_rows(ctx: _Context, plan: BuildPlan, k: int) -> tuple[dict, dict[str,
     src = Path(plan.source_dir)
     m = ctx.model
     lset = ctx.lset
-    perm = lset.mirror_perm
     kpos = lset.kpt68
     tol = bp.kpt68_tol * res
     counts: dict[str, int] = {}
@@ -499,7 +505,7 @@ def _chunk_rows(ctx: _Context, plan: BuildPlan, k: int) -> tuple[dict, dict[str,
                 add(item, fit, False, jpeg, lm, kp, tf, no == 0, no, None if pms is None else pms[i])
                 if not plan.flip:
                     continue
-                flm = flip_points(lm, perm, res)
+                flm = labels.flipped[i]  # read at the mirrored UV pixels (exact on the centre columns too)
                 fkp = flip_points(kp, KPT68_MIRROR, res)
                 if kpos is not None:
                     gap = float(np.linalg.norm(flm[kpos, :2] - fkp[:, :2], axis=1).max())
@@ -838,7 +844,7 @@ def relabel(
     template = load_template(template_dir, res=model.uv_res)
     lset = LandmarkSet.load(set_path, template)
     uvm = UVMap.for_model(m, model.uv_res, model.cache_dir)
-    geo = LabelGeometry(m, uvm, template, lset.ids, full_mesh=False)
+    geo = LabelGeometry(m, uvm, template, lset.ids, full_mesh=False, mirror_perm=_mirror(lset))
     res = int(manifest["res"])
     col = f"landmarks__{lset.name}"
     if col in COLUMNS:
@@ -859,7 +865,7 @@ def relabel(
         p = dst / e["path"]
         q = dst / sidecar_name(e["path"], lset.name)
         data = _read_parquet_fits(p, names) if e["format"] == "parquet" else _read_h5(p, names)
-        lab = _relabel_rows(geo, data, lset, res, batch)
+        lab = _relabel_rows(geo, data, lset, batch)
         shard_meta = {**meta, "shard": {"path": e["path"], "sha256": e["sha256"]}}
         if e["format"] == "parquet":
             t = shards.to_table({"id": data["id"], col: lab.reshape(len(lab), -1)}, shard_meta)
@@ -912,17 +918,10 @@ def _read_h5(path: Path, names: list[str]) -> dict:
     import h5py
 
     with h5py.File(path, "r") as f:
-        out = {}
-        for n in names:
-            d = f[n]
-            if n == "id":
-                out[n] = [x.decode() for x in d[()]]
-            else:
-                out[n] = [np.asarray(x, np.float64) for x in d[()]] if d.dtype.kind == "O" else d[()]
-        return out
+        return {n: shards.h5_column(f, n) for n in names}
 
 
-def _relabel_rows(geo: LabelGeometry, data: dict, lset: LandmarkSet, res: int, batch: int) -> np.ndarray:
+def _relabel_rows(geo: LabelGeometry, data: dict, lset: LandmarkSet, batch: int) -> np.ndarray:
     """(n, K, 3) labels of a shard's rows; a flipped row mirrors its original's (computed once)."""
     n = len(data["flip"])
     flip = np.asarray(data["flip"], bool)
@@ -932,16 +931,20 @@ def _relabel_rows(geo: LabelGeometry, data: dict, lset: LandmarkSet, res: int, b
     src[todo] = todo
     need = np.unique(src)
     lab = np.empty((n, geo.n_points, 3), np.float32)
+    flab = np.empty((n, geo.n_points, 3), np.float32) if lset.mirror_exact else None
     pose = np.asarray(data["pose_para"], np.float64).reshape(n, 7)
     h = np.asarray(data["source_size"], np.float64).reshape(n, 2)[:, 0]
     crop = np.asarray(data["crop"], np.float64).reshape(n, 5)
     for b0 in range(0, len(need), batch):
         rows = need[b0 : b0 + batch]
         c = geo.rows.coefficients(_stack(data["shape_para"], rows, geo.rows.k_shape), _stack(data["exp_para"], rows, geo.rows.k_exp), len(rows))
-        lab[rows] = geo.relabel(c, pose[rows], h[rows], crop[rows])
+        got = geo.relabel(c, pose[rows], h[rows], crop[rows])
+        lab[rows] = got.landmarks
+        if flab is not None:
+            flab[rows] = got.flipped
     out = lab[src]
     if flip.any():
-        out[flip] = flip_points(out[flip], lset.mirror_perm, res) if lset.mirror_exact else np.nan
+        out[flip] = flab[src[flip]] if flab is not None else np.nan
     return out
 
 

@@ -45,11 +45,50 @@ class Labels:
         landmarks: (B, K, 3) float32 crop pixels (x right, y down, z shifted like the position maps).
         kpt68: (B, 68, 3) float32 the model's 68 keypoint vertices, same space.
         crops: B crop transforms (``tz`` = minus the mesh's minimum scaled z).
+        flipped: (B, K, 3) float32 landmarks of the mirrored crop (see :func:`mirror_sources`), or
+            None when the geometry was made without a mirror permutation.
     """
 
     landmarks: np.ndarray
     kpt68: np.ndarray
     crops: list[CropTransform]
+    flipped: np.ndarray | None = None
+
+
+def mirror_sources(template: FaceTemplate, ids: np.ndarray, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each landmark of a mirrored crop is read: the UV pixel mirror ``(u, v) -> (res-1-u, v)``.
+
+    In the crop mirrored left-right, landmark ``j`` (UV pixel ``(u, v)`` of the mirrored face)
+    sits at the image mirror of the original face's surface point at ``(res-1-u, v)``. For a pair
+    of the set's mirror permutation that point is the partner ``perm[j]``; a point of the two
+    centre columns is paired with itself by the set convention (the map has no centre column),
+    but its mirror pixel is the neighbouring column, one UV pixel away: that pixel is labelled
+    as an extra point, so flipped labels are exact there too.
+
+    Args:
+        template: the face template; ids: (K,) template vertex ids; perm: (K,) mirror permutation.
+
+    Where the mirror pixel is off the face (no template vertex), the permutation's partner is kept.
+
+    Returns:
+        index: (K,) int64 into ``[ids..., extra...]``: flipped landmark ``j`` = the x-mirror of point ``index[j]``.
+        extra: (E,) int64 template vertex ids to label besides the set's own (E = 0 for a set
+            whose every pair is a pixel mirror).
+    """
+    ids, perm = np.asarray(ids, np.int64), np.asarray(perm, np.int64)
+    mir = template.mirror_ids[ids]  # the vertex at the mirror pixel, -1 off the face
+    index = perm.copy()
+    pos = {int(v): i for i, v in enumerate(ids.tolist())}
+    extra: list[int] = []
+    for j in np.flatnonzero((mir >= 0) & (mir != ids[perm])).tolist():
+        v = int(mir[j])
+        if v in pos:  # the mirror pixel is another landmark of the set
+            index[j] = pos[v]
+        else:
+            if v not in extra:
+                extra.append(v)
+            index[j] = len(ids) + extra.index(v)
+    return index, np.asarray(extra, np.int64)
 
 
 class LabelGeometry:
@@ -63,18 +102,25 @@ class LabelGeometry:
         full_mesh: keep the float32 bases for the z-minimum search (a relabel does not need it).
         patches_cache: an ``.npz`` path keyed by the model's content hash: the patch bounds of the
             z-minimum search are loaded from it, or computed and saved there (None: computed).
+        mirror_perm: (K,) the set's mirror permutation: labels of the mirrored crop are computed
+            too (:func:`mirror_sources`; ``Labels.flipped``). None: no flipped labels.
     """
 
     def __init__(
         self, model: MorphableModel, uvmap: UVMap, template: FaceTemplate, ids: np.ndarray, full_mesh: bool = True,
-        patches_cache: str | os.PathLike | None = None,
+        patches_cache: str | os.PathLike | None = None, mirror_perm: np.ndarray | None = None,
     ):  # fmt: skip
         if template.res != uvmap.res:
             raise InputError(None, "template", f"template side {template.res} != UV map side {uvmap.res}")
-        vids, w = uvmap.rows(template.face_ind[np.asarray(ids, np.int64)])
+        pix = template.face_ind[np.asarray(ids, np.int64)]
+        self.n_points = int(pix.shape[0])
+        self.flip_index: np.ndarray | None = None
+        if mirror_perm is not None:
+            self.flip_index, extra = mirror_sources(template, ids, mirror_perm)
+            pix = np.concatenate([pix, template.face_ind[extra]])
+        vids, w = uvmap.rows(pix)
         self.model = model
-        self.n_points = int(vids.shape[0])
-        self.rows = BasisRows(model, vids, w)  # the landmarks themselves: barycentric rows of the bases
+        self.rows = BasisRows(model, vids, w)  # the landmarks (+ extra mirror pixels): barycentric rows of the bases
         self.kpt_rows = BasisRows(model, model.kpt_ind)
         if full_mesh:
             self._patches = _Patches.cached(model, patches_cache)
@@ -103,26 +149,40 @@ class LabelGeometry:
         zmin = self.mesh_zmin(c, a, off)
         kpt = apply_affine32(yk, a, off)
         kpt[:, :, 2] -= zmin
-        lm = apply_affine32(self.rows(c).reshape(self.n_points, 3, b), a, off)
+        lm = apply_affine32(self.rows(c).reshape(-1, 3, b), a, off)
         lm[:, :, 2] -= zmin
         crops = [CropTransform(tf.scale, tf.tx, tf.ty, float(-zmin[i]), tf.size) for i, tf in enumerate(tfs)]
-        return Labels(np.ascontiguousarray(lm.transpose(1, 0, 2)), np.ascontiguousarray(kpt.transpose(1, 0, 2)), crops)
+        lm = lm.transpose(1, 0, 2)
+        return Labels(np.ascontiguousarray(lm[:, : self.n_points]), np.ascontiguousarray(kpt.transpose(1, 0, 2)), crops, self._flipped(lm, res))
 
-    def relabel(self, coeffs: np.ndarray, pose_para: np.ndarray, image_height: np.ndarray, crops: np.ndarray) -> np.ndarray:
+    def _flipped(self, lm: np.ndarray, res: int | np.ndarray) -> np.ndarray | None:
+        """(B, K, 3) labels of the mirrored crops (sides ``res``: int or (B,)) from (B, K + E, 3)
+        labels; None without a mirror. Row by row what :func:`flip_points` gives."""
+        if self.flip_index is None:
+            return None
+        out = np.array(lm[:, self.flip_index], copy=True)
+        out[..., 0] = (np.asarray(res, np.float64) - 1).astype(out.dtype).reshape(-1, 1) - out[..., 0]
+        return out
+
+    def relabel(self, coeffs: np.ndarray, pose_para: np.ndarray, image_height: np.ndarray, crops: np.ndarray) -> Labels:
         """Labels from stored fits and crop transforms, no mesh minimum needed.
 
         Args:
-            coeffs: (B, K) float32 concatenated shape + expression coefficients.
+            coeffs: (B, C) float32 concatenated shape + expression coefficients.
             pose_para: (B, 7); image_height: (B,); crops: (B, 5) ``[scale, tx, ty, tz, size]``.
 
         Returns:
-            (B, K, 3) float32, bit-identical to :meth:`compute` for the same fit.
+            ``landmarks`` (B, K, 3) float32 and ``flipped`` bit-identical to :meth:`compute` for
+            the same fit (``kpt68`` is empty (B, 0, 3); ``crops`` those given).
         """
         cr = np.asarray(crops, np.float64).reshape(-1, 5)
         a, off = pose_affine(pose_para, image_height, cr)
-        lm = apply_affine32(self.rows(coeffs).reshape(self.n_points, 3, -1), a, off)
+        lm = apply_affine32(self.rows(coeffs).reshape(-1, 3, cr.shape[0]), a, off)
         lm[:, :, 2] -= (-cr[:, 3]).astype(np.float32)
-        return np.ascontiguousarray(lm.transpose(1, 0, 2))
+        lm = lm.transpose(1, 0, 2)
+        crop_list = [CropTransform(*(float(x) for x in r[:4]), int(round(r[4]))) for r in cr]
+        flipped = self._flipped(lm, np.round(cr[:, 4]))
+        return Labels(np.ascontiguousarray(lm[:, : self.n_points]), np.zeros((cr.shape[0], 0, 3), np.float32), crop_list, flipped)
 
     def mesh_zmin(self, coeffs: np.ndarray, a: np.ndarray, off: np.ndarray) -> np.ndarray:
         """(B,) float32 exact minimum over the whole mesh of the posed float32 z (as pose_batch computes it).

@@ -6,9 +6,13 @@ of the HDF5 root group), and both open with pyarrow / pandas / h5py alone:
 
 * Parquet: ``image`` binary (JPEG), label arrays as ``fixed_size_list<float32>``, 3DMM params as
   ``list<float64>``; row groups of ``row_group_size`` rows for streaming; zstd; no timestamps.
-* HDF5: one dataset per column, first axis = rows; label arrays shaped ``(n, K, 3)``,
-  ``image`` as variable-length uint8, strings as UTF-8; chunked, gzip, ``track_times=False``,
-  fixed ``libver`` so the same rows give the same bytes.
+* HDF5: one dataset per column, first axis = rows; label arrays shaped ``(n, K, 3)``; strings
+  as fixed-width UTF-8 (NUL-padded); 3DMM parameter lists as ``(n, L)`` float64 when every row
+  has the same length; ``image`` (and any ragged list) as one flat dataset plus
+  ``<name>_offsets`` (n + 1,) int64, row ``i`` being ``flat[offsets[i]:offsets[i + 1]]``;
+  chunked, gzip, ``track_times=False``, fixed ``libver``. Nothing goes to HDF5's global heap
+  (variable-length data), whose alignment padding HDF5 leaves uninitialised: the same rows
+  give the same bytes.
 """
 
 from __future__ import annotations
@@ -72,33 +76,99 @@ def write_parquet(path: str | Path, table, row_group_size: int, hook=None, compr
     return Path(path)
 
 
+def _fixed_utf8(values) -> np.ndarray:
+    """Strings as a fixed-width (NUL-padded) byte array, width = longest UTF-8 encoding (>= 1)."""
+    enc = [str(v).encode() for v in values]
+    return np.array(enc, dtype=f"S{max([1, *map(len, enc)])}")
+
+
+def _flat(values: list, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged rows as one flat (total,) array and (n + 1,) int64 offsets."""
+    parts = [np.frombuffer(x, np.uint8) if isinstance(x, bytes) else np.asarray(x, dtype).reshape(-1) for x in values]
+    off = np.zeros(len(parts) + 1, np.int64)
+    np.cumsum([len(x) for x in parts], out=off[1:])
+    flat = np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+    return flat, off
+
+
 def write_hdf5(path: str | Path, cols: dict[str, object], meta: dict, level: int, hook=None) -> Path:
-    """Atomically write an HDF5 shard (same columns; label arrays reshaped to (n, K, 3))."""
+    """Atomically write an HDF5 shard (same columns; label arrays reshaped to (n, K, 3); layout
+    in the module docstring). No variable-length types, so no uninitialised padding bytes."""
     import h5py
 
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
-            f.attrs[META_KEY] = json.dumps(meta, sort_keys=True, separators=(",", ":"))
+        # no chunk cache (rdcc_nbytes=0) and a flush per dataset: every dataset's storage is
+        # allocated when it is written, in column order. Otherwise a chunk is allocated when its
+        # dataset closes, and h5py may defer that close while another thread holds its lock,
+        # which reorders the file (seen in threaded Dask builds).
+        with h5py.File(tmp, "w", libver=("earliest", "v110"), rdcc_nbytes=0) as f:
+            f.attrs.create(META_KEY, np.bytes_(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()))
             for name, val in cols.items():
                 kw: dict = {"track_times": False}
                 if name in STR_COLUMNS:
-                    f.create_dataset(name, data=np.array(list(val), dtype=object), dtype=h5py.string_dtype(), **kw)
+                    a = _fixed_utf8(val)
+                    f.create_dataset(name, data=a.astype(h5py.string_dtype("utf-8", a.dtype.itemsize)), **kw).flush()
                     continue
                 if name == "image" or isinstance(val, list):
-                    dt = h5py.vlen_dtype(np.uint8 if name == "image" else np.float64)
-                    d = f.create_dataset(name, (len(val),), dtype=dt, **kw)
-                    for i, x in enumerate(val):
-                        d[i] = np.frombuffer(x, np.uint8) if name == "image" else np.asarray(x, np.float64)
-                    continue
-                v = np.asarray(val)
+                    lens = {len(x) for x in val}
+                    if name != "image" and len(lens) == 1:  # e.g. Shape_Para of one model: (n, L)
+                        v = np.stack([np.asarray(x, np.float64) for x in val])
+                    else:
+                        flat, off = _flat(val, np.uint8 if name == "image" else np.float64)
+                        f.create_dataset(name, data=flat, **kw).flush()
+                        f.create_dataset(name + OFFSETS, data=off, **kw).flush()
+                        continue
+                else:
+                    v = np.asarray(val)
                 if v.ndim > 1 and (name in ("landmarks", "kpt68", "posmap") or name.startswith("landmarks__")):
                     v = v.reshape(v.shape[0], v.shape[1] // 3, 3)
                 if v.ndim > 1 and v.shape[0] and level:
                     kw.update(chunks=(min(v.shape[0], 64), *v.shape[1:]), compression="gzip", compression_opts=level, shuffle=True)
-                f.create_dataset(name, data=v, **kw)
+                f.create_dataset(name, data=v, **kw).flush()
         if hook is not None:
             hook(tmp)
     return Path(path)
+
+
+OFFSETS = "_offsets"
+
+
+def h5_column(f, name: str, rows=None) -> object:
+    """One column of an open HDF5 shard ``f`` (h5py.File): ``image`` as a list of bytes, strings
+    as a list of str, ragged (``<name>_offsets``) or 2D parameter lists as lists of float64
+    arrays, other columns as numpy arrays. ``rows``: optional row indices (any order)."""
+    if name + OFFSETS in f:
+        off, flat = f[name + OFFSETS][()], f[name][()]
+        idx = range(len(off) - 1) if rows is None else np.asarray(rows, np.int64).reshape(-1)
+        vals = [flat[off[i] : off[i + 1]] for i in idx]
+        return [x.tobytes() for x in vals] if flat.dtype == np.uint8 else [np.asarray(x, np.float64) for x in vals]
+    ds = f[name]
+    v = ds[()] if rows is None else _take(ds, rows)
+    if v.dtype.kind in "SO":
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in v]
+    if name in PARAM_LISTS:
+        return [np.asarray(x, np.float64) for x in v]
+    return v
+
+
+PARAM_LISTS = ("shape_para", "exp_para")
+
+
+def _take(ds, rows) -> np.ndarray:
+    """``ds[rows]`` for any order of row indices (h5py wants them increasing and unique)."""
+    r = np.asarray(rows, np.int64).reshape(-1)
+    u, inv = np.unique(r, return_inverse=True)
+    return ds[u][inv] if len(u) else ds[:0]
+
+
+def h5_row(f, name: str, i: int, offsets: np.ndarray | None = None) -> object:
+    """Row ``i`` of one column of an open HDF5 shard (see :func:`h5_column`); ``offsets``: that
+    column's ``<name>_offsets`` read once by the caller, when it has one."""
+    if offsets is not None:
+        x = f[name][int(offsets[i]) : int(offsets[i + 1])]
+        return x.tobytes() if x.dtype == np.uint8 else np.asarray(x, np.float64)
+    v = f[name][i]
+    return v.decode() if isinstance(v, bytes) else v
 
 
 def read_meta(path: str | Path) -> dict | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from densemark.core.errors import InputError
+from densemark.datasets import shards
 
 try:  # torch is optional for everything but this class's base
     from torch.utils.data import Dataset as _Base
@@ -159,15 +160,17 @@ class ShardDataset(_Base):
         import h5py
 
         with h5py.File(path, "r") as f:
-            return {c: [x.decode() if isinstance(x, bytes) else x for x in f[c][()]] for c in cols}
+            return {c: list(shards.h5_column(f, c)) for c in cols}
 
     def _row(self, fi: int, row: int, cols: list[str], sidecar: bool = False) -> dict:
         h = self._handle(fi, sidecar)
         if self.format == "hdf5":
             out = {}
             for c in cols:
-                v = h[c][row]
-                out[c] = v.decode() if isinstance(v, bytes) else v
+                okey = (fi, sidecar, c + shards.OFFSETS)
+                if okey not in self._handles:  # a ragged column's offsets, read once per process
+                    self._handles[okey] = h[okey[2]][()] if okey[2] in h else None
+                out[c] = shards.h5_row(h, c, row, self._handles[okey])
             return out
         md = h.metadata
         start = 0
