@@ -607,3 +607,9 @@ def test_blocks_follow_row_groups_and_the_block_shuffle_keeps_them_together(buil
     assert sum(a != b for a, b in zip(runs, runs[1:], strict=False)) == len(blocks) - 1  # each block contiguous
     assert s == list(BlockShuffleSampler(blocks, loader_generator(0, 1)))  # seeded
     assert s != list(BlockShuffleSampler(blocks, loader_generator(0, 2))) or len(ds) < 3
+
+
+def test_source_item_record_is_asdict():
+    """The chunk fingerprints hash ``record()``: it must stay what ``asdict`` gives."""
+    it = B.SourceItem("AFW/a_1.mat", "AFW", "AFW/a", "train", "0" * 64)
+    assert it.record() == dataclasses.asdict(it)

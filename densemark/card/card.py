@@ -419,7 +419,8 @@ def markdown(c: dict, files: list[str]) -> str:
         "## Preprocessing/cleaning/labeling\n",
         "Per sample: the model posed with the sample's fit, the crop taken around the 68 keypoints "
         "(square of `crop_scale` x the mean side), the landmarks read from the posed mesh through the set's precomputed "
-        "barycentric rows, mirrored copies made by flipping the image and reordering the labels by the set's mirror permutation. "
+        "barycentric rows, mirrored copies made by flipping the image and reading each landmark at its mirrored UV pixel "
+        "(the set's mirror partner; on the two centre UV columns, which the permutation pairs with themselves, the neighbouring column). "
         "Samples that fail checks (non-finite values, landmarks outside the crop, 68 subset inconsistent with the set, unreadable "
         "files) are quarantined and listed, the build goes on.\n",
         f"### Landmark set `{ls['name']}`\n",

@@ -95,6 +95,10 @@ class SourceItem:
     def stem(self) -> str:
         return Path(self.rel).stem
 
+    def record(self) -> dict[str, str]:
+        """The fields as a dict (what ``dataclasses.asdict`` gives, without its deep copies)."""
+        return {"rel": self.rel, "subset": self.subset, "source_id": self.source_id, "split": self.split, "sha256": self.sha256}
+
 
 def source_group(subset: str, stem: str) -> str:
     """The source image group: ``<subset without _Flip>/<stem without its trailing _<k>>``."""
@@ -245,7 +249,7 @@ def plan_build(
     }  # fmt: skip
     cs = build.chunk_size
     chunk_fps = tuple(
-        _sha({"base": base, "chunk": k, "items": [asdict(it) for it in items[k * cs : (k + 1) * cs]]})
+        _sha({"base": base, "chunk": k, "items": [it.record() for it in items[k * cs : (k + 1) * cs]]})
         for k in range((len(items) + cs - 1) // cs)
     )
     plan = BuildPlan(
@@ -734,20 +738,37 @@ def run_build(
         results = [write_chunk(plan, k) for k in tqdm(range(plan.n_chunks), desc="build", unit="chunk", disable=None)]
         return finish_build(plan, results, report_path)
     import multiprocessing as mp
+    import threading
+
+    import cv2
 
     saved = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     os.environ.update({k: "1" for k in saved})  # one BLAS thread per worker; spawned children inherit it
     spec = (model.model_dump(mode="json"), str(model_dir), str(template_dir), str(set_path))
+    cv_threads = cv2.getNumThreads()
     try:
-        # the workers start (imports, model, label geometry) while this process plans
-        with ProcessPoolExecutor(w, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(spec,)) as ex:
-            for _ in range(w):
-                ex.submit(int)
+        if threading.active_count() == 1 and "fork" in mp.get_all_start_methods():
+            # a single-threaded process (the CLI, DVC): plan here (which loads the model, template
+            # and label geometry), then fork; the workers inherit all of it instead of importing
+            # and loading it again (about 1.5 CPU-seconds each). OpenCV's pool is shut down
+            # first, so no child inherits a pool whose threads did not survive the fork.
+            keep_freed_memory()
             plan = plan_build(model, build, splits, **kw)
             _notes(plan)
+            cv2.setNumThreads(1)
+            ctx, init, args = mp.get_context("fork"), _init_worker, (None,)
+        else:  # threads are running (a flow, a server): forking could deadlock, so spawn
+            ctx, init, args, plan = mp.get_context("spawn"), _init_worker, (spec,), None
+        with ProcessPoolExecutor(w, mp_context=ctx, initializer=init, initargs=args) as ex:
+            if plan is None:  # spawned workers start (imports, model, label geometry) while this process plans
+                for _ in range(w):
+                    ex.submit(int)
+                plan = plan_build(model, build, splits, **kw)
+                _notes(plan)
             it = ex.map(write_chunk, [plan] * plan.n_chunks, range(plan.n_chunks))
             results = list(tqdm(it, total=plan.n_chunks, desc="build", unit="chunk", disable=None))
     finally:
+        cv2.setNumThreads(cv_threads)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -781,9 +802,12 @@ def _notes(plan: BuildPlan) -> None:
 
 
 def _init_worker(spec: tuple | None = None) -> None:
+    """A pool worker: one OpenCV thread (set before forking for forked workers), freed memory
+    kept, the context loaded from ``spec`` (spawned workers; forked ones inherit it)."""
     import cv2
 
-    cv2.setNumThreads(1)
+    if spec is not None:
+        cv2.setNumThreads(1)
     keep_freed_memory()
     if spec is not None:
         try:

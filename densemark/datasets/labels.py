@@ -196,11 +196,24 @@ class LabelGeometry:
         rows = (3 * cand_v[:, None] + np.arange(3)).ravel()
         c64 = coeffs.astype(np.float64)
         cb = np.repeat(cand_b, 3)
-        acc = m.mean.reshape(-1)[rows].astype(np.float64)
-        basis = np.concatenate([m.shape_basis[rows], m.exp_basis[rows]], 1)
-        for k in range(c64.shape[1]):
-            acc += basis[:, k] * c64[cb, k]
-        ye = acc.astype(np.float32).reshape(-1, 3)
+        mean = m.mean.reshape(-1)[rows].astype(np.float64)
+        basis = np.concatenate([m.shape_basis[rows], m.exp_basis[rows]], 1).astype(np.float64)
+        # the vertex coordinates are *defined* by left-to-right float64 sums (BasisRows); a
+        # vectorised dot product in any order is within ``err`` of that sum, which settles the
+        # float32 rounding of all but a rare few entries, recomputed left to right
+        acc = mean + np.einsum("mk,mk->m", basis, c64[cb])
+        ks = self._patches.n_shape
+        cmax = np.abs(c64[cb, :ks]).max(1, initial=0), np.abs(c64[cb, ks:]).max(1, initial=0)
+        big = self._patches.amax + self._patches.rsum[0] * cmax[0] + self._patches.rsum[1] * cmax[1]
+        err = (2.2 * (c64.shape[1] + 2) + 2) * 2.0**-53 * big
+        ye = acc.astype(np.float32)
+        bad = np.flatnonzero((acc - err).astype(np.float32) != (acc + err).astype(np.float32))
+        if bad.size:
+            exact = mean[bad].copy()
+            for k in range(c64.shape[1]):
+                exact += basis[bad, k] * c64[cb[bad], k]
+            ye[bad] = exact.astype(np.float32)
+        ye = ye.reshape(-1, 3)
         a32, off32 = a.astype(np.float32), off.astype(np.float32)
         ze = ye[:, 0] * a32[cand_b, 2, 0]
         ze += ye[:, 1] * a32[cand_b, 2, 1]
@@ -274,16 +287,16 @@ class _Patches:
         """(vertex ids, sample index) pairs that may hold each sample's minimum posed z."""
         c = coeffs.astype(np.float64)  # (B, K)
         a2 = a[:, 2, :]  # (B, 3)
-        zm = self.mean_sorted @ a2.T  # (n, B), vertices in patch order
-        zc = np.einsum("pjb,bj->pb", (self.centre @ c.T).reshape(-1, 3, c.shape[0]), a2)  # (P, B)
-        rad = np.linalg.norm(a2, axis=1) * (self.rho @ np.abs(c).T)  # (P, B)
-        pmin = np.minimum.reduceat(zm, self.starts, axis=0) + zc  # (P, B) patch minimum of the mean part
-        hi = (pmin + rad).min(0)  # an upper bound of each sample's minimum
+        zm = a2 @ self.mean_sorted.T  # (B, n), vertices in patch order (sample-major: contiguous reductions)
+        zc = np.einsum("bpj,bj->bp", (c @ self.centre.T).reshape(c.shape[0], -1, 3), a2)  # (B, P)
+        rad = np.linalg.norm(a2, axis=1)[:, None] * (np.abs(c) @ self.rho.T)  # (B, P)
+        pmin = np.minimum.reduceat(zm, self.starts, axis=1) + zc  # (B, P) patch minimum of the mean part
+        hi = (pmin + rad).min(1)  # an upper bound of each sample's minimum
         # slack for the float32 steps that define z and the rounding of these bounds
         ac, ks = np.abs(c), self.n_shape
         xmax = self.amax + self.rsum[0] * ac[:, :ks].max(1, initial=0) + self.rsum[1] * ac[:, ks:].max(1, initial=0)
         lim = hi + 1e-5 * (np.abs(a2).sum(1) * xmax + np.abs(off[:, 2]))
-        pp, pb = np.nonzero(pmin - rad <= lim)  # candidate (patch, sample) pairs, then their vertices
+        pb, pp = np.nonzero(pmin - rad <= lim[:, None])  # candidate (sample, patch) pairs, then their vertices
         lens = self.ends[pp] - self.starts[pp]
         total = int(lens.sum())
         if not total:
@@ -291,7 +304,7 @@ class _Patches:
         first = np.cumsum(lens) - lens  # where each pair's run starts in the flat list
         idx = np.repeat(self.starts[pp] - first, lens) + np.arange(total)  # patch-order vertex positions
         rp, rb = np.repeat(pp, lens), np.repeat(pb, lens)
-        ok = zm[idx, rb] + (zc[rp, rb] - rad[rp, rb]) <= lim[rb]
+        ok = zm[rb, idx] + (zc[rb, rp] - rad[rb, rp]) <= lim[rb]
         return self.order[idx[ok]], rb[ok]
 
 
