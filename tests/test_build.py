@@ -472,10 +472,14 @@ def test_shard_dataset_with_dataloader_workers(built):
     np.testing.assert_array_equal(ds[12]["landmarks"].ravel(), df["landmarks"][0])
 
 
-def test_mesh_minimum_search_is_exact(build_world):
-    """The patch-bounded z minimum equals pose_batch's full-mesh minimum bit for bit, over varied fits."""
+@pytest.mark.parametrize("err_scale", [1.0, 1e30])
+def test_mesh_minimum_search_is_exact(build_world, monkeypatch, err_scale):
+    """The patch-bounded z minimum equals pose_batch's full-mesh minimum bit for bit, over varied
+    fits; also when every candidate goes through the left-to-right fallback (err_scale)."""
+    from densemark.datasets import labels as L
     from tests.factories import grid_model
 
+    monkeypatch.setattr(L, "_ERR_SCALE", err_scale)
     rng = np.random.default_rng(11)
     for model, scale in ((build_world["model"], 3e4), (grid_model(), 300.0)):
         uvm = UVMap.for_model(model, 64)
