@@ -125,3 +125,37 @@ def test_samples_targets_and_seeded_loader():
     t3 = aug[0]["target"]
     aug.set_epoch(4)
     assert not torch.equal(t3, aug[0]["target"])
+
+
+def test_device_colour_equals_the_per_sample_colour_change():
+    """LandmarkSamples(device_colour=True) + to_input(colour=...) gives the image the uint8 LUT
+    path gives, up to its rounding (1/255), with the same geometry and labels."""
+    from densemark.train.augment import colour_affine
+    from densemark.train.data import to_input
+
+    ds = SyntheticLandmarks(n=4, n_points=20, res=128)
+    p = AugmentParams(blur_prob=0.0, occlusion_prob=0.0, channel_gain=0.4, brightness=0.1, contrast=0.2)
+    on_cpu = LandmarkSamples(ds, 96, p, seed=3)
+    on_dev = LandmarkSamples(ds, 96, p, seed=3, device_colour=True)
+    for i in range(4):
+        a, b = on_cpu[i], on_dev[i]
+        assert torch.equal(a["target"], b["target"]) and b["colour"].shape == (3, 2)
+        d = on_cpu.draw(i)
+        assert d.gains != (1.0, 1.0, 1.0)
+        np.testing.assert_allclose(b["colour"].numpy(), colour_affine(d))
+        x = to_input(b["image"][None], "cpu", b["colour"][None])[0]
+        ref = a["image"].float() / 255.0
+        assert (x - ref).abs().max() <= 0.5 / 255 + 1e-6
+        assert not torch.equal(b["image"], a["image"])  # the loader left the colour out
+    # identity colour: to_input without colour
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    ident = torch.tensor([[1.0, 0.0]] * 3).expand(2, 3, 2)
+    assert torch.equal(to_input(x, "cpu", ident), to_input(x))
+
+
+def test_chw_is_the_transpose():
+    from densemark.train.data import chw
+
+    img = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(chw(img), img.transpose(2, 0, 1))
+    np.testing.assert_array_equal(chw(img[:, ::-1]), img[:, ::-1].transpose(2, 0, 1))  # non-contiguous input

@@ -3,5 +3,5 @@
 Modules: ``models`` (create_model, register_backbone), ``macs`` (count_macs), ``loss``
 (wing_mse_loss, WingMSELoss), ``augment`` + ``data`` (LandmarkSamples, make_loader), ``loop``
 (run_train, train_from_dataset, load_checkpoint), ``export`` (export_onnx, model_info),
-``predict`` (load_predictor, Predictor, predict_files), ``testing`` (SyntheticLandmarks).
+``predict`` (load_predictor, Predictor, predict_files).
 """

@@ -12,7 +12,9 @@ The image is warped by the same ``cv2.warpAffine`` matrix. z scales with the sim
 scale factor only: an in-plane rotation is a rotation of the 3D scene about the viewing axis,
 which leaves depth unchanged (dividing z by ``s cos(theta)`` would inflate depth 1.41x at 45
 degrees). Colour (per-channel gain, brightness, contrast), Gaussian blur and a random occluding
-rectangle change only the image.
+rectangle change only the image. The colour change is one per-channel affine map
+(:func:`colour_affine`); training applies it to the whole batch on the model's device rather than
+per sample in the loader workers (the loader's costliest step after the warp).
 """
 
 from __future__ import annotations
@@ -86,16 +88,28 @@ def transform_points(points: np.ndarray, affine: np.ndarray, k: float) -> np.nda
     return out.astype(np.float32)
 
 
-def apply_augment(image: np.ndarray, points: np.ndarray, d: AugmentDraw, size: int) -> tuple[np.ndarray, np.ndarray]:
+def colour_affine(d: AugmentDraw) -> np.ndarray:
+    """(3, 2) float32 per RGB channel ``[scale, offset]`` of the colour change on [0, 1] values:
+    ``x' = clip(scale x + offset, 0, 1)``, i.e. gain, then contrast about 128/255, then brightness
+    (the map :func:`apply_augment` applies to uint8 values, without its rounding)."""
+    g = np.asarray(d.gains, np.float64)
+    return np.stack([g * d.contrast, np.full(3, (128.0 * (1.0 - d.contrast)) / 255.0 + d.brightness)], 1).astype(np.float32)
+
+
+def apply_augment(
+    image: np.ndarray, points: np.ndarray, d: AugmentDraw, size: int, colour: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Augment one sample.
 
     image: (res, res, 3) uint8 RGB crop; points: (K, 3) float32 labels in its pixels.
+    ``colour=False`` leaves the colour change out (the caller applies :func:`colour_affine` to the
+    batch on its device, see ``densemark.train.data.to_input``).
     Returns ((size, size, 3) uint8, (K, 3) float32 labels in input pixels).
     """
     res = image.shape[0]
     a, k = similarity(d, res, size)
     out = cv2.warpAffine(image, a, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    if d.gains != (1.0, 1.0, 1.0) or d.brightness != 0.0 or d.contrast != 1.0:
+    if colour and (d.gains != (1.0, 1.0, 1.0) or d.brightness != 0.0 or d.contrast != 1.0):
         v = np.arange(256, dtype=np.float32)[:, None] * np.asarray(d.gains, np.float32)[None]
         lut = np.clip((v - 128.0) * d.contrast + 128.0 + d.brightness * 255.0, 0, 255)
         out = cv2.LUT(out, lut.round().astype(np.uint8).reshape(256, 1, 3))

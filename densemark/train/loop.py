@@ -193,7 +193,7 @@ def run_train(
         _set_rng_state(ck["rng"])
         start, history = int(ck["epoch"]), list(ck["history"])
 
-    train_samples = LandmarkSamples(train_set, params.input_size, params.augment, params.seed)
+    train_samples = LandmarkSamples(train_set, params.input_size, params.augment, params.seed, device_colour=True)
     val_samples = LandmarkSamples(val_set, params.input_size) if val_set is not None and len(val_set) else None
     meta = {
         "format": CHECKPOINT_FORMAT,
@@ -211,7 +211,7 @@ def run_train(
         t0, total, n = time.perf_counter(), 0.0, 0
         bar = tqdm(loader, desc=f"train {epoch + 1}/{params.epochs}", disable=not progress, leave=False)
         for b in bar:
-            x, y = to_input(b["image"], device), b["target"].to(device)
+            x, y = to_input(b["image"], device, b.get("colour")), b["target"].to(device)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                 pred = model(x)
             loss = criterion(pred.float(), y)
