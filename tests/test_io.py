@@ -125,6 +125,54 @@ def test_read_mat_truncated_real(real_dir, tmp_path, name):
     raises_named(half, None, read_mat, half)
 
 
+def _scipy_vars(path) -> dict:
+    return {k: v for k, v in sio.loadmat(path).items() if not k.startswith("__")}
+
+
+def _same_arrays(got: dict, ref: dict) -> None:
+    assert set(got) == set(ref)
+    for k, v in ref.items():
+        assert got[k].dtype == v.dtype and got[k].shape == v.shape and np.array_equal(got[k], v), k
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_fast_v5_reader_equals_scipy(tmp_path, compress):
+    """read_v5_numeric (the fast path of read_mat for named variables) returns what scipy
+    returns for real numeric matrices of every type and shape; anything else falls back."""
+    from densemark.core.matio import read_v5_numeric
+
+    rng = np.random.default_rng(0)
+    data = {
+        "Shape_Para": rng.normal(size=(199, 1)), "Exp_Para": rng.normal(size=(29, 1)).astype(np.float32),
+        "roi": np.array([[1, 2, 300, 400]], np.int16), "pix": rng.integers(0, 255, (3, 4, 2), dtype=np.uint8),
+        "big": rng.integers(-(2**40), 2**40, (2, 3)), "one": np.array([[7.5]]), "empty": np.zeros((0, 3)),
+        "name": "a string", "cplx": np.array([[1 + 2j]]), "st": {"a": np.ones(3)},
+    }  # fmt: skip
+    p = tmp_path / "a.mat"
+    sio.savemat(p, data, do_compression=compress)
+    ref = _scipy_vars(p)
+    numeric = {"Shape_Para", "Exp_Para", "roi", "pix", "big", "one", "empty"}
+    _same_arrays(read_v5_numeric(p.read_bytes(), numeric), {k: ref[k] for k in numeric})
+    _same_arrays(read_mat(p, ["Exp_Para", "roi"]), {k: ref[k] for k in ("Exp_Para", "roi")})
+    assert read_v5_numeric(p.read_bytes(), {"Exp_Para", "missing"}).keys() == {"Exp_Para"}  # absent: absent
+    for other in ("name", "cplx", "st"):  # not a real numeric matrix: scipy's job
+        assert read_v5_numeric(p.read_bytes(), {"roi", other}) is None
+        assert other in read_mat(p, ["roi", other])
+    half = write_half(p, tmp_path / "half.mat")
+    assert read_v5_numeric(half.read_bytes(), numeric) is None
+    raises_named(half, None, read_mat, half, ["Shape_Para", "Exp_Para", "big", "empty"])
+    assert read_v5_numeric(b"MATLAB 5.0" + b"\0" * 116 + b"MI", {"x"}) is None  # big-endian
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("name", ["300wlp/IBUG_image_008_1_0.mat", "aflw2000/image00050.mat", "bfm/BFM_UV.mat", "bfm/tri.mat"])
+def test_fast_v5_reader_on_real_files(real_dir, name):
+    from densemark.core.matio import read_v5_numeric
+
+    ref = _scipy_vars(real_dir / name)
+    _same_arrays(read_v5_numeric((real_dir / name).read_bytes(), set(ref)), ref)
+
+
 def _mat73(path, datasets: dict, groups: dict | None = None):
     """A MATLAB v7.3 file: HDF5 with MATLAB's 512-byte header block, arrays stored transposed."""
     with h5py.File(path, "w", userblock_size=512) as f:

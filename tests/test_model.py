@@ -156,3 +156,39 @@ def test_fingerprint():
         ).fingerprint()
         == fp
     )
+
+
+def test_configured_model_through_the_array_cache(tmp_path):
+    """load_configured_model with a cache_dir gives the arrays read_model_dir gives, bit for bit
+    (dtype, memory order); a rewritten model file is read again; a corrupt copy is rebuilt."""
+    import os
+
+    from densemark.faces import procedural as fs
+    from densemark.faces.params import ModelParams
+    from densemark.faces.procedural.params import ProceduralParams
+    from densemark.faces.procedural.writer import read_model_dir
+    from densemark.faces.stages import load_configured_model
+
+    d, cache = tmp_path / "model", tmp_path / "cache"
+    fs.write_model(ProceduralParams(grid=41, n_shape=6, n_exp=3), d)
+    mp = ModelParams(source="embedded", dir=d, cache_dir=cache, uv_res=64)
+    ref = read_model_dir(d)
+
+    def same(m):
+        assert (m.name, m.generator) == (ref.name, ref.generator) and m.generator
+        for k in ("mean", "shape_basis", "exp_basis", "triangles", "kpt_ind", "uv", "shape_ev", "exp_ev"):
+            a, b = getattr(m, k), getattr(ref, k)
+            assert a.dtype == b.dtype and a.flags["F_CONTIGUOUS"] == b.flags["F_CONTIGUOUS"] and np.array_equal(a, b), k
+
+    same(load_configured_model(mp))  # written
+    (copy,) = cache.glob("model-*.npz")
+    same(load_configured_model(mp))  # read from the copy
+    copy.write_bytes(b"not a zip")
+    same(load_configured_model(mp))  # corrupt copy: rebuilt
+    assert np.load(copy)["mean"].shape == ref.mean.shape
+    # the model rewritten (another grid): the copy's key changes, the new arrays are read
+    fs.write_model(ProceduralParams(grid=31, n_shape=6, n_exp=3), d)
+    os.utime(d / "BFM.mat", ns=(1, 1))
+    m2 = load_configured_model(mp)
+    assert m2.n_vertices == read_model_dir(d).n_vertices != ref.n_vertices
+    assert len(list(cache.glob("model-*.npz"))) == 2

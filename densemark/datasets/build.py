@@ -755,6 +755,7 @@ def run_build(
             keep_freed_memory()
             plan = plan_build(model, build, splits, **kw)
             _notes(plan)
+            _preload(build.formats)
             cv2.setNumThreads(1)
             ctx, init, args = mp.get_context("fork"), _init_worker, (None,)
         else:  # threads are running (a flow, a server): forking could deadlock, so spawn
@@ -799,6 +800,14 @@ def keep_freed_memory() -> bool:
 def _notes(plan: BuildPlan) -> None:
     for note in plan.notes:
         print(f"build: note: {note}")
+
+
+def _preload(formats: list[str]) -> None:
+    """Import the shard writers' libraries before forking (every worker would import them again)."""
+    if "parquet" in formats:
+        import pyarrow.parquet  # noqa: F401
+    if "hdf5" in formats:
+        import h5py  # noqa: F401
 
 
 def _init_worker(spec: tuple | None = None) -> None:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from densemark.core.atomic import atomic_path
 from densemark.core.errors import InputError
 from densemark.core.report import RunReport, StageResult
 from densemark.faces.io import load_bfm_mean_model
@@ -47,7 +50,50 @@ def load_configured_model(params: ModelParams, model_dir: str | Path | None = No
     d = Path(model_dir or params.dir)
     if params.source == "bfm-mean":
         return load_bfm_mean_model(d)
-    return read_model_dir(d)
+    if params.cache_dir is None:
+        return read_model_dir(d)
+    return _cached_model_dir(d, Path(params.cache_dir))
+
+
+_MODEL_FILES = ("BFM.mat", "BFM_UV.mat", "model_info.json")
+_MODEL_ARRAYS = ("mean", "shape_basis", "exp_basis", "triangles", "kpt_ind", "uv", "shape_ev", "exp_ev")
+
+
+def _cached_model_dir(d: Path, cache_dir: Path) -> MorphableModel:
+    """:func:`read_model_dir` through an uncompressed copy of its arrays in ``cache_dir``.
+
+    ``BFM.mat`` is zlib-compressed (50 MB for the embedded model, far more for the BFM): every
+    stage and build worker used to inflate it again (about 0.4 s for the embedded model). The
+    copy is keyed by the folder and the model files' size, mtime and inode, so a rewritten file
+    is read again; an unreadable copy is rebuilt. The arrays are the ones read from the files,
+    bit for bit (same dtypes and memory order).
+    """
+    import hashlib
+    import json
+    import zipfile
+
+    stats = []
+    for name in _MODEL_FILES:
+        f = d / name
+        if f.is_file():
+            st = f.stat()
+            stats.append([name, st.st_size, st.st_mtime_ns, st.st_ino])
+    if not stats or stats[0][0] != "BFM.mat":
+        return read_model_dir(d)  # missing files: read_model_dir words the error
+    key = hashlib.sha256(json.dumps([str(d.resolve()), stats]).encode()).hexdigest()[:20]
+    path = cache_dir / f"model-{key}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arr = {k: z[k] for k in _MODEL_ARRAYS if k in z.files}
+            return MorphableModel(**arr, name=str(z["name"]), generator=str(z["generator"]))
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+        pass  # missing or unreadable: read the files and rewrite the copy
+    m = read_model_dir(d)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    arrays = {k: getattr(m, k) for k in _MODEL_ARRAYS if getattr(m, k) is not None}
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, name=np.str_(m.name), generator=np.str_(m.generator), **arrays)
+    return m
 
 
 def run_template(params: ModelParams, model_dir: str | Path, out_dir: str | Path, report_path: str | Path | None = None) -> StageResult:
