@@ -155,6 +155,9 @@ def main() -> None:
     p, macs = count_params(m), count_macs(m, 256)
     print(f"MobileNetV2 x1.0 @256, {3 * k} outputs: {p / 1e6:.3f}M params (goal <= 4.2M: {'met' if p <= 4.2e6 else 'NOT met'}; "
           f"paper 4.18M), {macs / 1e9:.3f} GMac (goal <= 0.4: {'met' if macs <= 0.4e9 else 'NOT met'}; paper 0.39)")
+    w = sum(q.numel() for q in m.parameters() if q.ndim > 1)
+    print(f"  of which kernels (conv + linear weights; no biases, no batch-norm scales/shifts): {w / 1e6:.4f}M "
+          f"(the paper's 4.18M matches this count, truncated); the 1280 -> {3 * k} head alone: {(1280 + 1) * 3 * k / 1e6:.3f}M")
     r = create_model("resnet18", k, 256, 1.0)
     print(f"ResNet-18 @256: {count_params(r) / 1e6:.2f}M params, {count_macs(r, 256) / 1e9:.2f} GMac")
 
