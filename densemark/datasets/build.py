@@ -56,7 +56,7 @@ from densemark.sampling.landmark_set import LandmarkSet
 from densemark.sources.readers import IMAGE_SUFFIXES, list_fit_mats, read_fit_mat
 
 FORMAT = "densemark-dataset"
-VERSION = 2  # 2: flipped labels exact on the centre UV columns; HDF5 without variable-length data
+VERSION = 2  # 2: flipped labels exact on the centre UV columns; HDF5 without variable-length data, allocated in column order
 KILL_ENV = "DENSEMARK_BUILD_KILL_AFTER"  # tests: SIGKILL while writing chunk number N (0-based count)
 SUFFIX = {"parquet": ".parquet", "hdf5": ".h5"}
 CONVENTIONS = {

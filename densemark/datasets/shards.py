@@ -10,9 +10,9 @@ of the HDF5 root group), and both open with pyarrow / pandas / h5py alone:
   as fixed-width UTF-8 (NUL-padded); 3DMM parameter lists as ``(n, L)`` float64 when every row
   has the same length; ``image`` (and any ragged list) as one flat dataset plus
   ``<name>_offsets`` (n + 1,) int64, row ``i`` being ``flat[offsets[i]:offsets[i + 1]]``;
-  chunked, gzip, ``track_times=False``, fixed ``libver``. Nothing goes to HDF5's global heap
-  (variable-length data), whose alignment padding HDF5 leaves uninitialised: the same rows
-  give the same bytes.
+  chunked, gzip, ``track_times=False``, fixed ``libver``, every dataset allocated as it is
+  written (see :func:`write_hdf5`); nothing in HDF5's global heap (variable-length data). The
+  same rows give the same bytes, whichever thread writes them.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def _flat(values: list, dtype) -> tuple[np.ndarray, np.ndarray]:
 
 def write_hdf5(path: str | Path, cols: dict[str, object], meta: dict, level: int, hook=None) -> Path:
     """Atomically write an HDF5 shard (same columns; label arrays reshaped to (n, K, 3); layout
-    in the module docstring). No variable-length types, so no uninitialised padding bytes."""
+    in the module docstring). No variable-length types; storage allocated in column order."""
     import h5py
 
     with atomic_path(path) as tmp:
