@@ -34,14 +34,14 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the test fixtures (tests/factories.py)
 
-from densemark.train.augment import apply_augment, draw_augment
-from densemark.train.data import LandmarkSamples, make_loader, to_input
-from densemark.train.export import model_info
-from densemark.train.loss import WingMSELoss
-from densemark.train.macs import count_macs
-from densemark.train.models import count_params, create_model
-from densemark.train.params import AugmentParams
-from tests.factories import SyntheticLandmarks
+from densemark.train.augment import apply_augment, draw_augment  # noqa: E402
+from densemark.train.data import LandmarkSamples, make_loader, to_input  # noqa: E402
+from densemark.train.export import model_info  # noqa: E402
+from densemark.train.loss import WingMSELoss  # noqa: E402
+from densemark.train.macs import count_macs  # noqa: E402
+from densemark.train.models import count_params, create_model  # noqa: E402
+from densemark.train.params import AugmentParams  # noqa: E402
+from tests.factories import SyntheticLandmarks  # noqa: E402
 
 
 def mobilenet_v1_3ddfa(widen: float = 0.5, n_out: int = 62) -> nn.Module:

@@ -79,9 +79,9 @@ def test_shards_open_with_pyarrow_and_h5py_alone(built, build_world):
         np.testing.assert_array_equal(f["landmarks"][()], lm)
         assert [x.decode() for x in f["id"][()]] == list(df["id"])
         off = f["image_offsets"][()]  # JPEG bytes: one flat uint8 array + (n + 1,) offsets
-        assert [f["image"][a:b].tobytes() for a, b in zip(off[:-1], off[1:])] == df["image"]
+        assert [f["image"][a:b].tobytes() for a, b in zip(off[:-1], off[1:], strict=True)] == df["image"]
         np.testing.assert_array_equal(f["shape_para"][()], np.stack(df["shape_para"]))  # (n, 199)-like float64
-        # nothing in HDF5's global heap (variable-length data), whose padding bytes HDF5 leaves uninitialised
+        # nothing in HDF5's global heap (variable-length data): no bytes that HDF5 might leave uninitialised
         assert all(d.dtype.kind != "O" for d in f.values())
     assert b"GCOL" not in (out / "part-00000.h5").read_bytes()
     # pose of a flipped row mirrors yaw and roll

@@ -891,7 +891,6 @@ def relabel(
     lset = LandmarkSet.load(set_path, template)
     uvm = UVMap.for_model(m, model.uv_res, model.cache_dir)
     geo = LabelGeometry(m, uvm, template, lset.ids, full_mesh=False, mirror_perm=_mirror(lset))
-    res = int(manifest["res"])
     col = f"landmarks__{lset.name}"
     if col in COLUMNS:
         raise InputError(set_path, "name", f"a set named {lset.name!r} would shadow a built column")
