@@ -31,6 +31,7 @@ from densemark.card.plots import layout_figure, pose_figure, samples_figure
 from densemark.core.atomic import write_json, write_text
 from densemark.core.errors import InputError
 from densemark.core.outdir import sha256_file
+from densemark.datasets import shards
 from densemark.faces.template import load_template
 from densemark.sampling.landmark_set import LandmarkSet
 
@@ -90,7 +91,7 @@ def load_build(dataset_dir: PathLike) -> tuple[dict, dict, list[Path]]:
 
 
 def read_columns(path: Path, columns: list[str], rows: np.ndarray | None = None) -> dict[str, object]:
-    """Columns of one shard with pyarrow or h5py alone (no densemark code needed).
+    """Columns of one shard (Parquet with pyarrow alone; HDF5 through :func:`densemark.datasets.shards.h5_column`).
 
     Label arrays come back as (n, K, 3) float32; ``image`` as a list of JPEG bytes; strings as
     lists; ``rows`` (indices) selects rows.
@@ -117,17 +118,8 @@ def read_columns(path: Path, columns: list[str], rows: np.ndarray | None = None)
 
     with h5py.File(path, "r") as f:
         for name in columns:
-            if name + "_offsets" in f:  # ragged (image): one flat array + (n + 1,) offsets
-                off, flat = f[name + "_offsets"][()], f[name][()]
-                idx = range(len(off) - 1) if rows is None else np.asarray(rows)
-                out[name] = [flat[off[i] : off[i + 1]].tobytes() for i in idx]
-                continue
-            ds = f[name]
-            v = ds[()] if rows is None else ds[()][np.asarray(rows)]
-            if v.dtype.kind in "OS":
-                out[name] = [x.decode() if isinstance(x, bytes) else str(x) for x in v]
-            else:
-                out[name] = np.asarray(v).reshape(len(v), -1, 3) if name in ("landmarks", "kpt68") else np.asarray(v)
+            v = shards.h5_column(f, name, rows)
+            out[name] = np.asarray(v).reshape(len(v), -1, 3) if name in ("landmarks", "kpt68") else v
     return out
 
 

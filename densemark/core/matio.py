@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -144,6 +145,23 @@ def _read_mat73(p: Path) -> dict[str, object]:
             return out
     except Exception as exc:  # noqa: BLE001
         raise InputError(p, None, f"cannot read as a MATLAB v7.3 file ({exc})") from exc
+
+
+def save_npz_cache(path: PathLike, arrays: dict[str, object]) -> Path:
+    """Atomically write arrays as an uncompressed ``.npz`` (a cache file: fast to load)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    return Path(path)
+
+
+def load_npz_cache(path: PathLike) -> dict[str, np.ndarray] | None:
+    """Every array of a cache ``.npz`` (no pickles), or None when it is missing or unreadable
+    (the caller then rebuilds it)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
 
 
 def load_npy(path: PathLike, field: str | None = None, shape=None, kind: str = "fiu") -> np.ndarray:

@@ -16,14 +16,12 @@ The z shift (crop z starts at 0 over the whole mesh) needs the mesh minimum: pat
 from __future__ import annotations
 
 import os
-import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from densemark.core.atomic import atomic_path
 from densemark.core.errors import InputError
+from densemark.core.matio import load_npz_cache, save_npz_cache
 from densemark.faces.crop import CropTransform
 from densemark.faces.geometry import (
     BasisRows,
@@ -244,20 +242,19 @@ class _Patches:
         hash) when readable and consistent, else computed (and saved there)."""
         if path is None:
             return cls(model)
-        p = Path(path)
-        try:
-            with np.load(p, allow_pickle=False) as z:
+        z = load_npz_cache(path)
+        if z is not None:
+            try:
                 obj = cls.__new__(cls)
                 for f in cls.FIELDS:
                     setattr(obj, f, z[f])
-            obj.n_shape, obj.amax, obj.rsum = int(obj.n_shape), float(obj.amax), (float(obj.rsum[0]), float(obj.rsum[1]))
-            if obj.order.shape == (model.n_vertices,) and obj.rho.shape[1] == model.n_shape + model.n_exp:
-                return obj
-        except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile):
-            pass  # missing or unreadable: rebuilt below
+                obj.n_shape, obj.amax, obj.rsum = int(obj.n_shape), float(obj.amax), (float(obj.rsum[0]), float(obj.rsum[1]))
+                if obj.order.shape == (model.n_vertices,) and obj.rho.shape[1] == model.n_shape + model.n_exp:
+                    return obj
+            except (ValueError, KeyError, IndexError):
+                pass  # inconsistent: rebuilt below
         obj = cls(model)
-        with atomic_path(p) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **{k: np.asarray(getattr(obj, k)) for k in cls.FIELDS})
+        save_npz_cache(path, {k: np.asarray(getattr(obj, k)) for k in cls.FIELDS})
         return obj
 
     def __init__(self, model: MorphableModel, cells: int = 32):

@@ -27,6 +27,8 @@ from densemark.core.atomic import atomic_path
 META_KEY = "densemark"
 
 STR_COLUMNS = ("id", "source_id", "subset", "split", "source_file")
+PARAM_LISTS = ("shape_para", "exp_para")  # 3DMM coefficient lists (HDF5: (n, L) when of one length)
+OFFSETS = "_offsets"  # HDF5: suffix of a ragged column's (n + 1,) row offsets
 
 
 def fsl(values: np.ndarray, dtype) -> object:
@@ -130,8 +132,6 @@ def write_hdf5(path: str | Path, cols: dict[str, object], meta: dict, level: int
     return Path(path)
 
 
-OFFSETS = "_offsets"
-
 
 def h5_column(f, name: str, rows=None) -> object:
     """One column of an open HDF5 shard ``f`` (h5py.File): ``image`` as a list of bytes, strings
@@ -150,8 +150,6 @@ def h5_column(f, name: str, rows=None) -> object:
         return [np.asarray(x, np.float64) for x in v]
     return v
 
-
-PARAM_LISTS = ("shape_para", "exp_para")
 
 
 def _take(ds, rows) -> np.ndarray:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from densemark.core.atomic import atomic_path
 from densemark.core.errors import InputError
+from densemark.core.matio import load_npz_cache, save_npz_cache
 from densemark.core.report import RunReport, StageResult
 from densemark.faces.io import load_bfm_mean_model
 from densemark.faces.model import MorphableModel
@@ -70,7 +70,6 @@ def _cached_model_dir(d: Path, cache_dir: Path) -> MorphableModel:
     """
     import hashlib
     import json
-    import zipfile
 
     stats = []
     for name in _MODEL_FILES:
@@ -82,17 +81,17 @@ def _cached_model_dir(d: Path, cache_dir: Path) -> MorphableModel:
         return read_model_dir(d)  # missing files: read_model_dir words the error
     key = hashlib.sha256(json.dumps([str(d.resolve()), stats]).encode()).hexdigest()[:20]
     path = cache_dir / f"model-{key}.npz"
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arr = {k: z[k] for k in _MODEL_ARRAYS if k in z.files}
+    z = load_npz_cache(path)
+    if z is not None:
+        try:
+            arr = {k: z[k] for k in _MODEL_ARRAYS if k in z}
             return MorphableModel(**arr, name=str(z["name"]), generator=str(z["generator"]))
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
-        pass  # missing or unreadable: read the files and rewrite the copy
+        except (ValueError, KeyError, TypeError):
+            pass  # inconsistent: read the files and rewrite the copy
     m = read_model_dir(d)
     cache_dir.mkdir(parents=True, exist_ok=True)
     arrays = {k: getattr(m, k) for k in _MODEL_ARRAYS if getattr(m, k) is not None}
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, name=np.str_(m.name), generator=np.str_(m.generator), **arrays)
+    save_npz_cache(path, dict(name=np.str_(m.name), generator=np.str_(m.generator), **arrays))
     return m
 
 

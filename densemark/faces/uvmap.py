@@ -14,7 +14,6 @@ integer coordinates; a pixel is inside a triangle when its barycentric coordinat
 from __future__ import annotations
 
 import os
-import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -22,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from densemark.core.atomic import atomic_path
 from densemark.core.errors import InputError
+from densemark.core.matio import load_npz_cache, save_npz_cache
 from densemark.faces.model import MorphableModel
 from densemark.faces.template import FaceTemplate, grid_triangles
 
@@ -269,16 +268,15 @@ def barycentric_gather(vertices: np.ndarray, vids: np.ndarray, w: np.ndarray) ->
 
 
 def _save_raster(r: UVRaster, path: Path) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, res=r.res, n_vertices=r.n_vertices, pixels=r.pixels, vids=r.vids, bary=r.bary, tri=r.tri)
+    save_npz_cache(path, dict(res=r.res, n_vertices=r.n_vertices, pixels=r.pixels, vids=r.vids, bary=r.bary, tri=r.tri))
 
 
 def _load_raster(path: Path) -> UVRaster | None:
     """A cached raster, or None when the file is unreadable (then the caller rebuilds it)."""
+    z = load_npz_cache(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return UVRaster(int(z["res"]), int(z["n_vertices"]), z["pixels"], z["vids"], z["bary"], z["tri"])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None if z is None else UVRaster(int(z["res"]), int(z["n_vertices"]), z["pixels"], z["vids"], z["bary"], z["tri"])
+    except (KeyError, TypeError, ValueError):
         return None
 
 
