@@ -617,3 +617,63 @@ def test_source_item_record_is_asdict():
     """The chunk fingerprints hash ``record()``: it must stay what ``asdict`` gives."""
     it = B.SourceItem("AFW/a_1.mat", "AFW", "AFW/a", "train", "0" * 64)
     assert it.record() == dataclasses.asdict(it)
+
+
+def test_chunk_result_to_dict_is_asdict():
+    """The chunk record is written from ``to_dict()``: it must stay ``asdict`` less ``skipped``."""
+    r = B.ChunkResult(3, "f" * 64, {"parquet": {"name": "p", "rows": 2}}, {"rows": 2}, [{"sample": "a", "error": "e"}],
+                      {"id": ["a", "b"], "flip": [False, True], "yaw": [1.5, -1.5]}, skipped=True)  # fmt: skip
+    d = dataclasses.asdict(r)
+    d.pop("skipped")
+    got = r.to_dict()
+    assert got == d and list(got) == list(d)
+    got["rows"]["id"].append("c")
+    got["files"]["parquet"]["rows"] = 9
+    assert r.rows["id"] == ["a", "b"] and r.files["parquet"]["rows"] == 2  # copies, not views
+
+
+def test_source_hashes_in_other_processes_equal_the_serial_ones(tmp_path):
+    """``list_items(pmap=...)`` (the build's workers hash the source) gives the serial items; each
+    hash is sha256(mat bytes + '|' + first image's bytes), with '|' alone when there is no image."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    for i in range(70):  # more than one hashing batch
+        (tmp_path / f"S_{i:03d}_0.mat").write_bytes(f"mat{i}".encode())
+        if i % 7:
+            (tmp_path / f"S_{i:03d}_0{'.png' if i % 5 == 0 else '.jpg'}").write_bytes(f"img{i}".encode() * 3)
+    (tmp_path / "S_003_0.jpeg").mkdir()  # not a file: skipped for the next suffix
+    serial = B.list_items(tmp_path, "synthetic", SPLITS)
+    with ProcessPoolExecutor(2) as ex:
+        assert B.list_items(tmp_path, "synthetic", SPLITS, pmap=ex.map) == serial
+    assert len(serial) == 70
+    for it in serial:
+        i = int(it.stem.split("_")[1])
+        img = b"" if i % 7 == 0 else f"img{i}".encode() * 3
+        assert it.sha256 == hashlib.sha256(f"mat{i}".encode() + b"|" + img).hexdigest()
+
+
+def test_a_build_after_a_progress_bar_still_forks_its_workers():
+    """tqdm leaves a monitor thread running after a bar; the build stops it (tqdm starts a new
+    one with its next bar) instead of taking the slower spawn path."""
+    import threading
+
+    from tqdm import tqdm
+    from tqdm._monitor import TMonitor
+
+    old = tqdm.monitor_interval
+    tqdm.monitor_interval = 10
+    try:
+        for _ in tqdm(range(2), disable=True):
+            pass
+        if not any(isinstance(t, TMonitor) for t in threading.enumerate()):
+            pytest.skip("tqdm started no monitor thread here")
+        others = [t for t in threading.enumerate() if t is not threading.main_thread() and not isinstance(t, TMonitor)]
+        if others:
+            pytest.skip(f"other threads are running: {others}")
+        assert B._single_threaded()
+        assert not any(isinstance(t, TMonitor) for t in threading.enumerate())
+        for _ in tqdm(range(2), disable=True):
+            pass
+        assert any(isinstance(t, TMonitor) and t.is_alive() for t in threading.enumerate())  # tqdm restarts it
+    finally:
+        tqdm.monitor_interval = old

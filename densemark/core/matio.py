@@ -28,16 +28,19 @@ def read_mat(path: PathLike, variable_names: list[str] | None = None) -> dict[st
         InputError: the file is missing, empty, truncated or not a MATLAB file.
     """
     p = Path(path)
-    if not p.is_file():
-        raise InputError(p, None, "file not found")
-    if p.stat().st_size == 0:
+    try:
+        with open(p, "rb") as f:  # one read: no separate existence and size checks
+            data = f.read()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise InputError(p, None, "file not found") from None
+    if not data:
         raise InputError(p, None, "file is empty")
     if variable_names is not None:
-        fast = read_v5_numeric(p.read_bytes(), set(variable_names))
+        fast = read_v5_numeric(data, set(variable_names))
         if fast is not None:
             return fast
     try:
-        return {k: v for k, v in sio.loadmat(p, variable_names=variable_names).items() if not k.startswith("__")}
+        return {k: v for k, v in sio.loadmat(io.BytesIO(data), variable_names=variable_names).items() if not k.startswith("__")}
     except NotImplementedError:  # v7.3 files are HDF5
         out = _read_mat73(p)
         return out if variable_names is None else {k: v for k, v in out.items() if k in variable_names}

@@ -30,8 +30,9 @@ import json
 import os
 import re
 import signal
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -117,23 +118,53 @@ def split_of(source_id: str, splits: SplitParams) -> str:
     return "train"
 
 
-def _file_hash(mat: Path) -> str:
-    h = hashlib.sha256(mat.read_bytes())
-    img = next((mat.with_suffix(s) for s in IMAGE_SUFFIXES if mat.with_suffix(s).is_file()), None)
-    h.update(b"|" + (img.read_bytes() if img is not None else b""))
+def _file_hash(mat: str | Path) -> str:
+    """sha256 of a sample's ``.mat`` bytes, ``|``, and its image's bytes (the first of
+    :data:`IMAGE_SUFFIXES` beside it; none: nothing)."""
+    with open(mat, "rb") as f:
+        h = hashlib.sha256(f.read())
+    stem = os.path.splitext(mat)[0]
+    for suf in IMAGE_SUFFIXES:
+        try:
+            with open(stem + suf, "rb") as f:
+                h.update(b"|" + f.read())
+                return h.hexdigest()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            continue
+    h.update(b"|")
     return h.hexdigest()
 
 
-def list_items(source_dir: str | Path, root_subset: str, splits: SplitParams) -> list[SourceItem]:
-    """Every ``.mat`` sample of a source folder (sorted), with subset, group, split and content hash."""
+def _file_hashes(mats: list[str]) -> list[str]:
+    return [_file_hash(m) for m in mats]
+
+
+PMap = Callable[..., Iterable]  # map(fn, iterable): builtins.map or an executor's map
+
+
+def list_items(
+    source_dir: str | Path, root_subset: str, splits: SplitParams, *, mats: list[Path] | None = None, pmap: PMap | None = None
+) -> list[SourceItem]:
+    """Every ``.mat`` sample of a source folder (sorted), with subset, group, split and content hash.
+
+    Args:
+        mats: the folder's :func:`list_fit_mats` when already listed.
+        pmap: a ``map`` that hashes the files in batches (an executor's: other processes);
+            None: here. The result does not depend on it.
+    """
     d = Path(source_dir)
+    mats = list_fit_mats(d) if mats is None else mats
+    names = [str(p) for p in mats]
+    step = 64
+    batches = [names[i : i + step] for i in range(0, len(names), step)]
+    hashes = [h for b in (pmap or map)(_file_hashes, batches) for h in b]
     out = []
-    for p in list_fit_mats(d):
+    for p, sha in zip(mats, hashes, strict=True):
         rel = p.relative_to(d).as_posix()
         parts = rel.split("/")
         subset = parts[0] if len(parts) > 1 else root_subset
         gid = source_group(subset, p.stem)
-        out.append(SourceItem(rel, subset, gid, split_of(gid, splits), _file_hash(p)))
+        out.append(SourceItem(rel, subset, gid, split_of(gid, splits), sha))
     return out
 
 
@@ -221,8 +252,13 @@ def plan_build(
     set_path: str | Path,
     source_dir: str | Path,
     out_dir: str | Path,
+    mats: list[Path] | None = None,
+    pmap: PMap | None = None,
 ) -> BuildPlan:
     """Plan a build: list and hash the source, split it, cut it into chunks, fingerprint everything.
+
+    ``mats`` (the source's ``.mat`` files, when already listed) and ``pmap`` (a ``map`` over other
+    processes for the hashing) only save time: see :func:`list_items`.
 
     Also prepares ``out_dir``: creates it, removes stale ``*.tmp`` files of a killed run and a
     ``manifest.json`` of other inputs (a rebuild into the same folder never looks finished early).
@@ -232,7 +268,7 @@ def plan_build(
     """
     ctx = _load_context(model.model_dump(mode="json"), str(model_dir), str(template_dir), str(set_path))
     template, lset = ctx.template, ctx.lset
-    items = tuple(list_items(source_dir, build.root_subset, splits))
+    items = tuple(list_items(source_dir, build.root_subset, splits, mats=mats, pmap=pmap))
     notes = []
     flip = build.flip and bool(lset.mirror_exact)
     if build.flip and not flip:
@@ -355,9 +391,12 @@ class ChunkResult:
     skipped: bool = False
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("skipped")
-        return d
+        """Plain JSON-able fields (not ``skipped``), copied one level deep (the values are plain)."""
+        return {
+            "k": self.k, "fingerprint": self.fingerprint, "files": {f: dict(e) for f, e in self.files.items()},
+            "counts": dict(self.counts), "quarantine": [dict(q) for q in self.quarantine],
+            "rows": {c: list(v) for c, v in self.rows.items()},
+        }  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict, skipped: bool = False) -> ChunkResult:
@@ -470,10 +509,6 @@ def _chunk_rows(ctx: _Context, plan: BuildPlan, k: int) -> tuple[dict, dict[str,
         count("rows")
         count("flipped" if flip else "original")
 
-    def n_outside(lm: np.ndarray) -> int:
-        xy = lm[:, :2]
-        return int(((xy < 0) | (xy > res - 1)).any(1).sum())
-
     items = plan.chunk_items(k)
     crop_buf, flipped = np.empty((res, res, 3), np.uint8), np.empty((res, res, 3), np.uint8)  # reused: no fresh pages per sample
     for b0 in range(0, len(items), bp.batch):
@@ -492,38 +527,49 @@ def _chunk_rows(ctx: _Context, plan: BuildPlan, k: int) -> tuple[dict, dict[str,
             batch.append((item, _Fit(fit.shape_para, fit.exp_para, fit.pose_para, img.shape[:2]), img))
         for group in _label_groups(ctx, bp, batch, quarantine):
             labels, pms = group["labels"], group["posmaps"]
+            lms, kps = labels.landmarks, labels.kpt68  # (B, K, 3), (B, 68, 3): checked batch-wise
+            with np.errstate(invalid="ignore", over="ignore"):
+                finite = np.isfinite(lms).all((1, 2)) & np.isfinite(kps).all((1, 2))
+                gap = _subset_gap(lms, kps, kpos)
+                nout = ((lms[..., :2] < 0) | (lms[..., :2] > res - 1)).any(2).sum(1)
+                if plan.flip:
+                    fkps = flip_points(kps, KPT68_MIRROR, res)
+                    fgap = _subset_gap(labels.flipped, fkps, kpos)
             for i, (item, fit, img) in enumerate(group["batch"]):
-                lm, kp, tf = labels.landmarks[i], labels.kpt68[i], labels.crops[i]
-                if not (np.isfinite(lm).all() and np.isfinite(kp).all()):
+                lm, kp, tf, no = lms[i], kps[i], labels.crops[i], int(nout[i])
+                if not finite[i]:
                     quarantine.append(_q(item, "landmarks", "non-finite landmarks"))
                     continue
-                if kpos is not None:
-                    gap = float(np.linalg.norm(lm[kpos, :2] - kp[:, :2], axis=1).max())
-                    if gap > tol:
-                        quarantine.append(_q(item, "kpt68", f"the set's 68 subset is {gap:.2f} px from the model keypoints (> {tol:.2f})"))
-                        continue
+                if gap[i] > tol:
+                    quarantine.append(_q(item, "kpt68", f"the set's 68 subset is {gap[i]:.2f} px from the model keypoints (> {tol:.2f})"))
+                    continue
                 crop = cv2.warpAffine(img, tf.affine, (res, res), crop_buf, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
                 jpeg = _jpeg(crop, bp.jpeg_quality)
-                no = n_outside(lm)
                 count("outside_crop", int(no > 0))
                 add(item, fit, False, jpeg, lm, kp, tf, no == 0, no, None if pms is None else pms[i])
                 if not plan.flip:
                     continue
-                flm = labels.flipped[i]  # read at the mirrored UV pixels (exact on the centre columns too)
-                fkp = flip_points(kp, KPT68_MIRROR, res)
-                if kpos is not None:
-                    gap = float(np.linalg.norm(flm[kpos, :2] - fkp[:, :2], axis=1).max())
-                    if gap > tol:
-                        quarantine.append(_q(item, "flip", f"flipped 68 subset is {gap:.2f} px from the flipped keypoints", f"{item.subset}/{item.stem}/flip"))
-                        continue
+                # the flipped labels are read at the mirrored UV pixels (exact on the centre columns too)
+                if fgap[i] > tol:
+                    quarantine.append(_q(item, "flip", f"flipped 68 subset is {fgap[i]:.2f} px from the flipped keypoints", f"{item.subset}/{item.stem}/flip"))
+                    continue
                 fpm = None
                 if pms is not None:
                     mir = ctx.template.mirror_ids
                     fpm = flip_points(pms[i].astype(np.float32), mir, res).astype(np.float16) if (mir >= 0).all() else np.full_like(pms[i], np.nan)
-                add(item, fit, True, _jpeg(cv2.flip(crop, 1, flipped), bp.jpeg_quality), flm, fkp, tf, no == 0, no, fpm)
+                add(item, fit, True, _jpeg(cv2.flip(crop, 1, flipped), bp.jpeg_quality), labels.flipped[i], fkps[i], tf, no == 0, no, fpm)
     count("quarantined", len(quarantine))
     cols = _columns(rows, lset, bp)
     return cols, counts, quarantine
+
+
+def _subset_gap(lms: np.ndarray, kps: np.ndarray, kpos: np.ndarray | None) -> np.ndarray:
+    """(B,) largest 2D distance between the set's 68 subset ``lms[:, kpos]`` (B, K, 3) and the
+    keypoints ``kps`` (B, 68, 3); zeros without a subset."""
+    if kpos is None:
+        return np.zeros(lms.shape[0])
+    d = lms[:, kpos, :2] - kps[:, :, :2]
+    return np.sqrt((d * d).sum(2)).max(1, initial=0)
 
 
 @dataclass(frozen=True)
@@ -676,14 +722,16 @@ def _manifest(plan: BuildPlan, res: list[ChunkResult], report_sha: str) -> dict:
     total = 0
     for r in res:
         rows = r.rows
-        for i in range(len(rows["id"])):
-            total += 1
-            for key, val in (("subset", rows["subset"][i]), ("split", rows["split"][i]), ("flip", str(rows["flip"][i]).lower()),
-                             ("subset_split", f"{rows['subset'][i]}/{rows['split'][i]}"), ("valid", str(rows["valid"][i]).lower())):  # fmt: skip
-                counts[key][val] = counts[key].get(val, 0) + 1
-            b = int(np.clip(np.digitize(rows["yaw"][i], YAW_BINS) - 1, 0, len(YAW_BINS) - 2))
-            label = f"{YAW_BINS[b]}..{YAW_BINS[b + 1]}"
-            counts["yaw_bins"][label] = counts["yaw_bins"].get(label, 0) + 1
+        n = len(rows["id"])
+        total += n
+        flips, valid = [str(x).lower() for x in rows["flip"]], [str(x).lower() for x in rows["valid"]]
+        bins = np.clip(np.digitize(np.asarray(rows["yaw"], np.float64), YAW_BINS) - 1, 0, len(YAW_BINS) - 2) if n else []
+        for key, vals in (("subset", rows["subset"]), ("split", rows["split"]), ("flip", flips), ("valid", valid),
+                          ("subset_split", [f"{a}/{b}" for a, b in zip(rows["subset"], rows["split"], strict=True)]),
+                          ("yaw_bins", [f"{YAW_BINS[b]}..{YAW_BINS[b + 1]}" for b in bins])):  # fmt: skip
+            c = counts[key]
+            for v in vals:
+                c[v] = c.get(v, 0) + 1
     files = []
     for r in res:
         for f in plan.build["formats"]:
@@ -729,8 +777,9 @@ def run_build(
     workers: int | None = None,
 ) -> BuildResult:
     """Plan, write every chunk (``workers`` processes, default ``build.workers``), finish."""
-    kw = dict(model_dir=model_dir, template_dir=template_dir, set_path=set_path, source_dir=source_dir, out_dir=out_dir)
-    w = min(workers or build.workers, -(-len(list_fit_mats(source_dir)) // build.chunk_size))
+    mats = list_fit_mats(source_dir)
+    kw = dict(model_dir=model_dir, template_dir=template_dir, set_path=set_path, source_dir=source_dir, out_dir=out_dir, mats=mats)
+    w = min(workers or build.workers, -(-len(mats) // build.chunk_size))
     if w <= 1:
         keep_freed_memory()
         plan = plan_build(model, build, splits, **kw)
@@ -738,7 +787,6 @@ def run_build(
         results = [write_chunk(plan, k) for k in tqdm(range(plan.n_chunks), desc="build", unit="chunk", disable=None)]
         return finish_build(plan, results, report_path)
     import multiprocessing as mp
-    import threading
 
     import cv2
 
@@ -747,25 +795,26 @@ def run_build(
     spec = (model.model_dump(mode="json"), str(model_dir), str(template_dir), str(set_path))
     cv_threads = cv2.getNumThreads()
     try:
-        if threading.active_count() == 1 and "fork" in mp.get_all_start_methods():
-            # a single-threaded process (the CLI, DVC): plan here (which loads the model, template
-            # and label geometry), then fork; the workers inherit all of it instead of importing
-            # and loading it again (about 1.5 CPU-seconds each). OpenCV's pool is shut down
-            # first, so no child inherits a pool whose threads did not survive the fork.
+        fork = _single_threaded() and "fork" in mp.get_all_start_methods()
+        if fork:
+            # a single-threaded process (the CLI, DVC): load the model, template and label
+            # geometry here, then fork (at the pool's first task); the workers inherit all of it
+            # instead of importing and loading it again (about 1.5 CPU-seconds each), and hash
+            # the source files for the plan. OpenCV's pool is shut down first, so no child
+            # inherits a pool whose threads did not survive the fork.
             keep_freed_memory()
-            plan = plan_build(model, build, splits, **kw)
-            _notes(plan)
+            _load_context(*spec)
             _preload(build.formats)
             cv2.setNumThreads(1)
-            ctx, init, args = mp.get_context("fork"), _init_worker, (None,)
+            ctx, args = mp.get_context("fork"), (None,)
         else:  # threads are running (a flow, a server): forking could deadlock, so spawn
-            ctx, init, args, plan = mp.get_context("spawn"), _init_worker, (spec,), None
-        with ProcessPoolExecutor(w, mp_context=ctx, initializer=init, initargs=args) as ex:
-            if plan is None:  # spawned workers start (imports, model, label geometry) while this process plans
+            ctx, args = mp.get_context("spawn"), (spec,)
+        with ProcessPoolExecutor(w, mp_context=ctx, initializer=_init_worker, initargs=args) as ex:
+            if not fork:  # spawned workers start (imports, model, label geometry) while this process plans
                 for _ in range(w):
                     ex.submit(int)
-                plan = plan_build(model, build, splits, **kw)
-                _notes(plan)
+            plan = plan_build(model, build, splits, **kw, pmap=ex.map if fork else None)
+            _notes(plan)
             it = ex.map(write_chunk, [plan] * plan.n_chunks, range(plan.n_chunks))
             results = list(tqdm(it, total=plan.n_chunks, desc="build", unit="chunk", disable=None))
     finally:
@@ -776,6 +825,19 @@ def run_build(
             else:
                 os.environ[k] = v
     return finish_build(plan, results, report_path)
+
+
+def _single_threaded() -> bool:
+    """Whether only the main thread runs, once tqdm's monitor thread (left running by an earlier
+    progress bar; tqdm starts a new one with its next bar) has been stopped."""
+    import threading
+
+    from tqdm._monitor import TMonitor
+
+    for t in threading.enumerate():
+        if isinstance(t, TMonitor):
+            t.exit()
+    return threading.active_count() == 1
 
 
 def keep_freed_memory() -> bool:
@@ -914,7 +976,7 @@ def relabel(
         shard_meta = {**meta, "shard": {"path": e["path"], "sha256": e["sha256"]}}
         if e["format"] == "parquet":
             t = shards.to_table({"id": data["id"], col: lab.reshape(len(lab), -1)}, shard_meta)
-            shards.write_parquet(q, t, rgs, compression="lz4")  # label floats: zstd saves ~20 % at 3x the time
+            shards.write_parquet(q, t, rgs, compression="none")  # label floats: lz4 saves ~4 % at 1.5x the write time
         else:
             shards.write_hdf5(q, {"id": data["id"], col: lab.reshape(len(lab), -1)}, shard_meta, int(manifest["params"]["build"]["hdf5_compression"]))
         files.append({"path": q.name, "format": e["format"], "chunk": e["chunk"], "shard": e["path"], "rows": len(lab), "bytes": q.stat().st_size, "sha256": sha256_file(q)})

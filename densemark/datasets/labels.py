@@ -194,25 +194,30 @@ class LabelGeometry:
         m = self.model
         b = coeffs.shape[0]
         cand_v, cand_b = self._patches.candidates(coeffs, a, off)
-        rows = (3 * cand_v[:, None] + np.arange(3)).ravel()
+        # samples of a batch share most candidates: gather each vertex's basis rows once (the
+        # bases may be column-major, where a row gather is the costly part) and form every
+        # (candidate row, sample) product with one matrix product
+        uv, inv = np.unique(cand_v, return_inverse=True)
+        rows_u = (3 * uv[:, None] + np.arange(3)).ravel()
+        basis = np.concatenate([m.shape_basis[rows_u], m.exp_basis[rows_u]], 1).astype(np.float64)  # (3U, C)
+        mean = m.mean.reshape(-1)[rows_u].astype(np.float64)
         c64 = coeffs.astype(np.float64)
+        ri = (3 * inv[:, None] + np.arange(3)).ravel()  # each candidate's 3 rows in the unique block
         cb = np.repeat(cand_b, 3)
-        mean = m.mean.reshape(-1)[rows].astype(np.float64)
-        basis = np.concatenate([m.shape_basis[rows], m.exp_basis[rows]], 1).astype(np.float64)
-        # the vertex coordinates are *defined* by left-to-right float64 sums (BasisRows); a
-        # vectorised dot product in any order is within ``err`` of that sum, which settles the
+        # the vertex coordinates are *defined* by left-to-right float64 sums (BasisRows); a dot
+        # product in any order (BLAS, FMA) is within ``err`` of that sum, which settles the
         # float32 rounding of all but a rare few entries, recomputed left to right
-        acc = mean + np.einsum("mk,mk->m", basis, c64[cb])
+        acc = mean[ri] + (basis @ c64.T)[ri, cb]
         ks = self._patches.n_shape
-        cmax = np.abs(c64[cb, :ks]).max(1, initial=0), np.abs(c64[cb, ks:]).max(1, initial=0)
+        cmax = np.abs(c64[:, :ks]).max(1, initial=0)[cb], np.abs(c64[:, ks:]).max(1, initial=0)[cb]
         big = self._patches.amax + self._patches.rsum[0] * cmax[0] + self._patches.rsum[1] * cmax[1]
         err = _ERR_SCALE * (2.2 * (c64.shape[1] + 2) + 2) * 2.0**-53 * big
         ye = acc.astype(np.float32)
         bad = np.flatnonzero((acc - err).astype(np.float32) != (acc + err).astype(np.float32))
         if bad.size:
-            exact = mean[bad].copy()
+            exact = mean[ri[bad]].copy()
             for k in range(c64.shape[1]):
-                exact += basis[bad, k] * c64[cb[bad], k]
+                exact += basis[ri[bad], k] * c64[cb[bad], k]
             ye[bad] = exact.astype(np.float32)
         ye = ye.reshape(-1, 3)
         a32, off32 = a.astype(np.float32), off.astype(np.float32)

@@ -65,7 +65,7 @@ def to_table(cols: dict[str, object], meta: dict):
 def write_parquet(path: str | Path, table, row_group_size: int, hook=None, compression: str = "zstd") -> Path:
     """Atomically write a Parquet shard from a Table (:func:`to_table`). ``hook(tmp)`` runs
     before the rename (tests kill the process there). ``compression``: zstd (shards; it still
-    saves ~15 % on baseline-Huffman JPEG bytes) or e.g. lz4 (label sidecars: 3x faster on floats)."""
+    saves ~15 % on baseline-Huffman JPEG bytes) or none (label sidecars: float32 labels compress by a few per cent only)."""
     import pyarrow.parquet as pq
 
     with atomic_path(path) as tmp:
