@@ -181,7 +181,7 @@ class LabelGeometry:
         lm = apply_affine32(self.rows(coeffs).reshape(-1, 3, cr.shape[0]), a, off)
         lm[:, :, 2] -= (-cr[:, 3]).astype(np.float32)
         lm = lm.transpose(1, 0, 2)
-        crop_list = [CropTransform(*(float(x) for x in r[:4]), int(round(r[4]))) for r in cr]
+        crop_list = [CropTransform(sc, tx, ty, tz, int(round(size))) for sc, tx, ty, tz, size in cr.tolist()]
         flipped = self._flipped(lm, np.round(cr[:, 4]))
         return Labels(np.ascontiguousarray(lm[:, : self.n_points]), np.zeros((cr.shape[0], 0, 3), np.float32), crop_list, flipped)
 
