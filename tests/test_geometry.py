@@ -79,3 +79,47 @@ def test_real_sample_keypoints_land_on_pt2d(real_dir):
     err = np.linalg.norm(geo.image_kpt[0, :, :2] - s.pt2d.T, axis=1)
     box = np.ptp(s.pt2d, axis=1).mean()
     assert err.mean() < 0.1 * box, (err.mean(), box)
+
+
+def _naive_sum(first: np.ndarray, basis: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """The definition, one entry and one term at a time in Python floats (float64)."""
+    out = np.empty(first.shape[0])
+    for m in range(first.shape[0]):
+        acc = float(first[m])
+        for k in range(basis.shape[1]):
+            acc += float(basis[m, k]) * float(c[m, k])
+        out[m] = acc
+    return out
+
+
+def test_left_to_right_is_the_plain_loop_bit_for_bit():
+    """Terms of very different sizes, so any other order or pairing would round differently."""
+    from densemark.faces.geometry import left_to_right
+
+    rng = np.random.default_rng(5)
+    m, k = 40, 60
+    basis = (rng.normal(size=(m, k)) * 10.0 ** rng.integers(-8, 8, (m, k))).astype(np.float32).astype(np.float64)
+    c = (rng.normal(size=(m, k)) * 10.0 ** rng.integers(-4, 6, (m, k))).astype(np.float32).astype(np.float64)
+    first = rng.normal(size=m) * 1e5
+    got = left_to_right(first, basis, c)
+    assert got.dtype == np.float64 and got.shape == (m,)
+    assert np.array_equal(got, _naive_sum(first, basis, c))
+    assert not np.array_equal(got, first + (basis * c).sum(1))  # pairwise summation differs: the test can tell
+    assert np.array_equal(left_to_right(first, basis[:, :0], c[:, :0]), first)
+
+
+def test_basis_rows_equal_their_definition_also_through_the_fallback(model, monkeypatch):
+    """BasisRows (BLAS + error bound) equals the float32 rounding of the left-to-right sums,
+    entry by entry; also when the bound is made so large that every entry is recomputed."""
+    from densemark.faces import geometry as G
+
+    rng = np.random.default_rng(8)
+    vids = rng.choice(model.n_vertices, 25, replace=False)
+    br = G.BasisRows(model, vids)
+    b = 6
+    coeffs = br.coefficients(rng.normal(0, 3e4, (b, model.n_shape)), rng.normal(0, 1, (b, model.n_exp)), b)
+    c64 = coeffs.astype(np.float64)
+    want = np.stack([_naive_sum(br.mean, br.basis, np.broadcast_to(c64[j], br.basis.shape)) for j in range(b)], 1).astype(np.float32)
+    assert np.array_equal(br(coeffs), want)
+    monkeypatch.setattr(G, "_U64", 1.0)  # every entry unsettled: all through reference()
+    assert np.array_equal(br(coeffs), want)

@@ -941,6 +941,7 @@ def relabel(
     """
     import shutil
 
+    keep_freed_memory()  # per batch: (rows, batch) float64 products and their checks, reused
     src = Path(dataset_dir)
     man_path = src / "manifest.json"
     if not man_path.is_file():

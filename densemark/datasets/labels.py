@@ -28,6 +28,7 @@ from densemark.faces.geometry import (
     apply_affine32,
     crops_from_keypoints,
     image_keypoints,
+    left_to_right,
     pose_affine,
 )
 from densemark.faces.model import MorphableModel
@@ -215,10 +216,7 @@ class LabelGeometry:
         ye = acc.astype(np.float32)
         bad = np.flatnonzero((acc - err).astype(np.float32) != (acc + err).astype(np.float32))
         if bad.size:
-            exact = mean[ri[bad]].copy()
-            for k in range(c64.shape[1]):
-                exact += basis[ri[bad], k] * c64[cb[bad], k]
-            ye[bad] = exact.astype(np.float32)
+            ye[bad] = left_to_right(mean[ri[bad]], basis[ri[bad]], c64[cb[bad]]).astype(np.float32)
         ye = ye.reshape(-1, 3)
         a32, off32 = a.astype(np.float32), off.astype(np.float32)
         ze = ye[:, 0] * a32[cand_b, 2, 0]
