@@ -472,14 +472,16 @@ def test_shard_dataset_with_dataloader_workers(built):
     np.testing.assert_array_equal(ds[12]["landmarks"].ravel(), df["landmarks"][0])
 
 
-@pytest.mark.parametrize("err_scale", [1.0, 1e30])
-def test_mesh_minimum_search_is_exact(build_world, monkeypatch, err_scale):
+@pytest.mark.parametrize("err_scale, matmul_ratio", [(1.0, 1e9), (1e30, 1e9), (1.0, 0)])
+def test_mesh_minimum_search_is_exact(build_world, monkeypatch, err_scale, matmul_ratio):
     """The patch-bounded z minimum equals pose_batch's full-mesh minimum bit for bit, over varied
-    fits; also when every candidate goes through the left-to-right fallback (err_scale)."""
+    fits; also when every candidate goes through the left-to-right fallback (err_scale), and
+    with the products of the candidate pairs instead of one matrix product (matmul_ratio)."""
     from densemark.datasets import labels as L
     from tests.factories import grid_model
 
     monkeypatch.setattr(L, "_ERR_SCALE", err_scale)
+    monkeypatch.setattr(L, "_MATMUL_RATIO", matmul_ratio)
     rng = np.random.default_rng(11)
     for model, scale in ((build_world["model"], 3e4), (grid_model(), 300.0)):
         uvm = UVMap.for_model(model, 64)

@@ -91,6 +91,7 @@ def mirror_sources(template: FaceTemplate, ids: np.ndarray, perm: np.ndarray) ->
 
 
 _ERR_SCALE = 1.0  # tests raise it to send every entry through the left-to-right fallback
+_MATMUL_RATIO = 32  # z minimum: one (unique vertices x batch) product while it costs at most this many times the pairs
 
 
 class LabelGeometry:
@@ -208,7 +209,10 @@ class LabelGeometry:
         # the vertex coordinates are *defined* by left-to-right float64 sums (BasisRows); a dot
         # product in any order (BLAS, FMA) is within ``err`` of that sum, which settles the
         # float32 rounding of all but a rare few entries, recomputed left to right
-        acc = mean[ri] + (basis @ c64.T)[ri, cb]
+        if len(uv) * b <= _MATMUL_RATIO * len(cand_v):
+            acc = mean[ri] + (basis @ c64.T)[ri, cb]
+        else:  # candidates rarely shared: the products of the (candidate, sample) pairs only
+            acc = mean[ri] + np.einsum("mk,mk->m", basis[ri], c64[cb])
         ks = self._patches.n_shape
         cmax = np.abs(c64[:, :ks]).max(1, initial=0)[cb], np.abs(c64[:, ks:]).max(1, initial=0)[cb]
         big = self._patches.amax + self._patches.rsum[0] * cmax[0] + self._patches.rsum[1] * cmax[1]
