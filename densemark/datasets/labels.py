@@ -27,9 +27,11 @@ from densemark.faces.geometry import (
     BasisRows,
     apply_affine32,
     crops_from_keypoints,
+    dot_error,
     image_keypoints,
     left_to_right,
     pose_affine,
+    settle_float32,
 )
 from densemark.faces.model import MorphableModel
 from densemark.faces.template import FaceTemplate
@@ -216,12 +218,8 @@ class LabelGeometry:
         ks = self._patches.n_shape
         cmax = np.abs(c64[:, :ks]).max(1, initial=0)[cb], np.abs(c64[:, ks:]).max(1, initial=0)[cb]
         big = self._patches.amax + self._patches.rsum[0] * cmax[0] + self._patches.rsum[1] * cmax[1]
-        err = _ERR_SCALE * (2.2 * (c64.shape[1] + 2) + 2) * 2.0**-53 * big
-        ye = acc.astype(np.float32)
-        bad = np.flatnonzero((acc - err).astype(np.float32) != (acc + err).astype(np.float32))
-        if bad.size:
-            ye[bad] = left_to_right(mean[ri[bad]], basis[ri[bad]], c64[cb[bad]]).astype(np.float32)
-        ye = ye.reshape(-1, 3)
+        err = _ERR_SCALE * dot_error(c64.shape[1], big)
+        ye = settle_float32(acc, err, lambda f: left_to_right(mean[ri[f]], basis[ri[f]], c64[cb[f]])).reshape(-1, 3)
         a32, off32 = a.astype(np.float32), off.astype(np.float32)
         ze = ye[:, 0] * a32[cand_b, 2, 0]
         ze += ye[:, 1] * a32[cand_b, 2, 1]

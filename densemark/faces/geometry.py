@@ -123,17 +123,33 @@ class BasisRows:
         # |BLAS - reference| <= 2 gamma_{K+1} (|mean| + sum |t|) + u |y| with sum_k |t_k| <= sum_blocks
         # |row|_1 max |c| and |y| <= the same: one bound per sample (B,), the max over rows
         big = self._abs_mean.max(initial=0) + self._abs_rows.max(0, initial=0) @ self._cmax(c)
-        err = (2.2 * (k + 2) + 2) * _U64 * big
-        out = y.astype(np.float32)
-        bad = (y - err).astype(np.float32) != (y + err).astype(np.float32)
-        if bad.any():
-            r, j = np.divmod(np.flatnonzero(bad), bad.shape[1])  # 6x faster than a 2D nonzero
-            out[r, j] = self.reference(r, c[j])
-        return out
+        b = c.shape[0]
+        return settle_float32(y, dot_error(k, big), lambda f: self.reference(f // b, c[f % b]))
 
     def reference(self, rows: np.ndarray, c: np.ndarray) -> np.ndarray:
-        """The defining left-to-right sums for rows (M,) with their coefficients (M, K) float64: (M,) float32."""
-        return left_to_right(self.mean[rows], self.basis[rows], c).astype(np.float32)
+        """The defining left-to-right sums for rows (M,) with their coefficients (M, K) float64: (M,) float64."""
+        return left_to_right(self.mean[rows], self.basis[rows], c)
+
+
+def dot_error(k: int, big: np.ndarray | float) -> np.ndarray | float:
+    """Bound on |a dot product of K terms plus one, in any order (BLAS, FMA) - the left-to-right
+    float64 sum|, for terms whose absolute values (and the first) sum to at most ``big``."""
+    return (2.2 * (k + 2) + 2) * _U64 * big
+
+
+def settle_float32(y: np.ndarray, err: np.ndarray | float, exact) -> np.ndarray:
+    """The float32 rounding of values *defined* by left-to-right sums, from float64 ``y`` (any
+    shape) known to within ``err`` (broadcast) of them.
+
+    Where ``err`` cannot change the rounding, ``y`` is rounded; the rare other entries are
+    recomputed: ``exact(flat_indices)`` returns their defining float64 values.
+    """
+    out = y.astype(np.float32)
+    bad = (y - err).astype(np.float32) != (y + err).astype(np.float32)
+    if bad.any():
+        f = np.flatnonzero(bad)  # 6x faster than a 2D nonzero
+        out.flat[f] = exact(f).astype(np.float32)
+    return out
 
 
 def left_to_right(first: np.ndarray, basis: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -145,7 +161,7 @@ def left_to_right(first: np.ndarray, basis: np.ndarray, c: np.ndarray) -> np.nda
     terms = np.empty((first.shape[0], basis.shape[1] + 1))
     terms[:, 0] = first
     np.multiply(basis, c, out=terms[:, 1:])
-    return np.add.accumulate(terms, axis=1)[:, -1].copy() if terms.shape[1] > 1 else terms[:, 0].copy()
+    return np.add.accumulate(terms, axis=1)[:, -1].copy()
 
 
 def rotation_exact(angles: np.ndarray) -> np.ndarray:
