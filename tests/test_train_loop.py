@@ -56,6 +56,9 @@ def test_interrupted_run_resumes_exactly(tmp_path, data, monkeypatch):
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
         assert torch.equal(sa["exp_avg"], sb["exp_avg"])
     assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+    # and the same bytes: the pickle of a reloaded history equals that of one built in-process
+    for name in ("checkpoint.pt", "model.pt"):
+        assert (straight / name).read_bytes() == (part / name).read_bytes(), name
 
 
 def test_checkpoint_contents_metrics_and_plots(tmp_path, data):

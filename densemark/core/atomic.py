@@ -32,6 +32,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp files :func:`atomic_path` leaves in ``folder`` when its process is killed
+    (``.<name>.<random>.tmp``; a finished write renames its temp file). Call it only while
+    holding the folder as its one writer. Returns the removed paths."""
+    gone = []
+    for p in sorted(Path(folder).glob(".*.tmp")):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from densemark.core.atomic import write_json
+from densemark.core.atomic import remove_stale_temps, write_json
 from densemark.core.errors import InputError
 from densemark.core.outdir import sha256_file
 from densemark.core.report import RunReport
@@ -49,7 +49,7 @@ from densemark.datasets.params import BuildParams, SplitParams
 from densemark.faces.crop import CropTransform
 from densemark.faces.geometry import pose_batch
 from densemark.faces.model import KPT68_MIRROR, MorphableModel
-from densemark.faces.params import ModelParams
+from densemark.faces.params import ModelParams, recorded_model_params
 from densemark.faces.stages import load_configured_model
 from densemark.faces.template import FaceTemplate, load_template
 from densemark.faces.uvmap import UVMap
@@ -301,8 +301,7 @@ def plan_build(
 def _prepare_out(plan: BuildPlan) -> None:
     out = Path(plan.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for p in out.glob(".*.tmp"):
-        p.unlink(missing_ok=True)
+    remove_stale_temps(out)
     man = out / "manifest.json"
     if man.is_file():
         try:
@@ -683,7 +682,7 @@ def finish_build(plan: BuildPlan, results: list[ChunkResult], report_path: str |
             p.unlink()
     res = [by_k[k] for k in range(plan.n_chunks)]
     bparams = {k: v for k, v in plan.build.items() if k not in ("workers", "batch")}  # they never change the output
-    rep = RunReport("build", params={"build": bparams, "splits": plan.splits, "model": plan.model})
+    rep = RunReport("build", params={"build": bparams, "splits": plan.splits, "model": recorded_model_params(plan.model)})
     for r in res:
         for key, n in r.counts.items():
             if key != "quarantined":
@@ -753,7 +752,7 @@ def _manifest(plan: BuildPlan, res: list[ChunkResult], report_sha: str) -> dict:
         "formats": plan.build["formats"],
         "columns": [*COLUMNS, *(["posmap"] if plan.build["posmaps"] else [])],
         "conventions": CONVENTIONS,
-        "params": {"build": {k: v for k, v in plan.build.items() if k not in ("workers", "batch")}, "splits": plan.splits, "model": plan.model},
+        "params": {"build": {k: v for k, v in plan.build.items() if k not in ("workers", "batch")}, "splits": plan.splits, "model": recorded_model_params(plan.model)},
         "notes": list(plan.notes),
         "files": files,
         "report": {"path": "report.json", "sha256": report_sha},
@@ -959,6 +958,7 @@ def relabel(
         raise InputError(set_path, "name", f"a set named {lset.name!r} would shadow a built column")
     dst = Path(out_dir) if out_dir is not None else src
     dst.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(dst)  # a killed relabel's half-written sidecars
     if dst.resolve() != src.resolve():
         keep = [e["path"] for e in manifest["files"]] + [p.name for p in src.glob("part-*.json")] + ["report.json"]
         keep += [f["path"] for s in manifest.get("extra_sets", {}).values() for f in s.get("files", [])]

@@ -18,7 +18,6 @@ vertices (the dataset labels) and on any BLAS kernel.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -27,6 +26,7 @@ import numpy as np
 from densemark.core.errors import InputError
 from densemark.faces.crop import CropTransform, crop_square, crop_transform
 from densemark.faces.model import MorphableModel
+from densemark.faces.pose import rotation_3ddfa
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,19 +166,10 @@ def left_to_right(first: np.ndarray, basis: np.ndarray, c: np.ndarray) -> np.nda
 
 def rotation_exact(angles: np.ndarray) -> np.ndarray:
     """(B, 3) [pitch, yaw, roll] radians -> (B, 3, 3) float64 ``Rx @ Ry @ Rz`` (face3d's
-    ``angle2matrix_3ddfa``), written out entry by entry with libm's sin/cos so no BLAS kernel
-    or SIMD path can change a bit."""
-    a = np.asarray(angles, np.float64).reshape(-1, 3)
-    out = np.empty((a.shape[0], 3, 3))
-    for i, (x, y, z) in enumerate(a.tolist()):
-        cx, cy, cz = math.cos(x), math.cos(y), math.cos(z)
-        sx, sy, sz = math.sin(x), math.sin(y), math.sin(z)
-        out[i] = (
-            (cy * cz, cy * sz, -sy),
-            (sx * sy * cz - cx * sz, sx * sy * sz + cx * cz, sx * cy),
-            (cx * sy * cz + sx * sz, cx * sy * sz - sx * cz, cx * cy),
-        )
-    return out
+    ``angle2matrix_3ddfa``): :func:`~densemark.faces.pose.rotation_3ddfa`, written out entry by
+    entry with :mod:`~densemark.core.detmath`'s sin/cos so no BLAS kernel or SIMD path can
+    change a bit."""
+    return rotation_3ddfa(np.asarray(angles, np.float64).reshape(-1, 3))
 
 
 @lru_cache(maxsize=4)

@@ -26,3 +26,19 @@ class ModelParams(BaseModel):
     template_dir: Path | None = None  # PRNet template folder; None = derive from the model
     cache_dir: Path = Path("data/cache")
     uv_res: int = Field(256, ge=16, le=2048, description="UV map / crop side in pixels")
+
+    def recorded(self) -> dict:
+        """The section as written into outputs: :func:`recorded_model_params` of its JSON dump."""
+        return recorded_model_params(self.model_dump(mode="json"))
+
+
+LOCAL_FIELDS = ("dir", "template_dir", "cache_dir")
+
+
+def recorded_model_params(dump: dict) -> dict:
+    """A ``model`` section (JSON dump) without where its files live on this machine.
+
+    Reports and manifests record the model and template by content hash; their folders (and the
+    cache folder) are left out so that no written byte depends on the clone's path.
+    """
+    return {k: v for k, v in dump.items() if k not in LOCAL_FIELDS}

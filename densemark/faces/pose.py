@@ -3,12 +3,16 @@
 ``Pose_Para = [pitch, yaw, roll, tx, ty, tz, s]`` (radians, pixels, scale). A model instance
 ``X: (N, 3)`` is posed as ``s * X @ R.T + t`` with ``R = Rx(pitch) @ Ry(yaw) @ Rz(roll)``
 (face3d's ``angle2matrix_3ddfa``), and image rows are ``y_img = h - 1 - y`` (the image y flip).
+
+Every value here is written out entry by entry with :mod:`densemark.core.detmath`'s sin/cos and
+elementwise products, so neither numpy's SIMD dispatch nor a BLAS kernel can change a bit.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from densemark.core import detmath
 from densemark.core.errors import InputError
 
 
@@ -24,13 +28,15 @@ def rotation_3ddfa(angles: np.ndarray) -> np.ndarray:
     a = np.asarray(angles, np.float64)
     if a.shape[-1] != 3:
         raise InputError(None, "angles", f"expected (..., 3), got {a.shape}")
-    cx, cy, cz = np.cos(a[..., 0]), np.cos(a[..., 1]), np.cos(a[..., 2])
-    sx, sy, sz = np.sin(a[..., 0]), np.sin(a[..., 1]), np.sin(a[..., 2])
-    one, zero = np.ones_like(cx), np.zeros_like(cx)
-    rx = np.stack([one, zero, zero, zero, cx, sx, zero, -sx, cx], -1).reshape(*a.shape[:-1], 3, 3)
-    ry = np.stack([cy, zero, -sy, zero, one, zero, sy, zero, cy], -1).reshape(*a.shape[:-1], 3, 3)
-    rz = np.stack([cz, sz, zero, -sz, cz, zero, zero, zero, one], -1).reshape(*a.shape[:-1], 3, 3)
-    return rx @ ry @ rz
+    s, c = detmath.sincos(a)
+    sx, sy, sz = s[..., 0], s[..., 1], s[..., 2]
+    cx, cy, cz = c[..., 0], c[..., 1], c[..., 2]
+    rows = (
+        (cy * cz, cy * sz, -sy),
+        (sx * sy * cz - cx * sz, sx * sy * sz + cx * cz, sx * cy),
+        (cx * sy * cz + sx * sz, cx * sy * sz - sx * cz, cx * cy),
+    )
+    return np.stack([np.stack(r, -1) for r in rows], -2)
 
 
 def pose_para_to_srt(pose_para: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -53,7 +59,9 @@ def transform_3ddfa(vertices: np.ndarray, pose_para: np.ndarray) -> np.ndarray:
     """
     s, r, t = pose_para_to_srt(pose_para)
     v = np.asarray(vertices, np.float64)
-    return s[..., None, None] * (v @ np.swapaxes(r, -1, -2)) + t[..., None, :]
+    r = r[..., None, :, :]  # (..., 1, 3, 3) against (..., N, 3)
+    rot = np.stack([v[..., 0] * r[..., i, 0] + v[..., 1] * r[..., i, 1] + v[..., 2] * r[..., i, 2] for i in range(3)], -1)
+    return s[..., None, None] * rot + t[..., None, :]
 
 
 def to_image(vertices: np.ndarray, height: float | np.ndarray) -> np.ndarray:
@@ -74,7 +82,7 @@ def matrix_to_angles_3ddfa(r: np.ndarray) -> np.ndarray:
     Uses ``R[0, 2] = -sin(yaw)``; exact away from gimbal lock (|yaw| = 90 degrees).
     """
     r = np.asarray(r, np.float64)
-    yaw = -np.arcsin(np.clip(r[..., 0, 2], -1.0, 1.0))
-    pitch = np.arctan2(r[..., 1, 2], r[..., 2, 2])
-    roll = np.arctan2(r[..., 0, 1], r[..., 0, 0])
+    yaw = -detmath.asin(np.clip(r[..., 0, 2], -1.0, 1.0))
+    pitch = detmath.atan2(r[..., 1, 2], r[..., 2, 2])
+    roll = detmath.atan2(r[..., 0, 1], r[..., 0, 0])
     return np.stack([pitch, yaw, roll], -1)

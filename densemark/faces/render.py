@@ -63,7 +63,11 @@ def _check(vertices: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.
 
 def _pow2(n: np.ndarray) -> np.ndarray:
     """Smallest power of two >= n (n >= 1)."""
-    return (1 << np.ceil(np.log2(np.maximum(n, 1))).astype(np.int64)).astype(np.int64)
+    m = np.maximum(np.asarray(n, np.int64), 1) - 1
+    e = np.zeros_like(m)
+    while np.any(m >> e):  # bit length of n - 1, in integers
+        e += (m >> e) > 0
+    return (np.int64(1) << e).astype(np.int64)
 
 
 def rasterize(vertices: np.ndarray, triangles: np.ndarray, height: int, width: int) -> Raster:
@@ -195,8 +199,8 @@ def lambert(
     if two_sided:
         n = n * np.where(n[:, 2:3] < 0, -1.0, 1.0)
     ld = np.asarray(light_dir, np.float64)
-    ld = ld / max(float(np.linalg.norm(ld)), _EPS)
-    shade = np.maximum(n @ ld, 0.0)[:, None]
+    ld = ld / max(float(np.sqrt(ld[0] * ld[0] + ld[1] * ld[1] + ld[2] * ld[2])), _EPS)
+    shade = np.maximum(n[:, 0] * ld[0] + n[:, 1] * ld[1] + n[:, 2] * ld[2], 0.0)[:, None]  # no BLAS
     amb = np.asarray(ambient, np.float64).reshape(1, -1)
     dif = np.asarray(diffuse, np.float64).reshape(1, -1)
     return np.asarray(albedo, np.float64) * (amb + dif * shade)

@@ -28,7 +28,7 @@ def run_model(model: ModelParams, procedural: ProceduralParams, out_dir: str | P
     For ``model.source`` ``bfm`` / ``bfm-mean`` the user's files are read where they are;
     this stage then only checks they load.
     """
-    rep = RunReport("model", params={"model": model.model_dump(mode="json")})
+    rep = RunReport("model", params={"model": model.recorded()})
     outputs: dict[str, Path] = {}
     if model.source == "embedded":
         from densemark.faces.procedural import write_model
@@ -107,7 +107,7 @@ def run_template(params: ModelParams, model_dir: str | Path, out_dir: str | Path
     """
     model = load_configured_model(params, model_dir)
     uvm = UVMap.for_model(model, params.uv_res, params.cache_dir)
-    rep = RunReport("template", params={"model": params.model_dump(mode="json")})
+    rep = RunReport("template", params={"model": params.recorded()})
     if params.template_dir is not None:
         tpl = load_template(params.template_dir, params.uv_res)
         missing = int((~uvm.coverage.ravel()[tpl.face_ind]).sum())

@@ -36,14 +36,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from scipy.special import ndtr
 from tqdm import tqdm
 
+from densemark.core import detmath
 from densemark.core.atomic import save_npy, write_json
 from densemark.core.images import write_jpeg
 from densemark.core.matio import atomic_savemat
 from densemark.core.report import RunReport
 from densemark.faces import procedural as fs
+from densemark.faces.geometry import basis_rows
 from densemark.faces.model import MorphableModel
 from densemark.faces.params import ModelParams
 from densemark.faces.pose import transform_3ddfa
@@ -122,8 +123,8 @@ def _rbf_noise(uv: np.ndarray, w: np.ndarray, level: int) -> np.ndarray:
     c = np.linspace(0.0, 1.0, level)
     cu, cv = np.meshgrid(c, c)
     d2 = (uv[:, None, 0] - cu.ravel()) ** 2 + (uv[:, None, 1] - cv.ravel()) ** 2
-    phi = np.exp(-0.5 * d2 / (1.0 / level) ** 2)
-    return phi @ w / np.sqrt(phi.sum(1) + 1e-9)
+    phi = detmath.exp(-0.5 * d2 / (1.0 / level) ** 2)
+    return np.add.reduce(phi * w, axis=1) / np.sqrt(phi.sum(1) + 1e-9)  # numpy's fixed-order sum, no BLAS
 
 
 def albedo(uv: np.ndarray, tex: np.ndarray) -> np.ndarray:
@@ -134,9 +135,9 @@ def albedo(uv: np.ndarray, tex: np.ndarray) -> np.ndarray:
     """
     u, v = uv[:, 0], uv[:, 1]
     du = np.abs(u - 0.5)
-    q = ndtr(tex)  # uniforms
+    q = detmath.ndtr(tex)  # uniforms
     light, dark = np.array([0.95, 0.80, 0.70]), np.array([0.36, 0.24, 0.17])
-    skin = light + (dark - light) * q[0] ** 1.3
+    skin = light + (dark - light) * detmath.power(q[0], 1.3)
     skin = skin * (1 + 0.04 * np.array([tex[1], 0.5 * tex[2], 0.5 * tex[3]]))
     col = np.tile(skin, (uv.shape[0], 1))
     col *= 1 + 0.06 * np.stack([_rbf_noise(uv, tex[4 + 16 * k : 20 + 16 * k], 4) for k in range(3)], 1)
@@ -153,7 +154,7 @@ def albedo(uv: np.ndarray, tex: np.ndarray) -> np.ndarray:
     hair_col = np.array([0.08, 0.06, 0.05]) + q[53] * np.array([0.45, 0.32, 0.18])
     vb = 0.835 + 0.014 * (1 - ((du - 0.16) / 0.15) ** 2)
     thick = 0.008 + 0.006 * q[54]
-    brow = np.exp(-0.5 * ((v - vb) / thick) ** 4) * fs.smoothstep(0.30, 0.24, du) * fs.smoothstep(0.05, 0.075, du)
+    brow = detmath.exp(-0.5 * detmath.powi((v - vb) / thick, 4)) * fs.smoothstep(0.30, 0.24, du) * fs.smoothstep(0.05, 0.075, du)
     blend(brow * (0.75 + 0.2 * q[55]), hair_col)
     # eyes: white almond, iris, pupil, lash line
     eu = (du - fs.EYE_C[0]) / fs.EYE_HALF_W
@@ -163,12 +164,12 @@ def albedo(uv: np.ndarray, tex: np.ndarray) -> np.ndarray:
     blend(in_eye * 0.9, np.array([0.9, 0.88, 0.85]))
     gaze = 0.012 * np.clip(tex[57], -1.5, 1.5)
     ex = np.where(u < 0.5, 0.5 - fs.EYE_C[0], 0.5 + fs.EYE_C[0]) + gaze
-    ri = np.hypot((u - ex) / 0.02, (v - fs.EYE_C[1]) / 0.022)
+    ri = detmath.hypot((u - ex) / 0.02, (v - fs.EYE_C[1]) / 0.022)
     irises = np.array([[0.35, 0.2, 0.1], [0.15, 0.1, 0.06], [0.25, 0.4, 0.6], [0.3, 0.45, 0.25]])
     iris = irises[int(q[58] * 4) % 4] * (0.8 + 0.4 * q[59])
     blend(in_eye * (ri < 1), iris)
     blend(in_eye * (ri < 0.45), np.array([0.03, 0.03, 0.03]))
-    lash = np.exp(-0.5 * ((dv - fs.EYE_UP * alm) / 0.004) ** 2) * (alm > 0)
+    lash = detmath.exp(-0.5 * ((dv - fs.EYE_UP * alm) / 0.004) ** 2) * (alm > 0)
     blend(lash * 0.8, hair_col * 0.6)
     # lips, mouth interior, teeth
     lipc = np.array([0.75, 0.32, 0.32]) * (0.8 + 0.3 * q[62]) + 0.05 * tex[63:66]
@@ -184,7 +185,7 @@ def albedo(uv: np.ndarray, tex: np.ndarray) -> np.ndarray:
     blend(0.9 * fs.gauss_bump(du, v, fs.NOSTRIL[0], fs.NOSTRIL[1], 0.007, 0.005), np.array([0.12, 0.06, 0.05]))
     # hair: hairline height and side burns
     if q[66] > 0.25:
-        hairline = 0.93 - 0.06 * q[67] + 0.03 * np.cos(du * 12 + 6 * q[68])
+        hairline = 0.93 - 0.06 * q[67] + 0.03 * detmath.cos(du * 12 + 6 * q[68])
         hair = fs.smoothstep(hairline - 0.01, hairline + 0.02, v) + fs.smoothstep(0.43, 0.47, du) * fs.smoothstep(
             0.62, 0.72, v)  # fmt: skip
         hc = np.array([0.08, 0.06, 0.05]) + q[69] * np.array([0.5, 0.38, 0.2])
@@ -200,7 +201,8 @@ def background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     a = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    t = ((xx - w / 2) * np.cos(a) + (yy - h / 2) * np.sin(a)) / max(h, w) + 0.5
+    sa, ca = (float(f) for f in detmath.sincos(a))
+    t = ((xx - w / 2) * ca + (yy - h / 2) * sa) / max(h, w) + 0.5
     img = c0 + (c1 - c0) * np.clip(t, 0, 1)[..., None]
     blot = cv2.resize(rng.normal(0, 40, (6, 6, 3)), (w, h), interpolation=cv2.INTER_CUBIC)
     img = np.clip(img + blot, 0, 255).astype(np.uint8)
@@ -282,7 +284,8 @@ def render_sample(
     shape, exp = draw_coefficients(model, params, rng)
     pose = draw_pose(rng, params)
     tex = rng.standard_normal(N_TEX)
-    verts = model.vertices(shape, exp)
+    br = basis_rows(model)  # exact float32 sums: no BLAS kernel changes a vertex
+    verts = br(br.coefficients(shape[None], exp[None], 1)).reshape(-1, 3)
     # keep the keypoints inside the image: shift the translation (stored in Pose_Para)
     kp = transform_3ddfa(verts[model.kpt_ind], pose.astype(np.float64))
     lo, hi = kp[:, :2].min(0), kp[:, :2].max(0)
@@ -293,7 +296,8 @@ def render_sample(
     img_v[:, 1] = h - 1 - img_v[:, 1]
     # light
     el, az = np.radians(rng.uniform(-30, 60)), np.radians(rng.uniform(-70, 70))
-    ldir = np.array([np.sin(az) * np.cos(el), np.sin(el), np.cos(az) * np.cos(el)])
+    (saz, sel), (caz, cel) = detmath.sincos(np.array([az, el]))
+    ldir = np.array([saz * cel, sel, caz * cel])
     tint = 1 + 0.04 * rng.standard_normal(3)
     amb = rng.uniform(params.ambient_min, params.ambient_max) * tint
     dif = rng.uniform(params.diffuse_min, params.diffuse_max) * np.ones(3)

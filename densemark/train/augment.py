@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from densemark.core import detmath
 from densemark.train.params import AugmentParams
 
 
@@ -72,10 +73,10 @@ def similarity(d: AugmentDraw, res: int, size: int) -> tuple[np.ndarray, float]:
     """(2, 3) float64 affine, dataset-crop pixels -> input pixels, and its scale factor ``r s``."""
     r = (size - 1) / (res - 1)
     k = r * d.scale
-    th = np.deg2rad(d.angle_deg)
-    rot = k * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
-    c_in = np.full(2, (res - 1) / 2.0)
-    t = np.full(2, (size - 1) / 2.0) + np.asarray(d.shift) * size - rot @ c_in
+    s, c = (float(v) for v in detmath.sincos(np.deg2rad(d.angle_deg)))
+    rot = k * np.array([[c, -s], [s, c]])
+    c_in = (res - 1) / 2.0
+    t = np.full(2, (size - 1) / 2.0) + np.asarray(d.shift) * size - (rot[:, 0] * c_in + rot[:, 1] * c_in)
     return np.concatenate([rot, t[:, None]], axis=1), float(k)
 
 
@@ -83,7 +84,8 @@ def transform_points(points: np.ndarray, affine: np.ndarray, k: float) -> np.nda
     """Move (K, 3) labels: x, y by the (2, 3) ``affine``, z times ``k``. Returns (K, 3) float32."""
     p = np.asarray(points, np.float64)
     out = np.empty_like(p)
-    out[:, :2] = p[:, :2] @ affine[:, :2].T + affine[:, 2]
+    for i in range(2):  # elementwise, no BLAS
+        out[:, i] = p[:, 0] * affine[i, 0] + p[:, 1] * affine[i, 1] + affine[i, 2]
     out[:, 2] = p[:, 2] * k
     return out.astype(np.float32)
 

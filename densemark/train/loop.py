@@ -18,6 +18,7 @@ import csv
 import io
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,11 +110,29 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     return ck
 
 
+def _canonical(obj: Any) -> Any:
+    """A fresh copy of the Python structure around the tensors, every string interned.
+
+    Pickle writes a back-reference for an object it has already written, so the bytes depend on
+    which equal strings and containers are *the same object*, e.g. a history reloaded from a
+    checkpoint versus one built in this process. Rebuilt this way, the sharing depends only on
+    the values, and a resumed run writes the same bytes as an uninterrupted one.
+    """
+    if isinstance(obj, str):
+        return sys.intern(str(obj))
+    if isinstance(obj, dict):
+        return type(obj)((_canonical(k), _canonical(v)) for k, v in obj.items())
+    if isinstance(obj, list | tuple):
+        return type(obj)(_canonical(v) for v in obj)
+    return obj
+
+
 def _save(path: Path, obj: dict[str, Any]) -> None:
     """``torch.save`` atomically and byte-stably: torch names the archive's folder after the file
-    it writes, so it writes to memory first (fixed folder name), then the bytes go to a temp file."""
+    it writes, so it writes to memory first (fixed folder name), then the bytes go to a temp file;
+    the object is :func:`_canonical` so its pickle does not depend on its history."""
     buf = io.BytesIO()
-    torch.save(obj, buf)
+    torch.save(_canonical(obj), buf)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buf.getvalue())
 

@@ -13,16 +13,16 @@ coordinates (x, y and z of every landmark of every sample).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
+
+from densemark.core import detmath
 
 
 def wing(err: torch.Tensor, w: float = 15.0, epsilon: float = 3.0) -> torch.Tensor:
     """Element-wise Wing loss of errors ``err`` (any shape, pixel scale); same shape out."""
     a = err.abs()
-    c = w - w * math.log1p(w / epsilon)
+    c = w - w * float(detmath.log1p(w / epsilon))
     return torch.where(a < w, w * torch.log1p(a / epsilon), a - c)
 
 

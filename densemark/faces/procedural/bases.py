@@ -16,7 +16,8 @@
 Reproducible bytes: nothing that reaches the written basis goes through BLAS / LAPACK (whose
 kernels differ in the last bits between CPUs): sums are numpy's own reductions
 (``np.add.reduce``, ``np.einsum(..., optimize=False)``) in a fixed order, so the files are the
-same under any OpenBLAS kernel.
+same under any OpenBLAS kernel; sin, cos, exp and powers come from :mod:`densemark.core.detmath`,
+never from numpy's SIMD-dispatched ufuncs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from densemark.core import detmath
 from densemark.faces.procedural.layout import (
     A_X,
     EYE_C,
@@ -137,7 +139,7 @@ def semantic_shape_fields(uv: np.ndarray, mean: np.ndarray) -> list[np.ndarray]:
         (fh["chin"] + 3000 * gauss_bump(du, v, 0, 0.26, 0.1, 0.06))[:, None] * n,
         fh["cheeks"][:, None] * n,
         np.stack([sgn * 20000 * eye_w, zero, zero], 1),
-        np.stack([(x - np.sign(x) * A_X * np.sin(K_THETA * (ex - 0.5))) * eye_w,
+        np.stack([(x - np.sign(x) * A_X * detmath.sin(K_THETA * (ex - 0.5))) * eye_w,
                   (y - Y_SCALE * (EYE_C[1] - V_0)) * eye_w, zero], 1),  # fmt: skip
         np.stack([zero, 20000 * gauss_bump(du, v, 0.16, 0.84, 0.12, 0.04), zero], 1),
         np.stack([x * mouth_w, zero, zero], 1),
@@ -183,7 +185,7 @@ class RandomShapeFields:
 
     def _term(self, a: int, b: int) -> np.ndarray:
         if (a, b) not in self._phi:
-            self._phi[a, b] = np.cos(np.pi * a * self.uv[:, 0]) * np.cos(np.pi * b * self.uv[:, 1])
+            self._phi[a, b] = detmath.cos(np.pi * a * self.uv[:, 0]) * detmath.cos(np.pi * b * self.uv[:, 1])
         return self._phi[a, b]
 
     def __call__(self, index: int) -> np.ndarray:
@@ -254,7 +256,7 @@ def gram_schmidt(
 def shape_ev(k: int) -> np.ndarray:
     """(k,) float32 identity standard deviations: ``4e5 * (i + 1)^-0.8 * exp(-i / 60)``."""
     i = np.arange(k, dtype=np.float64)
-    return (4e5 * (i + 1) ** -0.8 * np.exp(-i / 60)).astype(np.float32)
+    return (4e5 * detmath.power(i + 1, -0.8) * detmath.exp(-i / 60)).astype(np.float32)
 
 
 def shape_basis(
@@ -301,7 +303,7 @@ def exp_fields(uv: np.ndarray, mirror: np.ndarray, k: int, rng: np.random.Genera
     brow_in = gauss_bump(du, v, 0.07, 0.82, 0.05, 0.04)
     eu = np.clip((du - EYE_C[0]) / (EYE_HALF_W * 1.15), -1, 1)
     # upper lid: full motion above the upper lid line, ramp down to 0 at the lower lid line
-    lid = smoothstep(EYE_C[1] - EYE_LO, EYE_C[1] + EYE_UP, v) * (1 - eu**2) * np.exp(
+    lid = smoothstep(EYE_C[1] - EYE_LO, EYE_C[1] + EYE_UP, v) * (1 - eu**2) * detmath.exp(
         -0.5 * (np.maximum(v - EYE_C[1] - EYE_UP, 0) / 0.02) ** 2
     )
     lid_close = -(EYE_UP + EYE_LO) * Y_SCALE / EYE_CLOSE_FULL  # full closure at EYE_CLOSE_FULL

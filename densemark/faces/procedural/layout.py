@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from densemark.core import detmath
 from densemark.faces.model import KPT68_MIRROR, MorphableModel
 
 # --- base surface (micrometres): the layout's map from UV to space, shared with the mesh ---
@@ -71,7 +72,7 @@ def gauss_bump(du: np.ndarray, v: np.ndarray, cu: float, cv: float, su: float, s
     Returns:
         (N,) float64 in (0, 1].
     """
-    return np.exp(-0.5 * (((du - cu) / su) ** 2 + ((v - cv) / sv) ** 2))
+    return detmath.exp(-0.5 * (((du - cu) / su) ** 2 + ((v - cv) / sv) ** 2))
 
 
 def flat_bump(
@@ -82,7 +83,8 @@ def flat_bump(
     Returns:
         (N,) float64 in (0, 1].
     """
-    return np.exp(-0.5 * (np.abs((du - cu) / su) ** p + np.abs((v - cv) / sv) ** p))
+    pw = (lambda a: detmath.powi(a, int(p))) if float(p).is_integer() and p >= 1 else (lambda a: detmath.power(a, p))
+    return detmath.exp(-0.5 * (pw(np.abs((du - cu) / su)) + pw(np.abs((v - cv) / sv))))
 
 
 def uv_frame(uv: np.ndarray) -> dict[str, np.ndarray]:
@@ -102,7 +104,7 @@ def uv_frame(uv: np.ndarray) -> dict[str, np.ndarray]:
     sgn = np.where(u < 0.5, -1.0, np.where(u > 0.5, 1.0, 0.0))
     theta = K_THETA * (u - 0.5)
     dv = np.minimum(v - JAW_C, 0.0)
-    rj = ((du / JAW_RU) ** 3 + (np.abs(dv) / JAW_RV) ** 3) ** (1 / 3)
+    rj = detmath.cbrt(detmath.powi(du / JAW_RU, 3) + detmath.powi(np.abs(dv) / JAW_RV, 3))
     jaw_out = np.maximum(rj - 1.0, 0.0) * smoothstep(JAW_C, JAW_C - 0.08, v)
     return {"u": u, "v": v, "du": du, "sgn": sgn, "theta": theta, "jaw_out": jaw_out}
 
@@ -127,7 +129,7 @@ def uv_grid(grid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         raise ValueError(f"grid must be odd and >= 3, got {grid}")
     t = np.linspace(0.0, 1.0, grid)
     uu, vv = np.meshgrid(t, t)  # [j, i]: row j = v, column i = u
-    inside = np.abs(2 * uu - 1) ** 3 + np.abs(2 * vv - 1) ** 3 <= 1.0 + 1e-9
+    inside = detmath.powi(np.abs(2 * uu - 1), 3) + detmath.powi(np.abs(2 * vv - 1), 3) <= 1.0 + 1e-9
     c = inside[:-1, :-1] & inside[:-1, 1:] & inside[1:, :-1] & inside[1:, 1:]
     used = np.zeros_like(inside)
     used[:-1, :-1] |= c
@@ -160,7 +162,7 @@ def _smooth_boundary(uv: np.ndarray, tri: np.ndarray) -> np.ndarray:
     count = np.bincount(tri.ravel(), minlength=uv.shape[0])
     edge = count < 6  # interior grid vertices have 6 triangles
     a = 2 * uv - 1
-    r = (np.abs(a[:, 0]) ** 3 + np.abs(a[:, 1]) ** 3) ** (1 / 3)
+    r = detmath.cbrt(detmath.powi(np.abs(a[:, 0]), 3) + detmath.powi(np.abs(a[:, 1]), 3))
     moved = uv.copy()
     moved[edge] = (a[edge] / np.maximum(r[edge, None], 1e-12) + 1) / 2
     moved = np.clip(moved, 0.0, 1.0)
@@ -182,10 +184,10 @@ def jaw_uv(n: int = 9) -> np.ndarray:
     """(n, 2) float64 UV points on the subject's right jaw contour, evenly spaced in arc length
     from the side (``v = 0.62``) to the chin bottom (``u = 0.5``)."""
     phi = np.linspace(np.pi + 0.015, 1.5 * np.pi, 2000)
-    c, s = np.cos(phi), np.sin(phi)
-    u = 0.5 - JAW_RU * np.abs(c) ** (2 / 3)
-    v = JAW_C - JAW_RV * np.abs(s) ** (2 / 3)
-    seg = np.hypot(np.diff(u * A_X * K_THETA), np.diff(v * Y_SCALE))  # arc length in model units
+    s, c = detmath.sincos(phi)
+    u = 0.5 - JAW_RU * detmath.power(np.abs(c), 2 / 3)
+    v = JAW_C - JAW_RV * detmath.power(np.abs(s), 2 / 3)
+    seg = detmath.hypot(np.diff(u * A_X * K_THETA), np.diff(v * Y_SCALE))  # arc length in model units
     arc = np.concatenate([[0], np.cumsum(seg)])
     k = np.searchsorted(arc, np.linspace(0, arc[-1], n)).clip(0, arc.size - 1)
     pts = np.stack([u[k], v[k]], 1)
