@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from densemark.core.errors import InputError
+from densemark.core.hashing import sha256_json
 from densemark.core.matio import load_npz_cache, save_npz_cache
 from densemark.core.report import RunReport, StageResult
 from densemark.faces.io import load_bfm_mean_model
@@ -68,9 +69,6 @@ def _cached_model_dir(d: Path, cache_dir: Path) -> MorphableModel:
     is read again; an unreadable copy is rebuilt. The arrays are the ones read from the files,
     bit for bit (same dtypes and memory order).
     """
-    import hashlib
-    import json
-
     stats = []
     for name in _MODEL_FILES:
         f = d / name
@@ -79,7 +77,7 @@ def _cached_model_dir(d: Path, cache_dir: Path) -> MorphableModel:
             stats.append([name, st.st_size, st.st_mtime_ns, st.st_ino])
     if not stats or stats[0][0] != "BFM.mat":
         return read_model_dir(d)  # missing files: read_model_dir words the error
-    key = hashlib.sha256(json.dumps([str(d.resolve()), stats]).encode()).hexdigest()[:20]
+    key = sha256_json([str(d.resolve()), stats])[:20]
     path = cache_dir / f"model-{key}.npz"
     z = load_npz_cache(path)
     if z is not None:
