@@ -339,6 +339,53 @@ def test_changed_params_rebuild_never_mix(built, build_world, tmp_path):
     assert _files(fresh) == _files(dst)
 
 
+def test_resume_rule_is_by_content_not_size(built, build_world, tmp_path):
+    """chunk_done (the one resume rule, used by run_build and the build flow alike) rejects a
+    shard whose bytes changed at the same size, a record of another fingerprint, a missing shard."""
+    w = build_world
+    dst = tmp_path / "ds"
+    shutil.copytree(built[0], dst)
+    plan = P.plan_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, dst))
+    assert all(C.chunk_done(plan, k) is not None for k in range(plan.n_chunks))
+    shard = plan.shard_paths(1)["parquet"]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, other bytes
+    shard.write_bytes(bytes(data))
+    plan.shard_paths(2)["hdf5"].unlink()
+    rec = json.loads(plan.record_path(0).read_text())
+    plan.record_path(0).write_text(json.dumps({**rec, "fingerprint": "0" * 64}))
+    assert [k for k in range(plan.n_chunks) if C.chunk_done(plan, k) is None] == [0, 1, 2]
+    r = B.finish_build(plan, [C.write_chunk(plan, k) for k in range(plan.n_chunks)])
+    assert [k for k in range(plan.n_chunks) if C.chunk_done(plan, k) is None] == []
+    assert _files(dst) == _files(built[0]) and r.manifest_sha256 == built[1].manifest_sha256
+
+
+def test_manifest_is_typed_and_refuses_what_it_cannot_read(built, tmp_path):
+    from densemark.datasets.manifest import VERSION, Manifest
+
+    out, res = built
+    m = Manifest.load(out)
+    assert m == res.value and m.sha256 == res.manifest_sha256 == hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
+    assert m.to_dict() == json.loads((out / "manifest.json").read_text())  # every field, nothing else
+    assert [e["path"] for e in m.shards()] == [f"part-{k:05d}.parquet" for k in range(3)] and m.read_format == "parquet"
+    assert res.metrics == B.build_metrics(m.to_dict()) and res.metrics["rows"] == 16
+    assert set(res.outputs) == {"dataset", "manifest", "report"}
+    d = m.to_dict()
+    for bad, field_ in (({**d, "version": VERSION - 1}, "version"), ({**d, "format": "other"}, "format"),
+                        ({k: v for k, v in d.items() if k != "files"}, "files")):  # fmt: skip
+        (tmp_path / "manifest.json").write_text(json.dumps(bad))
+        with pytest.raises(InputError) as e:
+            Manifest.load(tmp_path)
+        assert e.value.field == field_
+    with pytest.raises(InputError, match="no column"):
+        m.label_set("landmarks__nothing")
+    # an extra set whose sidecars do not cover every shard is refused, not read from the shards
+    partial = m.with_extra_set({"name": "x"}, "landmarks__x", [{"shard": "part-00000.parquet", "path": "p.parquet"}])
+    assert partial.columns[-1] == "landmarks__x" and partial.label_set("landmarks__x")["name"] == "x"
+    with pytest.raises(InputError, match="no parquet sidecar for part-00001.parquet"):
+        partial.sidecars("landmarks__x")
+
+
 # ----------------------------------------------------------------------------- quarantine, splits, sets
 
 

@@ -4,10 +4,10 @@
 the card, the torch dataset and the flows all go through it. A manifest lists every shard and
 label sidecar with its sha256, so its own sha256 names the dataset.
 
-Format versions (:data:`VERSION`, recorded in the manifest, every shard and every sidecar):
-
-* 2: flipped labels exact on the centre UV columns; HDF5 without variable-length data,
-  allocated in column order. Extra label sets live in sidecar files (one per shard and set).
+:data:`VERSION` is recorded in the manifest, every shard and every sidecar, and enters every
+fingerprint: readers refuse another version rather than guess at its layout. Version 2 means:
+flipped labels exact on the centre UV columns; HDF5 without variable-length data, allocated in
+column order; extra label sets only in sidecar files (one per shard and set), never in shards.
 """
 
 from __future__ import annotations

@@ -63,8 +63,8 @@ _MODEL_ARRAYS = ("mean", "shape_basis", "exp_basis", "triangles", "kpt_ind", "uv
 def _cached_model_dir(d: Path, cache_dir: Path) -> MorphableModel:
     """:func:`read_model_dir` through an uncompressed copy of its arrays in ``cache_dir``.
 
-    ``BFM.mat`` is zlib-compressed (50 MB for the embedded model, far more for the BFM): every
-    stage and build worker used to inflate it again (about 0.4 s for the embedded model). The
+    ``BFM.mat`` is zlib-compressed (50 MB for the embedded model, far more for the BFM): without
+    the copy every stage and build worker inflates it again (about 0.4 s for the embedded model). The
     copy is keyed by the folder and the model files' size, mtime and inode, so a rewritten file
     is read again; an unreadable copy is rebuilt. The arrays are the ones read from the files,
     bit for bit (same dtypes and memory order).
