@@ -18,8 +18,8 @@ import pytest
 import scipy.io as sio
 import yaml
 
-from densemark.core.images import decode_jpeg
 from densemark.core.errors import InputError
+from densemark.core.images import decode_jpeg
 from densemark.datasets import build as B
 from densemark.datasets import chunks as C
 from densemark.datasets import plan as P

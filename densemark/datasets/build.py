@@ -4,7 +4,7 @@ Organised so it can be distributed::
 
     plan = plan_build(...)                         # deterministic chunks + fingerprints (plan.py)
     results = [write_chunk(plan, k) for k in range(plan.n_chunks)]   # any order, any machine (chunks.py)
-    finish_build(plan, results)                    # report.json + manifest.json (manifest.py)
+    finish_build(plan, results)                    # report.json + manifest.json (here; Manifest: manifest.py)
 
 :func:`run_build` does exactly that, over a process pool. A chunk already written for the same
 inputs is skipped (:func:`densemark.datasets.chunks.chunk_done`), so a killed build resumes and
