@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 
 from densemark.datasets.build import finish_build
 from densemark.datasets.chunks import ChunkResult, write_chunk
+from densemark.datasets.manifest import Manifest
 from densemark.datasets.params import BuildParams, SplitParams
 from densemark.datasets.plan import BuildPaths, BuildPlan, plan_build
 from densemark.faces.params import ModelParams
@@ -106,23 +107,23 @@ def build_flow(
     sub = build_chunks_flow.with_options(task_runner=task_runner(p.flows))
     with in_root(base):
         res = sub(p.model, p.build, p.splits, p.flows, io, report_path)
-    publish_build(res["manifest"], res["report"], res["manifest_sha256"], Path(io["out_dir"]))
+    publish_build(Manifest.from_dict(res["manifest"], sha256=res["manifest_sha256"]), res["report"], Path(io["out_dir"]))
     return res
 
 
-def publish_build(manifest: dict, report: dict, sha: str, out: Path) -> None:
+def publish_build(manifest: Manifest, report: dict, out: Path) -> None:
     """Prefect artifacts of a build: counts table, quarantine table, summary."""
-    counts = manifest["counts"]
-    rows = [{"group": g, "value": v, "rows": n} for g in ("subset", "split", "flip", "subset_split", "valid") for v, n in counts.get(g, {}).items()]
+    sha = str(manifest.sha256)
+    rows = [{"group": g, "value": v, "rows": n} for g in ("subset", "split", "flip", "subset_split", "valid") for v, n in manifest.counts.get(g, {}).items()]
     create_table_artifact(rows, key="densemark-build-counts", description=f"rows of dataset {sha[:12]}")
     q = report.get("quarantine", [])
     create_table_artifact(
         q or [{"sample": "", "file": "", "field": "", "error": "(none)"}], key="densemark-quarantine", description=f"{len(q)} quarantined samples"
     )
     create_markdown_artifact(
-        f"# Dataset build\n\n`{out}`: **{manifest['rows']} rows** from {manifest['source_samples']} source samples, "
-        f"{manifest['quarantined']} quarantined, {len(manifest['files'])} shard files.\n\n"
-        f"Manifest sha256 `{sha}`; landmark set `{manifest['landmark_set']['name']}` ({manifest['landmark_set']['n_points']} points).\n",
+        f"# Dataset build\n\n`{out}`: **{manifest.rows} rows** from {manifest.source_samples} source samples, "
+        f"{manifest.quarantined} quarantined, {len(manifest.files)} shard files.\n\n"
+        f"Manifest sha256 `{sha}`; landmark set `{manifest.landmark_set['name']}` ({manifest.landmark_set['n_points']} points).\n",
         key="densemark-build",
         description="dataset build summary",
     )
