@@ -458,7 +458,10 @@ def test_relabel_adds_sidecars_without_touching_shards(built, build_world, tmp_p
     same = make_set(tpl, w["set"].ids, name="same", kpt68=w["set"].kpt68)
     p_same = same.save(tmp_path / "same.json")
     mp = w["model_params"]
-    man = R.relabel(mp, dataset_dir=dst, set_path=p_same, model_dir=mp.dir, template_dir=w["template_dir"])
+    rr = R.run_relabel(mp, dataset_dir=dst, set_path=p_same, model_dir=mp.dir, template_dir=w["template_dir"])
+    man = rr.value.to_dict()
+    assert rr.outputs == {"dataset": dst, "manifest": dst / "manifest.json"} and rr.metrics == {"rows": 16, "sidecars": 6}
+    assert rr.value.sha256 == hashlib.sha256((dst / "manifest.json").read_bytes()).hexdigest()
     assert "landmarks__same" in man["columns"] and man["extra_sets"]["same"]["n_points"] == len(same)
     assert {p.name: p.read_bytes() for p in dst.glob("part-*") if p.name in shards_before} == shards_before  # shards untouched
     side = {f["shard"]: f for f in man["extra_sets"]["same"]["files"]}

@@ -60,8 +60,8 @@ def run_relabel(
     permutation, else NaN.
 
     Returns:
-        outputs ``dataset`` (the folder) and ``manifest``; metrics ``rows``, ``sidecars``; the
-        updated :class:`Manifest` as ``value``.
+        outputs ``dataset`` (the folder) and ``manifest``; metrics ``rows`` (of the dataset)
+        and ``sidecars`` (files written, every format); the updated :class:`Manifest` as ``value``.
 
     Raises:
         InputError: no manifest, another model than the dataset's, a set on another template,
@@ -103,8 +103,8 @@ def run_relabel(
         else:
             shards.write_hdf5(q, cols, shard_meta, int(bp["hdf5_compression"]))
         files.append({"path": q.name, "format": e["format"], "chunk": e["chunk"], "shard": e["path"], "rows": len(lab), "bytes": q.stat().st_size, "sha256": sha256_file(q)})
-        rep.count("rows", len(lab))
         rep.count("sidecars")
+    rep.count("rows", manifest.rows)
     out = manifest.with_extra_set(set_summary(lset), col, files).write(dst)
     return StageResult(outputs={"dataset": dst, "manifest": Manifest.path(dst)}, report=rep, metrics=dict(rep.counts), value=out)
 
