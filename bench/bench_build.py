@@ -83,12 +83,13 @@ def _subset(src: Path, k: int) -> Path:
 def _build(work: Path, src: Path, out: Path, **kw) -> tuple[dict, float]:
     from densemark.datasets.build import run_build
     from densemark.datasets.params import BuildParams, SplitParams
+    from densemark.datasets.plan import BuildPaths
 
     shutil.rmtree(out, ignore_errors=True)
     bp = BuildParams(**kw)
     c0, t0 = _cpu(), time.perf_counter()
-    r = run_build(_model_params(work), bp, SplitParams(), model_dir=work / "model", template_dir=work / "template",
-                  set_path=SET, source_dir=src, out_dir=out)  # fmt: skip
+    paths = BuildPaths(model_dir=work / "model", template_dir=work / "template", set_path=SET, source_dir=src, out_dir=out)
+    r = run_build(_model_params(work), bp, SplitParams(), paths)
     _LAST_CPU[0] = _cpu() - c0
     return r.manifest, time.perf_counter() - t0
 
@@ -103,7 +104,7 @@ def _cpu() -> float:
 
 
 def _relabel(work: Path, out: Path) -> float:
-    from densemark.datasets.build import relabel
+    from densemark.datasets.relabel import relabel
 
     rel = work / "out-relabel"  # relabel in place, on a copy (the copy is not timed)
     shutil.rmtree(rel, ignore_errors=True)

@@ -13,6 +13,7 @@ import scipy.io as sio
 from densemark.core.images import decode_jpeg, encode_jpeg
 from densemark.core.seeding import rng_for
 from densemark.datasets.params import BuildParams, SplitParams
+from densemark.datasets.plan import BuildPaths
 from densemark.faces import procedural as fs
 from densemark.faces.model import MorphableModel
 from densemark.faces.params import ModelParams
@@ -139,8 +140,23 @@ def make_world(root: Path, n: int = 8, n_points: int = 40, seed: int = 0) -> dic
             "template": tpl, "set": lset, "model": model}
 
 
-def build_kwargs(w: dict, out: Path) -> dict:
-    return dict(model_dir=w["model_dir"], template_dir=w["template_dir"], set_path=w["set_path"], source_dir=w["source_dir"], out_dir=out)
+def build_paths(w: dict, out: Path) -> BuildPaths:
+    return BuildPaths(model_dir=w["model_dir"], template_dir=w["template_dir"], set_path=w["set_path"], source_dir=w["source_dir"], out_dir=out)
+
+
+class KillAtChunk:
+    """A build's shard hook (``write_chunk(..., hook=)``) that SIGKILLs its process when chunk
+    ``k`` is about to rename its first shard into place (picklable: usable with a pool)."""
+
+    def __init__(self, k: int):
+        self.k = k
+
+    def __call__(self, k: int, tmp: Path) -> None:
+        if k == self.k:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def small_build_params(**kw) -> BuildParams:

@@ -18,16 +18,21 @@ import pytest
 import scipy.io as sio
 import yaml
 
+from densemark.core.errors import InputError
 from densemark.core.images import decode_jpeg
 from densemark.datasets import build as B
+from densemark.datasets import chunks as C
+from densemark.datasets import plan as P
+from densemark.datasets import relabel as R
 from densemark.datasets.labels import LabelGeometry, flip_image, flip_points, mirror_sources
+from densemark.datasets.manifest import sidecar_name
 from densemark.datasets.params import SplitParams
 from densemark.faces.geometry import pose_batch
 from densemark.faces.model import KPT68_MIRROR
 from densemark.faces.uvmap import UVMap
 from densemark.sampling.landmark_set import make_set
 from densemark.sources.readers import read_fit_mat
-from tests.factories import SPLITS, build_kwargs, small_build_params
+from tests.factories import SPLITS, build_paths, small_build_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +49,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def built(build_world, tmp_path_factory):
     out = tmp_path_factory.mktemp("ds") / "ds"
-    res = B.run_build(build_world["model_params"], small_build_params(), SPLITS, **build_kwargs(build_world, out))
+    res = B.run_build(build_world["model_params"], small_build_params(), SPLITS, build_paths(build_world, out))
     return out, res
 
 
@@ -89,9 +94,10 @@ def test_shards_open_with_pyarrow_and_h5py_alone(built, build_world):
     np.testing.assert_array_equal(p[1], p[0] * np.array([1, -1, -1], np.float32))
 
 
-def test_hdf5_columns_round_trip_ragged_and_unicode(tmp_path):
-    """h5_column / h5_row read back what write_hdf5 wrote: ragged lists (flat + offsets),
-    non-ASCII strings (fixed-width UTF-8), empty images, rows in any order."""
+def test_shard_reader_round_trips_both_formats(tmp_path):
+    """read_columns / ShardReader read back what write_hdf5 and write_parquet wrote, alike for
+    both formats: ragged lists (HDF5: flat + offsets), non-ASCII strings (fixed-width UTF-8),
+    empty images, rows in any order and repeated, one row at a time across Parquet row groups."""
     from densemark.datasets import shards
 
     rng = np.random.default_rng(3)
@@ -99,23 +105,37 @@ def test_hdf5_columns_round_trip_ragged_and_unicode(tmp_path):
         "id": ["a", "żółw/flip", "c" * 40], "split": ["train", "val", "test"],
         "image": [b"\xff\xd8xyz", b"", bytes(range(256))],
         "shape_para": [rng.normal(size=4), rng.normal(size=2), rng.normal(size=0)],  # ragged
-        "exp_para": [rng.normal(size=3) for _ in range(3)],  # uniform: stored (n, 3)
+        "exp_para": [rng.normal(size=3) for _ in range(3)],  # uniform: (n, 3)
         "landmarks": rng.normal(size=(3, 12)).astype(np.float32),
+        "flip": np.array([False, True, False]),
     }
-    p = shards.write_hdf5(tmp_path / "s.h5", cols, {"k": "é"}, 4)
-    assert shards.read_meta(p) == {"k": "é"}
-    with h5py.File(p, "r") as f:
+    h5 = shards.write_hdf5(tmp_path / "s.h5", cols, {"k": "é"}, 4)
+    pa_ = shards.write_parquet(tmp_path / "s.parquet", shards.to_table(cols, {"k": "é"}), 2)
+    with h5py.File(h5, "r") as f:
         assert f["exp_para"].shape == (3, 3) and "shape_para_offsets" in f and f["landmarks"].shape == (3, 4, 3)
-        assert shards.h5_column(f, "id") == cols["id"] and shards.h5_column(f, "split", [2, 0]) == ["test", "train"]
-        assert shards.h5_column(f, "image") == cols["image"] and shards.h5_column(f, "image", [2, 1, 2]) == [cols["image"][i] for i in (2, 1, 2)]
-        for got, want in zip(shards.h5_column(f, "shape_para"), cols["shape_para"], strict=True):
-            np.testing.assert_array_equal(got, want)
-        for got, want in zip(shards.h5_column(f, "exp_para", [1, 0]), [cols["exp_para"][1], cols["exp_para"][0]], strict=True):
-            np.testing.assert_array_equal(got, want)
-        np.testing.assert_array_equal(shards.h5_column(f, "landmarks", [2, 0]), cols["landmarks"].reshape(3, 4, 3)[[2, 0]])
-        off = f["image_offsets"][()]
-        assert shards.h5_row(f, "image", 2, off) == cols["image"][2] and shards.h5_row(f, "id", 1) == "żółw/flip"
-    assert b"GCOL" not in p.read_bytes()
+    assert b"GCOL" not in h5.read_bytes()
+    for p in (h5, pa_):
+        assert shards.read_meta(p) == {"k": "é"}
+        got = shards.read_columns(p, list(cols))
+        assert got["id"] == cols["id"] and got["split"] == cols["split"] and got["image"] == cols["image"]
+        for g, want in zip(got["shape_para"], cols["shape_para"], strict=True):
+            assert g.dtype == np.float64
+            np.testing.assert_array_equal(g, want)
+        np.testing.assert_array_equal(got["exp_para"], np.stack(cols["exp_para"]))
+        np.testing.assert_array_equal(got["landmarks"], cols["landmarks"])  # (n, 3K) in both formats
+        np.testing.assert_array_equal(got["flip"], cols["flip"])
+        sub = shards.read_columns(p, ["split", "image", "landmarks", "exp_para"], [2, 0, 2])
+        assert sub["split"] == ["test", "train", "test"] and sub["image"] == [cols["image"][i] for i in (2, 0, 2)]
+        np.testing.assert_array_equal(sub["landmarks"], cols["landmarks"][[2, 0, 2]])
+        np.testing.assert_array_equal(sub["exp_para"], np.stack(cols["exp_para"])[[2, 0, 2]])
+        with shards.ShardReader(p) as r:
+            assert r.group_sizes() == ([2, 1] if p.suffix == ".parquet" else [3])
+            for i in (2, 0, 1, 1):
+                row = r.row(i, ["id", "image", "landmarks"])
+                assert row["id"] == cols["id"][i] and row["image"] == cols["image"][i]
+                np.testing.assert_array_equal(row["landmarks"], cols["landmarks"][i])
+            with pytest.raises(IndexError):
+                r.row(3, ["id"])
 
 
 def test_hdf5_bytes_do_not_depend_on_when_datasets_close(tmp_path, monkeypatch):
@@ -246,17 +266,17 @@ def test_same_params_byte_identical_and_chunk_order_free(built, build_world, tmp
     out, res = built
     w = build_world
     out2 = tmp_path / "again"
-    plan = B.plan_build(w["model_params"], small_build_params(), SPLITS, **build_kwargs(w, out2))
-    results = [B.write_chunk(plan, k) for k in reversed(range(plan.n_chunks))]  # any order
+    plan = P.plan_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, out2))
+    results = [C.write_chunk(plan, k) for k in reversed(range(plan.n_chunks))]  # any order
     r2 = B.finish_build(plan, results)
     assert _files(out2) == _files(out)
     assert r2.manifest_sha256 == res.manifest_sha256
     # a rerun skips every chunk and changes nothing
-    plan = B.plan_build(w["model_params"], small_build_params(), SPLITS, **build_kwargs(w, out2))
-    assert all(B.write_chunk(plan, k).skipped for k in range(plan.n_chunks))
+    plan = P.plan_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, out2))
+    assert all(C.write_chunk(plan, k).skipped for k in range(plan.n_chunks))
     # and the 2-process pool gives the same bytes
     out3 = tmp_path / "pool"
-    B.run_build(w["model_params"], small_build_params(workers=2), SPLITS, **build_kwargs(w, out3))
+    B.run_build(w["model_params"], small_build_params(workers=2), SPLITS, build_paths(w, out3))
     assert _files(out3) == _files(out)
 
 
@@ -282,7 +302,18 @@ def test_sigkill_then_rerun_is_byte_identical(built, build_world, tmp_path):
     out, _ = built
     params = _params_file(build_world, tmp_path / "params.yaml")
     dst = tmp_path / "killed"
-    r = _cli_build(build_world, params, dst, {B.KILL_ENV: "1"})  # dies while writing the second chunk
+    w = build_world
+    script = (  # a build killed (SIGKILL) while it writes the second chunk's first shard
+        "import sys\n"
+        "from densemark.config import load_params\n"
+        "from densemark.datasets.build import run_build\n"
+        "from densemark.datasets.plan import BuildPaths\n"
+        "from tests.factories import KillAtChunk\n"
+        "p = load_params(sys.argv[1])\n"
+        "run_build(p.model, p.build, p.splits, BuildPaths(*sys.argv[2:]), hook=KillAtChunk(1))\n"
+    )
+    argv = [str(params), str(w["model_dir"]), str(w["template_dir"]), str(w["set_path"]), str(w["source_dir"]), str(dst)]
+    r = subprocess.run([sys.executable, "-c", script, *argv], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
     assert r.returncode == -9, r.stderr
     assert list(dst.glob(".*.tmp")), "a stale temp file is left by the kill"
     assert not (dst / "manifest.json").exists()
@@ -297,15 +328,62 @@ def test_changed_params_rebuild_never_mix(built, build_world, tmp_path):
     w = build_world
     dst = tmp_path / "ds"
     shutil.copytree(built[0], dst)
-    r = B.run_build(w["model_params"], small_build_params(jpeg_quality=70, chunk_size=5), SPLITS, **build_kwargs(w, dst))
+    r = B.run_build(w["model_params"], small_build_params(jpeg_quality=70, chunk_size=5), SPLITS, build_paths(w, dst))
     names = sorted(p.name for p in dst.glob("part-*"))
     assert names == sorted(f"part-{k:05d}{s}" for k in range(2) for s in (".parquet", ".h5", ".json"))
     fps = {pq.read_schema(p).metadata[b"densemark"] for p in dst.glob("*.parquet")}
     assert all(json.loads(f)["dataset_fingerprint"] == r.manifest["fingerprint"] for f in fps)
     assert r.manifest["fingerprint"] != json.loads((built[0] / "manifest.json").read_text())["fingerprint"]
     fresh = tmp_path / "fresh"
-    B.run_build(w["model_params"], small_build_params(jpeg_quality=70, chunk_size=5), SPLITS, **build_kwargs(w, fresh))
+    B.run_build(w["model_params"], small_build_params(jpeg_quality=70, chunk_size=5), SPLITS, build_paths(w, fresh))
     assert _files(fresh) == _files(dst)
+
+
+def test_resume_rule_is_by_content_not_size(built, build_world, tmp_path):
+    """chunk_done (the one resume rule, used by run_build and the build flow alike) rejects a
+    shard whose bytes changed at the same size, a record of another fingerprint, a missing shard."""
+    w = build_world
+    dst = tmp_path / "ds"
+    shutil.copytree(built[0], dst)
+    plan = P.plan_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, dst))
+    assert all(C.chunk_done(plan, k) is not None for k in range(plan.n_chunks))
+    shard = plan.shard_paths(1)["parquet"]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, other bytes
+    shard.write_bytes(bytes(data))
+    plan.shard_paths(2)["hdf5"].unlink()
+    rec = json.loads(plan.record_path(0).read_text())
+    plan.record_path(0).write_text(json.dumps({**rec, "fingerprint": "0" * 64}))
+    assert [k for k in range(plan.n_chunks) if C.chunk_done(plan, k) is None] == [0, 1, 2]
+    r = B.finish_build(plan, [C.write_chunk(plan, k) for k in range(plan.n_chunks)])
+    assert [k for k in range(plan.n_chunks) if C.chunk_done(plan, k) is None] == []
+    assert _files(dst) == _files(built[0]) and r.manifest_sha256 == built[1].manifest_sha256
+
+
+def test_manifest_is_typed_and_refuses_what_it_cannot_read(built, tmp_path):
+    from densemark.datasets.manifest import VERSION, Manifest
+
+    out, res = built
+    m = Manifest.load(out)
+    assert m == res.value and m.sha256 == res.manifest_sha256 == hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
+    assert m.to_dict() == json.loads((out / "manifest.json").read_text())  # every field, nothing else
+    assert [e["path"] for e in m.shards()] == [f"part-{k:05d}.parquet" for k in range(3)] and m.read_format == "parquet"
+    assert res.metrics == B.build_metrics(m.to_dict()) and res.metrics["rows"] == 16
+    assert set(res.outputs) == {"dataset", "manifest", "report"}
+    d = m.to_dict()
+    for bad, field_ in (({**d, "version": VERSION - 1}, "version"), ({**d, "format": "other"}, "format"),
+                        ({k: v for k, v in d.items() if k != "files"}, "files")):  # fmt: skip
+        (tmp_path / "manifest.json").write_text(json.dumps(bad))
+        with pytest.raises(InputError) as e:
+            Manifest.load(tmp_path)
+        assert e.value.field == field_
+    with pytest.raises(InputError, match="no column"):
+        m.label_set("landmarks__nothing")
+    # an extra set whose sidecars do not cover every shard is refused, not read from the shards
+    partial = m.with_extra_set({"name": "x"}, "landmarks__x", [{"shard": "part-00000.parquet", "path": "p.parquet"}])
+    assert partial.columns[-1] == "landmarks__x" and partial.label_set("landmarks__x")["name"] == "x"
+    with pytest.raises(InputError, match="no parquet sidecar for part-00001.parquet"):
+        partial.sidecars("landmarks__x")
 
 
 # ----------------------------------------------------------------------------- quarantine, splits, sets
@@ -321,8 +399,8 @@ def test_bad_samples_are_quarantined_and_the_build_goes_on(build_world, tmp_path
     sio.savemat(mats[1], {k: v for k, v in m.items() if not k.startswith("__")})
     mats[2].with_suffix(".jpg").write_bytes(b"\xff\xd8 not a jpeg")
     w["source_dir"] = src
-    r = B.run_build(w["model_params"], small_build_params(), SPLITS, **build_kwargs(w, tmp_path / "ds"))
-    q = {e["file"]: e for e in r.report["quarantine"]}
+    r = B.run_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, tmp_path / "ds"))
+    q = {e["file"]: e for e in r.report.quarantine}
     assert set(q) == {mats[1].name, mats[2].name}
     assert q[mats[1].name]["field"] == "Shape_Para" and "non-finite" in q[mats[1].name]["error"]
     assert q[mats[2].name]["field"] == "image"
@@ -330,15 +408,15 @@ def test_bad_samples_are_quarantined_and_the_build_goes_on(build_world, tmp_path
 
 
 def test_splits_follow_source_image_groups(tmp_path):
-    assert B.source_group("AFW", "AFW_1051618982_1_3") == "AFW/AFW_1051618982_1"
-    assert B.source_group("AFW_Flip", "AFW_1051618982_1_0") == "AFW/AFW_1051618982_1"
-    assert B.source_group("synthetic", "SYN_image_00003_0") == "synthetic/SYN_image_00003"
+    assert P.source_group("AFW", "AFW_1051618982_1_3") == "AFW/AFW_1051618982_1"
+    assert P.source_group("AFW_Flip", "AFW_1051618982_1_0") == "AFW/AFW_1051618982_1"
+    assert P.source_group("synthetic", "SYN_image_00003_0") == "synthetic/SYN_image_00003"
     sp = SplitParams(seed=3, val=0.3, test=0.3)
     groups = [f"HELEN/HELEN_{i}_1" for i in range(400)]
-    got = [B.split_of(g, sp) for g in groups]
+    got = [P.split_of(g, sp) for g in groups]
     frac = {s: got.count(s) / len(got) for s in ("train", "val", "test")}
     assert abs(frac["test"] - 0.3) < 0.08 and abs(frac["val"] - 0.3) < 0.08
-    assert got != [B.split_of(g, SplitParams(seed=4, val=0.3, test=0.3)) for g in groups]  # seeded
+    assert got != [P.split_of(g, SplitParams(seed=4, val=0.3, test=0.3)) for g in groups]  # seeded
     # a 300W-LP-like tree: subsets from the top folders, variants and _Flip twins share a split
     for sub in ("AFW", "AFW_Flip", "IBUG"):
         for j in range(3):
@@ -346,7 +424,7 @@ def test_splits_follow_source_image_groups(tmp_path):
                 d = tmp_path / sub
                 d.mkdir(exist_ok=True)
                 (d / f"{sub[:4].rstrip('_')}_{j}_1_{k}.mat").write_bytes(f"{sub}{j}{k}".encode())
-    items = B.list_items(tmp_path, "synthetic", sp)
+    items = P.list_items(tmp_path, "synthetic", sp)
     assert {it.subset for it in items} == {"AFW", "AFW_Flip", "IBUG"}
     by_group: dict[str, set] = {}
     for it in items:
@@ -362,7 +440,7 @@ def test_inexact_set_is_not_flipped_and_says_so(build_world, tmp_path):
     lset = make_set(tpl, ids, name="one-sided")
     assert not lset.mirror_exact
     w["set_path"] = lset.save(tmp_path / "one.json")
-    r = B.run_build(w["model_params"], small_build_params(), SPLITS, **build_kwargs(w, tmp_path / "ds"))
+    r = B.run_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, tmp_path / "ds"))
     assert r.manifest["flip"] is False and r.manifest["counts"]["flip"] == {"false": 8}
     assert any("no exact mirror permutation" in n for n in r.manifest["notes"])
 
@@ -380,29 +458,32 @@ def test_relabel_adds_sidecars_without_touching_shards(built, build_world, tmp_p
     same = make_set(tpl, w["set"].ids, name="same", kpt68=w["set"].kpt68)
     p_same = same.save(tmp_path / "same.json")
     mp = w["model_params"]
-    man = B.relabel(mp, dataset_dir=dst, set_path=p_same, model_dir=mp.dir, template_dir=w["template_dir"])
+    rr = R.run_relabel(mp, dataset_dir=dst, set_path=p_same, model_dir=mp.dir, template_dir=w["template_dir"])
+    man = rr.value.to_dict()
+    assert rr.outputs == {"dataset": dst, "manifest": dst / "manifest.json"} and rr.metrics == {"rows": 16, "sidecars": 6}
+    assert rr.value.sha256 == hashlib.sha256((dst / "manifest.json").read_bytes()).hexdigest()
     assert "landmarks__same" in man["columns"] and man["extra_sets"]["same"]["n_points"] == len(same)
     assert {p.name: p.read_bytes() for p in dst.glob("part-*") if p.name in shards_before} == shards_before  # shards untouched
     side = {f["shard"]: f for f in man["extra_sets"]["same"]["files"]}
     assert sorted(side) == sorted(e["path"] for e in man["files"])
     for e in man["files"]:
         f = side[e["path"]]
-        assert f["path"] == B.sidecar_name(e["path"], "same") and hashlib.sha256((dst / f["path"]).read_bytes()).hexdigest() == f["sha256"]
+        assert f["path"] == sidecar_name(e["path"], "same") and hashlib.sha256((dst / f["path"]).read_bytes()).hexdigest() == f["sha256"]
     for part in sorted(dst.glob("part-?????.parquet")):
         t = pq.read_table(part)
-        lab = pq.read_table(dst / B.sidecar_name(part.name, "same"))  # pyarrow alone: the two tables align row by row
+        lab = pq.read_table(dst / sidecar_name(part.name, "same"))  # pyarrow alone: the two tables align row by row
         assert lab.column("id").to_pylist() == t.column("id").to_pylist()
         joined = t.append_column("landmarks__same", lab.column("landmarks__same"))
         np.testing.assert_array_equal(np.stack(joined.column("landmarks__same").to_numpy(zero_copy_only=False)),
                                       np.stack(t.column("landmarks").to_numpy(zero_copy_only=False)))  # fmt: skip
-    with h5py.File(dst / "part-00000.h5", "r") as f, h5py.File(dst / B.sidecar_name("part-00000.h5", "same"), "r") as g:
+    with h5py.File(dst / "part-00000.h5", "r") as f, h5py.File(dst / sidecar_name("part-00000.h5", "same"), "r") as g:
         np.testing.assert_array_equal(g["landmarks__same"][()], f["landmarks"][()])
         assert list(g["id"][()]) == list(f["id"][()])
     # a rerun of relabel is idempotent; a rerun of the same build keeps the sidecars and their record
     before = _files(dst)
-    B.relabel(mp, dataset_dir=dst, set_path=p_same, model_dir=mp.dir, template_dir=w["template_dir"])
+    R.relabel(mp, dataset_dir=dst, set_path=p_same, model_dir=mp.dir, template_dir=w["template_dir"])
     assert _files(dst) == before
-    B.run_build(mp, small_build_params(), SPLITS, **build_kwargs(w, dst))
+    B.run_build(mp, small_build_params(), SPLITS, build_paths(w, dst))
     assert _files(dst) == before
     # the torch dataset reads the sidecar column transparently
     from densemark.datasets.torch_data import ShardDataset
@@ -419,15 +500,15 @@ def test_relabel_adds_sidecars_without_touching_shards(built, build_world, tmp_p
     assert dense.mirror_exact and len(dense) > len(w["set"])
     p_dense = dense.save(tmp_path / "dense.json")
     out_copy = tmp_path / "relabelled"
-    B.relabel(mp, dataset_dir=dst, set_path=p_dense, model_dir=mp.dir, template_dir=w["template_dir"], out_dir=out_copy)
+    R.relabel(mp, dataset_dir=dst, set_path=p_dense, model_dir=mp.dir, template_dir=w["template_dir"], out_dir=out_copy)
     man2 = json.loads((out_copy / "manifest.json").read_text())
     assert sorted(man2["extra_sets"]) == ["dense", "same"] and _files(dst) == before
     w["set_path"] = p_dense
     full = tmp_path / "full"
-    B.run_build(mp, small_build_params(kpt68_tol=1.0), SPLITS, **build_kwargs(w, full))
+    B.run_build(mp, small_build_params(kpt68_tol=1.0), SPLITS, build_paths(w, full))
     for part in sorted(full.glob("*.parquet")):
         a = pq.read_table(part).column("landmarks").to_numpy(zero_copy_only=False)
-        b = pq.read_table(out_copy / B.sidecar_name(part.name, "dense")).column("landmarks__dense").to_numpy(zero_copy_only=False)
+        b = pq.read_table(out_copy / sidecar_name(part.name, "dense")).column("landmarks__dense").to_numpy(zero_copy_only=False)
         np.testing.assert_array_equal(np.stack(a), np.stack(b))
     h5only = tmp_path / "h5only"  # the HDF5 sidecars, read the same way
     shutil.copytree(out_copy, h5only)
@@ -440,9 +521,9 @@ def test_relabel_adds_sidecars_without_touching_shards(built, build_world, tmp_p
         np.testing.assert_array_equal(d5[i]["landmarks"], dp[i]["landmarks"])
         assert d5[i]["landmarks"].shape == (len(dense), 3)
     # a sidecar whose rows do not match its shard is refused
-    bad = pq.read_table(out_copy / B.sidecar_name("part-00000.parquet", "dense"))
-    pq.write_table(bad.slice(1), out_copy / B.sidecar_name("part-00000.parquet", "dense"))
-    with pytest.raises(B.InputError, match="rows do not match"):
+    bad = pq.read_table(out_copy / sidecar_name("part-00000.parquet", "dense"))
+    pq.write_table(bad.slice(1), out_copy / sidecar_name("part-00000.parquet", "dense"))
+    with pytest.raises(InputError, match="rows do not match"):
         ShardDataset(out_copy, column="landmarks__dense")
 
 
@@ -473,22 +554,19 @@ def test_shard_dataset_with_dataloader_workers(built):
 
 
 @pytest.mark.parametrize("err_scale, matmul_ratio", [(1.0, 1e9), (1e30, 1e9), (1.0, 0)])
-def test_mesh_minimum_search_is_exact(build_world, monkeypatch, err_scale, matmul_ratio):
+def test_mesh_minimum_search_is_exact(build_world, err_scale, matmul_ratio):
     """The patch-bounded z minimum equals pose_batch's full-mesh minimum bit for bit, over varied
     fits; also when every candidate goes through the left-to-right fallback (err_scale), and
     with the products of the candidate pairs instead of one matrix product (matmul_ratio)."""
-    from densemark.datasets import labels as L
     from tests.factories import grid_model
 
-    monkeypatch.setattr(L, "_ERR_SCALE", err_scale)
-    monkeypatch.setattr(L, "_MATMUL_RATIO", matmul_ratio)
     rng = np.random.default_rng(11)
     for model, scale in ((build_world["model"], 3e4), (grid_model(), 300.0)):
         uvm = UVMap.for_model(model, 64)
         from densemark.faces.uvmap import derive_template
 
         tpl = derive_template(model, uvm)
-        geo = LabelGeometry(model, uvm, tpl, np.arange(0, tpl.n_vertices, 17))
+        geo = LabelGeometry(model, uvm, tpl, np.arange(0, tpl.n_vertices, 17), err_scale=err_scale, matmul_ratio=matmul_ratio)
         b = 40
         sp = rng.normal(0, scale, (b, model.n_shape))
         ep = rng.normal(0, 1, (b, model.n_exp))
@@ -540,7 +618,7 @@ def test_model_hash_and_pose_affine_forms(build_world):
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
     fm = dataclasses.replace(m, shape_basis=np.asfortranarray(m.shape_basis), exp_basis=np.asfortranarray(m.exp_basis))
-    assert B.model_sha256(fm) == B.model_sha256(m) == h.hexdigest()
+    assert fm.content_hash() == m.content_hash() == h.hexdigest()
     rng = np.random.default_rng(5)
     pose = np.column_stack([rng.uniform(-1, 1, (6, 3)), rng.uniform(50, 150, (6, 3)), rng.uniform(5e-4, 1e-3, 6)])
     vec = np.column_stack([rng.uniform(0.2, 2, 6), rng.normal(0, 30, (6, 3)), np.full(6, 64)])
@@ -563,7 +641,7 @@ def test_hdf5_only_posmaps_and_kpt68_check(build_world, tmp_path):
 
     w = dict(build_world)
     out = tmp_path / "h5"
-    r = B.run_build(w["model_params"], small_build_params(formats=["hdf5"], posmaps=True), SPLITS, **build_kwargs(w, out))
+    r = B.run_build(w["model_params"], small_build_params(formats=["hdf5"], posmaps=True), SPLITS, build_paths(w, out))
     assert not list(out.glob("*.parquet")) and r.manifest["rows"] == 16
     ds = ShardDataset(out)
     assert len(ds) == 16 and ds[1]["flip"] and ds[1]["image"].shape == (64, 64, 3)
@@ -581,9 +659,9 @@ def test_hdf5_only_posmaps_and_kpt68_check(build_world, tmp_path):
     # a set whose kpt68 positions point at the wrong landmarks
     bad = make_set(tpl, w["set"].ids, name="shuffled", kpt68=np.roll(w["set"].kpt68, 5))
     w["set_path"] = bad.save(tmp_path / "bad.json")
-    r = B.run_build(w["model_params"], small_build_params(), SPLITS, **build_kwargs(w, tmp_path / "bad"))
+    r = B.run_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, tmp_path / "bad"))
     assert r.manifest["rows"] == 0 and r.manifest["quarantined"] == 8
-    assert {q["field"] for q in r.report["quarantine"]} == {"kpt68"}
+    assert {q["field"] for q in r.report.quarantine} == {"kpt68"}
 
 
 def test_blocks_follow_row_groups_and_the_block_shuffle_keeps_them_together(built):
@@ -617,13 +695,13 @@ def test_blocks_follow_row_groups_and_the_block_shuffle_keeps_them_together(buil
 
 def test_source_item_record_is_asdict():
     """The chunk fingerprints hash ``record()``: it must stay what ``asdict`` gives."""
-    it = B.SourceItem("AFW/a_1.mat", "AFW", "AFW/a", "train", "0" * 64)
+    it = P.SourceItem("AFW/a_1.mat", "AFW", "AFW/a", "train", "0" * 64)
     assert it.record() == dataclasses.asdict(it)
 
 
 def test_chunk_result_to_dict_is_asdict():
     """The chunk record is written from ``to_dict()``: it must stay ``asdict`` less ``skipped``."""
-    r = B.ChunkResult(3, "f" * 64, {"parquet": {"name": "p", "rows": 2}}, {"rows": 2}, [{"sample": "a", "error": "e"}],
+    r = C.ChunkResult(3, "f" * 64, {"parquet": {"name": "p", "rows": 2}}, {"rows": 2}, [{"sample": "a", "error": "e"}],
                       {"id": ["a", "b"], "flip": [False, True], "yaw": [1.5, -1.5]}, skipped=True)  # fmt: skip
     d = dataclasses.asdict(r)
     d.pop("skipped")
@@ -644,9 +722,9 @@ def test_source_hashes_in_other_processes_equal_the_serial_ones(tmp_path):
         if i % 7:
             (tmp_path / f"S_{i:03d}_0{'.png' if i % 5 == 0 else '.jpg'}").write_bytes(f"img{i}".encode() * 3)
     (tmp_path / "S_003_0.jpeg").mkdir()  # not a file: skipped for the next suffix
-    serial = B.list_items(tmp_path, "synthetic", SPLITS)
+    serial = P.list_items(tmp_path, "synthetic", SPLITS)
     with ProcessPoolExecutor(2) as ex:
-        assert B.list_items(tmp_path, "synthetic", SPLITS, pmap=ex.map) == serial
+        assert P.list_items(tmp_path, "synthetic", SPLITS, pmap=ex.map) == serial
     assert len(serial) == 70
     for it in serial:
         i = int(it.stem.split("_")[1])

@@ -7,7 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from densemark.datasets import build as B
+from densemark.datasets.chunks import crop_of
 from densemark.datasets.params import BuildParams, SplitParams
+from densemark.datasets.plan import BuildPaths
 from densemark.faces.params import ModelParams
 from densemark.faces.template import read_index_list
 from densemark.sampling.landmark_set import make_set
@@ -26,9 +28,9 @@ def test_real_sample_builds_with_the_paper_set(real_dir, real_template, tmp_path
     for suf in (".jpg", ".mat"):
         (src / f"IBUG_image_008_1_0{suf}").symlink_to(real_dir / "300wlp" / f"IBUG_image_008_1_0{suf}")
     mp = ModelParams(source="bfm-mean", dir=real_dir / "bfm", cache_dir=tmp_path / "cache", uv_res=256)
-    r = B.run_build(mp, BuildParams(workers=1), SplitParams(), model_dir=real_dir / "bfm", template_dir=real_dir / "template",
-                    set_path=set_path, source_dir=tmp_path / "300W_LP", out_dir=tmp_path / "ds")  # fmt: skip
-    assert r.manifest["quarantined"] == 0, r.report["quarantine"]
+    paths = BuildPaths(model_dir=real_dir / "bfm", template_dir=real_dir / "template", set_path=set_path, source_dir=tmp_path / "300W_LP", out_dir=tmp_path / "ds")
+    r = B.run_build(mp, BuildParams(workers=1), SplitParams(), paths)
+    assert r.manifest["quarantined"] == 0, r.report.quarantine
     n_rows = 2 if lset.mirror_exact else 1
     assert r.manifest["rows"] == n_rows and r.manifest["counts"]["subset"] == {"IBUG": n_rows}
     t = pq.read_table(tmp_path / "ds" / "part-00000.parquet").to_pydict()
@@ -39,7 +41,7 @@ def test_real_sample_builds_with_the_paper_set(real_dir, real_template, tmp_path
     assert np.abs(lm[k68, :2] - kp[:, :2]).max() < 0.03 * 256  # the set's 68 subset sits on the keypoints
     # the keypoints, mapped back to the image, sit on the sample's 2D annotation (the mean shape
     # stands in for the fitted identity: a few pixels off on a ~200 px face)
-    crop = B.crop_of(t["crop"][0])
+    crop = crop_of(t["crop"][0])
     img_kp = crop.invert(kp.astype(np.float64))[:, :2]
     pt2d = read_fit_mat(src / "IBUG_image_008_1_0.mat").pt2d.T
     err = np.linalg.norm(img_kp - pt2d, axis=1)

@@ -15,7 +15,7 @@ from densemark.card import card as cd
 from densemark.card.params import CardParams
 from densemark.core.errors import InputError
 from densemark.datasets.build import run_build
-from tests.factories import SPLITS, build_kwargs, make_world, small_build_params
+from tests.factories import SPLITS, build_paths, make_world, small_build_params
 
 SECTIONS = ("Motivation", "Composition", "Collection Process", "Preprocessing/cleaning/labeling", "Uses", "Distribution", "Maintenance")
 
@@ -24,7 +24,7 @@ SECTIONS = ("Motivation", "Composition", "Collection Process", "Preprocessing/cl
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("cardbuild")
     w = make_world(root, n=6, n_points=40)
-    res = run_build(w["model_params"], small_build_params(), SPLITS, **build_kwargs(w, root / "ds"))
+    res = run_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, root / "ds"))
     return w, root / "ds", res
 
 

@@ -199,6 +199,7 @@ def test_prepare_reruns_what_changed(world):
 def test_build_flow_on_dask_is_byte_identical_to_the_serial_build(world):
     from densemark.config import load_params
     from densemark.datasets.build import run_build
+    from densemark.datasets.plan import BuildPaths
     from densemark.flows.build import build_flow
 
     root, _, _ = world
@@ -206,8 +207,9 @@ def test_build_flow_on_dask_is_byte_identical_to_the_serial_build(world):
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        serial = run_build(p.model, p.build, p.splits, model_dir="data/model", template_dir="data/template",
-                           set_path="landmarks/embedded-520.json", source_dir="data/sources/300wlp", out_dir="data/serial")  # fmt: skip
+        paths = BuildPaths(model_dir="data/model", template_dir="data/template", set_path="landmarks/embedded-520.json",
+                           source_dir="data/sources/300wlp", out_dir="data/serial")  # fmt: skip
+        serial = run_build(p.model, p.build, p.splits, paths)
     finally:
         os.chdir(cwd)
     from distributed import LocalCluster
@@ -224,11 +226,11 @@ def test_build_flow_on_dask_is_byte_identical_to_the_serial_build(world):
     assert {"densemark-build", "densemark-build-counts", "densemark-quarantine"} <= set(arts)
     rows = {(r["group"], r["value"]): r["rows"] for r in json.loads(arts["densemark-build-counts"]["data"])}
     assert rows[("split", "train")] == serial.manifest["counts"]["split"]["train"]
-    # rerun on a LocalCluster of the params (flows.n_workers): every chunk comes from the cache
+    # rerun on a LocalCluster of the params (flows.n_workers): every chunk is found done on disk
     before = _tree(root / "data/dataset")
     assert build_flow(params_path=str(root / "params.yaml"))["manifest_sha256"] == serial.manifest_sha256
     assert _tree(root / "data/dataset") == before
-    # a lost shard: that chunk runs again (the others stay cached), the folder is as before
+    # a lost shard: that chunk runs again (the others are found done), the folder is as before
     sorted((root / "data/dataset").glob("part-*.h5"))[1].unlink()
     assert build_flow(params_path=str(root / "params.yaml"))["manifest_sha256"] == serial.manifest_sha256
     assert _tree(root / "data/dataset") == before

@@ -15,7 +15,9 @@ import yaml
 
 from densemark.core.atomic import remove_stale_temps
 from densemark.datasets import build as B
-from tests.factories import SPLITS, build_kwargs, small_build_params
+from densemark.datasets import relabel as R
+from densemark.datasets.manifest import sidecar_name
+from tests.factories import SPLITS, build_paths, small_build_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,9 +47,9 @@ def test_killed_relabel_rerun_leaves_no_temp_files(build_world, tmp_path):
     w = build_world
     mp = w["model_params"]
     src = tmp_path / "built"
-    B.run_build(mp, small_build_params(), SPLITS, **build_kwargs(w, src))
+    B.run_build(mp, small_build_params(), SPLITS, build_paths(w, src))
     clean = tmp_path / "clean"
-    B.relabel(mp, dataset_dir=src, set_path=w["set_path"].with_name("set.json"), model_dir=mp.dir, template_dir=w["template_dir"], out_dir=clean)
+    R.relabel(mp, dataset_dir=src, set_path=w["set_path"].with_name("set.json"), model_dir=mp.dir, template_dir=w["template_dir"], out_dir=clean)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"model": {"source": "bfm", "dir": str(mp.dir), "cache_dir": str(mp.cache_dir), "uv_res": mp.uv_res}}))
     cmd = [sys.executable, "-m", "densemark", "--params", str(params), "relabel", str(src), "--set", str(w["set_path"]),
@@ -61,7 +63,7 @@ def test_killed_relabel_rerun_leaves_no_temp_files(build_world, tmp_path):
         p.send_signal(signal.SIGKILL)
         p.wait()
         if dst.exists():  # as a killed writer leaves it, plus one sidecar temp caught mid-write
-            (dst / f".{B.sidecar_name('part-00000.parquet', 'test-set')}.abc123.tmp").write_bytes(b"half")
+            (dst / f".{sidecar_name('part-00000.parquet', 'test-set')}.abc123.tmp").write_bytes(b"half")
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
         assert not list(dst.glob(".*.tmp"))
@@ -75,8 +77,8 @@ def test_no_output_names_the_folders_it_was_built_from(build_world, tmp_path):
     mp = w["model_params"]
     assert Path(mp.dir).is_absolute() and Path(mp.cache_dir).is_absolute()
     out = tmp_path / "ds"
-    B.run_build(mp, small_build_params(), SPLITS, **build_kwargs(w, out))
-    B.relabel(mp, dataset_dir=out, set_path=w["set_path"], model_dir=mp.dir, template_dir=w["template_dir"])
+    B.run_build(mp, small_build_params(), SPLITS, build_paths(w, out))
+    R.relabel(mp, dataset_dir=out, set_path=w["set_path"], model_dir=mp.dir, template_dir=w["template_dir"])
     roots = {str(Path(mp.dir).parent).encode(), str(tmp_path).encode(), str(ROOT).encode()}
     files = [p for p in out.rglob("*") if p.is_file()]
     assert any(p.name == "report.json" for p in files) and any(p.name == "manifest.json" for p in files)

@@ -100,10 +100,10 @@ def test_train_command_on_a_built_dataset(tmp_path):
     from densemark.cli import main
     from densemark.datasets import build as B
     from densemark.datasets.torch_data import ShardDataset
-    from tests.factories import SPLITS, build_kwargs, make_world, small_build_params
+    from tests.factories import SPLITS, build_paths, make_world, small_build_params
 
     w = make_world(tmp_path / "world", n=6)
-    B.run_build(w["model_params"], small_build_params(formats=["parquet"]), SPLITS, **build_kwargs(w, tmp_path / "ds"))
+    B.run_build(w["model_params"], small_build_params(formats=["parquet"]), SPLITS, build_paths(w, tmp_path / "ds"))
     params = tmp_path / "params.yaml"
     train = dict(width=0.25, input_size=32, epochs=1, batch_size=4, workers=2, threads=1)
     params.write_text(yaml.safe_dump({"train": train}))

@@ -30,14 +30,14 @@ from densemark.card.params import CardParams
 from densemark.card.plots import layout_figure, pose_figure, samples_figure
 from densemark.core.atomic import write_json, write_text
 from densemark.core.errors import InputError
-from densemark.core.outdir import sha256_file
+from densemark.core.hashing import sha256_file
 from densemark.datasets import shards
+from densemark.datasets.manifest import Manifest
 from densemark.faces.template import load_template
 from densemark.sampling.landmark_set import LandmarkSet
 
 FORMAT = "densemark-card"
 VERSION = 1
-DATASET_FORMAT = "densemark-dataset"
 REAL_300WLP = {"AFW", "HELEN", "IBUG", "LFPW"}
 FIGURES = {"pose": "pose.png", "layout": "layout.png", "samples": "samples.png"}
 
@@ -47,19 +47,7 @@ PathLike = str | os.PathLike
 # ----------------------------------------------------------------------------- reading
 
 
-def _json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise InputError(path, None, f"{what} not found")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(path, None, f"{what} is not valid JSON ({exc})") from exc
-    if not isinstance(obj, dict):
-        raise InputError(path, None, f"{what}: expected a JSON object")
-    return obj
-
-
-def load_build(dataset_dir: PathLike) -> tuple[dict, dict, list[Path]]:
+def load_build(dataset_dir: PathLike) -> tuple[Manifest, dict, list[Path]]:
     """The manifest, the run report and the shard paths of one format (Parquet when built).
 
     Raises:
@@ -67,59 +55,31 @@ def load_build(dataset_dir: PathLike) -> tuple[dict, dict, list[Path]]:
             the sha256 the manifest records.
     """
     d = Path(dataset_dir)
-    man_path = d / "manifest.json"
-    man = _json(man_path, "dataset manifest")
-    if man.get("format") != DATASET_FORMAT:
-        raise InputError(man_path, "format", f"expected {DATASET_FORMAT!r}, got {man.get('format')!r}")
-    for key in ("rows", "counts", "landmark_set", "files", "report", "formats"):
-        if key not in man:
-            raise InputError(man_path, key, "missing")
-    rep_path = d / man["report"]["path"]
-    if not rep_path.is_file() or sha256_file(rep_path) != man["report"]["sha256"]:
+    man = Manifest.load(d)
+    rep_path = d / man.report["path"]
+    if not rep_path.is_file() or sha256_file(rep_path) != man.report["sha256"]:
         raise InputError(rep_path, None, "run report missing or not the one the manifest records")
-    report = _json(rep_path, "run report")
-    fmt = "parquet" if "parquet" in man["formats"] else man["formats"][0]
-    shards = []
-    for e in man["files"]:
-        if e["format"] != fmt:
-            continue
+    try:
+        report = json.loads(rep_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(rep_path, None, f"run report is not valid JSON ({exc})") from exc
+    paths = []
+    for e in man.shards():
         p = d / e["path"]
         if not p.is_file() or sha256_file(p) != e["sha256"]:
             raise InputError(p, None, "shard missing or not the one the manifest records")
-        shards.append(p)
-    return man, report, shards
+        paths.append(p)
+    return man, report, paths
 
 
 def read_columns(path: Path, columns: list[str], rows: np.ndarray | None = None) -> dict[str, object]:
-    """Columns of one shard (Parquet with pyarrow alone; HDF5 through :func:`densemark.datasets.shards.h5_column`).
-
-    Label arrays come back as (n, K, 3) float32; ``image`` as a list of JPEG bytes; strings as
-    lists; ``rows`` (indices) selects rows.
-    """
-    out: dict[str, object] = {}
-    if path.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        t = pq.read_table(path, columns=columns)
-        if rows is not None:
-            t = t.take(pa.array(rows, pa.int64()))
-        for name in columns:
-            col = t.column(name).combine_chunks()
-            if pa.types.is_fixed_size_list(col.type):
-                v = col.values.to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
-                out[name] = v.reshape(len(col), -1, 3) if name in ("landmarks", "kpt68") else v
-            elif pa.types.is_binary(col.type) or pa.types.is_string(col.type):
-                out[name] = col.to_pylist()
-            else:
-                out[name] = col.to_numpy(zero_copy_only=False)
-        return out
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        for name in columns:
-            v = shards.h5_column(f, name, rows)
-            out[name] = np.asarray(v).reshape(len(v), -1, 3) if name in ("landmarks", "kpt68") else v
+    """Columns of one shard (:func:`densemark.datasets.shards.read_columns`), the label arrays
+    ``landmarks`` and ``kpt68`` as (n, K, 3)."""
+    out = shards.read_columns(path, columns, rows)
+    for name in ("landmarks", "kpt68"):
+        if name in out:
+            v = out[name]
+            out[name] = v.reshape(len(v), -1, 3)
     return out
 
 
@@ -253,7 +213,8 @@ def run_card(
         ``{"outputs": {name: path}, "card": the card.json object, "markdown": str}``.
     """
     d, out = Path(dataset_dir), Path(out_dir)
-    man, report, shards = load_build(d)
+    manifest, report, shard_paths = load_build(d)
+    man = manifest.to_dict()
     tpl = load_template(template_dir)
     ls = LandmarkSet.load(set_path, tpl)
     if ls.sha256() != man["landmark_set"].get("sha256"):
@@ -261,7 +222,7 @@ def run_card(
     out.mkdir(parents=True, exist_ok=True)
 
     cols = ["id", "split", "flip", "subset", "pose", "valid"]
-    per = [read_columns(p, cols) for p in shards]
+    per = [read_columns(p, cols) for p in shard_paths]
     shard_of = np.concatenate([np.full(len(c["id"]), i) for i, c in enumerate(per)]) if per else np.zeros(0, int)
     row_in = np.concatenate([np.arange(len(c["id"])) for c in per]) if per else np.zeros(0, int)
     ids = [x for c in per for x in c["id"]]
@@ -281,7 +242,7 @@ def run_card(
     pick = grid_rows(pose[:, 1], ids, valid, card.n_samples)
     samples = []
     for i in pick:
-        c = read_columns(shards[shard_of[i]], ["image", "landmarks", "kpt68"], np.array([row_in[i]]))
+        c = read_columns(shard_paths[shard_of[i]], ["image", "landmarks", "kpt68"], np.array([row_in[i]]))
         samples.append({
             "image": _decode(c["image"][0]), "landmarks": c["landmarks"][0], "kpt68": c["kpt68"][0],
             "label": f"{ids[i]}\n{split[i]}  yaw {pose[i, 1]:+.0f}°" + ("  flipped" if flip[i] else ""),
@@ -296,7 +257,7 @@ def run_card(
         "version": VERSION,
         "pretty_name": card.pretty_name,
         "dataset": {
-            "manifest_sha256": sha256_file(d / "manifest.json"),
+            "manifest_sha256": manifest.sha256,
             "fingerprint": man.get("fingerprint"),
             "rows": man["rows"],
             "source_samples": man.get("source_samples"),

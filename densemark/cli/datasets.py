@@ -54,12 +54,11 @@ def register_build(sub: argparse._SubParsersAction) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     from densemark.datasets.build import build_metrics, run_build
+    from densemark.datasets.plan import BuildPaths
 
     params = load_params(args.params)
-    res = run_build(
-        params.model, params.build, params.splits, model_dir=args.model_dir or params.model.dir, template_dir=args.template,
-        set_path=args.set, source_dir=args.source, out_dir=args.out, report_path=args.report, workers=args.workers,
-    )  # fmt: skip
+    paths = BuildPaths(model_dir=args.model_dir or params.model.dir, template_dir=args.template, set_path=args.set, source_dir=args.source, out_dir=args.out)
+    res = run_build(params.model, params.build, params.splits, paths, report_path=args.report, workers=args.workers)
     m = res.manifest
     if args.metrics:
         write_json(args.metrics, build_metrics(m))
@@ -68,7 +67,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _relabel(args: argparse.Namespace) -> int:
-    from densemark.datasets.build import relabel
+    from densemark.datasets.relabel import relabel
 
     params = load_params(args.params)
     m = relabel(params.model, dataset_dir=args.dataset, set_path=args.set, model_dir=args.model_dir or params.model.dir, template_dir=args.template, out_dir=args.out)

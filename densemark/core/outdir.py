@@ -13,28 +13,14 @@ content, code version). On a rerun:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from densemark.core.atomic import write_json
 from densemark.core.errors import InputError
+from densemark.core.hashing import sha256_json
 
 STAMP = ".densemark-stage.json"
-
-
-def fingerprint(obj: object) -> str:
-    """SHA-256 (hex) of a JSON-serialisable object, keys sorted."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()
-
-
-def sha256_file(path: str | Path) -> str:
-    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def remove_temp_files(folder: str | Path) -> int:
@@ -64,7 +50,7 @@ def prepare(folder: str | Path, stage: str, inputs: dict, outputs: tuple[str, ..
     """
     d = Path(folder)
     d.mkdir(parents=True, exist_ok=True)
-    fp = fingerprint({"stage": stage, "inputs": inputs})
+    fp = sha256_json({"stage": stage, "inputs": inputs})
     info: dict[str, object] = {"fingerprint": fp, "temp_removed": remove_temp_files(d), "rebuilt": False, "stale_removed": 0}
     stamp = d / STAMP
     existing = [p for pat in outputs for p in d.glob(pat) if p.is_file()]

@@ -92,10 +92,6 @@ def mirror_sources(template: FaceTemplate, ids: np.ndarray, perm: np.ndarray) ->
     return index, np.asarray(extra, np.int64)
 
 
-_ERR_SCALE = 1.0  # tests raise it to send every entry through the left-to-right fallback
-_MATMUL_RATIO = 32  # z minimum: one (unique vertices x batch) product while it costs at most this many times the pairs
-
-
 class LabelGeometry:
     """Per (model, template, landmark-set ids): the landmarks' basis rows, the keypoints', the mesh bounds.
 
@@ -109,12 +105,22 @@ class LabelGeometry:
             z-minimum search are loaded from it, or computed and saved there (None: computed).
         mirror_perm: (K,) the set's mirror permutation: labels of the mirrored crop are computed
             too (:func:`mirror_sources`; ``Labels.flipped``). None: no flipped labels.
+        err_scale: factor on the rounding bound of the z-minimum search's matrix products; the
+            result is exact for any value >= 1 (larger values only send more entries through
+            the left-to-right recomputation, which the exactness tests use).
+        matmul_ratio: the z-minimum search forms one (unique candidate vertices x batch) matrix
+            product while that costs at most this many times the (candidate, sample) pairs,
+            else the pairs' products only (same result; cost only).
     """
 
     def __init__(
         self, model: MorphableModel, uvmap: UVMap, template: FaceTemplate, ids: np.ndarray, full_mesh: bool = True,
         patches_cache: str | os.PathLike | None = None, mirror_perm: np.ndarray | None = None,
+        err_scale: float = 1.0, matmul_ratio: float = 32,
     ):  # fmt: skip
+        if not err_scale >= 1:
+            raise InputError(None, "err_scale", f"must be >= 1 (a smaller bound is not exact), got {err_scale}")
+        self.err_scale, self.matmul_ratio = float(err_scale), float(matmul_ratio)
         if template.res != uvmap.res:
             raise InputError(None, "template", f"template side {template.res} != UV map side {uvmap.res}")
         pix = template.face_ind[np.asarray(ids, np.int64)]
@@ -211,14 +217,14 @@ class LabelGeometry:
         # the vertex coordinates are *defined* by left-to-right float64 sums (BasisRows); a dot
         # product in any order (BLAS, FMA) is within ``err`` of that sum, which settles the
         # float32 rounding of all but a rare few entries, recomputed left to right
-        if len(uv) * b <= _MATMUL_RATIO * len(cand_v):
+        if len(uv) * b <= self.matmul_ratio * len(cand_v):
             acc = mean[ri] + (basis @ c64.T)[ri, cb]
         else:  # candidates rarely shared: the products of the (candidate, sample) pairs only
             acc = mean[ri] + np.einsum("mk,mk->m", basis[ri], c64[cb])
         ks = self._patches.n_shape
         cmax = np.abs(c64[:, :ks]).max(1, initial=0)[cb], np.abs(c64[:, ks:]).max(1, initial=0)[cb]
         big = self._patches.amax + self._patches.rsum[0] * cmax[0] + self._patches.rsum[1] * cmax[1]
-        err = _ERR_SCALE * dot_error(c64.shape[1], big)
+        err = self.err_scale * dot_error(c64.shape[1], big)
         ye = settle_float32(acc, err, lambda f: left_to_right(mean[ri[f]], basis[ri[f]], c64[cb[f]])).reshape(-1, 3)
         a32, off32 = a.astype(np.float32), off.astype(np.float32)
         ze = ye[:, 0] * a32[cand_b, 2, 0]

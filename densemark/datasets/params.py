@@ -7,31 +7,31 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
-class PosmapParams(BaseModel):
-    """UV position-map rendering (PRNet convention); the map side is ``model.uv_res``."""
+class CropParams(BaseModel):
+    """The crop around a face (3DDFA convention, :mod:`densemark.faces.crop`): the keys the
+    ``posmap`` and ``build`` sections share."""
 
     model_config = ConfigDict(extra="forbid")
 
-    crop_scale: float = Field(1.5, gt=0, allow_inf_nan=False)
-    jitter: float = Field(0.0, ge=0, le=0.5, allow_inf_nan=False)  # centre shift, fraction of the box side
-    size_jitter: float = Field(0.0, ge=0, le=0.5, allow_inf_nan=False)
-    seed: int = Field(0, ge=0)
+    crop_scale: float = Field(1.5, gt=0, allow_inf_nan=False, description="crop side / mean side of the 68-keypoint box")
+    jitter: float = Field(0.0, ge=0, le=0.5, allow_inf_nan=False, description="random centre shift, fraction of the box side")
+    size_jitter: float = Field(0.0, ge=0, le=0.5, allow_inf_nan=False, description="random relative change of the crop side")
+    seed: int = Field(0, ge=0, description="seeds the crop jitter (with each sample id)")
+
+
+class PosmapParams(CropParams):
+    """UV position-map rendering (PRNet convention); the map side is ``model.uv_res``."""
+
     batch: int = Field(32, ge=1)
 
 
-class BuildParams(BaseModel):
+class BuildParams(CropParams):
     """The dataset build (section ``build``): crops, labels, flips and shards.
 
     ``workers`` only sets how many processes share the chunks; it never changes the output.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
     res: int = Field(256, ge=16, le=2048, description="crop side in pixels")
-    crop_scale: float = Field(1.5, gt=0, allow_inf_nan=False)
-    jitter: float = Field(0.0, ge=0, le=0.5, allow_inf_nan=False)
-    size_jitter: float = Field(0.0, ge=0, le=0.5, allow_inf_nan=False)
-    seed: int = Field(0, ge=0, description="seeds the crop jitter (with each sample id)")
     jpeg_quality: int = Field(90, ge=1, le=100)
     flip: bool = Field(True, description="add a mirrored copy of every sample (needs an exact mirror permutation)")
     formats: list[Literal["parquet", "hdf5"]] = Field(default_factory=lambda: ["parquet"], min_length=1)

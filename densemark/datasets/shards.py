@@ -13,6 +13,10 @@ of the HDF5 root group), and both open with pyarrow / pandas / h5py alone:
   chunked, gzip, ``track_times=False``, fixed ``libver``, every dataset allocated as it is
   written (see :func:`write_hdf5`); nothing in HDF5's global heap (variable-length data). The
   same rows give the same bytes, whichever thread writes them.
+
+Every reader of shards and label sidecars goes through :class:`ShardReader` /
+:func:`read_columns`, which give both formats' columns the same types (see
+:meth:`ShardReader.read`).
 """
 
 from __future__ import annotations
@@ -132,43 +136,6 @@ def write_hdf5(path: str | Path, cols: dict[str, object], meta: dict, level: int
     return Path(path)
 
 
-
-def h5_column(f, name: str, rows=None) -> object:
-    """One column of an open HDF5 shard ``f`` (h5py.File): ``image`` as a list of bytes, strings
-    as a list of str, ragged (``<name>_offsets``) or 2D parameter lists as lists of float64
-    arrays, other columns as numpy arrays. ``rows``: optional row indices (any order)."""
-    if name + OFFSETS in f:
-        off, flat = f[name + OFFSETS][()], f[name][()]
-        idx = range(len(off) - 1) if rows is None else np.asarray(rows, np.int64).reshape(-1)
-        vals = [flat[off[i] : off[i + 1]] for i in idx]
-        return [x.tobytes() for x in vals] if flat.dtype == np.uint8 else [np.asarray(x, np.float64) for x in vals]
-    ds = f[name]
-    v = ds[()] if rows is None else _take(ds, rows)
-    if v.dtype.kind in "SO":
-        return [x.decode() if isinstance(x, bytes) else str(x) for x in v]
-    if name in PARAM_LISTS:
-        return [np.asarray(x, np.float64) for x in v]
-    return v
-
-
-
-def _take(ds, rows) -> np.ndarray:
-    """``ds[rows]`` for any order of row indices (h5py wants them increasing and unique)."""
-    r = np.asarray(rows, np.int64).reshape(-1)
-    u, inv = np.unique(r, return_inverse=True)
-    return ds[u][inv] if len(u) else ds[:0]
-
-
-def h5_row(f, name: str, i: int, offsets: np.ndarray | None = None) -> object:
-    """Row ``i`` of one column of an open HDF5 shard (see :func:`h5_column`); ``offsets``: that
-    column's ``<name>_offsets`` read once by the caller, when it has one."""
-    if offsets is not None:
-        x = f[name][int(offsets[i]) : int(offsets[i + 1])]
-        return x.tobytes() if x.dtype == np.uint8 else np.asarray(x, np.float64)
-    v = f[name][i]
-    return v.decode() if isinstance(v, bytes) else v
-
-
 def read_meta(path: str | Path) -> dict | None:
     """The ``densemark`` metadata record of a shard, or None when unreadable."""
     p = Path(path)
@@ -188,28 +155,157 @@ def read_meta(path: str | Path) -> dict | None:
         return None
 
 
-def read_parquet_columns(path: str | Path, columns: list[str] | None = None) -> dict[str, object]:
-    """Columns of a Parquet shard as numpy arrays ((n, width) for fixed-size lists) or lists."""
-    import pyarrow.parquet as pq
-
-    return table_columns(pq.read_table(path, columns=columns))
+# ----------------------------------------------------------------------------- reading
 
 
-def table_columns(t) -> dict[str, object]:
-    """A Table's columns as numpy arrays ((n, width) for fixed-size lists) or lists."""
+class ShardReader:
+    """A shard or label sidecar opened for reading, Parquet or HDF5 (by its suffix).
+
+    Opened on first use; :meth:`row` keeps one decoded Parquet row group, so reading the rows
+    of a group one by one decodes it once. Not shared between processes (open one per process).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.format = "parquet" if self.path.suffix == ".parquet" else "hdf5"
+        self._f = None
+        self._offsets: dict[str, np.ndarray | None] = {}
+        self._group: tuple[tuple, dict] | None = None
+        self._ends: np.ndarray | None = None
+
+    def _file(self):
+        if self._f is None:
+            if self.format == "parquet":
+                import pyarrow.parquet as pq
+
+                self._f = pq.ParquetFile(self.path)
+            else:
+                import h5py
+
+                self._f = h5py.File(self.path, "r")
+        return self._f
+
+    def close(self) -> None:
+        if self._f is not None and self.format == "hdf5":
+            self._f.close()
+        self._f, self._offsets, self._group, self._ends = None, {}, None, None
+
+    def __enter__(self) -> ShardReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def group_sizes(self) -> list[int]:
+        """Rows per storage unit: Parquet row groups; HDF5: one unit of every row."""
+        f = self._file()
+        if self.format == "parquet":
+            md = f.metadata
+            return [md.row_group(g).num_rows for g in range(md.num_row_groups)]
+        return [int(f["id"].shape[0])]
+
+    def read(self, columns: list[str], rows=None) -> dict[str, object]:
+        """Columns of the shard, alike for both formats.
+
+        Args:
+            columns: column names.
+            rows: optional row indices (any order, repeats allowed); None: every row.
+
+        Returns:
+            ``{name: values}`` with n rows each: strings as a list of str, ``image`` as a list
+            of bytes, arrays of fixed width (labels, pose, crop, ...) as (n, width) arrays of
+            the stored dtype (labels flattened: (n, 3K)), coefficient lists as an (n, L)
+            float64 array when every row has the same length else a list of (L_i,) float64
+            arrays, scalars as (n,) arrays.
+        """
+        if self.format == "parquet":
+            t = self._file().read(columns=columns)
+            if rows is not None:
+                import pyarrow as pa
+
+                t = t.take(pa.array(np.asarray(rows, np.int64).reshape(-1)))
+            return _table_columns(t, columns)
+        return {c: self._h5(c, rows) for c in columns}
+
+    def row(self, i: int, columns: list[str]) -> dict[str, object]:
+        """Row ``i`` of the given columns (values as one row of :meth:`read`)."""
+        if self._ends is None:
+            self._ends = np.cumsum(self.group_sizes())
+        ends = self._ends
+        if not 0 <= i < (int(ends[-1]) if len(ends) else 0):
+            raise IndexError(i)
+        if self.format == "hdf5":
+            return {c: v[0] for c, v in self.read(columns, [i]).items()}
+        g = int(np.searchsorted(ends, i, side="right"))
+        key = (g, tuple(columns))
+        if self._group is None or self._group[0] != key:
+            self._group = (key, _table_columns(self._file().read_row_group(g, columns=columns), columns))
+        j = i - (int(ends[g - 1]) if g else 0)
+        return {c: v[j] for c, v in self._group[1].items()}
+
+    def _h5(self, name: str, rows) -> object:
+        f = self._file()
+        if name not in self._offsets:
+            self._offsets[name] = f[name + OFFSETS][()] if name + OFFSETS in f else None
+        off = self._offsets[name]
+        if off is not None:  # ragged: flat values + (n + 1,) offsets
+            ds = f[name]
+            if rows is None:
+                flat = ds[()]
+                vals = [flat[off[i] : off[i + 1]] for i in range(len(off) - 1)]
+            else:
+                vals = [ds[int(off[i]) : int(off[i + 1])] for i in np.asarray(rows, np.int64).reshape(-1)]
+            if ds.dtype == np.uint8:
+                return [x.tobytes() for x in vals]
+            return _uniform([np.asarray(x, np.float64) for x in vals])
+        ds = f[name]
+        v = ds[()] if rows is None else _take(ds, rows)
+        if v.dtype.kind in "SO":
+            return [x.decode() if isinstance(x, bytes) else str(x) for x in v]
+        if name in PARAM_LISTS:
+            return np.asarray(v, np.float64)
+        return v.reshape(v.shape[0], -1) if v.ndim > 2 else v
+
+
+def read_columns(path: str | Path, columns: list[str], rows=None) -> dict[str, object]:
+    """Columns of one shard or sidecar (see :meth:`ShardReader.read`)."""
+    with ShardReader(path) as r:
+        return r.read(columns, rows)
+
+
+def _take(ds, rows) -> np.ndarray:
+    """``ds[rows]`` for any order of row indices (h5py wants them increasing and unique)."""
+    r = np.asarray(rows, np.int64).reshape(-1)
+    u, inv = np.unique(r, return_inverse=True)
+    return ds[u][inv] if len(u) else ds[:0]
+
+
+def _uniform(vals: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+    """Rows of one length as an (n, L) array, else the list itself."""
+    if vals and len({len(x) for x in vals}) == 1:
+        return np.stack(vals)
+    return vals
+
+
+def _table_columns(t, columns: list[str]) -> dict[str, object]:
+    """A pyarrow Table's columns in the types of :meth:`ShardReader.read`."""
     import pyarrow as pa
 
     out: dict[str, object] = {}
-    for name in t.column_names:
-        col = t.column(name).combine_chunks()
-        if pa.types.is_fixed_size_list(col.type):
-            out[name] = col.values.to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
-        elif pa.types.is_list(col.type):
-            out[name] = [np.asarray(x, np.float64) for x in col.to_pylist()]
-        elif pa.types.is_binary(col.type):
-            out[name] = col.to_pylist()
-        elif pa.types.is_string(col.type) or pa.types.is_dictionary(col.type):
-            out[name] = [str(x) for x in col.to_pylist()]
+    for name in columns:
+        c = t.column(name).combine_chunks()
+        if pa.types.is_fixed_size_list(c.type):
+            out[name] = c.flatten().to_numpy(zero_copy_only=False).reshape(len(c), c.type.list_size)
+        elif pa.types.is_list(c.type):
+            off = c.offsets.to_numpy()
+            vals = c.values.to_numpy(zero_copy_only=False).astype(np.float64)
+            lens = np.diff(off)
+            if len(lens) and (lens == lens[0]).all():
+                out[name] = vals[off[0] : off[-1]].reshape(len(c), int(lens[0]))
+            else:
+                out[name] = [vals[a:b] for a, b in zip(off[:-1], off[1:], strict=True)]
+        elif pa.types.is_binary(c.type) or pa.types.is_string(c.type) or pa.types.is_dictionary(c.type):
+            out[name] = [x if isinstance(x, bytes) else str(x) for x in c.to_pylist()]
         else:
-            out[name] = col.to_numpy(zero_copy_only=False)
+            out[name] = c.to_numpy(zero_copy_only=False)
     return out

@@ -54,7 +54,6 @@ def _coeffs(p: np.ndarray | None, k: int, b: int) -> np.ndarray:
 
 
 _U64 = 2.0**-53
-_U32 = 2.0**-24
 
 
 class BasisRows:
@@ -176,13 +175,6 @@ def rotation_exact(angles: np.ndarray) -> np.ndarray:
 def basis_rows(model: MorphableModel, which: str = "all") -> BasisRows:
     """Cached :class:`BasisRows` of a model: ``"all"`` vertices or the 68 ``"kpt"`` vertices."""
     return BasisRows(model, None if which == "all" else model.kpt_ind)
-
-
-def keypoints_model_space(model: MorphableModel, shape: np.ndarray, exp: np.ndarray) -> np.ndarray:
-    """(B, 68, 3) float32 model-space keypoints from (B, S) and (B, E) coefficients (68 rows only)."""
-    br = basis_rows(model, "kpt")
-    y = br(br.coefficients(shape, exp, np.asarray(shape).shape[0]))  # (204, B)
-    return np.ascontiguousarray(y.T.reshape(-1, 68, 3))
 
 
 def pose_affine(

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from densemark.core.errors import InputError
+from densemark.core.hashing import sha256_json
 from densemark.core.matio import load_npz_cache, save_npz_cache
 from densemark.core.report import RunReport, StageResult
 from densemark.faces.io import load_bfm_mean_model
@@ -62,15 +63,12 @@ _MODEL_ARRAYS = ("mean", "shape_basis", "exp_basis", "triangles", "kpt_ind", "uv
 def _cached_model_dir(d: Path, cache_dir: Path) -> MorphableModel:
     """:func:`read_model_dir` through an uncompressed copy of its arrays in ``cache_dir``.
 
-    ``BFM.mat`` is zlib-compressed (50 MB for the embedded model, far more for the BFM): every
-    stage and build worker used to inflate it again (about 0.4 s for the embedded model). The
+    ``BFM.mat`` is zlib-compressed (50 MB for the embedded model, far more for the BFM): without
+    the copy every stage and build worker inflates it again (about 0.4 s for the embedded model). The
     copy is keyed by the folder and the model files' size, mtime and inode, so a rewritten file
     is read again; an unreadable copy is rebuilt. The arrays are the ones read from the files,
     bit for bit (same dtypes and memory order).
     """
-    import hashlib
-    import json
-
     stats = []
     for name in _MODEL_FILES:
         f = d / name
@@ -79,7 +77,7 @@ def _cached_model_dir(d: Path, cache_dir: Path) -> MorphableModel:
             stats.append([name, st.st_size, st.st_mtime_ns, st.st_ino])
     if not stats or stats[0][0] != "BFM.mat":
         return read_model_dir(d)  # missing files: read_model_dir words the error
-    key = hashlib.sha256(json.dumps([str(d.resolve()), stats]).encode()).hexdigest()[:20]
+    key = sha256_json([str(d.resolve()), stats])[:20]
     path = cache_dir / f"model-{key}.npz"
     z = load_npz_cache(path)
     if z is not None:

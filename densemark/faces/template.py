@@ -27,8 +27,6 @@ from densemark.core.errors import InputError
 from densemark.core.matio import load_npy
 from densemark.core.validate import check_array, check_indices
 
-TEMPLATE_FILES = ("face_ind.txt", "uv_kpt_ind.txt", "canonical_vertices.npy", "triangles.txt")
-
 
 @dataclass(frozen=True, eq=False)
 class FaceTemplate:

@@ -5,12 +5,15 @@ a ``prefect-dask`` ``DaskTaskRunner`` (an existing cluster at ``flows.address``,
 ``LocalCluster`` of ``flows.n_workers``); ``finish_build`` writes the manifest and report. The
 shards are byte-identical to ``densemark build`` / :func:`densemark.datasets.build.run_build`:
 the chunks and their contents come from the plan, never from the runner.
+
+Resume is the build's own: each chunk task calls ``write_chunk``, which returns a chunk already
+on disk for the same fingerprint without writing it again
+(:func:`densemark.datasets.chunks.chunk_done`); the chunk tasks keep no result cache of their
+own, so a lost or changed shard is always rewritten.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -18,14 +21,14 @@ from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from densemark.datasets.build import BuildPlan, ChunkResult, finish_build, plan_build, write_chunk
+from densemark.datasets.build import finish_build
+from densemark.datasets.chunks import ChunkResult, write_chunk
+from densemark.datasets.manifest import Manifest
 from densemark.datasets.params import BuildParams, SplitParams
+from densemark.datasets.plan import BuildPaths, BuildPlan, plan_build
 from densemark.faces.params import ModelParams
 from densemark.flows.common import LAYOUT, in_root, load, paths, retry_transient
-from densemark.flows.keys import code_sha256
 from densemark.flows.params import FlowParams
-
-BUILD_CODE = ("core", "faces", "sampling", "sources", "datasets")
 
 
 def task_runner(fp: FlowParams):
@@ -41,24 +44,15 @@ def task_runner(fp: FlowParams):
     )  # fmt: skip
 
 
-def _chunk_key(context, parameters: dict) -> str:
-    """Chunk results are keyed by the chunk's fingerprint (a hash of the params, model, template,
-    landmark set and the chunk's source file contents), the output folder and the code."""
-    plan: BuildPlan = parameters["plan"]
-    k = parameters["k"]
-    doc = f"{context.task.name}\0{plan.chunk_fingerprints[k]}\0{os.path.abspath(plan.out_dir)}\0{code_sha256(BUILD_CODE)}"
-    return hashlib.sha256(doc.encode()).hexdigest()
-
-
 @task(name="plan", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=retry_transient)
 def plan_task(model: ModelParams, build: BuildParams, splits: SplitParams, io: dict) -> BuildPlan:
     """:func:`plan_build` (runs every time: it also clears a killed run's temp files)."""
-    return plan_build(model, build, splits, **io)
+    return plan_build(model, build, splits, BuildPaths(**io))
 
 
-@task(name="write_chunk", cache_key_fn=_chunk_key, persist_result=True, result_serializer="json", retry_condition_fn=retry_transient)
+@task(name="write_chunk", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=retry_transient)
 def chunk_task(plan: BuildPlan, k: int) -> dict:
-    """:func:`write_chunk` for chunk ``k`` (skips itself when its shards are already there)."""
+    """:func:`write_chunk` for chunk ``k`` (returns the chunk on disk when it is already written)."""
     return write_chunk(plan, k).to_dict()
 
 
@@ -66,24 +60,7 @@ def chunk_task(plan: BuildPlan, k: int) -> dict:
 def finish_task(plan: BuildPlan, results: list[dict], report_path: str | None) -> dict:
     """:func:`finish_build`: manifest + run report."""
     res = finish_build(plan, [ChunkResult.from_dict(r) for r in results], report_path)
-    return {"manifest_sha256": res.manifest_sha256, "manifest": res.manifest, "report": res.report}
-
-
-def stale_chunks(plan: BuildPlan) -> list[int]:
-    """Chunks whose files are not those of this plan (missing, other fingerprint, other size):
-    they run again whatever the cache says."""
-    out = []
-    for k in range(plan.n_chunks):
-        try:
-            rec = json.loads(plan.record_path(k).read_text(encoding="utf-8"))
-            ok = rec["fingerprint"] == plan.chunk_fingerprints[k] and all(
-                p.stat().st_size == rec["files"][f]["bytes"] for f, p in plan.shard_paths(k).items()
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            ok = False
-        if not ok:
-            out.append(k)
-    return out
+    return {"manifest_sha256": res.manifest_sha256, "manifest": res.manifest, "report": res.report.to_dict()}
 
 
 @flow(name="build-chunks")
@@ -92,17 +69,9 @@ def build_chunks_flow(model: ModelParams, build: BuildParams, splits: SplitParam
     plan = plan_task.with_options(retries=flows.retries, retry_delay_seconds=flows.retry_delay_s)(model, build, splits, io)
     for note in plan.notes:
         print(f"build: note: {note}")
-    ks = list(range(plan.n_chunks))
-    missing = set(stale_chunks(plan))
     opts = dict(retries=flows.retries, retry_delay_seconds=flows.retry_delay_s)
-    futures = {}
-    if missing:
-        miss = sorted(missing)
-        futures.update(zip(miss, chunk_task.with_options(**opts, refresh_cache=True).map(unmapped(plan), miss), strict=True))
-    rest = [k for k in ks if k not in missing]
-    if rest:
-        futures.update(zip(rest, chunk_task.with_options(**opts).map(unmapped(plan), rest), strict=True))
-    results = [futures[k].result() for k in ks]
+    futures = chunk_task.with_options(**opts).map(unmapped(plan), list(range(plan.n_chunks))) if plan.n_chunks else []
+    results = [f.result() for f in futures]
     return finish_task.with_options(**opts)(plan, results, report_path)
 
 
@@ -138,23 +107,23 @@ def build_flow(
     sub = build_chunks_flow.with_options(task_runner=task_runner(p.flows))
     with in_root(base):
         res = sub(p.model, p.build, p.splits, p.flows, io, report_path)
-    publish_build(res["manifest"], res["report"], res["manifest_sha256"], Path(io["out_dir"]))
+    publish_build(Manifest.from_dict(res["manifest"], sha256=res["manifest_sha256"]), res["report"], Path(io["out_dir"]))
     return res
 
 
-def publish_build(manifest: dict, report: dict, sha: str, out: Path) -> None:
+def publish_build(manifest: Manifest, report: dict, out: Path) -> None:
     """Prefect artifacts of a build: counts table, quarantine table, summary."""
-    counts = manifest["counts"]
-    rows = [{"group": g, "value": v, "rows": n} for g in ("subset", "split", "flip", "subset_split", "valid") for v, n in counts.get(g, {}).items()]
+    sha = str(manifest.sha256)
+    rows = [{"group": g, "value": v, "rows": n} for g in ("subset", "split", "flip", "subset_split", "valid") for v, n in manifest.counts.get(g, {}).items()]
     create_table_artifact(rows, key="densemark-build-counts", description=f"rows of dataset {sha[:12]}")
     q = report.get("quarantine", [])
     create_table_artifact(
         q or [{"sample": "", "file": "", "field": "", "error": "(none)"}], key="densemark-quarantine", description=f"{len(q)} quarantined samples"
     )
     create_markdown_artifact(
-        f"# Dataset build\n\n`{out}`: **{manifest['rows']} rows** from {manifest['source_samples']} source samples, "
-        f"{manifest['quarantined']} quarantined, {len(manifest['files'])} shard files.\n\n"
-        f"Manifest sha256 `{sha}`; landmark set `{manifest['landmark_set']['name']}` ({manifest['landmark_set']['n_points']} points).\n",
+        f"# Dataset build\n\n`{out}`: **{manifest.rows} rows** from {manifest.source_samples} source samples, "
+        f"{manifest.quarantined} quarantined, {len(manifest.files)} shard files.\n\n"
+        f"Manifest sha256 `{sha}`; landmark set `{manifest.landmark_set['name']}` ({manifest.landmark_set['n_points']} points).\n",
         key="densemark-build",
         description="dataset build summary",
     )

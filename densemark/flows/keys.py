@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 import densemark
-from densemark.core.outdir import sha256_file
+from densemark.core.hashing import sha256_file, sha256_json
 
 _PACKAGE = Path(densemark.__file__).parent
 _memo: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256 of the content
@@ -89,8 +89,7 @@ def stage_key(name: str, parameters: dict[str, Any], code: Iterable[str] = ()) -
     """
     inputs = {k: tree_sha256(v) for k, v in sorted((parameters.get("inputs") or {}).items())}
     rest = {k: plain(v) for k, v in parameters.items() if k != "inputs"}
-    doc = {"task": name, "inputs": inputs, "params": rest, "code": code_sha256(code)}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+    return sha256_json({"task": name, "inputs": inputs, "params": rest, "code": code_sha256(code)})
 
 
 def keyed_by_inputs(*code: str):

@@ -1,0 +1,335 @@
+"""The plan of a build: the source listed and hashed, split, cut into chunks, fingerprinted.
+
+A :class:`BuildPlan` is plain data (picklable, JSON-able): everything a chunk writer needs, on
+any machine. Chunk ``k`` is a fixed list of source samples; its fingerprint hashes the build's
+inputs (params, model, template, landmark set) and the contents of its source files, so a
+change of any input changes every fingerprint and nothing built for other inputs is reused.
+
+Splits are drawn per source image group (all pose variants ``<name>_<k>`` of one image and its
+``_Flip`` twin share a split), seeded by ``splits.seed``.
+
+The model, template, landmark set and label geometry a plan needs are loaded once per process
+(:func:`load_context`): the planner and the chunk writers of one process share them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from densemark.core.atomic import remove_stale_temps
+from densemark.core.errors import InputError
+from densemark.core.hashing import sha256_json
+from densemark.core.seeding import key_of
+from densemark.datasets.labels import LabelGeometry
+from densemark.datasets.manifest import FORMAT, VERSION, Manifest, record_name, shard_name
+from densemark.datasets.params import BuildParams, SplitParams
+from densemark.faces.model import MorphableModel
+from densemark.faces.params import ModelParams
+from densemark.faces.stages import load_configured_model
+from densemark.faces.template import FaceTemplate, load_template
+from densemark.faces.uvmap import UVMap
+from densemark.sampling.landmark_set import LandmarkSet
+from densemark.sources.readers import IMAGE_SUFFIXES, list_fit_mats
+
+_GROUP = re.compile(r"^(.*)_\d+$")
+OUTPUT_NEUTRAL = ("workers", "batch")  # build params that never change a written byte
+
+# ----------------------------------------------------------------------------- sources, splits
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One source sample: ``rel`` (the ``.mat`` path relative to the source, posix), its
+    ``subset`` (top folder, or ``build.root_subset``), ``source_id`` (image group), ``split``,
+    and ``sha256`` of its ``.mat`` + image bytes."""
+
+    rel: str
+    subset: str
+    source_id: str
+    split: str
+    sha256: str
+
+    @property
+    def stem(self) -> str:
+        return Path(self.rel).stem
+
+    def record(self) -> dict[str, str]:
+        """The fields as a dict (what ``dataclasses.asdict`` gives, without its deep copies)."""
+        return {"rel": self.rel, "subset": self.subset, "source_id": self.source_id, "split": self.split, "sha256": self.sha256}
+
+
+def source_group(subset: str, stem: str) -> str:
+    """The source image group: ``<subset without _Flip>/<stem without its trailing _<k>>``."""
+    base = subset[: -len("_Flip")] if subset.endswith("_Flip") else subset
+    m = _GROUP.match(stem)
+    return f"{base}/{m.group(1) if m else stem}"
+
+
+def split_of(source_id: str, splits: SplitParams) -> str:
+    """``train`` / ``val`` / ``test`` for a source group, from a stable hash of (seed, group)."""
+    u = key_of(f"{splits.seed}/{source_id}") / 2.0**63
+    if u < splits.test:
+        return "test"
+    if u < splits.test + splits.val:
+        return "val"
+    return "train"
+
+
+def _file_hash(mat: str | Path) -> str:
+    """sha256 of a sample's ``.mat`` bytes, ``|``, and its image's bytes (the first of
+    :data:`IMAGE_SUFFIXES` beside it; none: nothing)."""
+    with open(mat, "rb") as f:
+        h = hashlib.sha256(f.read())
+    stem = os.path.splitext(mat)[0]
+    for suf in IMAGE_SUFFIXES:
+        try:
+            with open(stem + suf, "rb") as f:
+                h.update(b"|" + f.read())
+                return h.hexdigest()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            continue
+    h.update(b"|")
+    return h.hexdigest()
+
+
+def _file_hashes(mats: list[str]) -> list[str]:
+    return [_file_hash(m) for m in mats]
+
+
+PMap = Callable[..., Iterable]  # map(fn, iterable): builtins.map or an executor's map
+
+
+def list_items(
+    source_dir: str | Path, root_subset: str, splits: SplitParams, *, mats: list[Path] | None = None, pmap: PMap | None = None
+) -> list[SourceItem]:
+    """Every ``.mat`` sample of a source folder (sorted), with subset, group, split and content hash.
+
+    Args:
+        mats: the folder's :func:`list_fit_mats` when already listed.
+        pmap: a ``map`` that hashes the files in batches (an executor's: other processes);
+            None: here. The result does not depend on it.
+    """
+    d = Path(source_dir)
+    mats = list_fit_mats(d) if mats is None else mats
+    names = [str(p) for p in mats]
+    step = 64
+    batches = [names[i : i + step] for i in range(0, len(names), step)]
+    hashes = [h for b in (pmap or map)(_file_hashes, batches) for h in b]
+    out = []
+    for p, sha in zip(mats, hashes, strict=True):
+        rel = p.relative_to(d).as_posix()
+        parts = rel.split("/")
+        subset = parts[0] if len(parts) > 1 else root_subset
+        gid = source_group(subset, p.stem)
+        out.append(SourceItem(rel, subset, gid, split_of(gid, splits), sha))
+    return out
+
+
+# ----------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class BuildPaths:
+    """Where a build reads and writes (plain strings: picklable, JSON-able).
+
+    Attributes:
+        model_dir: the configured model's folder; template_dir: the face template's;
+        set_path: the landmark-set file; source_dir: a 300W-LP-format source folder;
+        out_dir: the dataset folder.
+    """
+
+    model_dir: str
+    template_dir: str
+    set_path: str
+    source_dir: str
+    out_dir: str
+
+    def __post_init__(self) -> None:
+        for name in ("model_dir", "template_dir", "set_path", "source_dir", "out_dir"):
+            object.__setattr__(self, name, os.fspath(getattr(self, name)))
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything a chunk writer needs (plain data: picklable, JSON-able)."""
+
+    paths: BuildPaths
+    model: dict
+    build: dict
+    splits: dict
+    items: tuple[SourceItem, ...]
+    fingerprint: str
+    chunk_fingerprints: tuple[str, ...]
+    model_sha256: str
+    landmark_set: dict
+    flip: bool
+    notes: tuple[str, ...] = ()
+
+    @property
+    def params(self) -> BuildParams:
+        return BuildParams.model_validate(self.build)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.paths.out_dir)
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.chunk_fingerprints)
+
+    @property
+    def output_params(self) -> dict:
+        """The ``build`` section without the params that never change the output."""
+        return {k: v for k, v in self.build.items() if k not in OUTPUT_NEUTRAL}
+
+    def chunk_items(self, k: int) -> tuple[SourceItem, ...]:
+        cs = self.build["chunk_size"]
+        return self.items[k * cs : (k + 1) * cs]
+
+    def shard_paths(self, k: int) -> dict[str, Path]:
+        return {f: self.out_dir / shard_name(k, f) for f in self.build["formats"]}
+
+    def record_path(self, k: int) -> Path:
+        return self.out_dir / record_name(k)
+
+
+def set_summary(lset: LandmarkSet) -> dict:
+    """What the manifest and the torch dataset record about a landmark set."""
+    return {
+        "name": lset.name,
+        "sha256": lset.sha256(),
+        "n_points": len(lset),
+        "kpt68": None if lset.kpt68 is None else [int(x) for x in lset.kpt68],
+        "mirror_perm": [int(x) for x in lset.mirror_perm],
+        "mirror_exact": bool(lset.mirror_exact),
+        "template_sha256": lset.template_sha256,
+    }
+
+
+def plan_build(
+    model: ModelParams, build: BuildParams, splits: SplitParams, paths: BuildPaths, *, mats: list[Path] | None = None, pmap: PMap | None = None
+) -> BuildPlan:
+    """Plan a build: list and hash the source, split it, cut it into chunks, fingerprint everything.
+
+    ``mats`` (the source's ``.mat`` files, when already listed) and ``pmap`` (a ``map`` over other
+    processes for the hashing) only save time: see :func:`list_items`.
+
+    Also prepares the output folder: creates it, removes stale ``*.tmp`` files of a killed run and
+    a ``manifest.json`` of other inputs (a rebuild into the same folder never looks finished early).
+
+    Raises:
+        InputError: a missing model / template / set / source, or a set made on another template.
+    """
+    ctx = load_context(model.model_dump(mode="json"), paths.model_dir, paths.template_dir, paths.set_path)
+    template, lset = ctx.template, ctx.lset
+    items = tuple(list_items(paths.source_dir, build.root_subset, splits, mats=mats, pmap=pmap))
+    notes = []
+    flip = build.flip and bool(lset.mirror_exact)
+    if build.flip and not flip:
+        notes.append(
+            f"landmark set {lset.name!r} has no exact mirror permutation: no mirrored copies are made; "
+            "the refitted _Flip subsets of the source are used where present"
+        )
+    bdump = build.model_dump(mode="json")
+    base = {
+        "format": FORMAT, "version": VERSION, "model": ctx.model_sha256, "uv_res": model.uv_res, "template": template.sha256(),
+        "set": lset.sha256(), "splits": splits.model_dump(mode="json"), "flip": flip,
+        "build": {k: v for k, v in bdump.items() if k not in OUTPUT_NEUTRAL},
+    }  # fmt: skip
+    cs = build.chunk_size
+    chunk_fps = tuple(
+        sha256_json({"base": base, "chunk": k, "items": [it.record() for it in items[k * cs : (k + 1) * cs]]})
+        for k in range((len(items) + cs - 1) // cs)
+    )
+    plan = BuildPlan(
+        paths=paths, model=model.model_dump(mode="json"), build=bdump, splits=splits.model_dump(mode="json"), items=items,
+        fingerprint=sha256_json({"base": base, "chunks": chunk_fps}), chunk_fingerprints=chunk_fps,
+        model_sha256=ctx.model_sha256, landmark_set=set_summary(lset), flip=flip, notes=tuple(notes),
+    )  # fmt: skip
+    _prepare_out(plan)
+    return plan
+
+
+def _prepare_out(plan: BuildPlan) -> None:
+    out = plan.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)
+    man = Manifest.path(out)
+    if man.is_file() and Manifest.load_same(out, plan.fingerprint) is None:
+        man.unlink()
+
+
+# ----------------------------------------------------------------------------- per-process context
+
+
+@dataclass
+class Context:
+    """What a chunk writer computes with: the loaded model (and its content hash), template,
+    landmark set, UV map and label geometry."""
+
+    model: MorphableModel
+    template: FaceTemplate
+    lset: LandmarkSet
+    uvm: UVMap
+    geo: LabelGeometry
+    model_sha256: str
+
+
+_CTX: dict[tuple, Context] = {}
+
+
+def _stat_key(*paths: str) -> tuple:
+    """(name, size, mtime_ns) of the given files and of the files directly in the given folders:
+    a loaded context is reused only while its inputs are untouched."""
+    out = []
+    for p in map(Path, paths):
+        for f in sorted(p.iterdir()) if p.is_dir() else [p]:
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            out.append((str(f), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def mirror_of(lset: LandmarkSet) -> np.ndarray | None:
+    """The set's mirror permutation when it may be flipped (an exact one), else None."""
+    return lset.mirror_perm if lset.mirror_exact else None
+
+
+def load_context(model: dict, model_dir: str, template_dir: str, set_path: str) -> Context:
+    """Model, template, landmark set, UV map and label geometry, loaded once per process and
+    inputs (the planner and the chunk writers of one process share them; a pool's workers load
+    theirs while the parent plans)."""
+    key = (sha256_json(model), model_dir, template_dir, set_path, _stat_key(model_dir, template_dir, set_path))
+    if key not in _CTX:
+        mp = ModelParams.model_validate(model)
+        m = load_configured_model(mp, model_dir)
+        template = load_template(template_dir, res=mp.uv_res)
+        lset = LandmarkSet.load(set_path, template)
+        msha = m.content_hash()
+        uvm = UVMap.for_model(m, mp.uv_res, mp.cache_dir)
+        cache = None if mp.cache_dir is None else Path(mp.cache_dir) / f"mesh-patches-{msha[:16]}.npz"
+        _CTX.clear()
+        _CTX[key] = Context(m, template, lset, uvm, LabelGeometry(m, uvm, template, lset.ids, patches_cache=cache, mirror_perm=mirror_of(lset)), msha)
+    return _CTX[key]
+
+
+def plan_context(plan: BuildPlan) -> Context:
+    """The context of a plan, checked to be the model and set it was planned with.
+
+    Raises:
+        InputError: the model or the landmark set changed since the plan was made.
+    """
+    p = plan.paths
+    ctx = load_context(plan.model, p.model_dir, p.template_dir, p.set_path)
+    if ctx.model_sha256 != plan.model_sha256 or ctx.lset.sha256() != plan.landmark_set["sha256"]:
+        raise InputError(p.set_path, None, "the model or landmark set changed since the build was planned")
+    return ctx
