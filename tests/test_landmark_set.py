@@ -157,6 +157,7 @@ def test_edit_refuses_to_drop_keypoints(tpl, lset):
     assert c.kpt68 is None
 
 
+@pytest.mark.real
 def test_import_paper_set(real_dir, real_template, tmp_path):
     s = import_seed(real_dir / "seed", real_template)
     ids = np.loadtxt(real_dir / "seed" / IDS_FILE).astype(int)

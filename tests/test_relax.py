@@ -279,6 +279,7 @@ def test_compare_reports_quality_figures(tmp_path, tpl):
 # --- real template: the goals of the default configuration -------------------------------------
 
 
+@pytest.mark.real
 def test_real_default_matches_paper(real_dir, real_template, tmp_path):
     """Default params on the real template against the paper's hand-corrected 520: exactly 520
     points, the 68 keypoints inside, an exact mirror permutation, at most 5 rim points, and at
