@@ -35,19 +35,24 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _restore_global_state():
     """Put back what a test changed process-wide: environment variables, the working directory,
-    numpy's print options and floating-point error handling, and (once torch is loaded, as
-    collecting the torch test modules does) torch's thread count and global RNG."""
-    env, cwd = dict(os.environ), os.getcwd()
+    ``sys.path``, numpy's print options and floating-point error handling, and (once torch is
+    loaded, as collecting the torch test modules does) torch's thread count and global RNG."""
+    env, cwd, path = dict(os.environ), os.getcwd(), list(sys.path)
     printopts, errs = np.get_printoptions(), np.geterr()
     torch = sys.modules.get("torch")
     threads = torch.get_num_threads() if torch is not None else None
     torch_rng = torch.get_rng_state() if torch is not None else None
     yield
-    if dict(os.environ) != env:
-        os.environ.clear()
-        os.environ.update(env)
+    now = dict(os.environ)
+    for k in now.keys() - env.keys() - {"PYTEST_CURRENT_TEST"}:  # pytest's own, set per phase
+        del os.environ[k]
+    for k, v in env.items():
+        if now.get(k) != v and k != "PYTEST_CURRENT_TEST":
+            os.environ[k] = v
     if os.getcwd() != cwd:
         os.chdir(cwd)
+    if sys.path != path:
+        sys.path[:] = path
     np.set_printoptions(**printopts)
     np.seterr(**errs)
     if torch is not None:
