@@ -6,30 +6,20 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from densemark.cli import main
 from densemark.core.errors import DensemarkError
 from densemark.evaluate.params import EvaluateParams
 from densemark.evaluate.predictions import read_predictions
 from densemark.evaluate.stages import run_evaluate
-from densemark.train.loop import run_train
-from densemark.train.params import TrainParams
+from tests.conftest import CHECKPOINT_POINTS
 from tests.factories import SyntheticLandmarks
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    torch.set_num_threads(1)
-    run_train(TrainParams(width=0.25, input_size=32, epochs=1, batch_size=4, workers=0), SyntheticLandmarks(8, 68, 64), out, progress=False)
-    return out / "model.pt"
-
-
 def test_dense_nme_from_checkpoint(checkpoint, tmp_path):
-    ds = SyntheticLandmarks(3, 68, 64, seed=1)
+    ds = SyntheticLandmarks(3, CHECKPOINT_POINTS, 64, seed=1)
     res = run_evaluate(EvaluateParams(batch_size=2), tmp_path, checkpoint=checkpoint, dataset=ds)
     d = res.metrics["dense"]
     assert d["n_rows"] == 3 and d["nme2d"] > 0 and np.isfinite(d["nme3d"])

@@ -112,6 +112,18 @@ def world(prefect_api, tmp_path_factory):
     return root, first, second
 
 
+@pytest.fixture(scope="module")
+def built(world):
+    """The tiny root with its dataset built by the build flow (all chunks cached when a test
+    before has built it already), so the card tests run on their own."""
+    from densemark.flows.build import build_flow
+
+    root, _, _ = world
+    build_flow(params_path=str(root / "params.yaml"))
+    assert (root / "data/dataset/manifest.json").is_file()
+    return root
+
+
 def _tree(d: Path) -> dict[str, str]:
     return {p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*")) if p.is_file()}
 
@@ -236,12 +248,10 @@ def test_build_flow_on_dask_is_byte_identical_to_the_serial_build(world):
     assert _tree(root / "data/dataset") == before
 
 
-def test_card_flow_publishes_the_card(world):
+def test_card_flow_publishes_the_card(built):
     from densemark.flows.card import card_flow
 
-    root, _, _ = world
-    if not (root / "data/dataset/manifest.json").is_file():
-        pytest.skip("needs the build of the test above")
+    root = built
     state = card_flow(params_path=str(root / "params.yaml"), return_state=True)
     res = state.result()
     assert (root / "data/card/README.md").read_text() == res["markdown"]
@@ -251,15 +261,13 @@ def test_card_flow_publishes_the_card(world):
 
 
 @pytest.mark.slow
-def test_serve_runs_a_deployment_through_the_api(world, prefect_api):
+def test_serve_runs_a_deployment_through_the_api(built, prefect_api):
     """``densemark serve`` in a subprocess; a run of its card deployment started through the API."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
     url, home = prefect_api
-    root, _, _ = world
-    if not (root / "data/dataset/manifest.json").is_file():
-        pytest.skip("needs the build of the test above")
+    root = built
     shutil.rmtree(root / "data/card", ignore_errors=True)
     serve_log = open(home / "serve.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(

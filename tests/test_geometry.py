@@ -68,6 +68,7 @@ def test_render_of_batch_equals_per_sample(model):
         np.testing.assert_allclose(maps[i], uvm.render(geo.vertices[:, i]), rtol=1e-6, atol=1e-4)
 
 
+@pytest.mark.real
 def test_real_sample_keypoints_land_on_pt2d(real_dir):
     """The BFM mean posed by the real 300W-LP fit lands near the annotated keypoints."""
     from densemark.faces.io import load_bfm_mean_model

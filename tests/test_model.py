@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from densemark.core.errors import InputError
 from densemark.faces.model import MorphableModel
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make(n=12, s=199, e=29, seed=0, **over) -> MorphableModel:
@@ -128,8 +135,20 @@ def test_with_uv_and_counts():
 def test_fingerprint():
     a, b = make(), make()
     fp = a.fingerprint()
-    assert isinstance(fp, str) and len(fp) == 16 and int(fp, 16) >= 0
+    assert isinstance(fp, str) and re.fullmatch(r"[0-9a-f]{16}", fp), fp
     assert fp == b.fingerprint()
+    # memory layout is not content; one ulp of one coordinate is
+    fortran = MorphableModel(
+        np.asfortranarray(a.mean), a.shape_basis, a.exp_basis, np.asfortranarray(a.triangles), a.kpt_ind, a.uv, name="m"
+    )
+    assert not a.mean.flags["F_CONTIGUOUS"] and fortran.fingerprint() == fp
+    mean = a.mean.copy()
+    mean[3, 1] = np.nextafter(mean[3, 1], np.float32(np.inf))
+    assert MorphableModel(mean, a.shape_basis, a.exp_basis, a.triangles, a.kpt_ind, a.uv, name="m").fingerprint() != fp
+    # no per-process salt: another interpreter gives the same value
+    code = "from tests.test_model import make; print(make().fingerprint())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == fp
     assert make(seed=1).fingerprint() != fp
     tri = a.triangles.copy()
     tri[0] = tri[0][::-1]

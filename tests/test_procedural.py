@@ -240,6 +240,7 @@ def test_params_validation():
         ProceduralParams(grid=40)
 
 
+@pytest.mark.real
 def test_real_parameters_give_a_sane_face(model, real_dir):
     m = sio.loadmat(real_dir / "300wlp" / "IBUG_image_008_1_0.mat")
     x = model.vertices(m["Shape_Para"].ravel(), m["Exp_Para"].ravel())

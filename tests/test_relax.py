@@ -215,17 +215,37 @@ def test_relax_converges_and_stops(tpl):
     assert rep["relax"]["iterations"] < 1000 and rep["relax"]["last_move"] < 0.5
 
 
+def _fill(tpl, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, fixed flags) of a 120-point set without relaxation; the keypoints (and, for a
+    symmetric set, their mirror images) are the fixed ones."""
+    s, _ = sample_set(tpl, SampleParams(target_count=120, symmetric=symmetric, relax=RelaxParams(iterations=0)))
+    kpt = np.union1d(tpl.kpt_ids, template_mirror(tpl).ids[tpl.kpt_ids]) if symmetric else tpl.kpt_ids
+    return s.ids, np.isin(s.ids, kpt)
+
+
 def test_relax_errors(tpl):
-    s, _ = sample_set(tpl, SampleParams(target_count=100, symmetric=False, relax=RelaxParams(iterations=0)))
-    fixed = np.isin(s.ids, tpl.kpt_ids)
-    if template_mirror(tpl).exact[s.ids].all() and np.isin(template_mirror(tpl).ids[s.ids], s.ids).all():
-        pytest.skip("the asymmetric set happens to be mirror-closed")
+    """Symmetric relaxation refuses a set that is not mirror-closed: a closed set with the mirror
+    partner of one free left landmark removed (the closed set itself is accepted)."""
+    ids, fixed = _fill(tpl, symmetric=True)
+    assert len(relax_set(tpl, ids, fixed, iterations=3, symmetric=True).ids) == len(ids)
+    mirror = template_mirror(tpl).ids
+    left = np.flatnonzero(~fixed & (tpl.pixel_uv[ids, 0] < (tpl.res - 1) / 2 - 0.5))
+    (partner,) = np.flatnonzero(ids == mirror[ids[left[0]]])
+    keep = np.arange(len(ids)) != partner
     with pytest.raises(InputError, match="mirror-closed"):
-        relax_set(tpl, s.ids, fixed, iterations=3, symmetric=True)
+        relax_set(tpl, ids[keep], fixed[keep], iterations=3, symmetric=True)
+
+
+def test_relax_refuses_a_margin_that_leaves_no_room(tpl):
+    ids, fixed = _fill(tpl, symmetric=False)
     with pytest.raises(InputError, match="allowed vertices|farther from the rim"):
-        relax_set(tpl, s.ids, fixed, iterations=3, rim_margin=30.0)
+        relax_set(tpl, ids, fixed, iterations=3, rim_margin=30.0)
+
+
+def test_relax_refuses_flags_of_another_length(tpl):
+    ids, fixed = _fill(tpl, symmetric=False)
     with pytest.raises(InputError, match="flags"):
-        relax_set(tpl, s.ids, fixed[:-1], iterations=3)
+        relax_set(tpl, ids, fixed[:-1], iterations=3)
 
 
 def test_coordinates(tpl):
@@ -259,6 +279,7 @@ def test_compare_reports_quality_figures(tmp_path, tpl):
 # --- real template: the goals of the default configuration -------------------------------------
 
 
+@pytest.mark.real
 def test_real_default_matches_paper(real_dir, real_template, tmp_path):
     """Default params on the real template against the paper's hand-corrected 520: exactly 520
     points, the 68 keypoints inside, an exact mirror permutation, at most 5 rim points, and at

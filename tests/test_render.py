@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -98,16 +96,16 @@ def test_bad_input():
         render(np.zeros((3, 3)), np.array([[0, 1, 2]]), np.zeros((2, 3)), 4, 4)
 
 
-def test_speed_40k_triangles():
-    k = 142  # 2 * 141^2 ~ 40k triangles over a 250 px face
+def test_40k_triangles_cover_their_square():
+    """A face-sized grid (2 * 141^2 ~ 40k triangles over a 250 px square) leaves no pixel of the
+    square undrawn and draws nothing outside it. Its speed goal is in bench/bench_render.py."""
+    k = 142
     u, v = np.meshgrid(np.linspace(0, 1, k), np.linspace(0, 1, k))
     verts = np.stack([100 + 250 * u.ravel(), 100 + 250 * v.ravel(), 30 * np.sin(3 * u.ravel())], 1)
     i = np.arange(k * k).reshape(k, k)
     a, b, c, d = i[:-1, :-1].ravel(), i[:-1, 1:].ravel(), i[1:, :-1].ravel(), i[1:, 1:].ravel()
     tri = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
     col = np.full((k * k, 3), 0.5)
-    render(verts, tri, col, 450, 450)
-    t = time.perf_counter()
     img = render(verts, tri, col, 450, 450)
-    assert time.perf_counter() - t < 1.0
-    assert (img.sum(2) > 0).sum() == 251 * 251
+    drawn = img.sum(2) > 0
+    assert drawn.sum() == 251 * 251 and drawn[100:351, 100:351].all()  # pixel centres 100..350

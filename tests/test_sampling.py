@@ -195,6 +195,7 @@ def test_cli(tmp_path, capsys):
 # --- real template --------------------------------------------------------------------------
 
 
+@pytest.mark.real
 def test_real_default_rounds(real_template):
     t0 = time.perf_counter()
     s, rep = sample_set(real_template, SampleParams(symmetric=False, target_count=None, relax=RelaxParams(iterations=0)))
@@ -203,6 +204,7 @@ def test_real_default_rounds(real_template):
     assert np.array_equal(s.kpt68_ids, real_template.kpt_ids)
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("sym", [False, True])
 def test_real_520(real_dir, real_template, tmp_path, sym):
     t0 = time.perf_counter()

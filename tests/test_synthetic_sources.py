@@ -71,6 +71,7 @@ def test_300wlp_fields(wlp, params):
         assert (pts >= 0).all() and (pts <= params.image_size - 1).all()
 
 
+@pytest.mark.real
 def test_300wlp_matches_real_format(wlp, real_dir):
     real = sio.loadmat(real_dir / "300wlp" / "IBUG_image_008_1_0.mat")
     ours = sio.loadmat(wlp[0])
@@ -112,6 +113,7 @@ def test_sources_deterministic(wlp, model, params, tmp_path):
     assert part[0].name == wlp[2].name and part[0].read_bytes() == wlp[2].read_bytes()
 
 
+@pytest.mark.real
 def test_aflw2000_fields_and_gt(aflw, params, real_dir):
     d = aflw[0].parent
     real = sio.loadmat(real_dir / "aflw2000" / "image00050.mat")

@@ -8,30 +8,20 @@ import torch
 
 from densemark.core.errors import InputError
 from densemark.train.export import check_onnx, export_onnx, model_info, onnx_bytes, ort_session
-from densemark.train.loop import run_train
 from densemark.train.models import create_model
-from densemark.train.params import TrainParams
-from tests.factories import SyntheticLandmarks
+from tests.conftest import CHECKPOINT_POINTS
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 pytest.importorskip("onnxruntime")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    torch.set_num_threads(1)
-    run_train(TrainParams(width=0.25, input_size=32, epochs=1, batch_size=4, workers=0), SyntheticLandmarks(8, 24, 64), out, progress=False)
-    return out / "model.pt"
-
-
 def test_export_writes_a_graph_that_agrees(tmp_path, checkpoint):
     rep = export_onnx(checkpoint, tmp_path / "m.onnx", tmp_path / "export.json")
-    assert rep["max_rel_diff"] < 1e-4 and rep["n_points"] == 24
+    assert rep["max_rel_diff"] < 1e-4 and rep["n_points"] == CHECKPOINT_POINTS
     sess = ort_session(tmp_path / "m.onnx")
     out = sess.run(None, {"image": np.zeros((3, 3, 32, 32), np.float32)})[0]
-    assert out.shape == (3, 72)  # dynamic batch
+    assert out.shape == (3, 3 * CHECKPOINT_POINTS)  # dynamic batch
     # deterministic: the same weights give the same bytes
     assert (tmp_path / "m.onnx").read_bytes() == onnx_bytes(*_model_and_size(checkpoint))
 

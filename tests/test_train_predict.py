@@ -11,8 +11,6 @@ import torch
 from densemark.cli import main
 from densemark.core.images import write_jpeg
 from densemark.faces.crop import crop_square, crop_transform
-from densemark.train.loop import run_train
-from densemark.train.params import TrainParams
 from densemark.train.predict import (
     Predictor,
     box_to_crop,
@@ -20,17 +18,9 @@ from densemark.train.predict import (
     detector_to_landmark_boxes,
     load_predictor,
 )
-from tests.factories import SyntheticLandmarks
+from tests.conftest import CHECKPOINT_POINTS
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    torch.set_num_threads(1)
-    run_train(TrainParams(width=0.25, input_size=32, epochs=1, batch_size=4, workers=0), SyntheticLandmarks(8, 24, 64), out, progress=False)
-    return out / "model.pt"
 
 
 def test_landmark_box_gives_the_training_crop():
@@ -76,9 +66,9 @@ def test_predictions_map_crop_points_back_to_the_image():
 
 def test_loaded_predictor_shapes(checkpoint):
     p = load_predictor(checkpoint)
-    assert p.landmark_set["n_points"] == 24 and p.config["input_size"] == 32
+    assert p.landmark_set["n_points"] == CHECKPOINT_POINTS and p.config["input_size"] == 32
     out = p.predict([np.zeros((100, 120, 3), np.uint8)], np.array([[20, 20, 80, 90]]), "detector")
-    assert out.shape == (1, 24, 3) and out.dtype == np.float32
+    assert out.shape == (1, CHECKPOINT_POINTS, 3) and out.dtype == np.float32
     with pytest.raises(ValueError, match="box_kind"):
         p.predict([np.zeros((10, 10, 3), np.uint8)], np.array([[1, 1, 5, 5]]), "other")
 
@@ -101,7 +91,7 @@ def test_predict_on_a_real_photo(tmp_path, checkpoint, real_dir):
     rc = main(["predict", str(img), "--checkpoint", str(checkpoint), "--out", str(tmp_path)])
     assert rc == 0
     pts = np.load(tmp_path / f"{img.stem}.npy")
-    assert pts.shape == (24, 3)
+    assert pts.shape == (CHECKPOINT_POINTS, 3)
     rec = json.loads((tmp_path / f"{img.stem}.json").read_text())
     assert len(rec["faces"]) == 1 and np.allclose(rec["faces"][0]["landmarks"], pts, atol=1e-4)
     assert (tmp_path / f"{img.stem}_overlay.png").stat().st_size > 0

@@ -16,8 +16,15 @@ import numpy as np
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success rename it to ``path``, on error delete it.
 
-    >>> with atomic_path("out.json") as tmp:  # doctest: +SKIP
-    ...     tmp.write_text("{}")
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp()) / "out.json"
+    >>> with atomic_path(out) as tmp:
+    ...     _ = tmp.write_text("{}")
+    ...     out.exists()
+    False
+    >>> out.read_text(), [p.name for p in out.parent.iterdir()]
+    ('{}', ['out.json'])
+    >>> import shutil; shutil.rmtree(out.parent)
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)

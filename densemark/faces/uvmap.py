@@ -119,12 +119,25 @@ def rasterize_uv(uv_px: np.ndarray, triangles: np.ndarray, res: int, n_vertices:
 
 
 class UVMap:
-    """Position maps from posed vertices through a fixed :class:`UVRaster`.
+    """Position maps from posed vertices through a fixed :class:`UVRaster` (for a model:
+    ``UVMap.for_model(model, res, cache_dir)``): :meth:`render` gives whole maps, :meth:`sample`
+    the values at chosen pixels without building them.
 
-    >>> uvm = UVMap.for_model(model)                 # doctest: +SKIP
-    >>> pos = uvm.render(vertices)                   # (256, 256, 3) float32
-    >>> pos = uvm.render(batch)                      # (B, 256, 256, 3) float32
-    >>> lm = uvm.sample(batch, template.face_ind)    # (B, V, 3) float32, no full map
+    Two triangles over an 8 x 8 map, each vertex placed at its own UV pixel (x, y, 0): the map
+    at (row, col) is (col, row, 0).
+
+    >>> import numpy as np
+    >>> px = uv_to_pixels(np.array([[-0.1, -0.1], [1.1, -0.1], [-0.1, 1.1], [1.1, 1.1]]), 8)
+    >>> uvm = UVMap(rasterize_uv(px, np.array([[0, 1, 2], [1, 3, 2]]), 8, 4))
+    >>> vertices = np.c_[px, np.zeros(4)]               # (N, 3)
+    >>> pos = uvm.render(vertices)                      # (res, res, 3) float32, zero off the face
+    >>> pos.shape, pos.dtype, pos[2, 5].round(3).tolist()
+    ((8, 8, 3), dtype('float32'), [5.0, 2.0, 0.0])
+    >>> batch = np.stack([vertices, vertices + 1])      # (B, N, 3)
+    >>> uvm.render(batch).shape                         # (B, res, res, 3)
+    (2, 8, 8, 3)
+    >>> uvm.sample(batch, np.array([2 * 8 + 5])).round(3).tolist()  # (B, K, 3) at flat pixels
+    [[[5.0, 2.0, 0.0]], [[6.0, 3.0, 1.0]]]
     """
 
     def __init__(self, raster: UVRaster):
