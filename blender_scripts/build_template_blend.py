@@ -13,9 +13,9 @@ of each vertex (-1 where none). ``meta["frame"]`` maps template to Blender coord
 The result holds the mesh object ``FaceTemplate`` (one vertex per template vertex, in
 template order, at a face's real size: about 0.2 m), the vertex groups ``landmarks`` and
 ``kpt68``, the point attributes ``dm_vid`` and ``dm_mirror``, the colour attribute
-``dm_colour`` (landmarks red), a ``UVMap``, the metadata as the object property
-``densemark``, the add-on as the text block ``densemark_addon.py``, a front orthographic
-camera, and every 3D view set to look at the face from the front. Exactly the landmark
+``dm_colour`` (faces around the landmarks red), a ``UVMap``, the metadata as the object property
+``densemark``, the add-on as the text block ``densemark_addon.py``, and every 3D view set to
+look at the face from the front (orthographic, sidebar open). Exactly the landmark
 vertices are selected (vertex select mode). Written atomically.
 
 Pure Python (no numpy), so that any Blender >= 3.4 can run it, Debian's included.
@@ -56,7 +56,6 @@ from densemark_addon import (  # noqa: E402
 )
 
 BUNDLE_FORMAT = "densemark-blender-bundle/1"
-CAMERA_NAME = "FrontCamera"
 ADDON_TEXT = "densemark_addon.py"
 # .npy dtype -> array typecode (little-endian only; every platform Blender runs on)
 NPY_TYPES = {"<f8": "d", "<f4": "f", "<i8": "q", "<i4": "i", "<u1": "B", "|u1": "B", "|b1": "B"}
@@ -249,7 +248,7 @@ def build(data: dict, name: str = OBJECT_NAME) -> bpy.types.Object:
 
     ids = set(data["ids"].values)
     select_exactly(me, ids)
-    colours = me.color_attributes.new(name=ATTR_COLOUR, type="FLOAT_COLOR", domain="POINT")
+    colours = me.color_attributes.new(name=ATTR_COLOUR, type="FLOAT_COLOR", domain="CORNER")
     try:
         me.color_attributes.active_color = colours
         me.color_attributes.render_color_index = me.color_attributes.active_color_index
@@ -292,7 +291,8 @@ def select_exactly(me, ids: set) -> None:
 
 
 def set_up_scene(obj, addon_path: str) -> None:
-    """Frame the face from the front in every 3D view and camera; vertex select mode; units; add-on text."""
+    """Frame the face from the front in every 3D view (orthographic, clip range for its size);
+    vertex select mode; the add-on as a text block."""
     from mathutils import Quaternion
 
     scene = bpy.context.scene
@@ -310,25 +310,18 @@ def set_up_scene(obj, addon_path: str) -> None:
             space.shading.color_type = "VERTEX"  # "Attribute": the landmark colours
             space.overlay.show_floor = False
             space.overlay.show_axis_x = space.overlay.show_axis_y = False
+            space.overlay.vertex_opacity = 0.6  # Edit Mode: the red patches show between the vertex dots
             r3d = space.region_3d
             r3d.view_perspective = "ORTHO"
             r3d.view_rotation = front
             r3d.view_location = (0.0, 0.0, 0.0)
-            r3d.view_distance = 2.2 * size
-    cam_data = bpy.data.cameras.new(CAMERA_NAME)
-    cam_data.type = "ORTHO"
-    cam_data.ortho_scale = 1.3 * size
-    cam_data.clip_start, cam_data.clip_end = size / 100, size * 100
-    cam = bpy.data.objects.new(CAMERA_NAME, cam_data)
-    cam.location = (0.0, -5.0 * size, 0.0)
-    cam.rotation_mode = "QUATERNION"
-    cam.rotation_quaternion = front
-    scene.collection.objects.link(cam)
-    scene.camera = cam
+            r3d.view_distance = 1.6 * size
+            space.show_region_ui = True  # the sidebar, where the Densemark tab is
     with open(addon_path, encoding="utf-8") as f:
         text = bpy.data.texts.new(ADDON_TEXT)
         text.from_string(f.read())
-    text.use_module = True  # registers the panel on opening when the user allows scripts
+    # not use_module: Blender would stop every opening with its "scripts disabled" dialog;
+    # Text editor > Run Script registers the panel instead
 
 
 def save_blend(path: str) -> None:

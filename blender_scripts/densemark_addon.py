@@ -3,8 +3,8 @@
 The ``.blend`` built by ``build_template_blend.py`` holds one mesh object (``FaceTemplate``):
 one vertex per template vertex, the vertex groups ``landmarks`` (the set being edited) and
 ``kpt68`` (the 68 keypoints), the integer point attributes ``dm_vid`` (template vertex id)
-and ``dm_mirror`` (template id of the UV-mirror partner, -1 where none), the colour attribute
-``dm_colour`` (set members red, the others skin-coloured) and, as the custom property
+and ``dm_mirror`` (template id of the UV-mirror partner, -1 where none), the face-corner
+colour attribute ``dm_colour`` (faces touching a set member red, the others skin-coloured) and, as the custom property
 ``densemark``, the JSON metadata of the set the file was built from.
 
 GUI: the file carries this script as the text block ``densemark_addon.py`` (it registers on
@@ -287,35 +287,49 @@ def assign_selection(obj: bpy.types.Object, mode: str = "REPLACE", group: str = 
 
 
 def paint_set(obj: bpy.types.Object, ids: Iterable[int]) -> bool:
-    """Colour the vertices ``ids`` red, the rest skin-coloured (attribute ``dm_colour``).
+    """Paint the faces around the vertices ``ids`` red, the rest skin-coloured (``dm_colour``).
 
-    Returns False (and changes nothing) when the mesh has no such attribute.
+    A face-corner attribute: every face touching a landmark is red, so each landmark shows as
+    a small red patch at any zoom, whatever is selected. Returns False (and changes nothing)
+    when the mesh has no such attribute.
     """
     want = {int(i) for i in ids}
     me = obj.data
     if obj.mode == "EDIT":
         bm = bmesh.from_edit_mesh(me)
-        layer = bm.verts.layers.float_color.get(ATTR_COLOUR)
+        layer = bm.loops.layers.float_color.get(ATTR_COLOUR)
         if layer is None:
             return False
         vids = _vids(bm)
-        for i, v in enumerate(bm.verts):
-            v[layer] = SET_COLOUR if vids[i] in want else SKIN_COLOUR
+        for f in bm.faces:
+            colour = SET_COLOUR if any(vids[v.index] in want for v in f.verts) else SKIN_COLOUR
+            for corner in f.loops:
+                corner[layer] = colour
         bmesh.update_edit_mesh(me, loop_triangles=False, destructive=False)
         return True
     attr = me.color_attributes.get(ATTR_COLOUR) if hasattr(me, "color_attributes") else None
-    if attr is None or attr.domain != "POINT":
+    if attr is None or attr.domain != "CORNER":
         return False
-    vid = me.attributes.get(ATTR_ID)
     n = len(me.vertices)
     vids = [0] * n
+    vid = me.attributes.get(ATTR_ID)
     if vid is not None:
         vid.data.foreach_get("value", vids)
     else:
         vids = list(range(n))
+    hit = [vids[i] in want for i in range(n)]
+    corner_v = [0] * len(me.loops)
+    me.loops.foreach_get("vertex_index", corner_v)
+    starts, totals = [0] * len(me.polygons), [0] * len(me.polygons)
+    me.polygons.foreach_get("loop_start", starts)
+    me.polygons.foreach_get("loop_total", totals)
+    red = [False] * len(me.loops)
+    for s0, k in zip(starts, totals):
+        if any(hit[corner_v[j]] for j in range(s0, s0 + k)):
+            red[s0 : s0 + k] = [True] * k
     flat = []
-    for i in vids:
-        flat.extend(SET_COLOUR if i in want else SKIN_COLOUR)
+    for r in red:
+        flat.extend(SET_COLOUR if r else SKIN_COLOUR)
     attr.data.foreach_set("color", flat)
     me.update()
     return True
