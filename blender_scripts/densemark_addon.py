@@ -324,7 +324,7 @@ def paint_set(obj: bpy.types.Object, ids: Iterable[int]) -> bool:
     me.polygons.foreach_get("loop_start", starts)
     me.polygons.foreach_get("loop_total", totals)
     red = [False] * len(me.loops)
-    for s0, k in zip(starts, totals):
+    for s0, k in zip(starts, totals, strict=True):
         if any(hit[corner_v[j]] for j in range(s0, s0 + k)):
             red[s0 : s0 + k] = [True] * k
     flat = []

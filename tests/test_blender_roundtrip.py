@@ -534,6 +534,9 @@ import os, subprocess, sys, zipfile
 import bpy
 argv = sys.argv[sys.argv.index("--") + 1:]
 src, work = argv
+if bpy.app.version < (4, 2, 0):
+    print("extension: needs Blender 4.2, this is", bpy.app.version_string)
+    sys.exit(0)
 cli = os.path.join(bpy.utils.system_resource("SCRIPTS"), "addons_core", "bl_pkg", "cli", "blender_ext.py")
 for cmd in (["validate", src], ["build", "--source-dir", src, "--output-dir", work]):
     r = subprocess.run([sys.executable, cli, *cmd], capture_output=True, text=True)
@@ -558,4 +561,6 @@ def test_extension_builds_and_registers(tmp_path):
     script.write_text(EXTENSION)
     (tmp_path / "work").mkdir()
     r = subprocess.run([*prefix, str(script), "--", str(SCRIPTS), str(tmp_path / "work")], capture_output=True, text=True, timeout=300, check=False)
+    if "extension: needs Blender 4.2" in r.stdout:
+        pytest.skip("Blender extensions need Blender 4.2 (DENSEMARK_BLENDER names an older one)")
     assert r.returncode == 0 and "extension: ok densemark_landmarks-0.2.0.zip" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
