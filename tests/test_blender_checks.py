@@ -14,8 +14,27 @@ import pytest
 
 from densemark.cli import main
 from densemark.core.errors import InputError
+from densemark.faces.template import FaceTemplate, load_template, save_template
 from densemark.sampling import blender as bl
-from tests.test_blender_roundtrip import SCRIPTS, _blend_stub, _fake_export, blender_prefix, small  # noqa: F401
+from densemark.sampling.landmark_set import LandmarkSet, make_set
+from tests.test_blender_roundtrip import (
+    SCRIPTS,
+    _blend_stub,
+    _fake_export,
+    blender_prefix,
+    small_template,
+)
+
+
+@pytest.fixture()
+def small(tmp_path) -> tuple[Path, Path, FaceTemplate, LandmarkSet]:
+    """(template dir, parent set file, template, parent set) for the disc template."""
+    tdir = save_template(small_template(), tmp_path / "template")
+    t = load_template(tdir)
+    ids = np.unique(np.concatenate([t.kpt_ids, np.arange(0, t.n_vertices, 9)]))
+    parent = make_set(t, ids, name="disc-demo", kpt68=np.searchsorted(ids, t.kpt_ids))
+    return tdir, parent.save(tmp_path / "parent.json"), t, parent
+
 
 # ----------------------------------------------------------------------------- no bpy
 
