@@ -3,15 +3,19 @@
 The ``.blend`` built by ``build_template_blend.py`` holds one mesh object (``FaceTemplate``):
 one vertex per template vertex, the vertex groups ``landmarks`` (the set being edited) and
 ``kpt68`` (the 68 keypoints), the integer point attributes ``dm_vid`` (template vertex id)
-and ``dm_mirror`` (template id of the UV-mirror partner, -1 where none) and, as the custom
-property ``densemark``, the JSON metadata of the set the file was built from.
+and ``dm_mirror`` (template id of the UV-mirror partner, -1 where none), the face-corner
+colour attribute ``dm_colour`` (faces touching a set member red, the others skin-coloured) and, as the custom property
+``densemark``, the JSON metadata of the set the file was built from.
 
-GUI: install this file as an add-on (Preferences > Add-ons > Install from Disk) or open it
-in the Text editor and press Run Script; the "Densemark" tab of the 3D view's sidebar (N)
-shows in Edit Mode. Headless code (and the tests) call the functions below, or the same
-operators through ``bpy.ops.densemark.*`` after ``register()``.
+GUI: the file carries this script as the text block ``densemark_addon.py`` (it registers on
+opening when scripts may run: Allow Execution, or Text editor > Run Script); it also installs
+as an add-on (Preferences > Add-ons > Install from Disk) or an extension (Blender 4.2+). The
+"Densemark" tab of the 3D view's sidebar (N) holds the panel. Headless code (and the tests)
+call the functions below, or the same operators through ``bpy.ops.densemark.*`` after
+``register()``.
 
-Only bpy, bmesh, numpy (bundled with Blender) and the standard library are used.
+Only bpy, bmesh and the standard library are used (no numpy: Debian's Blender has none), on
+Blender 3.4 or newer.
 """
 
 from __future__ import annotations
@@ -26,14 +30,13 @@ import bpy
 
 # isort: split
 import bmesh
-import numpy as np
 
 bl_info = {
     "name": "Densemark landmarks",
     "author": "densemark",
-    "version": (0, 1, 0),
-    "blender": (4, 2, 0),
-    "location": "3D View > Sidebar (N) > Densemark (Edit Mode)",
+    "version": (0, 2, 0),
+    "blender": (3, 4, 0),
+    "location": "3D View > Sidebar (N) > Densemark",
     "description": "Load, mirror, assign and export a dense landmark set on the face template",
     "category": "Mesh",
 }
@@ -43,13 +46,62 @@ GROUP = "landmarks"
 KPT_GROUP = "kpt68"
 ATTR_ID = "dm_vid"
 ATTR_MIRROR = "dm_mirror"
+ATTR_COLOUR = "dm_colour"
 META_PROP = "densemark"
 EXPORT_FORMAT = "densemark-blender-export/1"
 ASSIGN_MODES = ("REPLACE", "ADD", "REMOVE")
+MIN_BLENDER = (3, 4, 0)
+SET_COLOUR = (0.85, 0.05, 0.05, 1.0)  # landmarks: red
+SKIN_COLOUR = (0.80, 0.66, 0.55, 1.0)  # the rest of the face
 
 
 class DensemarkBlendError(RuntimeError):
     """The scene does not hold what the densemark tools expect (the message says what)."""
+
+
+# ----------------------------------------------------------------------------- versions
+
+
+def check_blender_version() -> str:
+    """'' when the running Blender is supported, else a one-line reason."""
+    if tuple(bpy.app.version) < MIN_BLENDER:
+        need = ".".join(map(str, MIN_BLENDER[:2]))
+        return f"Blender {bpy.app.version_string} is too old: the densemark scripts need Blender >= {need}"
+    return ""
+
+
+def blend_file_version(path: str) -> tuple[int, int] | None:
+    """(major, minor) of the Blender that saved ``path``, from its header; None if unknown.
+
+    Header ``BLENDER_v304`` (before Blender 5: pointer size, endianness, 3 digits) or
+    ``BLENDER17-01v0500`` (Blender 5: header size, format, 4 digits). Compressed files (gzip or
+    zstd) give None.
+    """
+    with open(path, "rb") as f:
+        head = f.read(17)
+    if not head.startswith(b"BLENDER"):
+        return None
+    try:
+        if head[7:9].isdigit():  # BLENDER17-01v0500
+            v = int(head[13:17])
+        else:  # BLENDER_v304 / BLENDER-v304
+            v = int(head[9:12])
+    except ValueError:
+        return None
+    return v // 100, v % 100
+
+
+def version_problem(path: str) -> str:
+    """'' when this Blender can read ``path``, else why not and what to do (one line)."""
+    got = blend_file_version(path)
+    run = tuple(bpy.app.version[:2])
+    if got is None or got <= run:
+        return ""
+    return (
+        f"saved by Blender {got[0]}.{got[1]}, but this is Blender {bpy.app.version_string}, which cannot "
+        f"read newer files: use Blender >= {got[0]}.{got[1]} (or the bpy {got[0]}.{got[1]} module: unset "
+        "DENSEMARK_BLENDER to use .venv-blender)"
+    )
 
 
 # ----------------------------------------------------------------------------- lookup
@@ -114,14 +166,6 @@ class _BMesh:
             self.bm.free()
 
 
-def _vids(obj: bpy.types.Object, bm: bmesh.types.BMesh) -> np.ndarray:
-    """(n,) template id of each bmesh vertex (from ``dm_vid``; the vertex index if absent)."""
-    layer = bm.verts.layers.int.get(ATTR_ID)
-    if layer is None:
-        return np.arange(len(bm.verts), dtype=np.int64)
-    return np.fromiter((v[layer] for v in bm.verts), np.int64, len(bm.verts))
-
-
 def _group_index(obj: bpy.types.Object, group: str, create: bool = False) -> int:
     vg = obj.vertex_groups.get(group)
     if vg is None:
@@ -134,45 +178,51 @@ def _group_index(obj: bpy.types.Object, group: str, create: bool = False) -> int
 # ----------------------------------------------------------------------------- logic
 
 
-def group_ids(obj: bpy.types.Object, group: str = GROUP) -> np.ndarray:
+def _vids(bm: bmesh.types.BMesh) -> list[int]:
+    """Template id of each bmesh vertex, in vertex order (``dm_vid``; the vertex index if absent)."""
+    layer = bm.verts.layers.int.get(ATTR_ID)
+    if layer is None:
+        return list(range(len(bm.verts)))
+    return [v[layer] for v in bm.verts]
+
+
+def group_ids(obj: bpy.types.Object, group: str = GROUP) -> list[int]:
     """Sorted template ids of the vertices in ``group`` with weight > 0."""
     gi = _group_index(obj, group)
     with _BMesh(obj, write=False) as bm:
-        vids = _vids(obj, bm)
         deform = bm.verts.layers.deform.active
         if deform is None:
-            return np.zeros(0, np.int64)
-        mask = np.fromiter((v[deform].get(gi, 0.0) > 0.0 for v in bm.verts), bool, len(bm.verts))
-    return np.unique(vids[mask])
+            return []
+        vids = _vids(bm)
+        return sorted({vids[i] for i, v in enumerate(bm.verts) if v[deform].get(gi, 0.0) > 0.0})
 
 
-def selected_ids(obj: bpy.types.Object) -> np.ndarray:
+def selected_ids(obj: bpy.types.Object) -> list[int]:
     """Sorted template ids of the selected vertices."""
     with _BMesh(obj, write=False) as bm:
-        vids = _vids(obj, bm)
-        mask = np.fromiter((v.select for v in bm.verts), bool, len(bm.verts))
-    return np.unique(vids[mask])
+        vids = _vids(bm)
+        return sorted({vids[i] for i, v in enumerate(bm.verts) if v.select})
 
 
 def select_ids(obj: bpy.types.Object, ids: Iterable[int], *, extend: bool = False) -> int:
     """Select the vertices with these template ids (after deselecting all unless ``extend``).
 
-    Returns the number of vertices selected by the call.
+    Edges and faces follow vertex select mode (selected when all their vertices are), so
+    nothing else is selected. Returns the number of vertices selected by the call.
     """
-    want = np.asarray(list(ids), np.int64)
+    want = {int(i) for i in ids}
     with _BMesh(obj) as bm:
-        vids = _vids(obj, bm)
-        hit = np.isin(vids, want)
+        vids = _vids(bm)
         if not extend:
             for seq in (bm.faces, bm.edges, bm.verts):
                 for e in seq:
                     e.select = False
         n = 0
-        for i in np.flatnonzero(hit):
-            v = bm.verts[int(i)]
-            if not v.select:
+        for i, v in enumerate(bm.verts):
+            if vids[i] in want and not v.select:
+                v.select = True
                 n += 1
-            v.select = True
+        bm.select_mode = {"VERT"}
         bm.select_flush_mode()
     return n
 
@@ -181,7 +231,7 @@ def select_group(obj: bpy.types.Object, group: str = GROUP) -> int:
     """"Load set": select exactly the vertices of ``group``; returns how many."""
     ids = group_ids(obj, group)
     select_ids(obj, ids)
-    return int(len(ids))
+    return len(ids)
 
 
 def mirror_selection(obj: bpy.types.Object) -> int:
@@ -193,15 +243,11 @@ def mirror_selection(obj: bpy.types.Object) -> int:
         mlayer = bm.verts.layers.int.get(ATTR_MIRROR)
         if mlayer is None:
             raise DensemarkBlendError(f"object {obj.name!r} has no {ATTR_MIRROR!r} attribute (not built by densemark?)")
-        vids = _vids(obj, bm)
-        sel = [v for v in bm.verts if v.select]
-        partners = np.asarray([v[mlayer] for v in sel], np.int64)
-        partners = partners[partners >= 0]
-        hit = np.flatnonzero(np.isin(vids, partners))
+        vids = _vids(bm)
+        partners = {v[mlayer] for v in bm.verts if v.select} - {-1}
         n = 0
-        for i in hit:
-            v = bm.verts[int(i)]
-            if not v.select:
+        for i, v in enumerate(bm.verts):
+            if vids[i] in partners and not v.select:
                 v.select = True
                 n += 1
         bm.select_flush_mode()
@@ -209,7 +255,7 @@ def mirror_selection(obj: bpy.types.Object) -> int:
 
 
 def assign_selection(obj: bpy.types.Object, mode: str = "REPLACE", group: str = GROUP) -> tuple[int, int]:
-    """Write the selection into ``group``.
+    """Write the selection into ``group`` (and repaint the colours when ``group`` is the set).
 
     ``REPLACE``: the group becomes the selection; ``ADD``: selected vertices join it;
     ``REMOVE``: selected vertices leave it. Returns (vertices added, vertices removed).
@@ -235,13 +281,64 @@ def assign_selection(obj: bpy.types.Object, mode: str = "REPLACE", group: str = 
             elif inside and not want:
                 del dv[gi]
                 removed += 1
+    if group == GROUP:
+        paint_set(obj, group_ids(obj, group))
     return added, removed
+
+
+def paint_set(obj: bpy.types.Object, ids: Iterable[int]) -> bool:
+    """Paint the faces around the vertices ``ids`` red, the rest skin-coloured (``dm_colour``).
+
+    A face-corner attribute: every face touching a landmark is red, so each landmark shows as
+    a small red patch at any zoom, whatever is selected. Returns False (and changes nothing)
+    when the mesh has no such attribute.
+    """
+    want = {int(i) for i in ids}
+    me = obj.data
+    if obj.mode == "EDIT":
+        bm = bmesh.from_edit_mesh(me)
+        layer = bm.loops.layers.float_color.get(ATTR_COLOUR)
+        if layer is None:
+            return False
+        vids = _vids(bm)
+        for f in bm.faces:
+            colour = SET_COLOUR if any(vids[v.index] in want for v in f.verts) else SKIN_COLOUR
+            for corner in f.loops:
+                corner[layer] = colour
+        bmesh.update_edit_mesh(me, loop_triangles=False, destructive=False)
+        return True
+    attr = me.color_attributes.get(ATTR_COLOUR) if hasattr(me, "color_attributes") else None
+    if attr is None or attr.domain != "CORNER":
+        return False
+    n = len(me.vertices)
+    vids = [0] * n
+    vid = me.attributes.get(ATTR_ID)
+    if vid is not None:
+        vid.data.foreach_get("value", vids)
+    else:
+        vids = list(range(n))
+    hit = [vids[i] in want for i in range(n)]
+    corner_v = [0] * len(me.loops)
+    me.loops.foreach_get("vertex_index", corner_v)
+    starts, totals = [0] * len(me.polygons), [0] * len(me.polygons)
+    me.polygons.foreach_get("loop_start", starts)
+    me.polygons.foreach_get("loop_total", totals)
+    red = [False] * len(me.loops)
+    for s0, k in zip(starts, totals, strict=True):
+        if any(hit[corner_v[j]] for j in range(s0, s0 + k)):
+            red[s0 : s0 + k] = [True] * k
+    flat = []
+    for r in red:
+        flat.extend(SET_COLOUR if r else SKIN_COLOUR)
+    attr.data.foreach_set("color", flat)
+    me.update()
+    return True
 
 
 def export_payload(obj: bpy.types.Object, group: str = GROUP) -> dict:
     """The JSON-able export of ``group`` with the stored metadata (see README, export format)."""
     ids = group_ids(obj, group)
-    kpt = group_ids(obj, KPT_GROUP) if obj.vertex_groups.get(KPT_GROUP) else np.zeros(0, np.int64)
+    kpt = group_ids(obj, KPT_GROUP) if obj.vertex_groups.get(KPT_GROUP) else []
     return {
         "format": EXPORT_FORMAT,
         "blend": os.path.basename(bpy.data.filepath) if bpy.data.filepath else "",
@@ -254,8 +351,14 @@ def export_payload(obj: bpy.types.Object, group: str = GROUP) -> dict:
     }
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def export_set(obj: bpy.types.Object, path: str, group: str = GROUP) -> dict:
-    """Write ``export_payload`` as JSON to ``path`` atomically; returns the payload."""
+    """Write ``export_payload`` as JSON to ``path`` atomically (mode 0666 less the umask); returns the payload."""
     payload = export_payload(obj, group)
     path = os.path.abspath(path)
     folder = os.path.dirname(path)
@@ -265,6 +368,7 @@ def export_set(obj: bpy.types.Object, path: str, group: str = GROUP) -> dict:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(payload, f, indent=2, sort_keys=True)
             f.write("\n")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -277,6 +381,7 @@ def export_set(obj: bpy.types.Object, path: str, group: str = GROUP) -> dict:
 
 
 def _status(context, text: str) -> None:
+    """Show ``text`` on the panel (short: the sidebar is narrow) and in the status bar."""
     context.window_manager.densemark_status = text
 
 
@@ -287,6 +392,35 @@ class _EditOp:
     def poll(cls, context):
         obj = context.edit_object
         return obj is not None and obj.type == "MESH"
+
+
+class DENSEMARK_OT_edit_set(bpy.types.Operator):
+    """Enter Edit Mode on the face (vertex select) with exactly the landmark set selected"""
+
+    bl_idname = "densemark.edit_set"
+    bl_label = "Edit set"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return context.mode in {"OBJECT", "EDIT_MESH"}
+
+    def execute(self, context):
+        try:
+            obj = find_object()
+        except DensemarkBlendError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        if context.mode != "OBJECT" and context.edit_object is not obj:
+            bpy.ops.object.mode_set(mode="OBJECT")
+        context.view_layer.objects.active = obj
+        obj.select_set(True)
+        if obj.mode != "EDIT":
+            bpy.ops.object.mode_set(mode="EDIT")
+        context.tool_settings.mesh_select_mode = (True, False, False)
+        n = select_group(obj)
+        _status(context, f"Loaded {n} landmarks")
+        return {"FINISHED"}
 
 
 class DENSEMARK_OT_load_set(_EditOp, bpy.types.Operator):
@@ -301,7 +435,7 @@ class DENSEMARK_OT_load_set(_EditOp, bpy.types.Operator):
         except DensemarkBlendError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        _status(context, f"loaded {n} landmarks")
+        _status(context, f"Loaded {n} landmarks")
         return {"FINISHED"}
 
 
@@ -317,7 +451,8 @@ class DENSEMARK_OT_mirror_selection(_EditOp, bpy.types.Operator):
         except DensemarkBlendError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        _status(context, f"mirror: {n} vertices added to the selection")
+        _status(context, f"Mirror: +{n} selected")
+        self.report({"INFO"}, f"mirror: {n} partner vertices added to the selection")
         return {"FINISHED"}
 
 
@@ -340,7 +475,8 @@ class DENSEMARK_OT_assign_selection(_EditOp, bpy.types.Operator):
     def execute(self, context):
         added, removed = assign_selection(context.edit_object, self.mode)
         n = len(group_ids(context.edit_object))
-        _status(context, f"set: {n} landmarks (+{added} / -{removed})")
+        _status(context, f"Set: {n} (+{added} / -{removed})")
+        self.report({"INFO"}, f"landmark set: {n} vertices (+{added} / -{removed})")
         return {"FINISHED"}
 
 
@@ -370,7 +506,7 @@ class DENSEMARK_OT_export_set(_EditOp, bpy.types.Operator):
         except (DensemarkBlendError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        _status(context, f"exported {len(payload['ids'])} ids")
+        _status(context, f"Exported {len(payload['ids'])} ids")
         self.report({"INFO"}, f"wrote {len(payload['ids'])} landmark ids to {self.filepath}")
         return {"FINISHED"}
 
@@ -380,15 +516,18 @@ class VIEW3D_PT_densemark(bpy.types.Panel):
     bl_region_type = "UI"
     bl_category = "Densemark"
     bl_label = "Landmark set"
-    bl_context = "mesh_edit"
 
     def draw(self, context):
         layout = self.layout
-        obj = context.edit_object
+        obj = context.edit_object or context.active_object
         meta = get_meta(obj) if obj is not None and META_PROP in obj.keys() else {}
         name = meta.get("set", {}).get("name")
         if name:
             layout.label(text=f"Set: {name}")
+        if context.edit_object is None:
+            layout.operator(DENSEMARK_OT_edit_set.bl_idname, icon="EDITMODE_HLT")
+            layout.label(text="Red: in the set")
+            return
         col = layout.column(align=True)
         col.operator(DENSEMARK_OT_load_set.bl_idname, icon="RESTRICT_SELECT_OFF")
         col.operator(DENSEMARK_OT_mirror_selection.bl_idname, icon="MOD_MIRROR")
@@ -404,6 +543,7 @@ class VIEW3D_PT_densemark(bpy.types.Panel):
 
 
 _CLASSES = (
+    DENSEMARK_OT_edit_set,
     DENSEMARK_OT_load_set,
     DENSEMARK_OT_mirror_selection,
     DENSEMARK_OT_assign_selection,

@@ -15,10 +15,25 @@ import argparse
 import os
 import sys
 
-import bpy
+try:
+    import bpy
+except ImportError:
+    print(
+        "export_landmarks: error: this Python has no bpy; run it with a Blender (>= 3.4) or the "
+        "bpy module environment (bash scripts/setup-blender.sh)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from densemark_addon import GROUP, DensemarkBlendError, export_set, find_object  # noqa: E402
+from densemark_addon import (  # noqa: E402
+    GROUP,
+    DensemarkBlendError,
+    check_blender_version,
+    export_set,
+    find_object,
+    version_problem,
+)
 
 
 def script_args(argv: list[str]) -> list[str]:
@@ -35,6 +50,10 @@ def main(argv: list[str]) -> None:
     args = p.parse_args(script_args(argv))
     if not os.path.isfile(args.blend):
         print(f"export_landmarks: error: {args.blend}: file not found", file=sys.stderr)
+        sys.exit(2)
+    problem = check_blender_version() or version_problem(args.blend)
+    if problem:
+        print(f"export_landmarks: error: {args.blend}: {problem}", file=sys.stderr)
         sys.exit(2)
     try:
         bpy.ops.wm.open_mainfile(filepath=os.path.abspath(args.blend), load_ui=False)

@@ -286,8 +286,9 @@ def test_extension_manifest_agrees_with_bl_info():
     assert required <= set(man) and man["type"] == "add-on"
     assert man["name"] == info["name"]
     assert man["version"] == ".".join(map(str, info["version"]))
-    assert man["blender_version_min"] == ".".join(map(str, info["blender"]))
-    assert tuple(map(int, man["blender_version_min"].split("."))) >= (4, 2, 0)
+    # extensions exist from Blender 4.2; the legacy add-on (bl_info) runs from 3.4
+    assert tuple(map(int, man["blender_version_min"].split("."))) == max((4, 2, 0), tuple(info["blender"]))
+    assert tuple(info["blender"]) == (3, 4, 0)
     assert len(man["tagline"]) <= 64 and man["tagline"][-1].isalnum()
     assert re.fullmatch(r"[a-z][a-z0-9_]*", man["id"])
     init = ast.parse((ROOT / "blender_scripts" / "__init__.py").read_text())  # the extension's entry point
@@ -358,7 +359,7 @@ def select(ids):
     bmesh.update_edit_mesh(obj.data)
 
 assert bpy.ops.densemark.load_set() == {"FINISHED"}
-report["loaded"] = dm.selected_ids(obj).tolist()
+report["loaded"] = list(dm.selected_ids(obj))
 
 # 1. remove some landmarks with Blender's own vertex-group operator
 select(plan["remove"])
@@ -368,7 +369,7 @@ bpy.ops.object.vertex_group_remove_from()
 # 2. add vertices and their mirror partners (add-on), assign with Blender's operator
 select(plan["add"])
 assert bpy.ops.densemark.mirror_selection() == {"FINISHED"}
-report["mirrored_selection"] = dm.selected_ids(obj).tolist()
+report["mirrored_selection"] = list(dm.selected_ids(obj))
 bpy.context.scene.tool_settings.vertex_group_weight = 1.0
 bpy.ops.object.vertex_group_assign()
 
@@ -438,7 +439,7 @@ def _round_trip(tdir: Path, set_path: Path, t: FaceTemplate, parent: LandmarkSet
     mirror = template_mirror(t).ids
     assert rep["mirrored_selection"] == sorted(set(plan["add"]) | set(mirror[plan["add"]].tolist()))
     assert rep["panel_drawn"][0] == f"Set: {parent.name}" and "densemark.export_set" in rep["panel_drawn"]
-    assert rep["status"] == f"set: {len(parent) - len(removed) + len(added)} landmarks (+0 / -2)"
+    assert rep["status"] == f"Set: {len(parent) - len(removed) + len(added)} (+0 / -2)"
 
     child = bl.import_blend(edited, set_path, tdir, tmp_path / "child.json", note="hand fix", name="fixed")
     want = np.union1d(np.setdiff1d(parent.ids, removed), added)
@@ -533,6 +534,9 @@ import os, subprocess, sys, zipfile
 import bpy
 argv = sys.argv[sys.argv.index("--") + 1:]
 src, work = argv
+if bpy.app.version < (4, 2, 0):
+    print("extension: needs Blender 4.2, this is", bpy.app.version_string)
+    sys.exit(0)
 cli = os.path.join(bpy.utils.system_resource("SCRIPTS"), "addons_core", "bl_pkg", "cli", "blender_ext.py")
 for cmd in (["validate", src], ["build", "--source-dir", src, "--output-dir", work]):
     r = subprocess.run([sys.executable, cli, *cmd], capture_output=True, text=True)
@@ -557,4 +561,6 @@ def test_extension_builds_and_registers(tmp_path):
     script.write_text(EXTENSION)
     (tmp_path / "work").mkdir()
     r = subprocess.run([*prefix, str(script), "--", str(SCRIPTS), str(tmp_path / "work")], capture_output=True, text=True, timeout=300, check=False)
-    assert r.returncode == 0 and "extension: ok densemark_landmarks-0.1.0.zip" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    if "extension: needs Blender 4.2" in r.stdout:
+        pytest.skip("Blender extensions need Blender 4.2 (DENSEMARK_BLENDER names an older one)")
+    assert r.returncode == 0 and "extension: ok densemark_landmarks-0.2.0.zip" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]

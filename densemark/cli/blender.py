@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="edit a landmark set by hand in Blender (export a .blend, import the edit)",
         description=(
             "Round trip a landmark set through Blender. Needs a Blender environment: "
-            "`bash scripts/setup-blender.sh`, or DENSEMARK_BLENDER=/path/to/blender (or a python with bpy)."
+            "`bash scripts/setup-blender.sh` (bpy 5.0), or DENSEMARK_BLENDER=/path/to/blender (Blender >= 3.4, "
+            "or a python with bpy). A .blend opens only in a Blender at least as new as the one that built it."
         ),
     )
     bsub = p.add_subparsers(dest="blender_command", required=True, metavar="<action>")
@@ -34,14 +35,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument(
         "--allow-drop-kpt", action="store_true", help="accept an edit that removes keypoints (the child then has no kpt68)"
     )
+    i.add_argument(
+        "--allow-large-edit",
+        action="store_true",
+        help="accept an edit that adds or removes more points than max(256, the parent's size) (refused as a likely slip)",
+    )
     i.set_defaults(func=_import)
 
 
 def _export(args: argparse.Namespace) -> int:
-    from densemark.sampling.blender import export_blend
+    from densemark.sampling.blender import run_export
 
-    out = export_blend(args.set_path, args.template, args.out)
-    print(f"wrote {out}")
+    res = run_export(args.set_path, args.template, args.out)
+    for msg in res["messages"]:
+        print(f"densemark: {msg}", file=sys.stderr)
+    out, ver = res["outputs"]["blend"], res["blender_version"]
+    opens = f" (saved by Blender {ver[0]}.{ver[1]}: open it in Blender {ver[0]}.{ver[1]} or newer)" if ver else ""
+    print(f"wrote {out}{opens}")
     return 0
 
 
@@ -49,7 +59,14 @@ def _import(args: argparse.Namespace) -> int:
     from densemark.sampling.blender import run_import
 
     res = run_import(
-        args.blend, args.parent, args.template, args.out, args.note, name=args.name, allow_drop_kpt=args.allow_drop_kpt
+        args.blend,
+        args.parent,
+        args.template,
+        args.out,
+        args.note,
+        name=args.name,
+        allow_drop_kpt=args.allow_drop_kpt,
+        allow_large_edit=args.allow_large_edit,
     )
     child, parent, rep = res["child"], res["parent"], res["report"]
     print(

@@ -14,7 +14,9 @@ package data ``densemark/sampling/blender_scripts/`` (``setup.py`` maps the fold
 The Blender environment is separate from the toolkit's (PyPI's ``bpy`` pins numpy<2):
 ``find_blender`` looks at ``DENSEMARK_BLENDER`` (a ``blender`` executable, or a Python that
 can ``import bpy``), then at ``.venv-blender/bin/python`` at the repository root (made by
-``scripts/setup-blender.sh``).
+``scripts/setup-blender.sh``). The scripts run on Blender >= 3.4 (pure Python, no numpy); a
+``.blend`` opens only in a Blender at least as new as the one that wrote it
+(:func:`blend_file_version` reads that from the file's header).
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ("build_template_blend.py", "export_landmarks.py", "densemark_addon.py")
 # a .blend starts with "BLENDER", or is gzip- (Blender < 3) or zstd-compressed (Blender >= 3)
 BLEND_MAGIC = (b"BLENDER", b"\x1f\x8b", b"\x28\xb5\x2f\xfd")
+# the .blend shows the face at about a real face's size: largest extent in (0.125, 0.25] m
+VIEW_EXTENT_M = 0.25
+# an edit changing more points than max(LARGE_EDIT_MIN, parent size) is refused without allow_large_edit
+LARGE_EDIT_MIN = 256
 SETUP_HINT = (
     "run `bash scripts/setup-blender.sh` at the repository root (creates .venv-blender with bpy), "
     f"or set {BLENDER_ENV} to a `blender` executable or to a Python that can `import bpy`"
@@ -56,6 +62,29 @@ class BlenderError(DensemarkError):
 # ----------------------------------------------------------------------------- bundle
 
 
+def blender_frame(vertices: np.ndarray) -> dict:
+    """How ``build_template_blend.py`` maps template coordinates to Blender's (JSON-able).
+
+    Template (PRNet's frame: x right, y down, z towards the viewer) -> Blender (X right, Y
+    away from the front view, Z up), in metres:
+
+        X = s (x - ox),  Y = -s (z - oz),  Z = -s (y - oy)
+
+    with ``offset`` (ox, oy, oz) the centre of the bounding box and ``scale`` s the power of
+    two that brings the largest extent into (0.125, 0.25] m. Back: ``x = X / s + ox``,
+    ``y = oy - Z / s``, ``z = oz - Y / s`` (the ``.blend`` stores float32 coordinates; the
+    round trip reads vertex ids, never coordinates).
+
+    Args:
+        vertices: (V, 3) template coordinates.
+    """
+    v = np.asarray(vertices, np.float64)
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    extent = float((hi - lo).max())
+    k = int(np.floor(np.log2(VIEW_EXTENT_M / extent))) if extent > 0 else 0
+    return {"axes": "x,-z,-y", "offset": ((lo + hi) / 2).tolist(), "scale": 2.0**k, "units": "m"}
+
+
 def write_bundle(lset: LandmarkSet, template: FaceTemplate, path: str | os.PathLike) -> Path:
     """Write the exchange bundle (``.npz``, no pickles) that ``build_template_blend.py`` reads.
 
@@ -64,7 +93,7 @@ def write_bundle(lset: LandmarkSet, template: FaceTemplate, path: str | os.PathL
     template ids (the set's own, else the template's; (0,) if neither), ``mirror`` (V,) the
     mirror vertex of each template vertex (the convention of ``mirror_match``), ``meta`` a
     JSON string: format, set {name, sha256, n_ids, parent}, template {sha256, n_vertices, res},
-    kpt68_source, mirror_space.
+    kpt68_source, mirror_space, frame (:func:`blender_frame`).
 
     Raises:
         InputError: the set does not belong to the template.
@@ -87,6 +116,7 @@ def write_bundle(lset: LandmarkSet, template: FaceTemplate, path: str | os.PathL
         "template": {"sha256": template.sha256(), "n_vertices": template.n_vertices, "res": template.res},
         "kpt68_source": kpt_src,
         "mirror_space": MIRROR_SPACE,
+        "frame": blender_frame(template.vertices),
     }
     p = Path(path)
     with atomic_path(p) as tmp, open(tmp, "wb") as f:
@@ -172,6 +202,23 @@ def check_blend_file(path: str | os.PathLike) -> Path:
     return p
 
 
+def blend_file_version(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(major, minor) of the Blender that saved ``path``, from the header; None if unknown.
+
+    ``BLENDER_v304`` / ``BLENDER-v304`` before Blender 5, ``BLENDER17-01v0500`` from Blender 5
+    on; a compressed file (gzip, zstd) gives None.
+    """
+    with open(path, "rb") as f:
+        head = f.read(17)
+    if not head.startswith(b"BLENDER"):
+        return None
+    digits = head[13:17] if head[7:9].isdigit() else head[9:12]
+    if not digits.isdigit():
+        return None
+    v = int(digits)
+    return v // 100, v % 100
+
+
 # ----------------------------------------------------------------------------- Blender
 
 
@@ -218,7 +265,12 @@ def scripts_dir() -> Path:
 
 
 def run_script(
-    script: str, args: list[str], *, timeout: float = 600.0, names: dict[str, str] | None = None
+    script: str,
+    args: list[str],
+    *,
+    timeout: float = 600.0,
+    names: dict[str, str] | None = None,
+    warnings: list[str] | None = None,
 ) -> str:
     """Run the Blender script ``script`` (from :func:`scripts_dir`) headless; returns its stdout.
 
@@ -226,8 +278,10 @@ def run_script(
         script: file name, one of :data:`SCRIPTS`.
         args: its arguments (after ``--``).
         timeout: seconds.
-        names: ``{text: replacement}`` applied to error messages (temporary paths -> what they
-            stand for), so that no error names a file that is gone by the time it is read.
+        names: ``{text: replacement}`` applied to error and warning messages (temporary paths
+            -> what they stand for), so that no message names a file that is gone by then.
+        warnings: when given, the script's own ``<script>: warning: ...`` lines are appended
+            (as ``<script>: ...``, with ``names`` applied).
 
     Raises:
         BlenderError: no Blender, the script is missing, it failed or timed out. When the script
@@ -242,6 +296,15 @@ def run_script(
         raise BlenderError(f"{script}: timed out after {timeout:.0f} s") from exc
     except OSError as exc:
         raise BlenderError(f"{script}: cannot start {cmd[0]} ({exc}); {SETUP_HINT}") from exc
+    def rename(msg: str) -> str:
+        for old, new in (names or {}).items():
+            msg = msg.replace(old, new)
+        return msg
+
+    if warnings is not None:
+        wtag = f"{Path(script).stem}: warning: "
+        lines = (r.stderr or "").splitlines() + (r.stdout or "").splitlines()
+        warnings.extend(rename(f"{script}: {ln[len(wtag):]}") for ln in lines if ln.startswith(wtag))
     if r.returncode != 0:
         tag = f"{Path(script).stem}: error: "
         own = [ln[len(tag) :] for ln in (r.stderr or "").splitlines() if ln.startswith(tag)]
@@ -250,9 +313,7 @@ def run_script(
         else:
             tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-15:])
             msg = f"{script} failed (exit {r.returncode}):\n{tail}"
-        for old, new in (names or {}).items():
-            msg = msg.replace(old, new)
-        raise BlenderError(msg)
+        raise BlenderError(rename(msg))
     return r.stdout
 
 
@@ -262,9 +323,22 @@ def run_script(
 def export_blend(set_path: str | os.PathLike, template_dir: str | os.PathLike, out_blend: str | os.PathLike) -> Path:
     """Make the editing ``.blend`` for the set at ``set_path`` on the template in ``template_dir``.
 
+    Returns the ``.blend``; :func:`run_export` also returns the build's warnings.
+
     Raises:
         InputError: bad set / template files, or a set made for another template.
         BlenderError: no Blender environment or the build failed.
+    """
+    return run_export(set_path, template_dir, out_blend)["outputs"]["blend"]
+
+
+def run_export(set_path: str | os.PathLike, template_dir: str | os.PathLike, out_blend: str | os.PathLike) -> dict:
+    """:func:`export_blend` with its report.
+
+    Returns:
+        ``{"outputs": {"blend": path}, "blender_version": (major, minor) or None,
+        "messages": [str]}``: the Blender version that wrote the file (the oldest that opens
+        it) and the build script's warnings (``"warning: ..."``).
     """
     template = load_template(template_dir)
     lset = LandmarkSet.load(set_path, template)
@@ -273,12 +347,20 @@ def export_blend(set_path: str | os.PathLike, template_dir: str | os.PathLike, o
         raise InputError(out, None, "the output must end in .blend")
     with tempfile.TemporaryDirectory(prefix="densemark-blender-") as tmp:
         bundle = write_bundle(lset, template, Path(tmp) / "bundle.npz")
+        warnings: list[str] = []
         run_script(
-            "build_template_blend.py", [str(bundle), str(out.resolve())], names={str(bundle): "the exchange bundle"}
+            "build_template_blend.py",
+            [str(bundle), str(out.resolve())],
+            names={str(bundle): "the exchange bundle"},
+            warnings=warnings,
         )
     if not out.is_file():
         raise BlenderError(f"{out}: the build script reported success but wrote no file")
-    return out
+    return {
+        "outputs": {"blend": out},
+        "blender_version": blend_file_version(out),
+        "messages": [f"warning: {w}" for w in warnings],
+    }
 
 
 def import_blend(
@@ -290,6 +372,7 @@ def import_blend(
     *,
     name: str | None = None,
     allow_drop_kpt: bool = False,
+    allow_large_edit: bool = False,
 ) -> LandmarkSet:
     """Read the edited ``landmarks`` group of ``blend`` and save it as a child of the parent set.
 
@@ -300,10 +383,15 @@ def import_blend(
     Raises:
         InputError: bad files (a missing or non-Blender ``.blend``), a ``.blend`` built on
             another template or from another set, an edit that removes keypoints (unless
-            ``allow_drop_kpt``, the CLI's ``--allow-drop-kpt``).
-        BlenderError: no Blender environment, or Blender cannot read the file (truncated?).
+            ``allow_drop_kpt``, the CLI's ``--allow-drop-kpt``), an edit that adds or removes
+            implausibly many points (unless ``allow_large_edit``; see :func:`check_edit_size`).
+        BlenderError: no Blender environment, or Blender cannot read the file (truncated, or
+            saved by a newer Blender than the one that runs the import).
     """
-    return run_import(blend, parent_path, template_dir, out_json, note, name=name, allow_drop_kpt=allow_drop_kpt)["child"]
+    return run_import(
+        blend, parent_path, template_dir, out_json, note, name=name, allow_drop_kpt=allow_drop_kpt,
+        allow_large_edit=allow_large_edit,
+    )["child"]
 
 
 def run_import(
@@ -315,21 +403,28 @@ def run_import(
     *,
     name: str | None = None,
     allow_drop_kpt: bool = False,
+    allow_large_edit: bool = False,
 ) -> dict:
     """:func:`import_blend` with its report.
 
     Returns:
         ``{"outputs": {"set": path}, "child": LandmarkSet, "parent": LandmarkSet,
         "report": edit_summary(...), "messages": [str]}``; the messages say when the edit
-        changed nothing or broke the mirror symmetry (how many landmarks lost their partner).
+        changed nothing or broke the mirror symmetry (how many landmarks lost their partner),
+        and carry the Blender script's warnings.
     """
     b = check_blend_file(blend)
     template = load_template(template_dir)
     parent = LandmarkSet.load(parent_path, template)
     with tempfile.TemporaryDirectory(prefix="densemark-blender-") as tmp:
         exp = Path(tmp) / "export.json"
-        run_script("export_landmarks.py", [str(b.resolve()), str(exp)], names={str(exp): "the export JSON"})
+        warnings: list[str] = []
+        run_script(
+            "export_landmarks.py", [str(b.resolve()), str(exp)], names={str(exp): "the export JSON"}, warnings=warnings
+        )
         ids = read_export(exp, parent, template, source=b)
+    if not allow_large_edit:
+        check_edit_size(b, parent, ids, template.n_vertices)
     if parent.kpt68 is not None and not allow_drop_kpt:
         kpt = parent.kpt68_ids
         lost = ~np.isin(kpt, ids)
@@ -344,7 +439,35 @@ def run_import(
     child = edit(parent, template, ids, source=f"blender:{b.name}", note=note, name=name, allow_drop_kpt=allow_drop_kpt)
     path = child.save(out_json)
     rep = edit_summary(parent, child, template)
-    return {"outputs": {"set": path}, "child": child, "parent": parent, "report": rep, "messages": edit_messages(rep)}
+    messages = [f"warning: {w}" for w in warnings] + edit_messages(rep)
+    return {"outputs": {"set": path}, "child": child, "parent": parent, "report": rep, "messages": messages}
+
+
+def check_edit_size(blend: Path, parent: LandmarkSet, ids: np.ndarray, n_vertices: int) -> None:
+    """Refuse an edit that adds or removes more than ``max(LARGE_EDIT_MIN, len(parent))`` points.
+
+    Such an edit is almost always a slip (everything selected when Add was pressed).
+
+    Args:
+        blend: the edited file (named in the error).
+        parent: the set the file was built from.
+        ids: (K',) the edited set's template ids.
+        n_vertices: the template's vertex count.
+
+    Raises:
+        InputError: naming the file, the counts and the ``--allow-large-edit`` flag.
+    """
+    added = int(np.setdiff1d(ids, parent.ids).size)
+    removed = int(np.setdiff1d(parent.ids, ids).size)
+    limit = max(LARGE_EDIT_MIN, len(parent))
+    if added > limit or removed > limit:
+        raise InputError(
+            blend,
+            "landmarks",
+            f"the edit adds {added} and removes {removed} points (the parent has {len(parent)}, the mesh "
+            f"{n_vertices}; more than {limit} either way looks like a slip, e.g. everything selected when "
+            "Add was pressed); undo it in Blender, or pass --allow-large-edit to accept it",
+        )
 
 
 def edit_messages(rep: dict) -> list[str]:
