@@ -51,11 +51,11 @@ def _import(args: argparse.Namespace) -> int:
     res = run_import(
         args.blend, args.parent, args.template, args.out, args.note, name=args.name, allow_drop_kpt=args.allow_drop_kpt
     )
-    child, parent, rep = res["child"], res["parent"], res["report"]
+    child, rep = res.value, res.report_dict()
     print(
         f"wrote {args.out}: {len(child)} landmarks (+{len(rep['added'])} / -{len(rep['removed'])}) "
-        f"from parent {parent.name!r}"
+        f"from parent {rep['parent_name']!r}"
     )
-    for msg in res["messages"]:
+    for msg in res.notes:
         print(f"densemark: {msg}", file=sys.stderr if msg.startswith("warning") else sys.stdout)
     return 0

@@ -31,6 +31,7 @@ import numpy as np
 
 from densemark.core.atomic import atomic_path
 from densemark.core.errors import DensemarkError, InputError, distinct_prefixes
+from densemark.core.report import StageResult
 from densemark.core.validate import check_ids
 from densemark.faces.template import FaceTemplate, load_template
 from densemark.sampling.landmark_set import LandmarkSet, edit, edit_summary
@@ -303,7 +304,7 @@ def import_blend(
             ``allow_drop_kpt``, the CLI's ``--allow-drop-kpt``).
         BlenderError: no Blender environment, or Blender cannot read the file (truncated?).
     """
-    return run_import(blend, parent_path, template_dir, out_json, note, name=name, allow_drop_kpt=allow_drop_kpt)["child"]
+    return run_import(blend, parent_path, template_dir, out_json, note, name=name, allow_drop_kpt=allow_drop_kpt).value
 
 
 def run_import(
@@ -315,13 +316,14 @@ def run_import(
     *,
     name: str | None = None,
     allow_drop_kpt: bool = False,
-) -> dict:
+) -> StageResult:
     """:func:`import_blend` with its report.
 
     Returns:
-        ``{"outputs": {"set": path}, "child": LandmarkSet, "parent": LandmarkSet,
-        "report": edit_summary(...), "messages": [str]}``; the messages say when the edit
-        changed nothing or broke the mirror symmetry (how many landmarks lost their partner).
+        output ``set``; report :func:`~densemark.sampling.landmark_set.edit_summary` plus the
+        parent's ``parent_name``; the child :class:`LandmarkSet` as ``value``; notes saying when
+        the edit changed nothing or broke the mirror symmetry (how many landmarks lost their
+        partner).
     """
     b = check_blend_file(blend)
     template = load_template(template_dir)
@@ -344,7 +346,7 @@ def run_import(
     child = edit(parent, template, ids, source=f"blender:{b.name}", note=note, name=name, allow_drop_kpt=allow_drop_kpt)
     path = child.save(out_json)
     rep = edit_summary(parent, child, template)
-    return {"outputs": {"set": path}, "child": child, "parent": parent, "report": rep, "messages": edit_messages(rep)}
+    return StageResult(outputs={"set": path}, report={**rep, "parent_name": parent.name}, value=child, notes=edit_messages(rep))
 
 
 def edit_messages(rep: dict) -> list[str]:
