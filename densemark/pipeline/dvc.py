@@ -55,4 +55,3 @@ def dvc_yaml(stages: Iterable[Stage] | None = None) -> str:
                 lines += _yaml_list(key, d[key])
         blocks.append("\n".join(lines) + "\n")
     return DVC_HEADER + "stages:\n" + "\n".join(blocks)
-

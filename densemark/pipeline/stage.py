@@ -63,18 +63,22 @@ class Slot:
 
 
 def dep(key: str, path: str, option: str | None = None, **kw: Any) -> Slot:
+    """An input path."""
     return Slot(key, path, "dep", option, **kw)
 
 
 def out(key: str, path: str, option: str | None = None, **kw: Any) -> Slot:
+    """An output DVC caches."""
     return Slot(key, path, "out", option, **kw)
 
 
 def metrics(path: str, option: str = "--metrics", **kw: Any) -> Slot:
+    """The stage's DVC metrics file (in git, not cached; written only when asked for)."""
     return Slot("metrics", path, "metrics", option, cli_default=False, **kw)
 
 
 def plot(key: str, path: str, option: str, **kw: Any) -> Slot:
+    """A DVC plot file (written only when asked for)."""
     return Slot(key, path, "plot", option, cli_default=False, **kw)
 
 
@@ -114,12 +118,14 @@ class Stage:
     checks_only: Callable[[Params], bool] | None = None
 
     def slot(self, key: str) -> Slot:
+        """The slot named ``key``."""
         for s in self.slots:
             if s.key == key:
                 return s
         raise KeyError(f"stage {self.name!r} has no path {key!r}")
 
     def of(self, *roles: Role) -> list[Slot]:
+        """The slots of the given roles, in ``dvc.yaml`` order."""
         return [s for s in self.slots if s.role in roles]
 
     @property

@@ -263,4 +263,3 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
             "on the dataset's held-out split; any other predictor: densemark evaluate --predictions FILE --gt DIR",
     ),
 )}  # fmt: skip
-
