@@ -14,6 +14,7 @@ import yaml
 from densemark.card import card as cd
 from densemark.card.params import CardParams
 from densemark.core.errors import InputError
+from densemark.core.report import StageResult
 from densemark.datasets.build import run_build
 from tests.factories import SPLITS, build_paths, make_world, small_build_params
 
@@ -28,7 +29,7 @@ def built(tmp_path_factory):
     return w, root / "ds", res
 
 
-def _card(built, out: Path, **kw) -> dict:
+def _card(built, out: Path, **kw) -> StageResult:
     w, ds, _ = built
     return cd.run_card(CardParams(n_samples=6, grid_cols=3, **kw), dataset_dir=ds, set_path=w["set_path"], template_dir=w["template_dir"], out_dir=out)
 
@@ -64,7 +65,8 @@ def test_card_contents_follow_the_build(built, tmp_path):
         assert f"\n## {s}\n" in md
     # JSON twin, every number from the build
     c = json.loads((tmp_path / "card" / "card.json").read_text())
-    assert c == json.loads(json.dumps(r["card"]))
+    assert c == json.loads(json.dumps(r.report))
+    assert r.metrics == {"rows": man["rows"], "quarantined": c["quarantine"]["count"]} and r.value == md
     assert c["dataset"]["rows"] == man["rows"] == sum(t["original"] + t["flipped"] for t in c["counts_table"])
     assert c["counts"] == man["counts"]
     for split, n in man["counts"]["split"].items():

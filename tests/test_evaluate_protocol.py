@@ -207,7 +207,7 @@ def test_dense_nme_with_stub_predictor():
 def test_run_evaluate_dense_only(tmp_path):
     rows = _dense_rows(3)
     res = run_evaluate(EvaluateParams(), tmp_path, predictor=_ShiftPredictor(rows, [0, 0, 0]), dataset=_FakeDataset(rows))
-    assert res.aflw is None and res.metrics == {"dense": {"nme2d": 0.0, "nme3d": 0.0, "n_rows": 3}}
+    assert res.value.aflw is None and res.metrics == {"dense": {"nme2d": 0.0, "nme3d": 0.0, "n_rows": 3}}
     assert json.loads((tmp_path / "metrics.json").read_text()) == res.metrics
     assert "Dense NME" in (tmp_path / "results.md").read_text()
     with pytest.raises(DensemarkError, match="nothing to evaluate"):

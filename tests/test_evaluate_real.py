@@ -195,7 +195,7 @@ def test_run_evaluate_model_and_file_paths(aflw_dir, truth, tmp_path):
     res = run_evaluate(params, tmp_path / "model", gt_dir=aflw_dir, predictor=_GTPredictor(truth))
     m = res.metrics["aflw2000"]
     assert m["n_images"] == 6 and m["nme68_mean"] == 0 and m["nme68_image_mean"] == 0 and m["nme21_mean"] > 0
-    pred = read_predictions(res.files["predictions"])
+    pred = read_predictions(res.outputs["predictions"])
     assert not pred.one_based and pred.names.tolist() == truth.names.tolist()
     for name in ("report.json", "results.md", "ced.png", "metrics.json"):
         assert (tmp_path / "model" / name).is_file()
@@ -203,7 +203,7 @@ def test_run_evaluate_model_and_file_paths(aflw_dir, truth, tmp_path):
     assert rep["ground_truth"]["one_based"] and len(rep["aflw2000"]["images"]) == 6
     # the written file scored through the CLI gives the same numbers
     out = tmp_path / "cli"
-    rc = main(["--params", str(tmp_path / "none.yaml"), "evaluate", "--predictions", str(res.files["predictions"]),
+    rc = main(["--params", str(tmp_path / "none.yaml"), "evaluate", "--predictions", str(res.outputs["predictions"]),
                "--gt", str(aflw_dir), "--out", str(out)])  # fmt: skip
     assert rc == 0
     assert json.loads((out / "metrics.json").read_text()) == res.metrics

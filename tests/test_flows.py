@@ -174,7 +174,10 @@ def test_prepare_flow_runs_the_cli_stages_and_caches(world, tmp_path):
     assert {v["state"] for v in first.values()} == {"Completed"}
     assert set(first) == {"model", "template", "synth_300wlp", "synth_aflw2000", "sample"}
     assert {k: v["state"] for k, v in second.items() if k != "compare"} == {k: "Cached" for k in first}
-    assert second["compare"]["state"] == "Completed" and "identical ids" in second["compare"]["result"]["markdown"]
+    assert second["compare"]["state"] == "Completed"
+    assert "identical ids" in Path(second["compare"]["result"]["outputs"]["markdown"]).read_text()
+    # every stage task writes what its dvc.yaml stage writes, metrics included
+    assert json.loads((root / "metrics/sample.json").read_text())["final"] == first["sample"]["result"]["metrics"]["final"]
     # the same bytes as the CLI stages
     cli = tmp_path / "cli"
     cli.mkdir()
@@ -203,7 +206,7 @@ def test_prepare_reruns_what_changed(world):
     states = {k: v["state"] for k, v in r.items()}
     assert states["synth_aflw2000"] == "Completed" and states["sample"] == "Completed"
     assert states["model"] == states["template"] == states["synth_300wlp"] == "Cached"
-    assert r["sample"]["result"]["final"] == 110
+    assert r["sample"]["result"]["metrics"]["final"] == 110
     prepare_flow(params_path=str(root / "params.yaml"))  # back to the params file's set for the tests below
     assert json.loads((root / "data/landmarks/sampled.json").read_text())["ids"] == json.loads((root / "landmarks/embedded-520.json").read_text())["ids"]
 
@@ -254,7 +257,8 @@ def test_card_flow_publishes_the_card(built):
     root = built
     state = card_flow(params_path=str(root / "params.yaml"), return_state=True)
     res = state.result()
-    assert (root / "data/card/README.md").read_text() == res["markdown"]
+    assert Path(res["outputs"]["card"]) == root / "data/card/README.md"
+    assert res["metrics"]["rows"] == json.loads((root / "data/dataset/manifest.json").read_text())["rows"]
     arts = _artifacts(state.state_details.flow_run_id)
     assert "## Composition" in arts["densemark-card"]["data"]
     assert card_flow(params_path=str(root / "params.yaml"))["state"] == "Cached"

@@ -21,6 +21,7 @@ RANK = {
     "evaluate": 6,
     "card": 7,
     "config": 8,  # composes every part's params section
+    "pipeline": 8.5,  # the stage registry: imports every part's stage function
     "flows": 9,
     "cli": 10,
 }

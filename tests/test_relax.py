@@ -201,12 +201,12 @@ def test_relax_asymmetric_and_margin(tpl):
 
 def test_relax_deterministic_bytes(tmp_path, tpl):
     p = _params()
-    a = run_sample(tpl, p, tmp_path / "a.json")["outputs"]["set"]
-    b = run_sample(tpl, p, tmp_path / "b.json")["outputs"]["set"]
+    a = run_sample(tpl, p, tmp_path / "a.json").outputs["set"]
+    b = run_sample(tpl, p, tmp_path / "b.json").outputs["set"]
     assert a.read_bytes() == b.read_bytes()
     prov = json.loads(a.read_text())["provenance"]["sampler"]
     assert prov["params"]["relax"]["iterations"] == 40 and prov["relax"]["iterations"] >= 1
-    c = run_sample(tpl, _params(iterations=5), tmp_path / "c.json")["outputs"]["set"]
+    c = run_sample(tpl, _params(iterations=5), tmp_path / "c.json").outputs["set"]
     assert c.read_bytes() != a.read_bytes()
 
 
@@ -273,7 +273,7 @@ def test_compare_reports_quality_figures(tmp_path, tpl):
     assert (tmp_path / "c.png").stat().st_size > 1000
     same = compare_sets(tpl, a, a)
     assert same["matching"]["a_near_b"]["within_spacing_a"] == 1.0 and "| region: cheeks |" in report_markdown(same)
-    assert res["report"]["a"]["count"] == 160
+    assert res.report["a"]["count"] == 160 and res.metrics["b_count"] == 160
 
 
 # --- real template: the goals of the default configuration -------------------------------------
@@ -285,9 +285,9 @@ def test_real_default_matches_paper(real_dir, real_template, tmp_path):
     points, the 68 keypoints inside, an exact mirror permutation, at most 5 rim points, and at
     least 98 % of the paper's points with one of ours within the paper set's median UV spacing
     (the paper-literal rounds + FPS fill: about 83 %, 40 rim points)."""
-    s = LandmarkSet.load(run_sample(real_template, SampleParams(), tmp_path / "s.json")["outputs"]["set"], real_template)
+    s = LandmarkSet.load(run_sample(real_template, SampleParams(), tmp_path / "s.json").outputs["set"], real_template)
     old, _ = sample_set(real_template, SampleParams(relax=RelaxParams(iterations=0)))
-    paper = LandmarkSet.load(run_import_seed(real_dir / "seed", real_template, tmp_path / "p.json")["outputs"]["set"])
+    paper = LandmarkSet.load(run_import_seed(real_dir / "seed", real_template, tmp_path / "p.json").outputs["set"])
     assert len(s) == 520 and np.array_equal(s.kpt68_ids, real_template.kpt_ids)
     assert s.mirror_exact and np.array_equal(s.mirror_perm[s.mirror_perm], np.arange(520))
     assert rim_points(real_template, s.ids).sum() <= 5

@@ -140,8 +140,8 @@ def test_boundary_seeds_on_rim(tpl):
 
 def test_deterministic_bytes(tmp_path, tpl):
     p = SampleParams(target_count=120, seed=3, symmetric=False)
-    a = run_sample(tpl, p, tmp_path / "a.json")["outputs"]["set"]
-    b = run_sample(tpl, p, tmp_path / "b.json")["outputs"]["set"]
+    a = run_sample(tpl, p, tmp_path / "a.json").outputs["set"]
+    b = run_sample(tpl, p, tmp_path / "b.json").outputs["set"]
     assert a.read_bytes() == b.read_bytes()
     s = LandmarkSet.load(a, tpl)
     assert s.provenance["sampler"]["params"]["target_count"] == 120
@@ -167,9 +167,9 @@ def test_compare_and_stages(tmp_path, tpl):
     pb = SampleParams(target_count=150, symmetric=True, name="b")
     ra = run_sample(tpl, pa, tmp_path / "a.json", tmp_path / "a_rep.json", tmp_path / "a.png")
     run_sample(tpl, pb, tmp_path / "b.json")
-    assert (tmp_path / "a.png").stat().st_size > 1000 and ra["report"]["stats"]["count"] == 150
+    assert (tmp_path / "a.png").stat().st_size > 1000 and ra.report["stats"]["count"] == 150
     res = run_compare(tmp_path / "a.json", tmp_path / "b.json", tpl, tmp_path / "c.md", tmp_path / "c.png")
-    rep = res["report"]
+    rep = res.report
     assert rep["b"]["symmetry"]["exact"] and rep["b"]["symmetry"]["residual"]["max"] == 0
     assert 0 < rep["a"]["coverage"]["mean"] <= rep["a"]["coverage"]["max"] < np.inf
     assert rep["overlap"]["same_ids"] >= 68
@@ -211,10 +211,10 @@ def test_real_520(real_dir, real_template, tmp_path, sym):
     p = SampleParams(target_count=520, symmetric=sym, relax=RelaxParams(iterations=0))  # rounds + FPS fill
     res = run_sample(real_template, p, tmp_path / "s.json")
     assert time.perf_counter() - t0 < 10
-    s = LandmarkSet.load(res["outputs"]["set"], real_template)
+    s = LandmarkSet.load(res.outputs["set"], real_template)
     assert len(s) == 520 and s.mirror_exact == sym
     run_import_seed(real_dir / "seed", real_template, tmp_path / "paper.json")
-    rep = run_compare(tmp_path / "s.json", tmp_path / "paper.json", real_template)["report"]
+    rep = run_compare(tmp_path / "s.json", tmp_path / "paper.json", real_template).report
     # FPS fill gives at least the paper's worst-case coverage and fewer gaps
     assert rep["a"]["coverage"]["max"] <= rep["b"]["coverage"]["max"]
     assert rep["a"]["coverage"]["p95"] < rep["b"]["coverage"]["p95"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,9 @@ pytest.importorskip("onnxruntime")
 
 
 def test_export_writes_a_graph_that_agrees(tmp_path, checkpoint):
-    rep = export_onnx(checkpoint, tmp_path / "m.onnx", tmp_path / "export.json")
+    res = export_onnx(checkpoint, tmp_path / "m.onnx", tmp_path / "export.json")
+    rep = res.report
+    assert json.loads((tmp_path / "export.json").read_text()) == rep and res.outputs == {"onnx": tmp_path / "m.onnx", "report": tmp_path / "export.json"}
     assert rep["max_rel_diff"] < 1e-4 and rep["n_points"] == CHECKPOINT_POINTS
     sess = ort_session(tmp_path / "m.onnx")
     out = sess.run(None, {"image": np.zeros((3, 3, 32, 32), np.float32)})[0]

@@ -31,6 +31,7 @@ from densemark.card.plots import layout_figure, pose_figure, samples_figure
 from densemark.core.atomic import write_json, write_text
 from densemark.core.errors import InputError
 from densemark.core.hashing import sha256_file
+from densemark.core.report import StageResult
 from densemark.datasets import shards
 from densemark.datasets.manifest import Manifest
 from densemark.faces.template import load_template
@@ -203,14 +204,15 @@ def grid_rows(yaw: np.ndarray, ids: list[str], valid: np.ndarray, n: int) -> np.
 
 def run_card(
     card: CardParams, *, dataset_dir: PathLike, set_path: PathLike, template_dir: PathLike, out_dir: PathLike
-) -> dict:
+) -> StageResult:
     """Write the dataset card of the build in ``dataset_dir`` into ``out_dir`` (see module docstring).
 
     Raises:
         InputError: missing / mismatched manifest, report, shard, set or template (file named).
 
     Returns:
-        ``{"outputs": {name: path}, "card": the card.json object, "markdown": str}``.
+        outputs ``card`` (README.md), ``json`` (card.json) and the figures; the card.json
+        object as ``report``; metrics ``rows`` and ``quarantined``; the Markdown text as ``value``.
     """
     d, out = Path(dataset_dir), Path(out_dir)
     manifest, report, shard_paths = load_build(d)
@@ -285,7 +287,8 @@ def run_card(
     md = markdown(obj, sorted({str(e["path"]) for e in man["files"]}))
     outputs = {"card": write_text(out / "README.md", md), "json": write_json(out / "card.json", obj)}
     outputs.update({k: out / v for k, v in FIGURES.items()})
-    return {"outputs": outputs, "card": obj, "markdown": md}
+    metrics = {"rows": obj["dataset"]["rows"], "quarantined": obj["quarantine"]["count"]}
+    return StageResult(outputs=outputs, report=obj, metrics=metrics, value=md)
 
 
 def _stats(x: np.ndarray) -> dict:

@@ -22,6 +22,7 @@ _PARTS = (
     "densemark.cli.card",
     "densemark.cli.flows",
     "densemark.cli.evaluate",
+    "densemark.cli.pipeline",
 )
 
 

@@ -68,11 +68,11 @@ def _import(args: argparse.Namespace) -> int:
         allow_drop_kpt=args.allow_drop_kpt,
         allow_large_edit=args.allow_large_edit,
     )
-    child, parent, rep = res["child"], res["parent"], res["report"]
+    child, rep = res.value, res.report_dict()
     print(
         f"wrote {args.out}: {len(child)} landmarks (+{len(rep['added'])} / -{len(rep['removed'])}) "
-        f"from parent {parent.name!r}"
+        f"from parent {rep['parent_name']!r}"
     )
-    for msg in res["messages"]:
+    for msg in res.notes:
         print(f"densemark: {msg}", file=sys.stderr if msg.startswith("warning") else sys.stdout)
     return 0

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from densemark.config import load_params
+from densemark.pipeline import STAGES, add_path_options, run_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,24 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Score any predictor's file (--predictions) or our model (--checkpoint). The predictions "
         "file is an .npz with names (N,) image stems, points (N, 68, 2|3) image pixels and one_based (bool).",
     )
-    p.add_argument("--gt", type=Path, default=None, help="AFLW2000-3D folder (image*.jpg + .mat, and/or 3DDFA's arrays in gt/)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--predictions", type=Path, default=None, help="predictions .npz of any predictor")
-    src.add_argument("--checkpoint", type=Path, default=None, help="our model's checkpoint")
-    p.add_argument("--data", type=Path, default=None, help="dataset build folder: dense NME on evaluate.dense_split")
-    p.add_argument("--out", type=Path, required=True, help="folder for report.json, results.md, ced.png")
-    p.add_argument("--metrics", type=Path, default=None, help="DVC metrics JSON (default: OUT/metrics.json)")
-    p.add_argument("--out-predictions", type=Path, default=None,
-                   help="where the model's AFLW2000-3D predictions go (default: OUT/predictions_aflw2000.npz)")
+    add_path_options(p, STAGES["evaluate"], into={"checkpoint": src})
     p.set_defaults(func=_evaluate)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from densemark.evaluate.stages import run_evaluate
-
-    params = load_params(args.params).evaluate
-    res = run_evaluate(params, args.out, gt_dir=args.gt, predictions=args.predictions, checkpoint=args.checkpoint,
-                       data_dir=args.data, metrics_path=args.metrics, out_predictions=args.out_predictions)
+    res = run_from_args(STAGES["evaluate"], args, load_params(args.params), predictions=args.predictions)
     print(json.dumps(res.metrics, indent=2, sort_keys=True))
-    print(f"report: {res.files['report']}  table: {res.files['table']}  curves: {res.files['ced']}")
+    print(f"report: {res.outputs['report']}  table: {res.outputs['table']}  curves: {res.outputs['ced']}")
     return 0

@@ -11,8 +11,8 @@ from typing import get_args
 from pydantic import ValidationError
 
 from densemark.config import load_params
-from densemark.core.atomic import write_json
 from densemark.core.errors import ConfigError
+from densemark.pipeline import STAGES, add_path_options, run_from_args
 from densemark.sampling import stages
 from densemark.sampling.params import SampleParams
 
@@ -24,13 +24,12 @@ def _count_or_none(text: str) -> int | None:
     return None if text.lower() in ("none", "null") else int(text)
 
 
-def sample_params(params_file: str, overrides: dict) -> SampleParams:
-    """The ``sample`` section of ``params_file`` with the given CLI values put over it.
+def sample_params(base: SampleParams, overrides: dict) -> SampleParams:
+    """The ``sample`` section ``base`` with the given CLI values put over it.
 
     Raises:
         ConfigError: a value out of bounds, naming the option.
     """
-    base = load_params(params_file).sample
     if not overrides:
         return base
     try:
@@ -43,26 +42,23 @@ def sample_params(params_file: str, overrides: dict) -> SampleParams:
 def _sample(args: argparse.Namespace) -> int:
     if not Path(args.params).is_file():
         print(f"densemark: note: {args.params} not found: using the built-in sample defaults (those of the shipped params.yaml)", file=sys.stderr)
-    params = sample_params(args.params, {k: getattr(args, k) for k in _SAMPLE_OPTIONS if hasattr(args, k)})
-    res = stages.run_sample(args.template, params, args.out, report_json=args.report, plot_png=args.plot)
-    r = res["report"]
-    if args.metrics:
-        write_json(args.metrics, stages.sample_metrics(r))
+    params = load_params(args.params)
+    sample = sample_params(params.sample, {k: getattr(args, k) for k in _SAMPLE_OPTIONS if hasattr(args, k)})
+    res = run_from_args(STAGES["sample"], args, params.model_copy(update={"sample": sample}))
+    r = res.report_dict()
     print(f"{args.out}: {r['final']} landmarks (rounds {r['counts']}, sha256 {r['set_sha256'][:12]})")
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    res = stages.run_compare(args.a, args.b, args.template, out_md=args.out_md, out_png=args.plot, out_json=args.out_json)
-    if args.metrics:
-        write_json(args.metrics, stages.compare_metrics(res["report"]))
-    print(res["markdown"])
+    res = run_from_args(STAGES["compare"], args, load_params(args.params))
+    print(res.value)
     return 0
 
 
 def _import_seed(args: argparse.Namespace) -> int:
     res = stages.run_import_seed(args.seed_dir, args.template, args.out, name=args.name)
-    print(f"{args.out}: " + json.dumps(res["report"]))
+    print(f"{args.out}: " + json.dumps(res.report))
     return 0
 
 
@@ -82,11 +78,7 @@ def landmark_tools(sub: argparse._SubParsersAction) -> argparse._SubParsersActio
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``sample`` and ``landmarks`` to the top-level subparsers."""
     p = sub.add_parser("sample", help="sample a dense landmark set on the face template (params: sample)")
-    p.add_argument("--template", required=True, help="template folder (PRNet format)")
-    p.add_argument("--out", required=True, help="landmark-set JSON to write")
-    p.add_argument("--report", help="report JSON to write")
-    p.add_argument("--metrics", help="metrics JSON for DVC (counts, coverage, spacing, symmetry)")
-    p.add_argument("--plot", help="PNG of the set on the template")
+    add_path_options(p, STAGES["sample"])
     o = p.add_argument_group("sampler choices (override params.yaml's sample section)")
     o.argument_default = argparse.SUPPRESS  # absent unless given
     o.add_argument("--name", help="set name")
@@ -101,13 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     lsub = landmark_tools(sub)
     c = lsub.add_parser("compare", help="compare two landmark sets on the template")
-    c.add_argument("a", help="landmark-set JSON A")
-    c.add_argument("b", help="landmark-set JSON B")
-    c.add_argument("--template", required=True, help="template folder")
-    c.add_argument("--out-md", help="Markdown report to write")
-    c.add_argument("--out-json", help="JSON report to write")
-    c.add_argument("--metrics", help="metrics JSON for DVC (both sets' figures, cross distances)")
-    c.add_argument("--plot", help="PNG of both sets (UV and frontal views)")
+    add_path_options(c, STAGES["compare"])
     c.set_defaults(func=_compare)
     i = lsub.add_parser("import-seed", help="import the paper's published 520-landmark set")
     i.add_argument("--seed-dir", required=True, help="folder with vertices_520_sel_from_blender.txt, vertices_68_fil_520.txt")

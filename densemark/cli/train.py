@@ -7,21 +7,17 @@ import json
 import sys
 
 from densemark.config import load_params
+from densemark.pipeline import STAGES, add_path_options, run_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the landmark regressor on a shard dataset (params section train)")
-    p.add_argument("--data", required=True, help="dataset folder (manifest.json + shards)")
-    p.add_argument("--out", required=True, help="folder for checkpoint.pt and model.pt")
-    p.add_argument("--metrics", default=None, help="last epoch's metrics (JSON)")
-    p.add_argument("--plots", default=None, help="one row per epoch (CSV)")
+    add_path_options(p, STAGES["train"])
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX, checked against PyTorch")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", required=True, help="the .onnx file")
-    p.add_argument("--report", default=None, help="export report (JSON)")
+    add_path_options(p, STAGES["export"])
     p.set_defaults(func=_export)
 
     p = sub.add_parser("model-info", help="params, MACs and batch-1 CPU latency (PyTorch, ONNX Runtime; one thread)")
@@ -42,19 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from densemark.train.loop import train_from_dataset
-
-    params = load_params(args.params).train
-    row = train_from_dataset(params, args.data, args.out, args.metrics, args.plots, resume=args.resume)
-    print(json.dumps(row, sort_keys=True))
+    res = run_from_args(STAGES["train"], args, load_params(args.params), resume=args.resume)
+    print(json.dumps(res.metrics, sort_keys=True))
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from densemark.train.export import export_onnx
-
-    opset = load_params(args.params).train.onnx_opset
-    rep = export_onnx(args.checkpoint, args.out, args.report, opset)
+    res = run_from_args(STAGES["export"], args, load_params(args.params))
+    rep = res.report_dict()
     print(f"{args.out}: {rep['bytes']} bytes, ONNX Runtime vs PyTorch max abs diff {rep['max_abs_diff']:.2e}")
     return 0
 

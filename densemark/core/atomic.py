@@ -66,7 +66,7 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, obj: object) -> Path:
     """Atomically write ``obj`` as indented, key-sorted JSON (byte-stable for the same object)."""
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=jsonable) + "\n")
 
 
 def save_npy(path: str | os.PathLike, arr: np.ndarray) -> Path:
@@ -76,7 +76,8 @@ def save_npy(path: str | os.PathLike, arr: np.ndarray) -> Path:
     return Path(path)
 
 
-def _jsonable(o: object) -> object:
+def jsonable(o: object) -> object:
+    """JSON form of numpy arrays and scalars and of paths (``json.dumps(default=...)``)."""
     if isinstance(o, np.ndarray):
         return o.tolist()
     if isinstance(o, np.generic):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from densemark import __version__
-from densemark.core.atomic import write_json
+from densemark.core.atomic import jsonable, write_json
 
 
 @dataclass
@@ -51,18 +53,34 @@ class StageResult:
 
     Attributes:
         outputs: named output paths (files or folders) the stage wrote.
-        report: its run report (counts, quarantine list, details); written as a plain output.
+        report: its run report (counts, quarantine list, details; a :class:`RunReport`, or the
+            plain dict a stage writes as its report file); None for a stage without one.
         metrics: the handful of numbers a user compares between runs (DVC metrics file);
             never wall times.
-        value: the stage's main product in memory (a template, a landmark set), for Python callers.
+        value: the stage's main product in memory (a template, a landmark set, scores), for
+            Python callers.
+        notes: messages for the user (what the stage noticed; warnings start with ``warning:``).
     """
 
     outputs: dict[str, Path]
-    report: RunReport
-    metrics: dict[str, float | int] = field(default_factory=dict)
+    report: RunReport | dict[str, Any] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
     value: Any = None
+    notes: list[str] = field(default_factory=list)
+
+    def report_dict(self) -> dict[str, Any]:
+        """The report as a plain dict (empty without one)."""
+        if isinstance(self.report, RunReport):
+            return self.report.to_dict()
+        return dict(self.report or {})
 
     def write_metrics(self, path: str | Path | None) -> None:
         """Write :attr:`metrics` as JSON (atomically) when ``path`` is given."""
         if path is not None:
             write_json(path, dict(sorted(self.metrics.items())))
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able ``{"outputs": {name: path}, "metrics": {...}, "notes": [...]}``: what a flow
+        task returns and stores (the report and value stay in files and memory)."""
+        doc = {"outputs": {k: os.fspath(v) for k, v in self.outputs.items()}, "metrics": self.metrics, "notes": list(self.notes)}
+        return json.loads(json.dumps(doc, default=jsonable))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,7 +19,7 @@ from tqdm import tqdm
 from densemark.core.atomic import write_json
 from densemark.core.errors import DensemarkError, InputError
 from densemark.core.images import read_image
-from densemark.core.report import RunReport
+from densemark.core.report import RunReport, StageResult
 from densemark.evaluate.groundtruth import AFLW2000Truth, load_truth
 from densemark.evaluate.params import EvaluateParams
 from densemark.evaluate.predictions import Predictions, read_predictions, write_predictions
@@ -133,14 +133,12 @@ def _device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@dataclass
-class EvalResult:
-    """What :func:`run_evaluate` computed and wrote."""
+@dataclass(frozen=True)
+class Scores:
+    """The scores :func:`run_evaluate` computed (its ``StageResult.value``); None: not scored."""
 
-    metrics: dict[str, object]
     aflw: AFLW2000Score | None = None
     dense: DenseScore | None = None
-    files: dict[str, Path] = field(default_factory=dict)
 
 
 def run_evaluate(
@@ -155,7 +153,7 @@ def run_evaluate(
     out_predictions: str | os.PathLike | None = None,
     predictor: PredictorLike | None = None,
     dataset: Any = None,
-) -> EvalResult:
+) -> StageResult:
     """Score a predictions file or a model on AFLW2000-3D and/or the held-out shards.
 
     Args:
@@ -172,6 +170,10 @@ def run_evaluate(
         out_predictions: where the model's AFLW2000-3D predictions go (default
             ``out_dir/predictions_aflw2000.npz``).
         predictor, dataset: ready objects instead of ``checkpoint`` / ``data_dir``.
+
+    Returns:
+        outputs ``predictions`` (when a model predicted), ``metrics``, ``report``, ``table``,
+        ``ced``; the run report; the metrics; :class:`Scores` as ``value``.
 
     Raises:
         DensemarkError / InputError: bad inputs, naming the file and field.
@@ -243,4 +245,4 @@ def run_evaluate(
     if dense is not None:
         curves["dense 2D (held-out)"] = dense.nme2d
     files["ced"] = plot_ced(out / "ced.png", curves, params.ced_max_pct)
-    return EvalResult(m, aflw, dense, files)
+    return StageResult(outputs=files, report=rep, metrics=m, value=Scores(aflw, dense))

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from densemark.card.params import CardParams
-from densemark.flows.common import LAYOUT, call, in_root, load, paths, stage_task
-
-
-@stage_task("card", "card", "core")
-def card_task(inputs: dict, outputs: dict, card: CardParams) -> dict:
-    """``densemark card``: README.md + card.json + figures from the build's files."""
-    from densemark.card.card import run_card
-
-    r = run_card(card, dataset_dir=inputs["dataset"], set_path=inputs["set"], template_dir=inputs["template"], out_dir=outputs["card"])
-    c = r["card"]
-    return {"markdown": r["markdown"], "counts_table": c["counts_table"], "quarantine": c["quarantine"]["count"],
-            "manifest_sha256": c["dataset"]["manifest_sha256"], "licence": c["licence"]["overall"]}  # fmt: skip
+from densemark.flows.common import call, in_root, load, stage_call
 
 
 @flow(name="card", log_prints=True)
@@ -36,14 +27,16 @@ def card_flow(
         root: folder the layout's paths are relative to (default: the params file's folder).
         overrides: ``{section: {key: value}}`` merged over the params file.
         dataset, landmark_set, out: the build folder, its landmark-set file, the card folder.
+
+    Returns:
+        The card stage's summary (``outputs``, ``metrics``, ``notes``) and its ``state``.
     """
     p, base = load(params_path, overrides, root)
-    ins = paths({"dataset": base / (dataset or LAYOUT["dataset"]), "set": base / (landmark_set or LAYOUT["chosen"]),
-                 "template": base / LAYOUT["template"]})  # fmt: skip
-    outs = paths({"card": base / (out or LAYOUT["card"])})
+    kw = stage_call("card", p, base, dataset=dataset, set=landmark_set, out=out)
     with in_root(base):
-        res, state = call(card_task, p.flows, inputs=ins, outputs=outs, card=p.card)
-    md = res["markdown"].split("---\n", 2)[-1]  # the card without its YAML header
-    create_markdown_artifact(md, key="densemark-card", description=f"dataset card of {res['manifest_sha256'][:12]}")
-    create_table_artifact(res["counts_table"], key="densemark-card-counts", description="rows per subset, split and flip")
+        res, state = call("card", p.flows, **kw)
+    card = json.loads(Path(res["outputs"]["json"]).read_text(encoding="utf-8"))
+    md = Path(res["outputs"]["card"]).read_text(encoding="utf-8").split("---\n", 2)[-1]  # the card without its YAML header
+    create_markdown_artifact(md, key="densemark-card", description=f"dataset card of {card['dataset']['manifest_sha256'][:12]}")
+    create_table_artifact(card["counts_table"], key="densemark-card-counts", description="rows per subset, split and flip")
     return {**res, "state": state}

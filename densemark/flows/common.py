@@ -1,18 +1,17 @@
 """What every flow shares: loading params relative to a root, stage tasks, calling them.
 
-A stage task is a thin Prefect task over one stage function (the same function the CLI and
-``dvc.yaml`` call): ``task(inputs: {name: path}, outputs: {name: path}, <sections>...) ->
-JSON-able summary``. Its result is persisted as JSON and cached under the sha256 of its input
-files, parameters and code (:mod:`densemark.flows.keys`); a task whose outputs are missing or
-no longer those the cached run wrote is rerun even on a cache hit. Failures are retried
-``flows.retries`` times, except bad input (:class:`~densemark.core.errors.DensemarkError`),
-which fails at once.
+A stage task is the Prefect task of one stage of the registry (:data:`densemark.pipeline.STAGES`),
+named after it: ``task(paths: {name: path}, sections: {section: params}, extra) -> StageResult
+summary`` (``{"outputs", "metrics", "notes"}``). It runs :meth:`Stage.run`, the call the CLI and
+``dvc.yaml`` make. Its result is persisted as JSON and cached under the sha256 of its input
+files, parameters and code (:mod:`densemark.flows.keys`; the inputs and the code parts come from
+the registry); a task whose outputs are missing or no longer those the cached run wrote is rerun
+even on a cache hit. Failures are retried ``flows.retries`` times, except bad input
+(:class:`~densemark.core.errors.DensemarkError`), which fails at once.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,20 +23,11 @@ from prefect.states import State
 
 from densemark.config import Params, load_params
 from densemark.core.errors import DensemarkError
-from densemark.flows.keys import keyed_by_inputs, stage_key, stamp_matches, write_stamp
+from densemark.flows.keys import stage_key, stamp_matches, write_stamp
 from densemark.flows.params import FlowParams
+from densemark.pipeline import LAYOUT, STAGES, Stage
 
-# Where each stage writes, relative to the root (the folder of params.yaml); as in dvc.yaml.
-LAYOUT = {
-    "template": "data/template",
-    "300wlp": "data/sources/300wlp",
-    "aflw2000": "data/sources/aflw2000",
-    "sampled": "data/landmarks/sampled.json",
-    "chosen": "landmarks/embedded-520.json",
-    "dataset": "data/dataset",
-    "card": "data/card",
-    "reports": "reports",
-}
+__all__ = ["LAYOUT", "call", "in_root", "load", "options", "paths", "retry_transient", "stage_call", "stage_task", "submit"]
 
 
 def load(params_path: str | os.PathLike, overrides: dict | None = None, root: str | os.PathLike | None = None) -> tuple[Params, Path]:
@@ -67,59 +57,77 @@ def retry_transient(task, task_run, state: State) -> bool:
     return not isinstance(state.data, DensemarkError)
 
 
-_CODE: dict[str, tuple[str, ...]] = {}  # task name -> the package parts its cache key covers
+def call_key(stage: Stage, parameters: dict[str, Any]) -> str:
+    """The cache key of one call of a stage task: its input files (from the registry), its
+    parameters (paths, sections, extras) and the code parts it runs."""
+    parameters = {"extra": None, **parameters}
+    ins, _ = stage.io(parameters["paths"], _params(parameters["sections"]))
+    return stage_key(stage.name, {**parameters, "inputs": ins}, stage.code)
 
 
-def stage_task(name: str, *code: str):
-    """Decorator: a Prefect task over a stage function (see the module docstring).
-
-    The function must take ``inputs`` and ``outputs`` (``{name: path}``) and its sections as
-    keyword arguments. After it runs, its outputs are stamped under its cache key
-    (:func:`densemark.flows.keys.write_stamp`).
-
-    Args:
-        name: task name (also part of the cache key).
-        code: the package parts the stage runs (their sources are part of the cache key).
-    """
-    _CODE[name] = code
-
-    def wrap(fn):
-        sig = inspect.signature(fn)
-
-        @functools.wraps(fn)
-        def run(*args, **kwargs):
-            bound = sig.bind(*args, **kwargs).arguments
-            res = fn(*args, **kwargs)
-            write_stamp(stage_key(name, bound, code), bound["outputs"])
-            return res
-
-        return task(
-            run,
-            name=name,
-            cache_key_fn=keyed_by_inputs(*code),
-            persist_result=True,
-            result_serializer="json",
-            retry_condition_fn=retry_transient,
-        )
-
-    return wrap
+def _params(sections: dict[str, Any]) -> Params:
+    return Params.model_validate(sections)
 
 
-def options(t, fp: FlowParams, **kwargs):
-    """Stage task ``t`` with the flow's retry settings, to be called with ``kwargs``.
+_TASKS: dict[str, Any] = {}
+
+
+def stage_task(name: str):
+    """The Prefect task of registry stage ``name`` (see the module docstring); made once."""
+    if name in _TASKS:
+        return _TASKS[name]
+    stage = STAGES[name]
+
+    def run(paths: dict[str, str], sections: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        params = _params(sections)
+        res = stage.run(params, paths, **(extra or {}))
+        write_stamp(call_key(stage, {"paths": paths, "sections": sections, "extra": extra}), stage.io(paths, params)[1])
+        return res.summary()
+
+    run.__doc__ = f"``{stage.cmd()}`` (:func:`{stage.function.replace(':', '.')}`)."
+    _TASKS[name] = task(
+        run,
+        name=name,
+        task_run_name=name,
+        cache_key_fn=lambda context, parameters: call_key(stage, parameters),
+        persist_result=True,
+        result_serializer="json",
+        retry_condition_fn=retry_transient,
+    )
+    return _TASKS[name]
+
+
+def stage_call(name: str, p: Params, base: Path, **overrides: str | os.PathLike | None) -> dict[str, Any]:
+    """The keyword arguments of a call of stage ``name``'s task: its paths as the registry lays
+    them out under ``base`` (``overrides`` by key, relative to ``base``) and its params sections."""
+    stage = STAGES[name]
+    at = {k: os.fspath(v) for k, v in stage.paths(p, base).items()}
+    at.update({k: os.fspath(base / v) for k, v in overrides.items() if v is not None})
+    return {"paths": at, "sections": {s: getattr(p, s) for s in stage.sections}}
+
+
+def options(name: str, fp: FlowParams, **kwargs):
+    """Stage task ``name`` with the flow's retry settings, to be called with ``kwargs``.
 
     Its cache is refreshed (the stage runs) unless its outputs are on disk exactly as the
     cached run left them (:func:`densemark.flows.keys.stamp_matches`).
     """
-    key = stage_key(t.name, kwargs, _CODE[t.name])
-    fresh = stamp_matches(key, kwargs.get("outputs") or {})
-    return t.with_options(retries=fp.retries, retry_delay_seconds=fp.retry_delay_s, refresh_cache=None if fresh else True)
+    stage = STAGES[name]
+    outs = stage.io(kwargs["paths"], _params(kwargs["sections"]))[1]
+    fresh = stamp_matches(call_key(stage, kwargs), outs)
+    return stage_task(name).with_options(retries=fp.retries, retry_delay_seconds=fp.retry_delay_s, refresh_cache=None if fresh else True)
 
 
-def call(t, fp: FlowParams, **kwargs) -> tuple[Any, str]:
-    """Run stage task ``t`` now; returns (its result, its final state's name, e.g. ``Cached``)."""
-    state = options(t, fp, **kwargs)(**kwargs, return_state=True)
+def call(name: str, fp: FlowParams, **kwargs) -> tuple[dict[str, Any], str]:
+    """Run stage ``name``'s task now; returns (its StageResult summary, its final state's name,
+    e.g. ``Cached``)."""
+    state = options(name, fp, **kwargs)(**kwargs, return_state=True)
     return state.result(), state.name
+
+
+def submit(name: str, fp: FlowParams, **kwargs):
+    """Submit stage ``name``'s task to the flow's task runner; returns its future."""
+    return options(name, fp, **kwargs).submit(**kwargs)
 
 
 def paths(d: dict[str, Any]) -> dict[str, str]:

@@ -1,9 +1,9 @@
 """Cache keys of the flow tasks: the sha256 of the input files + the parameters + the code.
 
-Every stage task takes ``inputs`` (``{name: path}``, files or folders it reads),
-``outputs`` (``{name: path}``, what it writes) and its params section(s). Its result is
-cached under :func:`stage_key`: a rerun with the same input bytes, parameters, output paths
-and stage code returns the stored result instead of running again.
+A stage task's inputs (``{name: path}``, files or folders it reads; the registry says which of
+its paths they are), its other parameters (params sections, output paths) and the code parts it
+runs make its key (:func:`stage_key`): a rerun with the same input bytes, parameters, output
+paths and stage code returns the stored result instead of running again.
 """
 
 from __future__ import annotations
@@ -90,15 +90,6 @@ def stage_key(name: str, parameters: dict[str, Any], code: Iterable[str] = ()) -
     inputs = {k: tree_sha256(v) for k, v in sorted((parameters.get("inputs") or {}).items())}
     rest = {k: plain(v) for k, v in parameters.items() if k != "inputs"}
     return sha256_json({"task": name, "inputs": inputs, "params": rest, "code": code_sha256(code)})
-
-
-def keyed_by_inputs(*code: str):
-    """A Prefect ``cache_key_fn`` calling :func:`stage_key` for a task over the given code parts."""
-
-    def cache_key(context, parameters: dict[str, Any]) -> str:
-        return stage_key(context.task.name, parameters, code)
-
-    return cache_key
 
 
 # ----------------------------------------------------------------------------- output stamps

@@ -1,69 +1,18 @@
 """Flow ``prepare``: model -> template -> (synthetic sources, landmark sampling) -> compare.
 
-The same stage functions as ``densemark model | template | synth-300wlp | synth-aflw2000 |
-sample | landmarks compare`` and the matching ``dvc.yaml`` stages, writing the same paths.
+One task per registry stage (:data:`densemark.pipeline.STAGES`), named after it and calling the
+same stage function as ``densemark <stage>`` and ``dvc.yaml``, on the same paths.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from densemark.config import Params
-from densemark.faces.params import ModelParams
-from densemark.faces.procedural.params import ProceduralParams
-from densemark.flows.common import LAYOUT, in_root, load, options, paths, stage_task
-from densemark.flows.keys import plain
-from densemark.sampling.params import SampleParams
-from densemark.sources.params import SyntheticParams
-
-
-@stage_task("model", "faces", "core")
-def model_task(inputs: dict, outputs: dict, model: ModelParams, procedural: ProceduralParams, model_dir: str) -> dict:
-    """``densemark model``: write the embedded model (or check the configured one loads)."""
-    from densemark.faces.stages import run_model
-
-    res = run_model(model, procedural, model_dir)
-    return plain({"outputs": res.outputs, "metrics": res.metrics})
-
-
-@stage_task("template", "faces", "core")
-def template_task(inputs: dict, outputs: dict, model: ModelParams) -> dict:
-    """``densemark template``: the face template (derived, or checked and copied)."""
-    from densemark.faces.stages import run_template
-
-    t = run_template(model, inputs["model"], outputs["template"], outputs["report"]).value
-    return {"n_vertices": t.n_vertices, "sha256": t.sha256()}
-
-
-@stage_task("synthetic", "faces", "sources", "core")
-def synthetic_task(inputs: dict, outputs: dict, synthetic: SyntheticParams, kind: str) -> dict:
-    """``densemark synth-300wlp | synth-aflw2000``."""
-    from densemark.sources.synthetic import run_synthetic
-
-    written, n = run_synthetic(kind, inputs["model"], synthetic, outputs["source"])
-    return {"kind": kind, "written": len(written), "asked": n}
-
-
-@stage_task("sample", "faces", "sampling", "core")
-def sample_task(inputs: dict, outputs: dict, sample: SampleParams) -> dict:
-    """``densemark sample``: the dense landmark set sampled on the template."""
-    from densemark.sampling.stages import run_sample
-
-    r = run_sample(inputs["template"], sample, outputs["set"], report_json=outputs["report"], plot_png=outputs["plot"])
-    return {"final": r["report"]["final"], "set_sha256": r["report"]["set_sha256"]}
-
-
-@stage_task("compare", "faces", "sampling", "core")
-def compare_task(inputs: dict, outputs: dict) -> dict:
-    """``densemark landmarks compare``: the chosen set checked against the sampler's output."""
-    from densemark.sampling.stages import run_compare
-
-    r = run_compare(inputs["a"], inputs["b"], inputs["template"], out_md=outputs["markdown"], out_png=outputs["plot"], out_json=outputs["report"])
-    return {"markdown": r["markdown"]}
+from densemark.flows.common import call, in_root, load, stage_call, submit
 
 
 @flow(name="prepare", log_prints=True)
@@ -78,7 +27,7 @@ def prepare_flow(params_path: str = "params.yaml", root: str | None = None, over
             the comparison is skipped when the file is absent.
 
     Returns:
-        ``{stage: {"state": "Completed" | "Cached", "result": ...}}``.
+        ``{stage: {"state": "Completed" | "Cached", "result": {"outputs", "metrics", "notes"}}}``.
     """
     p, base = load(params_path, overrides, root)
     with in_root(base):
@@ -86,45 +35,24 @@ def prepare_flow(params_path: str = "params.yaml", root: str | None = None, over
 
 
 def _prepare(p: Params, base: Path, chosen_set: str | None) -> dict:
-    fp, rep = p.flows, base / LAYOUT["reports"]
-    model_dir, tpl = base / p.model.dir, base / LAYOUT["template"]
+    fp = p.flows
     done: dict[str, dict] = {}
-
-    def record(name: str, state) -> None:
-        done[name] = {"state": state.name, "result": state.result()}
-
-    def now(t, **kw):
-        return options(t, fp, **kw)(**kw, return_state=True)
-
-    def later(t, **kw):
-        return options(t, fp, **kw).submit(**kw)
-
-    embedded = p.model.source == "embedded"
-    mdir = {"model": model_dir}
-    record("model", now(model_task, inputs=paths({} if embedded else mdir), outputs=paths(mdir if embedded else {}),
-                        model=p.model, procedural=p.procedural, model_dir=os.fspath(model_dir)))  # fmt: skip
-    ins = {"model": model_dir, "template_dir": p.model.template_dir}
-    record("template", now(template_task, inputs=paths(ins), outputs=paths({"template": tpl, "report": rep / "template.json"}), model=p.model))
-
-    futures = {
-        f"synth_{kind}": later(synthetic_task, inputs=paths(mdir), outputs=paths({"source": base / LAYOUT[kind]}), synthetic=p.synthetic, kind=kind)
-        for kind in ("300wlp", "aflw2000")
-    }
-    sampled = base / LAYOUT["sampled"]
-    outs = {"set": sampled, "report": rep / "sample.json", "plot": rep / "sample.png"}
-    futures["sample"] = later(sample_task, inputs=paths({"template": tpl}), outputs=paths(outs), sample=p.sample)
+    for name in ("model", "template"):
+        res, state = call(name, fp, **stage_call(name, p, base))
+        done[name] = {"state": state, "result": res}
+    futures = {name: submit(name, fp, **stage_call(name, p, base)) for name in ("synth_300wlp", "synth_aflw2000", "sample")}
     for name, fut in futures.items():
         fut.wait()
-        record(name, fut.state)
+        done[name] = {"state": fut.state.name, "result": fut.state.result()}
 
-    chosen = base / (chosen_set or LAYOUT["chosen"])
-    if chosen.is_file():
-        outs = {"markdown": rep / "compare.md", "report": rep / "compare.json", "plot": rep / "compare.png"}
-        ins = {"a": chosen, "b": sampled, "template": tpl}
-        record("compare", now(compare_task, inputs=paths(ins), outputs=paths(outs)))
-        create_markdown_artifact(done["compare"]["result"]["markdown"], key="densemark-compare", description="chosen set vs sampled set")
+    kw = stage_call("compare", p, base, a=chosen_set)
+    if Path(kw["paths"]["a"]).is_file():
+        res, state = call("compare", fp, **kw)
+        done["compare"] = {"state": state, "result": res}
+        md = Path(res["outputs"]["markdown"]).read_text(encoding="utf-8")
+        create_markdown_artifact(md, key="densemark-compare", description="chosen set vs sampled set")
     else:
-        print(f"compare skipped: {chosen} not found")
+        print(f"compare skipped: {kw['paths']['a']} not found")
     create_table_artifact(
         [{"stage": k, "state": v["state"]} for k, v in done.items()], key="densemark-prepare", description="stages of the prepare flow"
     )

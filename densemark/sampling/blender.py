@@ -33,6 +33,7 @@ import numpy as np
 
 from densemark.core.atomic import atomic_path
 from densemark.core.errors import DensemarkError, InputError, distinct_prefixes
+from densemark.core.report import StageResult
 from densemark.core.validate import check_ids
 from densemark.faces.template import FaceTemplate, load_template
 from densemark.sampling.landmark_set import LandmarkSet, edit, edit_summary
@@ -391,7 +392,7 @@ def import_blend(
     return run_import(
         blend, parent_path, template_dir, out_json, note, name=name, allow_drop_kpt=allow_drop_kpt,
         allow_large_edit=allow_large_edit,
-    )["child"]
+    ).value
 
 
 def run_import(
@@ -404,14 +405,14 @@ def run_import(
     name: str | None = None,
     allow_drop_kpt: bool = False,
     allow_large_edit: bool = False,
-) -> dict:
+) -> StageResult:
     """:func:`import_blend` with its report.
 
     Returns:
-        ``{"outputs": {"set": path}, "child": LandmarkSet, "parent": LandmarkSet,
-        "report": edit_summary(...), "messages": [str]}``; the messages say when the edit
-        changed nothing or broke the mirror symmetry (how many landmarks lost their partner),
-        and carry the Blender script's warnings.
+        output ``set``; report :func:`~densemark.sampling.landmark_set.edit_summary` plus the
+        parent's ``parent_name``; the child :class:`LandmarkSet` as ``value``; notes carrying the
+        Blender script's warnings and saying when the edit changed nothing or broke the mirror
+        symmetry (how many landmarks lost their partner).
     """
     b = check_blend_file(blend)
     template = load_template(template_dir)
@@ -439,8 +440,8 @@ def run_import(
     child = edit(parent, template, ids, source=f"blender:{b.name}", note=note, name=name, allow_drop_kpt=allow_drop_kpt)
     path = child.save(out_json)
     rep = edit_summary(parent, child, template)
-    messages = [f"warning: {w}" for w in warnings] + edit_messages(rep)
-    return {"outputs": {"set": path}, "child": child, "parent": parent, "report": rep, "messages": messages}
+    notes = [f"warning: {w}" for w in warnings] + edit_messages(rep)
+    return StageResult(outputs={"set": path}, report={**rep, "parent_name": parent.name}, value=child, notes=notes)
 
 
 def check_edit_size(blend: Path, parent: LandmarkSet, ids: np.ndarray, n_vertices: int) -> None:

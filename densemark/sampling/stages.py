@@ -1,6 +1,6 @@
-"""Stage functions of the sampling part: ``(input paths, params) -> output paths + report``.
+"""Stage functions of the sampling part: ``(input paths, params) -> StageResult``.
 
-What the CLI, ``dvc.yaml`` and the flows call. Every file is written atomically; the
+What the CLI, ``dvc.yaml`` and the flows call (through :mod:`densemark.pipeline`). Every file is written atomically; the
 landmark-set JSON is byte-stable for the same inputs and parameters.
 """
 
@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from densemark.core.atomic import write_json, write_text
+from densemark.core.report import StageResult
 from densemark.faces.template import FaceTemplate, load_template
 from densemark.sampling.compare import compare_sets, plot_sets, report_markdown, set_stats
 from densemark.sampling.landmark_set import LandmarkSet
@@ -31,12 +32,13 @@ def run_sample(
     out_json: PathLike,
     report_json: PathLike | None = None,
     plot_png: PathLike | None = None,
-) -> dict:
+) -> StageResult:
     """Sample a landmark set on the template and write it (plus optional report and plot).
 
     Returns:
-        ``{"outputs": {...paths}, "report": {rounds, counts, final, stats}}`` (no wall times:
-        the same inputs give the same report bytes).
+        outputs ``set``, ``report``, ``plot`` (those asked for); report ``{rounds,
+        counts, final, set_sha256, stats}`` (no wall times: the same inputs give the same report
+        bytes); metrics :func:`sample_metrics`; the :class:`LandmarkSet` as ``value``.
     """
     tpl = _template(template_dir)
     t0 = time.perf_counter()
@@ -51,7 +53,7 @@ def run_sample(
         outputs["plot"] = Path(plot_png)
     if report_json is not None:
         outputs["report"] = write_json(report_json, rep)
-    return {"outputs": outputs, "report": rep}
+    return StageResult(outputs=outputs, report=rep, metrics=sample_metrics(rep), value=ls)
 
 
 def run_compare(
@@ -61,11 +63,12 @@ def run_compare(
     out_md: PathLike | None = None,
     out_png: PathLike | None = None,
     out_json: PathLike | None = None,
-) -> dict:
+) -> StageResult:
     """Compare two set files on the template (both must be for it).
 
     Returns:
-        ``{"outputs": {...paths}, "report": compare_sets(...), "markdown": str}``.
+        outputs ``markdown``, ``report``, ``plot`` (those asked for); report
+        :func:`compare_sets`; metrics :func:`compare_metrics`; the Markdown text as ``value``.
     """
     tpl = _template(template_dir)
     sa, sb = LandmarkSet.load(a, tpl), LandmarkSet.load(b, tpl)
@@ -79,13 +82,17 @@ def run_compare(
     if out_png is not None:
         plot_sets(tpl, [sa, sb], out_png, title=f"{sa.name} vs {sb.name}")
         outputs["plot"] = Path(out_png)
-    return {"outputs": outputs, "report": rep, "markdown": md}
+    return StageResult(outputs=outputs, report=rep, metrics=compare_metrics(rep), value=md)
 
 
 def run_import_seed(
     seed_dir: PathLike, template_dir: PathLike | FaceTemplate, out_json: PathLike, *, name: str = "basak2023-520"
-) -> dict:
-    """Import the paper's published set (see :mod:`densemark.sampling.seed_import`) and write it."""
+) -> StageResult:
+    """Import the paper's published set (see :mod:`densemark.sampling.seed_import`) and write it.
+
+    Returns:
+        output ``set``; report (count, sha256, mirror figures); the set as ``value``.
+    """
     tpl = _template(template_dir)
     ls = import_seed(seed_dir, tpl, name=name)
     path = ls.save(out_json)
@@ -98,7 +105,7 @@ def run_import_seed(
         "residual_median": float(sorted(r)[len(r) // 2]),
         "residual_max": float(r.max()),
     }
-    return {"outputs": {"set": path}, "report": rep}
+    return StageResult(outputs={"set": path}, report=rep, value=ls)
 
 
 def _set_metrics(st: dict) -> dict[str, float | int]:

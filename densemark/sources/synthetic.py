@@ -42,7 +42,7 @@ from densemark.core import detmath
 from densemark.core.atomic import save_npy, write_json
 from densemark.core.images import write_jpeg
 from densemark.core.matio import atomic_savemat
-from densemark.core.report import RunReport
+from densemark.core.report import RunReport, StageResult
 from densemark.faces import procedural as fs
 from densemark.faces.geometry import basis_rows
 from densemark.faces.model import MorphableModel
@@ -439,7 +439,7 @@ def write_aflw2000_gt(folder: str | Path) -> dict[str, Path]:
 
 def run_synthetic(
     kind: str, model_dir: str | Path, params: SyntheticParams, out_dir: str | Path, n: int | None = None, start: int = 0
-) -> tuple[list[Path], int]:
+) -> StageResult:
     """Stage ``synth-300wlp`` (``kind="300wlp"``) or ``synth-aflw2000`` (``kind="aflw2000"``).
 
     ``n`` defaults to ``params.n_train`` / ``params.n_test``; ``start`` (300W-LP only) is the
@@ -447,8 +447,9 @@ def run_synthetic(
     whose generator decides the draw rules), read by the one configured-model loader.
 
     Returns:
-        (the ``.mat`` paths written, the number asked for); fewer paths than asked means some
-        samples were quarantined (see ``failures_*.json`` in ``out_dir``).
+        output ``source`` (the folder); metrics ``asked`` and ``written`` (fewer written than
+        asked means some samples were quarantined: see ``failures_*.json`` in ``out_dir``); the
+        ``.mat`` paths written as ``value``.
     """
     if kind not in ("300wlp", "aflw2000"):
         raise ValueError(f"kind must be '300wlp' or 'aflw2000', got {kind!r}")
@@ -458,5 +459,7 @@ def run_synthetic(
         raise ValueError(f"n must be >= 0, got {n}")
     model = load_configured_model(ModelParams(), model_dir)
     if kind == "300wlp":
-        return generate_300wlp(model, params, out_dir, n, start=start), n
-    return generate_aflw2000(model, params, out_dir, n), n
+        written = generate_300wlp(model, params, out_dir, n, start=start)
+    else:
+        written = generate_aflw2000(model, params, out_dir, n)
+    return StageResult(outputs={"source": Path(out_dir)}, metrics={"asked": n, "written": len(written)}, value=written)

@@ -19,6 +19,7 @@ import torch
 
 from densemark.core.atomic import atomic_path, write_json
 from densemark.core.errors import InputError
+from densemark.core.report import StageResult
 from densemark.train.loop import build_model, load_checkpoint
 from densemark.train.macs import count_macs
 from densemark.train.models import LandmarkRegressor, count_params
@@ -84,8 +85,13 @@ def check_onnx(model: torch.nn.Module, onnx_model: bytes, input_size: int, batch
     return {"max_abs_diff": diff, "max_rel_diff": rel}
 
 
-def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, report: str | os.PathLike | None = None, opset: int = 17) -> dict[str, Any]:
-    """``densemark export``: write ``out`` (.onnx) from a checkpoint after checking it agrees."""
+def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, report: str | os.PathLike | None = None, opset: int = 17) -> StageResult:
+    """``densemark export``: write ``out`` (.onnx) from a checkpoint after checking it agrees.
+
+    Returns:
+        outputs ``onnx`` and ``report`` (when asked for); the report (sizes, hashes, ONNX Runtime
+        vs PyTorch differences) as ``report``.
+    """
     model, ck = load_model(checkpoint)
     size = int(ck["config"]["input_size"])
     data = onnx_bytes(model, size, opset)
@@ -102,9 +108,10 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, report: s
         "manifest_sha256": ck["manifest_sha256"],
         **check,
     }
+    outputs = {"onnx": Path(out)}
     if report is not None:
-        write_json(report, rep)
-    return rep
+        outputs["report"] = write_json(report, rep)
+    return StageResult(outputs=outputs, report=rep)
 
 
 def latency_ms(fn: Any, repeats: int = 30, warmup: int = 5) -> float:

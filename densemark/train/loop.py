@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from densemark.core.atomic import atomic_path, write_json, write_text
 from densemark.core.errors import ConfigError, InputError
+from densemark.core.report import StageResult
 from densemark.core.seeding import rng_for
 from densemark.train.data import LandmarkSamples, make_loader, to_input
 from densemark.train.loss import WingMSELoss
@@ -298,10 +299,19 @@ def train_from_dataset(
     metrics_path: str | os.PathLike | None = None,
     plots_path: str | os.PathLike | None = None,
     resume: bool = False,
-) -> dict[str, Any]:
-    """``densemark train``: :func:`run_train` on the dataset folder's train and val splits."""
+) -> StageResult:
+    """``densemark train``: :func:`run_train` on the dataset folder's train and val splits.
+
+    Returns:
+        outputs ``model`` (``model.pt``), ``checkpoint`` and the ``metrics`` / ``plots`` files
+        asked for; the last epoch's row as ``metrics``.
+    """
     train = open_dataset(data_dir, params.train_split, params.column)
     if train is None:
         raise InputError(data_dir, "split", f"no rows in split {params.train_split!r}")
     val = open_dataset(data_dir, params.val_split, params.column)
-    return run_train(params, train, out_dir, val, metrics_path, plots_path, resume)
+    row = run_train(params, train, out_dir, val, metrics_path, plots_path, resume)
+    out = Path(out_dir)
+    outputs = {"model": out / "model.pt", "checkpoint": out / "checkpoint.pt"}
+    outputs.update({k: Path(v) for k, v in (("metrics", metrics_path), ("plots", plots_path)) if v is not None})
+    return StageResult(outputs=outputs, metrics=row)
