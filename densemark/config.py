@@ -1,7 +1,7 @@
 """Typed pipeline parameters, loaded from ``params.yaml``: composes the parts' sections.
 
 A bad value fails at load with a message that names the key, e.g.
-``params.yaml: posmap.res: Input should be greater than or equal to 16``.
+``params.yaml: model.uv_res: Input should be greater than or equal to 16``.
 """
 
 from __future__ import annotations

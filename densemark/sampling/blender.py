@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -82,8 +83,8 @@ def blender_frame(vertices: np.ndarray) -> dict:
     v = np.asarray(vertices, np.float64)
     lo, hi = v.min(axis=0), v.max(axis=0)
     extent = float((hi - lo).max())
-    k = int(np.floor(np.log2(VIEW_EXTENT_M / extent))) if extent > 0 else 0
-    return {"axes": "x,-z,-y", "offset": ((lo + hi) / 2).tolist(), "scale": 2.0**k, "units": "m"}
+    k = math.frexp(VIEW_EXTENT_M / extent)[1] - 1 if extent > 0 else 0  # floor(log2(ratio)), exactly
+    return {"axes": "x,-z,-y", "offset": ((lo + hi) / 2).tolist(), "scale": math.ldexp(1.0, k), "units": "m"}
 
 
 def write_bundle(lset: LandmarkSet, template: FaceTemplate, path: str | os.PathLike) -> Path:
