@@ -4,8 +4,10 @@ Runs the ``dvc.yaml`` stages (their commands, in order, on a smaller configurati
 embedded default) once per variant in a fresh folder and compares the hash of every file they
 write. Variants: numpy's default dispatch; AVX-512, then AVX2/FMA3, then AVX switched off with
 ``NPY_DISABLE_CPU_FEATURES``; and two OpenBLAS kernels (``OPENBLAS_CORETYPE`` Haswell, with FMA,
-and Sandybridge, without). Only the variants the CPU supports run: on a machine without
-AVX-512 the structural walk in ``test_detmath.py`` is the guard for that kernel.
+and Sandybridge, without); and one BLAS/OpenMP thread. Each variant runs in its own folder, so
+the comparison also shows that no byte depends on the working directory. Only the variants the
+CPU supports run: on a machine without AVX-512 the structural walk in ``test_detmath.py`` is the
+guard for that kernel.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def variants() -> dict[str, dict[str, str]]:
 
     out: dict[str, dict[str, str]] = {"default": {}}
     if platform.machine() not in ("x86_64", "AMD64"):
-        return out
+        return {**out, "one-thread": {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}}
     off: list[str] = []
     for name, group in _GROUPS:
         have = [f for f in group if feats.get(f)]
@@ -62,6 +64,7 @@ def variants() -> dict[str, dict[str, str]]:
             continue
         off += have
         out[name] = {"NPY_DISABLE_CPU_FEATURES": " ".join(off)}
+    out["one-thread"] = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     out["openblas-haswell"] = {"OPENBLAS_CORETYPE": "Haswell"}
     out["openblas-sandybridge"] = {"OPENBLAS_CORETYPE": "Sandybridge"}
     return out
