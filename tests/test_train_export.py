@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -32,8 +34,14 @@ def test_export_writes_a_graph_that_agrees(tmp_path, checkpoint):
     sess = ort_session(tmp_path / "m.onnx")
     out = sess.run(None, {"image": np.zeros((3, 3, 32, 32), np.float32)})[0]
     assert out.shape == (3, 72)  # dynamic batch
-    # deterministic: the same weights give the same bytes
-    assert (tmp_path / "m.onnx").read_bytes() == onnx_bytes(*_model_and_size(checkpoint))
+    # deterministic: the same weights give the same bytes (graph + densemark metadata)
+    export_onnx(checkpoint, tmp_path / "m2.onnx")
+    assert (tmp_path / "m.onnx").read_bytes() == (tmp_path / "m2.onnx").read_bytes()
+    # the file carries what prediction needs: config and landmark set
+    meta = sess.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["densemark.config"])["n_points"] == 24
+    assert "kpt68" in json.loads(meta["densemark.landmark_set"])
+    assert (tmp_path / "m.onnx").read_bytes() != onnx_bytes(*_model_and_size(checkpoint))
 
 
 def _model_and_size(ck):
@@ -66,3 +74,20 @@ def test_export_and_model_info_commands(tmp_path, checkpoint, capsys):
     out = capsys.readouterr().out
     assert "params" in out and "onnx_ms" in out
     assert main(["export", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.onnx")]) == 2
+
+
+def test_wrong_model_file_types_give_clear_errors(tmp_path, checkpoint, capsys):
+    from densemark.cli import main
+
+    export_onnx(checkpoint, tmp_path / "m.onnx")
+    # an ONNX file where a checkpoint is needed: said so, no torch advice
+    assert main(["export", "--checkpoint", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "ONNX model, not a PyTorch checkpoint" in err and "weights_only" not in err
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    img = tmp_path / "p.jpg"
+    img.write_bytes(b"\xff\xd8")
+    assert main(["predict", str(img), "--checkpoint", str(other), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "not a densemark model" in err and "notes.txt" in err and "weights_only" not in err

@@ -34,9 +34,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("predict", help="detect faces and predict dense landmarks on photos")
     p.add_argument("images", nargs="+")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="model.pt / checkpoint.pt (PyTorch) or model.onnx (ONNX Runtime, no torch)")
     p.add_argument("--out", required=True, help="folder for <stem>.json, <stem>.npy, <stem>_overlay.png")
-    p.add_argument("--all-faces", action="store_true", help="every detected face (NPY (F, K, 3)), not only the largest")
+    p.add_argument("--all-faces", action="store_true", help="every detected face (NPY (F, K, 3)), not only the best one")
+    boxes = p.add_mutually_exclusive_group()
+    boxes.add_argument("--box", default=None, metavar="X0,Y0,X1,Y1",
+                       help="the face's box in image pixels (brows to chin, ear to ear: the 68 keypoints' box), for every image")
+    boxes.add_argument("--boxes", default=None, metavar="FILE",
+                       help="boxes of many images: JSON {name: [x0, y0, x1, y1]} or CSV image,x0,y0,x1,y1 (name: path, file name or stem)")
+    p.add_argument("--detector", default="auto", choices=("auto", "haar", "haar-frontal", "dlib"),
+                   help="face detector when no box is given (auto: Haar cascades + dlib HOG, on the image and its mirror)")
+    p.add_argument("--max-pixels", type=int, default=100_000_000, help="refuse images whose header claims more pixels")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_predict)
 
@@ -81,11 +89,16 @@ def _model_info(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from densemark.train.predict import load_predictor, predict_files
+    from densemark.train.detect import parse_box, read_boxes_file
+    from densemark.train.infer import load_any_predictor  # torch only for a .pt checkpoint
+    from densemark.train.photos import predict_files
 
-    done, errors = predict_files(load_predictor(args.checkpoint, args.device), args.images, args.out, args.all_faces)
+    box = parse_box(args.box, None, "--box") if args.box else None
+    boxes = read_boxes_file(args.boxes) if args.boxes else None
+    done, errors = predict_files(load_any_predictor(args.checkpoint, args.device), args.images, args.out, args.all_faces,
+                                 boxes=boxes, box=box, detector=args.detector, max_pixels=args.max_pixels)
     for d in done:
-        print(f"{d['image']}: {d['faces']} face(s) -> {d['json']}")
+        print(f"{d['image']}: {d['faces']} face(s) ({d['box_source']}) -> {d['json']}")
     for e in errors:
         print(f"densemark: error: {e}", file=sys.stderr)
     return 1 if errors else 0

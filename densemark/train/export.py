@@ -8,6 +8,7 @@ no ``onnxscript`` and gives the same bytes for the same weights. Input ``image``
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 import warnings
@@ -19,13 +20,21 @@ import torch
 
 from densemark.core.atomic import atomic_path, write_json
 from densemark.core.errors import InputError
+from densemark.train.infer import META_CONFIG, META_LANDMARK_SET, model_file_kind, ort_session
 from densemark.train.loop import build_model, load_checkpoint
 from densemark.train.macs import count_macs
 from densemark.train.models import LandmarkRegressor, count_params
 
 
 def load_model(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[LandmarkRegressor, dict[str, Any]]:
-    """The eval-mode model of a checkpoint and the checkpoint dict (``weights_only=True``)."""
+    """The eval-mode model of a checkpoint and the checkpoint dict (``weights_only=True``).
+
+    Raises:
+        InputError: not a checkpoint (an ONNX file, or another kind of file), naming the file.
+    """
+    if model_file_kind(checkpoint) == "onnx":
+        raise InputError(checkpoint, None, "this is an ONNX model, not a PyTorch checkpoint: `densemark predict` "
+                                           "takes it as it is; this command needs the model.pt it was exported from")  # fmt: skip
     ck = load_checkpoint(checkpoint, device)
     model = build_model(ck["config"])
     model.load_state_dict(ck["model"])
@@ -52,18 +61,6 @@ def onnx_bytes(model: torch.nn.Module, input_size: int, opset: int = 17) -> byte
     return buf.getvalue()
 
 
-def ort_session(model: bytes | str | os.PathLike, threads: int = 1) -> Any:
-    """An ONNX Runtime CPU session on ``threads`` intra-op threads."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    src = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
-
-
 def check_onnx(model: torch.nn.Module, onnx_model: bytes, input_size: int, batch: int = 2, seed: int = 0) -> dict[str, float]:
     """Run PyTorch and ONNX Runtime on the same random batch; max abs/rel difference.
 
@@ -84,12 +81,30 @@ def check_onnx(model: torch.nn.Module, onnx_model: bytes, input_size: int, batch
     return {"max_abs_diff": diff, "max_rel_diff": rel}
 
 
+def with_metadata(onnx_model: bytes, meta: dict[str, Any]) -> bytes:
+    """``onnx_model`` with ``meta`` (key -> JSON-able value) in its ``metadata_props`` (sorted
+    keys, canonical JSON: the same inputs give the same bytes)."""
+    import onnx
+
+    m = onnx.load_from_string(onnx_model)
+    del m.metadata_props[:]
+    for k in sorted(meta):
+        m.metadata_props.add(key=k, value=json.dumps(meta[k], sort_keys=True, separators=(",", ":")))
+    return m.SerializeToString()
+
+
+def model_metadata(ck: dict[str, Any]) -> dict[str, Any]:
+    """What the ONNX file carries so it predicts on its own: config and landmark set."""
+    return {META_CONFIG: dict(ck["config"]), META_LANDMARK_SET: dict(ck["landmark_set"])}
+
+
 def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, report: str | os.PathLike | None = None, opset: int = 17) -> dict[str, Any]:
     """``densemark export``: write ``out`` (.onnx) from a checkpoint after checking it agrees."""
     model, ck = load_model(checkpoint)
     size = int(ck["config"]["input_size"])
     data = onnx_bytes(model, size, opset)
     check = check_onnx(model, data, size)
+    data = with_metadata(data, model_metadata(ck))
     with atomic_path(out) as tmp:
         Path(tmp).write_bytes(data)
     rep = {
