@@ -18,7 +18,13 @@ import torch
 from densemark.cli import main
 from densemark.core.errors import InputError
 from densemark.core.images import read_image, write_jpeg
-from densemark.train.detect import box_iou, merge_detections, parse_box, raw_detections, read_boxes_file
+from densemark.train.detect import (
+    box_iou,
+    merge_detections,
+    parse_box,
+    raw_detections,
+    read_boxes_file,
+)
 from densemark.train.export import export_onnx
 from densemark.train.infer import load_onnx_predictor
 from densemark.train.loop import run_train

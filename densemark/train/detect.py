@@ -26,7 +26,7 @@ import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import cv2
@@ -88,7 +88,7 @@ def dlib_available() -> bool:
     return True
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cascade(view: str) -> cv2.CascadeClassifier:
     path = Path(cv2.data.haarcascades) / _HAAR_FILES[view]
     casc = cv2.CascadeClassifier(str(path))
