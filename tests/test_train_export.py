@@ -61,8 +61,25 @@ def test_check_detects_a_mismatch():
 
 
 def test_model_info_fields():
-    info = model_info(create_model("mobilenetv2", 10, 32, 0.25), 32, repeats=2)
+    info = model_info(create_model("mobilenetv2", 10, 32, 0.25), 32, repeats=2, baseline=True, max_seconds=5)
     assert info["params"] > 0 and info["macs"] > 0 and info["torch_ms"] > 0 and info["onnx_ms"] > 0
+    assert info["torch_p90_ms"] >= info["torch_ms"] and info["onnx_p90_ms"] >= info["onnx_ms"]
+    # the re-implemented 3DDFA_V2 MobileNet v1 x0.5 @120: 62 outputs, about 46 MMac
+    assert info["baseline_onnx_ms"] > 0 and 45e6 < info["baseline_macs"] < 48e6
+
+
+def test_interleaved_latency_rotates_and_settles():
+    from densemark.train.timing import interleaved_latency, mobilenet_v1_3ddfa
+
+    calls = []
+    res = interleaved_latency({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                              min_calls=20, block=5, min_rounds=4, warmup=0, max_seconds=10)  # fmt: skip
+    assert res["a"]["calls"] == res["b"]["calls"] >= 20 and res["a"]["p90_ms"] >= res["a"]["median_ms"]
+    # rounds alternate which one goes first
+    firsts = [calls[i] for i in range(0, len(calls), 10)]
+    assert firsts[:4] == ["a", "b", "a", "b"]
+    m = mobilenet_v1_3ddfa()
+    assert m(torch.zeros(1, 3, 120, 120)).shape == (1, 62)
 
 
 def test_export_and_model_info_commands(tmp_path, checkpoint, capsys):
@@ -70,9 +87,17 @@ def test_export_and_model_info_commands(tmp_path, checkpoint, capsys):
 
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--report", str(tmp_path / "e.json")]) == 0
     assert (tmp_path / "m.onnx").stat().st_size > 0
-    assert main(["model-info", "--checkpoint", str(checkpoint), "--repeats", "2", "--json", str(tmp_path / "i.json")]) == 0
+    assert main(["model-info", "--checkpoint", str(checkpoint), "--repeats", "2", "--max-seconds", "2", "--no-baseline",
+                 "--json", str(tmp_path / "i.json")]) == 0  # fmt: skip
     out = capsys.readouterr().out
-    assert "params" in out and "onnx_ms" in out
+    assert "params" in out and "onnx_ms" in out and "onnx_p90_ms" in out and "baseline" not in out
+    assert main(["model-info", "--backbone", "resnet18", "--width", "0.25", "--input-size", "64", "--n-points", "5",
+                 "--repeats", "2", "--max-seconds", "2", "--json", str(tmp_path / "r.json")]) == 0  # fmt: skip
+    info = json.loads((tmp_path / "r.json").read_text())
+    assert info["backbone"] == "resnet18" and info["input_size"] == 64 and info["baseline_onnx_ms"] > 0
+    from densemark.train.models import count_params
+
+    assert info["params"] == count_params(create_model("resnet18", 5, 64, 0.25))
     assert main(["export", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.onnx")]) == 2
 
 

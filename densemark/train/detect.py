@@ -36,6 +36,7 @@ from densemark.core.errors import InputError
 
 METHODS = ("auto", "haar", "haar-frontal", "dlib")
 CLUSTER_IOU = 0.35
+DETECT_MAX_SIDE = 800  # larger photos are searched downscaled to this longer side
 # (detector, view) -> (dx, dy, side): keypoint-box centre minus detector-box centre, and the
 # keypoint box's mean side, in units of the detector box's width. A mirrored run uses -dx.
 VIEW_RULES: dict[tuple[str, str], tuple[float, float, float]] = {
@@ -121,8 +122,18 @@ def dlib_boxes(rgb: np.ndarray, upsample: int = 1) -> list[tuple[np.ndarray, str
     return [(np.array([r.left(), r.top(), r.right() + 1.0, r.bottom() + 1.0]), _DLIB_VIEWS[int(i)]) for r, i in zip(rects, idx, strict=True)]
 
 
-def raw_detections(image: np.ndarray, method: str = "auto", min_size: int = 30) -> list[RawBox]:
-    """Every detector's boxes on (H, W, 3) uint8 RGB ``image`` (and its mirror, except ``haar-frontal``)."""
+def raw_detections(image: np.ndarray, method: str = "auto", min_size: int = 30, max_side: int = DETECT_MAX_SIDE) -> list[RawBox]:
+    """Every detector's boxes on (H, W, 3) uint8 RGB ``image`` (and its mirror, except
+    ``haar-frontal``), in image pixels. A larger image is searched at ``max_side`` pixels
+    (longer side; ``min_size`` applies there)."""
+    img = np.asarray(image)
+    side = max(img.shape[:2]) if img.ndim >= 2 else 0
+    if side > max_side and img.ndim == 3:
+        f = max_side / side
+        small = cv2.resize(img, (max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f))), interpolation=cv2.INTER_AREA)
+        sx, sy = img.shape[1] / small.shape[1], img.shape[0] / small.shape[0]
+        return [RawBox((r.box[0] * sx, r.box[1] * sy, r.box[2] * sx, r.box[3] * sy), r.detector, r.view, r.mirrored)
+                for r in raw_detections(small, method, min_size, max_side)]  # fmt: skip
     if method not in METHODS:
         raise InputError(None, "detector", f"unknown detector {method!r}; known: {', '.join(METHODS)}")
     img = np.asarray(image)

@@ -134,20 +134,39 @@ def latency_ms(fn: Any, repeats: int = 30, warmup: int = 5) -> float:
     return float(np.median(times) * 1e3)
 
 
-def model_info(model: torch.nn.Module, input_size: int, repeats: int = 30, onnx: bool = True) -> dict[str, Any]:
-    """Params, MACs and batch-1 CPU latency (PyTorch eager and ONNX Runtime, one thread)."""
+def model_info(
+    model: torch.nn.Module,
+    input_size: int,
+    repeats: int = 100,
+    onnx: bool = True,
+    baseline: bool = False,
+    max_seconds: float = 30.0,
+) -> dict[str, Any]:
+    """Params, MACs and batch-1 CPU latency on one thread (PyTorch eager and ONNX Runtime).
+
+    Timed by :func:`densemark.train.timing.interleaved_latency` (at least ``repeats`` calls
+    each, until the medians settle): ``torch_ms`` / ``onnx_ms`` are medians, ``*_p90_ms`` the
+    90th percentiles. With ``baseline``, 3DDFA_V2's MobileNet v1 x0.5 at 120 px (62 outputs)
+    is timed in the same interleaved loop (keys ``baseline_*``).
+    """
+    from densemark.train.timing import mobilenet_v1_3ddfa, time_models
+
     model = model.eval().cpu()
     info: dict[str, Any] = {"input_size": input_size, "params": count_params(model), "macs": count_macs(model, input_size)}
-    x = torch.rand(1, 3, input_size, input_size)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.inference_mode():
-            info["torch_ms"] = latency_ms(lambda: model(x), repeats)
-    finally:
-        torch.set_num_threads(threads)
-    if onnx:
-        sess = ort_session(onnx_bytes(model, input_size), threads=1)
-        xn = x.numpy()
-        info["onnx_ms"] = latency_ms(lambda: sess.run(None, {"image": xn}), repeats)
+    models = {"model": (model, input_size)}
+    if baseline:
+        base = mobilenet_v1_3ddfa()
+        models["baseline"] = (base, 120)
+        info.update(baseline_name="3DDFA_V2 MobileNet v1 x0.5 @120, 62 outputs", baseline_params=count_params(base),
+                    baseline_macs=count_macs(base, 120))  # fmt: skip
+    t = time_models(models, onnx=onnx, min_calls=repeats, max_seconds=max_seconds)
+    for name, prefix in (("model", ""), ("baseline", "baseline_")):
+        for rt in ("torch", "onnx"):
+            if f"{name}.{rt}" in t:
+                info[f"{prefix}{rt}_ms"] = t[f"{name}.{rt}"]["median_ms"]
+                info[f"{prefix}{rt}_p90_ms"] = t[f"{name}.{rt}"]["p90_ms"]
+    first = next(iter(t.values()))
+    info["timed_calls"], info["timings_settled"] = int(first["calls"]), bool(all(v["settled"] for v in t.values()))
+    if baseline and onnx:
+        info["onnx_vs_baseline"] = info["onnx_ms"] / info["baseline_onnx_ms"]
     return info
