@@ -25,6 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", type=Path, default=None, help="DVC metrics JSON (default: OUT/metrics.json)")
     p.add_argument("--out-predictions", type=Path, default=None,
                    help="where the model's AFLW2000-3D predictions go (default: OUT/predictions_aflw2000.npz)")
+    p.add_argument("--boxes-from", choices=("gt", "detector"), default="gt",
+                   help="crops from the ground-truth 68-point boxes (the benchmark protocol, default) or from the face "
+                        "detector, as `densemark predict` gets them (misses counted and reported)")
+    p.add_argument("--detector", default="auto", choices=("auto", "haar", "haar-frontal", "dlib"),
+                   help="the detector of --boxes-from detector")
     p.set_defaults(func=_evaluate)
 
 
@@ -33,7 +38,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     params = load_params(args.params).evaluate
     res = run_evaluate(params, args.out, gt_dir=args.gt, predictions=args.predictions, checkpoint=args.checkpoint,
-                       data_dir=args.data, metrics_path=args.metrics, out_predictions=args.out_predictions)
+                       data_dir=args.data, metrics_path=args.metrics, out_predictions=args.out_predictions,
+                       boxes_from=args.boxes_from, detector=args.detector)
     print(json.dumps(res.metrics, indent=2, sort_keys=True))
     print(f"report: {res.files['report']}  table: {res.files['table']}  curves: {res.files['ced']}")
     return 0
