@@ -137,10 +137,10 @@ def latency_ms(fn: Any, repeats: int = 30, warmup: int = 5) -> float:
 def model_info(
     model: torch.nn.Module,
     input_size: int,
-    repeats: int = 100,
+    repeats: int = 200,
     onnx: bool = True,
     baseline: bool = False,
-    max_seconds: float = 30.0,
+    max_seconds: float = 60.0,
 ) -> dict[str, Any]:
     """Params, MACs and batch-1 CPU latency on one thread (PyTorch eager and ONNX Runtime).
 

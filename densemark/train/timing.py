@@ -53,7 +53,7 @@ def interleaved_latency(
 
     Each round runs ``block`` timed calls of every function, in a rotating order. Stops when
     each has at least ``min_calls`` calls, ``min_rounds`` rounds passed and no running median
-    moved by more than ``rel_tol`` (relative) in the last round; or after ``max_seconds``.
+    moved by more than ``rel_tol`` (relative) in the last two rounds; or after ``max_seconds``.
     """
     names = list(fns)
     for n in names:
@@ -61,6 +61,7 @@ def interleaved_latency(
             fns[n]()
     times: dict[str, list[float]] = {n: [] for n in names}
     prev: dict[str, float] = {}
+    calm = 0  # consecutive rounds in which no median moved by more than rel_tol
     settled = False
     start = time.perf_counter()
     rnd = 0
@@ -75,8 +76,9 @@ def interleaved_latency(
         rnd += 1
         med = {n: float(np.median(times[n])) for n in names}
         stable = bool(prev) and all(abs(med[n] - prev[n]) <= rel_tol * prev[n] for n in names)
+        calm = calm + 1 if stable else 0
         prev = med
-        if rnd >= min_rounds and len(times[names[0]]) >= min_calls and stable:
+        if rnd >= min_rounds and len(times[names[0]]) >= min_calls and calm >= 2:
             settled = True
             break
         if time.perf_counter() - start > max_seconds:
