@@ -146,7 +146,7 @@ def model_info(
 
     Timed by :func:`densemark.train.timing.interleaved_latency` (at least ``repeats`` calls
     each, until the medians settle): ``torch_ms`` / ``onnx_ms`` are medians, ``*_p90_ms`` the
-    90th percentiles. With ``baseline``, 3DDFA_V2's MobileNet v1 x0.5 at 120 px (62 outputs)
+    90th percentiles, ``*_p10_ms`` the 10th (steadiest under load from other work). With ``baseline``, 3DDFA_V2's MobileNet v1 x0.5 at 120 px (62 outputs)
     is timed in the same interleaved loop (keys ``baseline_*``).
     """
     from densemark.train.timing import mobilenet_v1_3ddfa, time_models
@@ -165,6 +165,7 @@ def model_info(
             if f"{name}.{rt}" in t:
                 info[f"{prefix}{rt}_ms"] = t[f"{name}.{rt}"]["median_ms"]
                 info[f"{prefix}{rt}_p90_ms"] = t[f"{name}.{rt}"]["p90_ms"]
+                info[f"{prefix}{rt}_p10_ms"] = t[f"{name}.{rt}"]["p10_ms"]
     first = next(iter(t.values()))
     info["timed_calls"], info["timings_settled"] = int(first["calls"]), bool(all(v["settled"] for v in t.values()))
     if baseline and onnx:

@@ -49,7 +49,8 @@ def interleaved_latency(
     max_seconds: float = 30.0,
     warmup: int = 10,
 ) -> dict[str, dict[str, float]]:
-    """Per name: ``median_ms``, ``p90_ms``, ``calls`` and ``settled`` (medians stable in time).
+    """Per name: ``median_ms``, ``p90_ms``, ``p10_ms`` (the least disturbed calls: the steadiest
+    figure on a machine shared with other work), ``calls`` and ``settled`` (medians stable in time).
 
     Each round runs ``block`` timed calls of every function, in a rotating order. Stops when
     each has at least ``min_calls`` calls, ``min_rounds`` rounds passed and no running median
@@ -84,7 +85,8 @@ def interleaved_latency(
         if time.perf_counter() - start > max_seconds:
             break
     return {n: {"median_ms": float(np.median(t) * 1e3), "p90_ms": float(np.percentile(t, 90) * 1e3),
-                "calls": len(t), "settled": settled} for n, t in times.items()}  # fmt: skip
+                "p10_ms": float(np.percentile(t, 10) * 1e3), "calls": len(t), "settled": settled}
+            for n, t in times.items()}  # fmt: skip
 
 
 def latency_fns(model: nn.Module, input_size: int, onnx: bool = True, prefix: str = "") -> dict[str, Callable[[], Any]]:
