@@ -231,3 +231,23 @@ def test_detection_is_mirror_symmetric(real_dir):
     w = img.shape[1]
     mb = np.array([w - b[0].box[2], b[0].box[1], w - b[0].box[0], b[0].box[3]])
     np.testing.assert_allclose(a[0].box, mb, atol=1.0)
+
+
+@pytest.mark.real
+def test_tilted_head_found_by_the_rotated_pass(real_dir):
+    import cv2
+
+    from densemark.train.detect import detect_faces
+
+    f = real_dir / "aflw2000" / "image00251.jpg"  # yaw -55: the hardest of the six
+    img = read_image(f)
+    h, w = img.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), 20, 1.0)
+    tilted = cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+    gt = _gt_box(f.with_suffix(".mat"), w, False)
+    corners = np.array([[gt[0], gt[1]], [gt[2], gt[1]], [gt[0], gt[3]], [gt[2], gt[3]]]) @ m[:, :2].T + m[:, 2]
+    lo, hi = corners.min(0), corners.max(0)
+    faces = detect_faces(tilted)
+    assert faces, "no face on the tilted photo"
+    c = (faces[0].box[:2] + faces[0].box[2:]) / 2
+    assert (lo <= c).all() and (c <= hi).all()

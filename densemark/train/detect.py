@@ -37,6 +37,9 @@ from densemark.core.errors import InputError
 
 METHODS = ("auto", "haar", "haar-frontal", "dlib")
 CLUSTER_IOU = 0.35
+HAAR_NEIGHBOURS, HAAR_NEIGHBOURS_RELAXED = 5, 3
+DLIB_THRESHOLD_RELAXED = -0.3
+TILT_DEGREES = (25, -25)  # third pass, when nothing is found upright: the image turned in its plane
 DETECT_MAX_SIDE = 800  # larger photos are searched downscaled to this longer side
 # (detector, view) -> (dx, dy, side): keypoint-box centre minus detector-box centre, and the
 # keypoint box's mean side, in units of the detector box's width. A mirrored run uses -dx.
@@ -114,23 +117,27 @@ def mirror_boxes(b: np.ndarray, width: int) -> np.ndarray:
     return np.column_stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]])
 
 
-def haar_boxes(gray: np.ndarray, view: str, min_size: int = 30, min_neighbors: int = 5) -> np.ndarray:
+def haar_boxes(gray: np.ndarray, view: str, min_size: int = 30, min_neighbors: int = HAAR_NEIGHBOURS) -> np.ndarray:
     """(F, 4) float64 [x0, y0, x1, y1] boxes of one bundled Haar cascade on a (H, W) uint8 image."""
     det = _cascade(view).detectMultiScale(gray, scaleFactor=1.1, minNeighbors=min_neighbors, minSize=(min_size, min_size))
     det = np.asarray(det, np.float64).reshape(-1, 4)
     return np.column_stack([det[:, :2], det[:, :2] + det[:, 2:]])
 
 
-def dlib_boxes(rgb: np.ndarray, upsample: int = 1) -> list[tuple[np.ndarray, str]]:
-    """dlib HOG faces of a (H, W, 3) uint8 RGB image: [(box (4,), view)]."""
-    rects, _, idx = _dlib_detector().run(np.ascontiguousarray(rgb), upsample, 0.0)
+def dlib_boxes(rgb: np.ndarray, upsample: int = 1, threshold: float = 0.0) -> list[tuple[np.ndarray, str]]:
+    """dlib HOG faces of a (H, W, 3) uint8 RGB image: [(box (4,), view)] (``threshold``: dlib's
+    detection-score adjustment; below 0 finds more)."""
+    rects, _, idx = _dlib_detector().run(np.ascontiguousarray(rgb), upsample, threshold)
     return [(np.array([r.left(), r.top(), r.right() + 1.0, r.bottom() + 1.0]), _DLIB_VIEWS[int(i)]) for r, i in zip(rects, idx, strict=True)]
 
 
-def raw_detections(image: np.ndarray, method: str = "auto", min_size: int = 30, max_side: int = DETECT_MAX_SIDE) -> list[RawBox]:
+def raw_detections(
+    image: np.ndarray, method: str = "auto", min_size: int = 30, max_side: int = DETECT_MAX_SIDE, relaxed: bool = False
+) -> list[RawBox]:
     """Every detector's boxes on (H, W, 3) uint8 RGB ``image`` (and its mirror, except
     ``haar-frontal``), in image pixels. A larger image is searched at ``max_side`` pixels
-    (longer side; ``min_size`` applies there)."""
+    (longer side; ``min_size`` applies there). ``relaxed``: fewer Haar neighbours and a lower
+    dlib threshold (the second pass of :func:`detect_faces`)."""
     img = np.asarray(image)
     side = max(img.shape[:2]) if img.ndim >= 2 else 0
     if side > max_side and img.ndim == 3:
@@ -138,7 +145,7 @@ def raw_detections(image: np.ndarray, method: str = "auto", min_size: int = 30, 
         small = cv2.resize(img, (max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f))), interpolation=cv2.INTER_AREA)
         sx, sy = img.shape[1] / small.shape[1], img.shape[0] / small.shape[0]
         return [RawBox((r.box[0] * sx, r.box[1] * sy, r.box[2] * sx, r.box[3] * sy), r.detector, r.view, r.mirrored)
-                for r in raw_detections(small, method, min_size, max_side)]  # fmt: skip
+                for r in raw_detections(small, method, min_size, max_side, relaxed)]  # fmt: skip
     if method not in METHODS:
         raise InputError(None, "detector", f"unknown detector {method!r}; known: {', '.join(METHODS)}")
     img = np.asarray(image)
@@ -146,15 +153,16 @@ def raw_detections(image: np.ndarray, method: str = "auto", min_size: int = 30, 
         raise InputError(None, "image", f"expected (H, W, 3) uint8 RGB, got {img.dtype} {img.shape}")
     w = img.shape[1]
     gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    nb = HAAR_NEIGHBOURS_RELAXED if relaxed else HAAR_NEIGHBOURS
     if method == "haar-frontal":
-        return [RawBox(tuple(b), "haar", "frontal", False) for b in haar_boxes(gray, "frontal", min_size)]
+        return [RawBox(tuple(b), "haar", "frontal", False) for b in haar_boxes(gray, "frontal", min_size, nb)]
     out: list[RawBox] = []
     flips = (False, True)
     if method in ("auto", "haar"):
         for mirrored in flips:
             g = np.ascontiguousarray(gray[:, ::-1]) if mirrored else gray
             for view in ("frontal", "frontal_alt2", "profile"):
-                b = haar_boxes(g, view, min_size)
+                b = haar_boxes(g, view, min_size, nb)
                 if mirrored:
                     b = mirror_boxes(b, w)
                 out += [RawBox(tuple(x), "haar", view, mirrored) for x in b]
@@ -163,7 +171,7 @@ def raw_detections(image: np.ndarray, method: str = "auto", min_size: int = 30, 
             raise InputError(None, "detector", "the dlib detector needs the dlib module (pip install dlib-bin)")
         for mirrored in flips:
             im = np.ascontiguousarray(img[:, ::-1]) if mirrored else img
-            for b, view in dlib_boxes(im):
+            for b, view in dlib_boxes(im, threshold=DLIB_THRESHOLD_RELAXED if relaxed else 0.0):
                 bb = mirror_boxes(b[None], w)[0] if mirrored else b
                 if (bb[2] - bb[0]) >= min_size:
                     out.append(RawBox(tuple(bb), "dlib", view, mirrored))
@@ -209,8 +217,32 @@ def merge_detections(raw: list[RawBox], iou: float = CLUSTER_IOU) -> list[Face]:
 
 
 def detect_faces(image: np.ndarray, method: str = "auto", min_size: int = 30) -> list[Face]:
-    """Faces on (H, W, 3) uint8 RGB ``image``, best first (see the module docstring)."""
-    return merge_detections(raw_detections(image, method, min_size))
+    """Faces on (H, W, 3) uint8 RGB ``image``, best first (see the module docstring). When none
+    is found, a second, relaxed pass runs (Haar with 3 neighbours, dlib threshold -0.3), then a
+    third on the image turned by +-25 degrees (tilted heads)."""
+    faces = merge_detections(raw_detections(image, method, min_size))
+    if not faces and method != "haar-frontal":
+        faces = merge_detections(raw_detections(image, method, min_size, relaxed=True))
+    if not faces and method != "haar-frontal":
+        faces = _rotated_pass(np.asarray(image), method, min_size)
+    return faces
+
+
+def _rotated_pass(image: np.ndarray, method: str, min_size: int) -> list[Face]:
+    """Faces of a tilted head: detect on the image rotated by each of :data:`TILT_DEGREES`
+    about its centre, and map each face's box centre back (side kept)."""
+    h, w = image.shape[:2]
+    found: list[Face] = []
+    for deg in TILT_DEGREES:
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), deg, 1.0)
+        rot = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        inv = cv2.invertAffineTransform(m)
+        for f in merge_detections(raw_detections(rot, method, min_size)):
+            c = inv @ np.r_[(f.box[:2] + f.box[2:]) / 2, 1.0]
+            half = (f.box[2] - f.box[0]) / 2
+            found.append(Face(np.r_[c - half, c + half], f.score, tuple(f"{x}:tilt{deg:+d}" for x in f.sources)))
+    found.sort(key=lambda f: (-f.score, -(f.box[2] - f.box[0])))
+    return found
 
 
 # --------------------------------------------------------------------------- user boxes
