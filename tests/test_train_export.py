@@ -116,3 +116,13 @@ def test_wrong_model_file_types_give_clear_errors(tmp_path, checkpoint, capsys):
     assert main(["predict", str(img), "--checkpoint", str(other), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "not a densemark model" in err and "notes.txt" in err and "weights_only" not in err
+    npz = tmp_path / "arrays.npz"  # a zip, but not a checkpoint
+    np.savez(npz, a=np.zeros(3))
+    assert main(["predict", str(img), "--checkpoint", str(npz), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "arrays.npz" in err and "not a readable checkpoint" in err and "weights_only" not in err
+    whole = tmp_path / "module.pt"  # a whole pickled module: torch would advise weights_only=False
+    torch.save(torch.nn.Linear(2, 2), whole)
+    assert main(["predict", str(img), "--checkpoint", str(whole), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "module.pt" in err and "not a densemark checkpoint" in err and "weights_only" not in err

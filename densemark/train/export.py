@@ -35,7 +35,14 @@ def load_model(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[Land
     if model_file_kind(checkpoint) == "onnx":
         raise InputError(checkpoint, None, "this is an ONNX model, not a PyTorch checkpoint: `densemark predict` "
                                            "takes it as it is; this command needs the model.pt it was exported from")  # fmt: skip
-    ck = load_checkpoint(checkpoint, device)
+    try:
+        ck = load_checkpoint(checkpoint, device)
+    except InputError as exc:
+        if "weights_only" not in exc.message:
+            raise
+        # torch's advice to retry unsafely does not apply: say what the file should be
+        raise InputError(checkpoint, None, "not a densemark checkpoint (a zip archive torch cannot read as plain "
+                                           "tensors and values; expected model.pt / checkpoint.pt from `densemark train`)") from None  # fmt: skip
     model = build_model(ck["config"])
     model.load_state_dict(ck["model"])
     return model.to(device).eval(), ck
