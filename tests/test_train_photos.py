@@ -251,3 +251,16 @@ def test_tilted_head_found_by_the_rotated_pass(real_dir):
     assert faces, "no face on the tilted photo"
     c = (faces[0].box[:2] + faces[0].box[2:]) / 2
     assert (lo <= c).all() and (c <= hi).all()
+
+
+def test_onnx_without_densemark_metadata_reads_its_shapes(tmp_path, trained):
+    from densemark.train.export import load_model, onnx_bytes
+
+    m, ck = load_model(trained / "model.pt")
+    plain = tmp_path / "plain.onnx"
+    plain.write_bytes(onnx_bytes(m, 32))  # a bare graph: no config, no landmark set
+    p = load_predictor(plain)
+    assert p.config == {"input_size": 32, "n_points": 24} and p.landmark_set == {}
+    img = _photo(tmp_path / "x.jpg")
+    rc = main(["predict", str(img), "--checkpoint", str(plain), "--out", str(tmp_path / "o"), "--box", "20,20,90,90"])
+    assert rc == 0 and np.load(tmp_path / "o" / "x.npy").shape == (24, 3)
