@@ -9,9 +9,12 @@ Prints:
 - train-step time (forward + backward + AdamW) of the paper's model on this CPU;
 - params and MACs (goal: MobileNetV2 width 1.0 at 256x256 <= 4.2M params and 0.4 GMac);
 - batch-1 CPU latency, one thread, PyTorch eager and ONNX Runtime, over input sizes and widths,
-  against a baseline run in the same process: 3DDFA_V2's 62-parameter MobileNet (v1, x0.5,
-  120x120), re-implemented here (the released one runs in 0.8-1.3 ms in ONNX Runtime on one
-  thread); says at which input size the 520-point model comes within 2x of it.
+  each timed interleaved with a baseline (:mod:`densemark.train.timing`, median and p90):
+  3DDFA_V2's 62-parameter MobileNet (v1, x0.5, 120x120), re-implemented in plain PyTorch (the
+  released one runs in 0.8-1.3 ms in ONNX Runtime on one thread); says at which input size the
+  520-point model comes within 2x of it;
+- predict on one photo with a given box: the PyTorch checkpoint against the exported ONNX file
+  (the torch-free path), and the face detectors' time.
 
 The loader reads ``--data`` (default: ``data/dataset``, the embedded build of ``dvc repro``);
 with ``--data none`` or no build, an in-memory set of 256x256 JPEG point renders with 520 labels
@@ -29,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the test fixtures (tests/factories.py)
@@ -41,25 +43,8 @@ from densemark.train.loss import WingMSELoss  # noqa: E402
 from densemark.train.macs import count_macs  # noqa: E402
 from densemark.train.models import count_params, create_model  # noqa: E402
 from densemark.train.params import AugmentParams  # noqa: E402
+from densemark.train.timing import mobilenet_v1_3ddfa, time_models  # noqa: E402
 from tests.factories import SyntheticLandmarks  # noqa: E402
-
-
-def mobilenet_v1_3ddfa(widen: float = 0.5, n_out: int = 62) -> nn.Module:
-    """3DDFA(_V2)'s MobileNet v1 (depthwise-separable blocks, BN + ReLU, avg pool, fc)."""
-
-    def dw(cin: int, cout: int, stride: int) -> list[nn.Module]:
-        return [
-            nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU(inplace=True),
-            nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        ]
-
-    c = [int(v * widen) for v in (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)]
-    strides = [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1]
-    layers: list[nn.Module] = [nn.Conv2d(3, c[0], 3, 2, 1, bias=False), nn.BatchNorm2d(c[0]), nn.ReLU(inplace=True)]
-    for i, s in enumerate(strides):
-        layers += dw(c[i], c[i + 1], s)
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c[-1], n_out)]
-    return nn.Sequential(*layers)
 
 
 class _Repeat:
@@ -162,26 +147,72 @@ def main() -> None:
     print(f"ResNet-18 @256: {count_params(r) / 1e6:.2f}M params, {count_macs(r, 256) / 1e9:.2f} GMac")
 
     # ---------------------------------------------------------------- latency
-    reps = 10 if args.quick else 50
-    base_info = model_info(mobilenet_v1_3ddfa(), 120, reps)
-    print(f"baseline 3DDFA_V2 MobileNet v1 x0.5 @120, 62 outputs: {count_params(mobilenet_v1_3ddfa()) / 1e6:.2f}M params, "
-          f"{base_info['macs'] / 1e6:.1f} MMac, torch {base_info['torch_ms']:.2f} ms, ONNX Runtime {base_info['onnx_ms']:.2f} ms")
-    print(f"{'model':<22}{'size':>6}{'params':>10}{'MMac':>9}{'torch ms':>10}{'ORT ms':>9}{'ORT / baseline':>16}")
+    # every size is timed interleaved with the baseline (densemark.train.timing), median and p90
+    secs = 5.0 if args.quick else 20.0
+    base = mobilenet_v1_3ddfa()
+    print(f"baseline 3DDFA_V2 MobileNet v1 x0.5 @120, 62 outputs: {count_params(base) / 1e6:.2f}M params, "
+          f"{count_macs(base, 120) / 1e6:.1f} MMac (timed beside each model below)")
+    print(f"{'model':<22}{'size':>6}{'params':>10}{'MMac':>9}{'torch ms':>10}{'ORT ms':>9}{'ORT p90':>9}{'base ORT':>10}{'ORT / base':>12}")
     sizes = (256, 192, 128, 96) if args.quick else (256, 224, 192, 160, 128, 120, 96, 64)
     within = {}
     for width in (1.0, 0.5):
         for size in sizes:
-            info = model_info(create_model("mobilenetv2", k, size, width), size, reps)
-            ratio = info["onnx_ms"] / base_info["onnx_ms"]
+            m = create_model("mobilenetv2", k, size, width)
+            t = time_models({"m": (m, size), "b": (base, 120)}, min_calls=50 if args.quick else 200, max_seconds=secs)
+            ratio = t["m.onnx"]["median_ms"] / t["b.onnx"]["median_ms"]
             if ratio <= 2.0:
                 within[width] = max(within.get(width, 0), size)
-            print(f"{f'MobileNetV2 x{width} K={k}':<22}{size:>6}{info['params'] / 1e6:>9.2f}M{info['macs'] / 1e6:>9.1f}"
-                  f"{info['torch_ms']:>10.2f}{info['onnx_ms']:>9.2f}{ratio:>15.1f}x")
+            print(f"{f'MobileNetV2 x{width} K={k}':<22}{size:>6}{count_params(m) / 1e6:>9.2f}M{count_macs(m, size) / 1e6:>9.1f}"
+                  f"{t['m.torch']['median_ms']:>10.2f}{t['m.onnx']['median_ms']:>9.2f}{t['m.onnx']['p90_ms']:>9.2f}"
+                  f"{t['b.onnx']['median_ms']:>10.2f}{ratio:>11.2f}x")
     for width in (1.0, 0.5):
         if width in within:
             print(f"MobileNetV2 x{width}, {k} points: within 2x of the baseline's ONNX Runtime latency at input <= {within[width]}px")
         else:
             print(f"MobileNetV2 x{width}, {k} points: not within 2x of the baseline at any size tried")
+    info = model_info(create_model("mobilenetv2", k, 128, 0.5), 128, 50 if args.quick else 200, baseline=True, max_seconds=secs)
+    print(f"model-info of the default model (x0.5 @128): ONNX Runtime {info['onnx_ms']:.3f} ms (p90 {info['onnx_p90_ms']:.3f}) "
+          f"vs baseline {info['baseline_onnx_ms']:.3f} ms (p90 {info['baseline_onnx_p90_ms']:.3f}): x{info['onnx_vs_baseline']:.2f}")
+
+    # ---------------------------------------------------------------- predict on a photo
+    predict_paths(k, quick=args.quick)
+
+
+def predict_paths(k: int, quick: bool = False) -> None:
+    """End-to-end predict on one photo (a real AFLW2000-3D image when the real data is there) with a given box: PyTorch checkpoint vs the
+    exported ONNX file (the torch-free path), interleaved; and the face detector alone."""
+    import tempfile
+
+    from densemark.train.detect import detect_faces
+    from densemark.train.export import export_onnx
+    from densemark.train.loop import run_train
+    from densemark.train.params import TrainParams
+    from densemark.train.predict import load_predictor
+    from densemark.train.timing import interleaved_latency
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_train(TrainParams(width=0.5, input_size=128, epochs=1, batch_size=4, workers=0, augment={"enabled": False}),
+                  SyntheticLandmarks(8, k, 128), tmp, progress=False)  # fmt: skip
+        export_onnx(Path(tmp) / "model.pt", Path(tmp) / "model.onnx")
+        tp, op = load_predictor(Path(tmp) / "model.pt"), load_predictor(Path(tmp) / "model.onnx")
+    from densemark.config import real_data_dir
+    from densemark.core.images import read_image
+
+    real = real_data_dir(default=ROOT.parent / "shared" / "real", base=ROOT)
+    photos = sorted((real / "aflw2000").glob("*.jpg")) if real is not None else []
+    img = read_image(photos[0]) if photos else np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    what = f"{photos[0].name} ({img.shape[1]}x{img.shape[0]})" if photos else "640x480 noise (no real data found)"
+    box = np.array([[150.0, 140, 300, 320]])
+    torch.set_num_threads(1)
+    t = interleaved_latency({"torch": lambda: tp.predict([img], box), "onnx": lambda: op.predict([img], box)},
+                            min_calls=30 if quick else 100, max_seconds=5 if quick else 20)  # fmt: skip
+    print(f"predict one face (crop + model + back to pixels), MobileNetV2 x0.5 @128, K={k}: "
+          f"PyTorch {t['torch']['median_ms']:.2f} ms (p90 {t['torch']['p90_ms']:.2f}), "
+          f"ONNX file {t['onnx']['median_ms']:.2f} ms (p90 {t['onnx']['p90_ms']:.2f})")
+    for method in ("haar-frontal", "haar", "auto"):
+        d = interleaved_latency({method: lambda m=method: detect_faces(img, m)}, min_calls=3, block=1, min_rounds=3,
+                                warmup=1, max_seconds=10)[method]  # fmt: skip
+        print(f"face detector {method!r} on {what}: {d['median_ms']:.0f} ms (p90 {d['p90_ms']:.0f})")
 
 
 if __name__ == "__main__":

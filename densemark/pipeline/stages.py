@@ -107,11 +107,14 @@ def _export(p: Params, io: dict[str, Path]) -> StageResult:
     return export_onnx(io["checkpoint"], io["out"], io.get("report"), p.train.onnx_opset)
 
 
-def _evaluate(p: Params, io: dict[str, Path], predictions: PathLike | None = None) -> StageResult:
+def _evaluate(
+    p: Params, io: dict[str, Path], predictions: PathLike | None = None, boxes_from: str = "gt", detector: str = "auto"
+) -> StageResult:
     from densemark.evaluate.stages import run_evaluate
 
     return run_evaluate(p.evaluate, io["out"], gt_dir=io.get("gt"), predictions=predictions, checkpoint=io.get("checkpoint"),
-                        data_dir=io.get("data"), metrics_path=io.get("metrics"), out_predictions=io.get("out_predictions"))  # fmt: skip
+                        data_dir=io.get("data"), metrics_path=io.get("metrics"), out_predictions=io.get("out_predictions"),
+                        boxes_from=boxes_from, detector=detector)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the stages
