@@ -41,8 +41,8 @@ def sample_params(params_file: str, overrides: dict) -> SampleParams:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    if not Path(args.params).is_file():
-        print(f"densemark: note: {args.params} not found: using the built-in sample defaults (those of the shipped params.yaml)", file=sys.stderr)
+    if args.params is None:
+        print("densemark: note: no params.yaml here: using the built-in sample defaults (those of the shipped params.yaml)", file=sys.stderr)
     params = sample_params(args.params, {k: getattr(args, k) for k in _SAMPLE_OPTIONS if hasattr(args, k)})
     res = stages.run_sample(args.template, params, args.out, report_json=args.report, plot_png=args.plot)
     r = res["report"]
