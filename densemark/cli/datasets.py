@@ -42,6 +42,7 @@ def register_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", default=None, help="also write the run report here")
     p.add_argument("--metrics", default=None, help="metrics JSON for DVC (row, sample and quarantine counts)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: build.workers)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any source file was quarantined (the dataset is still written)")
     p.set_defaults(func=_build)
     r = sub.add_parser("relabel", help="add label columns for another landmark set to a built dataset (sidecar files; no re-rendering, shards untouched)")
     r.add_argument("dataset", help="dataset folder")
@@ -63,7 +64,13 @@ def _build(args: argparse.Namespace) -> int:
     if args.metrics:
         write_json(args.metrics, build_metrics(m))
     print(f"build: {m['rows']} rows from {m['source_samples']} samples, {m['quarantined']} quarantined; manifest sha256 {res.manifest_sha256}")
-    return 0 if m["rows"] > 0 else 1
+    if m["rows"] == 0:
+        print(f"densemark: error: no valid row was built from {args.source} (every file quarantined; see {args.out}/report.json)", file=sys.stderr)
+        return 1
+    if args.strict and m["quarantined"]:
+        print(f"densemark: error: --strict: {m['quarantined']} source file(s) quarantined (see {args.out}/report.json)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _relabel(args: argparse.Namespace) -> int:
