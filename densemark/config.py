@@ -2,10 +2,16 @@
 
 A bad value fails at load with a message that names the key, e.g.
 ``params.yaml: model.uv_res: Input should be greater than or equal to 16``.
+
+Types are strict: an integer key takes an integer only (not ``true``, ``1.0`` or ``"1"``), a
+boolean key ``true``/``false`` only, a number key an integer or a float. The YAML values are
+checked as JSON values (pydantic's strict JSON mode), so paths, names and choices are still
+written as plain strings.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -47,17 +53,20 @@ class Params(BaseModel):
     evaluate: EvaluateParams = EvaluateParams()
 
 
-def load_params(path: str | os.PathLike = "params.yaml", overrides: dict | None = None) -> Params:
-    """Load and validate ``params.yaml``; a missing file gives the defaults.
+def load_params(path: str | os.PathLike | None = "params.yaml", overrides: dict | None = None) -> Params:
+    """Load and validate a params file; ``path=None``: the defaults (no file).
 
     ``overrides`` (``{section: {key: value}}``) are merged over the file's sections first.
 
     Raises:
-        ConfigError: naming the file and the dotted key of every bad value.
+        ConfigError: the file is missing or unreadable, or names the file and the dotted key
+            of every bad value.
     """
-    p = Path(path)
+    p = Path("<defaults>" if path is None else path)
     data: object = {}
-    if p.exists():
+    if path is not None:
+        if not p.is_file():
+            raise ConfigError(f"{p}: params file not found (give an existing --params file, or leave --params out to use params.yaml or the defaults)")
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
@@ -70,10 +79,21 @@ def load_params(path: str | os.PathLike = "params.yaml", overrides: dict | None 
         else:
             data[section] = values
     try:
-        return Params.model_validate(data)
+        text = json.dumps(data, default=_json_default, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+    try:
+        return Params.model_validate_json(text, strict=True)
     except ValidationError as exc:
         lines = [f"{p}: {'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise ConfigError("\n".join(lines)) from None
+
+
+def _json_default(o: object) -> object:
+    """Overrides given from Python (paths) as their JSON strings; anything else (a YAML date) is an error."""
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
+    raise TypeError(f"value {o!r} of type {type(o).__name__} is not a params value (quote it to make it a string)")
 
 
 def real_data_dir(default: Path | None = None, base: Path | None = None) -> Path | None:

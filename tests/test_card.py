@@ -149,6 +149,7 @@ def test_cli(built, tmp_path):
     from densemark.cli import main
 
     w, ds, _ = built
+    (tmp_path / "none.yaml").write_text("")  # an empty params file: the defaults
     argv = ["--params", str(tmp_path / "none.yaml"), "card", "--dataset", str(ds), "--set", str(w["set_path"]),
             "--template", str(w["template_dir"]), "--out", str(tmp_path / "card")]  # fmt: skip
     assert main(argv) == 0

@@ -32,6 +32,7 @@ def test_dense_nme_from_checkpoint(checkpoint, tmp_path):
 def test_checkpoint_on_real_aflw2000_matches_its_predictions_file(checkpoint, real_dir, tmp_path):
     gt = real_dir / "aflw2000"
     out = tmp_path / "model"
+    (tmp_path / "none.yaml").write_text("")  # an empty params file: the defaults
     rc = main(["--params", str(tmp_path / "none.yaml"), "evaluate", "--checkpoint", str(checkpoint), "--gt", str(gt),
                "--out", str(out), "--out-predictions", str(tmp_path / "pred.npz")])  # fmt: skip
     assert rc == 0

@@ -203,6 +203,7 @@ def test_run_evaluate_model_and_file_paths(aflw_dir, truth, tmp_path):
     assert rep["ground_truth"]["one_based"] and len(rep["aflw2000"]["images"]) == 6
     # the written file scored through the CLI gives the same numbers
     out = tmp_path / "cli"
+    (tmp_path / "none.yaml").write_text("")  # an empty params file: the defaults
     rc = main(["--params", str(tmp_path / "none.yaml"), "evaluate", "--predictions", str(res.outputs["predictions"]),
                "--gt", str(aflw_dir), "--out", str(out)])  # fmt: skip
     assert rc == 0

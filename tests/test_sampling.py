@@ -239,9 +239,11 @@ def test_target_count_bound_is_the_template(tpl):
 def test_sample_cli_options_override_params(tmp_path, capsys, monkeypatch):
     tdir = save_template(disc_template(256, rx=0.1, ry=0.11), tmp_path / "tpl")
     monkeypatch.chdir(tmp_path)  # no params.yaml here
-    base = ["--params", str(tmp_path / "params.yaml"), "sample", "--template", str(tdir)]
+    assert main(["--params", str(tmp_path / "params.yaml"), "sample", "--template", str(tdir), "--out", "d.json"]) == 2
+    assert "params.yaml: params file not found" in capsys.readouterr().err  # a named file must exist
+    base = ["sample", "--template", str(tdir)]
     assert main([*base, "--out", "d.json"]) == 0
-    assert "params.yaml not found" in capsys.readouterr().err
+    assert "no params.yaml here" in capsys.readouterr().err
     d = LandmarkSet.load(tmp_path / "d.json")
     want = SampleParams()
     assert len(d) == want.target_count and d.mirror_exact == want.symmetric and d.name == want.name

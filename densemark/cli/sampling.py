@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import get_args
 
 from pydantic import ValidationError
@@ -40,8 +39,8 @@ def sample_params(base: SampleParams, overrides: dict) -> SampleParams:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    if not Path(args.params).is_file():
-        print(f"densemark: note: {args.params} not found: using the built-in sample defaults (those of the shipped params.yaml)", file=sys.stderr)
+    if args.params is None:
+        print("densemark: note: no params.yaml here: using the built-in sample defaults (those of the shipped params.yaml)", file=sys.stderr)
     params = load_params(args.params)
     sample = sample_params(params.sample, {k: getattr(args, k) for k in _SAMPLE_OPTIONS if hasattr(args, k)})
     res = run_from_args(STAGES["sample"], args, params.model_copy(update={"sample": sample}))

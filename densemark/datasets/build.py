@@ -11,11 +11,20 @@ inputs is skipped (:func:`densemark.datasets.chunks.chunk_done`), so a killed bu
 the output is byte-identical to an uninterrupted one. A change of any input changes every
 fingerprint: the shards are rewritten, never mixed; stale ``*.tmp`` files and shards outside
 the plan are removed.
+
+The output folder is written by one build at a time (:func:`densemark.core.outdir.locked`, held
+by :func:`run_build` from planning to the manifest) and only when it is empty or stamped by a
+build (:func:`densemark.datasets.plan.prepare_out`).
+
+Every bad source file is quarantined and the build goes on: ``report.json`` lists each (file,
+field, reason), images without a ``.mat`` included, and the console names the first
+:data:`SHOW_QUARANTINED` of them.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
@@ -24,6 +33,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from densemark.core import outdir
+from densemark.core.atomic import write_json
 from densemark.core.errors import InputError
 from densemark.core.hashing import sha256_file
 from densemark.core.report import RunReport, StageResult
@@ -58,12 +69,19 @@ class BuildResult(StageResult):
         return self.outputs["manifest"]
 
 
-def finish_build(plan: BuildPlan, results: list[ChunkResult], report_path: str | Path | None = None) -> BuildResult:
+SHOW_QUARANTINED = 5  # quarantined files the console names (all are in report.json)
+
+
+def finish_build(plan: BuildPlan, results: list[ChunkResult], report_path: str | Path | None = None, *, started: float | None = None) -> BuildResult:
     """Check every chunk is there, remove files outside the plan, write ``report.json`` and
     ``manifest.json`` (byte-identical for the same inputs, whoever wrote the chunks).
 
     A finished build of the same inputs keeps the sidecars of its relabelled sets and their
     record: they still label the same rows.
+
+    Args:
+        started: ``time.time()`` when the build began, for the wall time printed (never
+            written); None: the time since the report was made.
     """
     by_k = {r.k: r for r in results}
     missing = sorted(set(range(plan.n_chunks)) - set(by_k))
@@ -82,6 +100,14 @@ def finish_build(plan: BuildPlan, results: list[ChunkResult], report_path: str |
             p.unlink()
     res = [by_k[k] for k in range(plan.n_chunks)]
     rep = RunReport("build", params={"build": plan.output_params, "splits": plan.splits, "model": recorded_model_params(plan.model)})
+    if started is not None:
+        rep.started = started
+    for rel in plan.orphans:
+        p = Path(rel)
+        parts = p.parts
+        subset = parts[0] if len(parts) > 1 else plan.build["root_subset"]
+        rep.quarantine.append({"sample": f"{subset}/{p.stem}", "file": rel, "field": "mat", "error": "image without its .mat (no 3DMM fit): not built"})
+        rep.count("quarantined")
     for r in res:
         for key, n in r.counts.items():
             if key != "quarantined":
@@ -93,17 +119,18 @@ def finish_build(plan: BuildPlan, results: list[ChunkResult], report_path: str |
     rep.count("source_samples", len(plan.items))
     rep.extra["notes"] = list(plan.notes)
     rep.extra["fingerprint"] = plan.fingerprint
-    rep_path = rep.write(out / REPORT)
+    rep_path = rep.write(out / REPORT)  # prints the counts and the wall time, once
+    _print_quarantine(rep.to_dict()["quarantine"], rep_path)
     outputs = {"dataset": out, "report": rep_path}
     if report_path is not None:
-        outputs["run_report"] = rep.write(report_path)
+        outputs["run_report"] = write_json(report_path, rep.to_dict())
     files = [
         {"path": e["name"], "format": f, "chunk": r.k, "rows": e["rows"], "bytes": e["bytes"], "sha256": e["sha256"]}
         for r in res for f in plan.build["formats"] for e in [r.files[f]]
     ]  # fmt: skip
     manifest = Manifest(
         fingerprint=plan.fingerprint, rows=sum(len(r.rows["id"]) for r in res), source_samples=len(plan.items),
-        quarantined=sum(len(r.quarantine) for r in res), counts=count_rows([r.rows for r in res]),
+        quarantined=len(rep.quarantine), counts=count_rows([r.rows for r in res]),
         landmark_set=plan.landmark_set, model={"sha256": plan.model_sha256, "uv_res": plan.model["uv_res"], "source": plan.model["source"]},
         res=plan.build["res"], flip=plan.flip, formats=plan.build["formats"], columns=[*COLUMNS, *(["posmap"] if plan.build["posmaps"] else [])],
         params={"build": plan.output_params, "splits": plan.splits, "model": recorded_model_params(plan.model)}, notes=list(plan.notes),
@@ -114,6 +141,18 @@ def finish_build(plan: BuildPlan, results: list[ChunkResult], report_path: str |
     manifest = manifest.write(out)
     outputs["manifest"] = Manifest.path(out)
     return BuildResult(outputs=outputs, report=rep, metrics=manifest.metrics(), value=manifest)
+
+
+def _print_quarantine(entries: list[dict], report: Path) -> None:
+    """Name the first :data:`SHOW_QUARANTINED` quarantined files with their reasons, then count the rest."""
+    if not entries:
+        return
+    print(f"build: {len(entries)} source file(s) quarantined (not built):")
+    for q in entries[:SHOW_QUARANTINED]:
+        field_ = f" [{q['field']}]" if q.get("field") else ""
+        print(f"  {q['file']}{field_}: {q['error']}")
+    if len(entries) > SHOW_QUARANTINED:
+        print(f"  ... and {len(entries) - SHOW_QUARANTINED} more: every one is listed in {report}")
 
 
 def build_metrics(manifest: dict) -> dict[str, int]:
@@ -136,9 +175,22 @@ def run_build(
 ) -> BuildResult:
     """Plan, write every chunk (``workers`` processes, default ``build.workers``), finish.
 
+    Holds the output folder's write lock throughout: a second build into the same folder is
+    refused while this one runs.
+
     Args:
         hook: passed to every :func:`write_chunk` (must pickle when ``workers`` > 1).
+
+    Raises:
+        InputError: bad inputs, or an output folder holding someone else's files or being
+            written by another process.
     """
+    started = time.time()
+    with outdir.locked(paths.out_dir, "build"):
+        return _run_build(model, build, splits, paths, report_path, workers, hook, started)
+
+
+def _run_build(model, build, splits, paths, report_path, workers, hook, started) -> BuildResult:  # noqa: ANN001 - run_build's arguments
     mats = list_fit_mats(paths.source_dir)
     w = min(workers or build.workers, -(-len(mats) // build.chunk_size))
     write = partial(write_chunk, hook=hook)
@@ -147,7 +199,7 @@ def run_build(
         plan = plan_build(model, build, splits, paths, mats=mats)
         _notes(plan)
         results = [write(plan, k) for k in tqdm(range(plan.n_chunks), desc="build", unit="chunk", disable=None)]
-        return finish_build(plan, results, report_path)
+        return finish_build(plan, results, report_path, started=started)
     import multiprocessing as mp
 
     import cv2
@@ -186,7 +238,7 @@ def run_build(
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return finish_build(plan, results, report_path)
+    return finish_build(plan, results, report_path, started=started)
 
 
 def _single_threaded() -> bool:

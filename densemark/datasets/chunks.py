@@ -7,7 +7,12 @@ source sample gives a row and, when the plan flips, its mirrored copy (image fli
 ``x -> res - 1 - x``, labels read at the mirrored UV pixels: the permutation's partners, and
 for the two centre columns, which the permutation pairs with themselves, the neighbouring
 column (:func:`densemark.datasets.labels.mirror_sources`); 68 keypoints by the iBUG mirror).
-Bad samples are quarantined (file, field, reason) and the chunk goes on.
+Bad samples are quarantined (file, field, reason) and the chunk goes on: a ``.mat`` that cannot
+be read or has no image beside it (filed under the ``.mat``), and an image that is empty, not a
+JPEG/PNG, claims more than ``build.max_image_pixels`` in its header (refused before decoding),
+has a side under ``build.min_image_side``, cannot be decoded, or gives a blank crop (pixel std
+under ``build.blank_crop_std``) (filed under the image). A quarantined sample changes no other
+sample's row.
 
 Whether a chunk is already done is decided in one place, :func:`chunk_done`: its record
 carries the chunk's fingerprint and every shard still hashes as recorded.
@@ -25,6 +30,7 @@ import numpy as np
 from densemark.core.atomic import write_json
 from densemark.core.errors import InputError
 from densemark.core.hashing import sha256_file
+from densemark.core.images import check_pixels, header_size
 from densemark.core.seeding import rng_for
 from densemark.datasets import shards
 from densemark.datasets.labels import flip_points
@@ -126,8 +132,54 @@ def write_chunk(plan: BuildPlan, k: int, hook: ShardHook | None = None) -> Chunk
     return res
 
 
-def _q(item: SourceItem, field_: str | None, error: BaseException | str, row_id: str | None = None) -> dict:
-    return {"sample": row_id or f"{item.subset}/{item.stem}", "file": item.rel, "field": field_ or "", "error": str(getattr(error, "message", error))}
+def _q(item: SourceItem, field_: str | None, error: BaseException | str, row_id: str | None = None, file: str | None = None) -> dict:
+    """A quarantine record: the sample, the file at fault (``file``, else the sample's ``.mat``;
+    relative to the source), the field and the reason."""
+    return {"sample": row_id or f"{item.subset}/{item.stem}", "file": file or item.rel, "field": field_ or "", "error": str(getattr(error, "message", error))}
+
+
+def _rel_to(src: Path, path: str | None, default: str) -> str:
+    """``path`` relative to the source folder (posix), or ``default`` when it is not inside it."""
+    if path is None:
+        return default
+    try:
+        return Path(path).relative_to(src).as_posix()
+    except ValueError:
+        return default
+
+
+def read_source_image(path: Path, bp: BuildParams) -> np.ndarray:
+    """A source image as (H, W, 3) uint8 BGR, checked before and after decoding.
+
+    The header's size is read first (:func:`densemark.core.images.header_size`): an image that
+    claims more than ``bp.max_image_pixels`` or has a side under ``bp.min_image_side`` is refused
+    without decoding it.
+
+    Raises:
+        InputError: naming the image: empty, not a JPEG/PNG, too many pixels, too small,
+            undecodable.
+    """
+    import cv2
+
+    data = np.fromfile(path, np.uint8)
+    w, h = header_size(data, path)
+    check_pixels((w, h), bp.max_image_pixels, path, "build.max_image_pixels")
+    if min(w, h) < bp.min_image_side:
+        raise InputError(path, "image", f"{w}x{h} is too small for a crop (a side under build.min_image_side = {bp.min_image_side})")
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error:
+        img = None
+    if img is None:
+        raise InputError(path, "image", "cannot decode (truncated or damaged)")
+    return img
+
+
+def _crop_std(crop: np.ndarray) -> float:
+    """The largest per-channel pixel standard deviation of a (res, res, 3) uint8 crop."""
+    import cv2
+
+    return float(cv2.meanStdDev(crop)[1].max())
 
 
 def _chunk_rows(ctx: Context, plan: BuildPlan, k: int) -> tuple[dict, dict[str, int], list[dict]]:
@@ -181,13 +233,12 @@ def _chunk_rows(ctx: Context, plan: BuildPlan, k: int) -> tuple[dict, dict[str, 
                 fit = read_fit_mat(src / item.rel, m.n_shape or None, m.n_exp or None, fit_only=True)
                 if fit.image_path is None:
                     raise InputError(src / item.rel, "image", "no image beside the .mat")
-                img = cv2.imdecode(np.fromfile(fit.image_path, np.uint8), cv2.IMREAD_COLOR)
-                if img is None:
-                    raise InputError(fit.image_path, "image", "cannot decode (empty, truncated or not an image)")
+                img = read_source_image(fit.image_path, bp)
             except InputError as exc:
-                quarantine.append(_q(item, exc.field, exc))
+                quarantine.append(_q(item, exc.field, exc, file=_rel_to(src, exc.path, item.rel)))
                 continue
-            batch.append((item, _Fit(fit.shape_para, fit.exp_para, fit.pose_para, img.shape[:2]), img))
+            image_rel = _rel_to(src, str(fit.image_path), item.rel)
+            batch.append((item, _Fit(fit.shape_para, fit.exp_para, fit.pose_para, img.shape[:2], image_rel), img))
         for group in _label_groups(ctx, bp, batch, quarantine):
             labels, pms = group["labels"], group["posmaps"]
             lms, kps = labels.landmarks, labels.kpt68  # (B, K, 3), (B, 68, 3): checked batch-wise
@@ -207,6 +258,9 @@ def _chunk_rows(ctx: Context, plan: BuildPlan, k: int) -> tuple[dict, dict[str, 
                     quarantine.append(_q(item, "kpt68", f"the set's 68 subset is {gap[i]:.2f} px from the model keypoints (> {tol:.2f})"))
                     continue
                 crop = cv2.warpAffine(img, tf.affine, (res, res), crop_buf, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                if bp.blank_crop_std > 0 and (sd := _crop_std(crop)) < bp.blank_crop_std:
+                    quarantine.append(_q(item, "image", f"the crop is blank (pixel std {sd:.2f} < build.blank_crop_std = {bp.blank_crop_std})", file=fit.image))
+                    continue
                 jpeg = _jpeg(crop, bp.jpeg_quality)
                 count("outside_crop", int(no > 0))
                 add(item, fit, False, jpeg, lm, kp, tf, no == 0, no, None if pms is None else pms[i])
@@ -241,6 +295,7 @@ class _Fit:
     exp_para: np.ndarray
     pose_para: np.ndarray
     size: tuple[int, int]  # (h, w)
+    image: str  # the image file, relative to the source
 
 
 def _jpeg(bgr: np.ndarray, quality: int) -> bytes:

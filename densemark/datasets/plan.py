@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from densemark.core.atomic import remove_stale_temps
+from densemark.core import outdir
 from densemark.core.errors import InputError
 from densemark.core.hashing import sha256_json
 from densemark.core.seeding import key_of
@@ -36,7 +36,7 @@ from densemark.faces.stages import load_configured_model
 from densemark.faces.template import FaceTemplate, load_template
 from densemark.faces.uvmap import UVMap
 from densemark.sampling.landmark_set import LandmarkSet
-from densemark.sources.readers import IMAGE_SUFFIXES, list_fit_mats
+from densemark.sources.readers import IMAGE_SUFFIXES, list_fit_mats, orphan_images
 
 _GROUP = re.compile(r"^(.*)_\d+$")
 OUTPUT_NEUTRAL = ("workers", "batch")  # build params that never change a written byte
@@ -171,6 +171,7 @@ class BuildPlan:
     landmark_set: dict
     flip: bool
     notes: tuple[str, ...] = ()
+    orphans: tuple[str, ...] = ()  # images of the source without a .mat (relative, posix): reported, never built
 
     @property
     def params(self) -> BuildParams:
@@ -221,15 +222,18 @@ def plan_build(
     ``mats`` (the source's ``.mat`` files, when already listed) and ``pmap`` (a ``map`` over other
     processes for the hashing) only save time: see :func:`list_items`.
 
-    Also prepares the output folder: creates it, removes stale ``*.tmp`` files of a killed run and
-    a ``manifest.json`` of other inputs (a rebuild into the same folder never looks finished early).
+    Also prepares the output folder (:func:`prepare_out`).
 
     Raises:
-        InputError: a missing model / template / set / source, or a set made on another template.
+        InputError: a missing model / template / set / source, a set made on another template,
+            an output folder holding files no build wrote, or one another process is writing.
     """
     ctx = load_context(model.model_dump(mode="json"), paths.model_dir, paths.template_dir, paths.set_path)
     template, lset = ctx.template, ctx.lset
-    items = tuple(list_items(paths.source_dir, build.root_subset, splits, mats=mats, pmap=pmap))
+    src = Path(paths.source_dir)
+    mats = list_fit_mats(src) if mats is None else mats
+    items = tuple(list_items(src, build.root_subset, splits, mats=mats, pmap=pmap))
+    orphans = tuple(p.relative_to(src).as_posix() for p in orphan_images(src, mats=mats))
     notes = []
     flip = build.flip and bool(lset.mirror_exact)
     if build.flip and not flip:
@@ -251,19 +255,32 @@ def plan_build(
     plan = BuildPlan(
         paths=paths, model=model.model_dump(mode="json"), build=bdump, splits=splits.model_dump(mode="json"), items=items,
         fingerprint=sha256_json({"base": base, "chunks": chunk_fps}), chunk_fingerprints=chunk_fps,
-        model_sha256=ctx.model_sha256, landmark_set=set_summary(lset), flip=flip, notes=tuple(notes),
+        model_sha256=ctx.model_sha256, landmark_set=set_summary(lset), flip=flip, notes=tuple(notes), orphans=orphans,
     )  # fmt: skip
-    _prepare_out(plan)
+    prepare_out(plan, base)
     return plan
 
 
-def _prepare_out(plan: BuildPlan) -> None:
+BUILD_OUTPUTS = ("part-*", "manifest.json", "report.json")  # what a build (and a relabel in place) writes
+
+
+def prepare_out(plan: BuildPlan, inputs: dict) -> None:
+    """Make the output folder ready, under its write lock (:mod:`densemark.core.outdir`, the
+    mechanism every folder-writing stage uses): created when missing; refused when it holds
+    build outputs (:data:`BUILD_OUTPUTS`) that no build stamped (someone else's files: nothing
+    is touched); stale ``*.tmp`` files of a killed run removed; every old output removed when
+    ``inputs`` (params, model, template, set) changed; a ``manifest.json`` of other source
+    files removed (a rebuild into the same folder never looks finished early).
+
+    Raises:
+        InputError: the folder holds someone else's files, or another process is writing it.
+    """
     out = plan.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out)
-    man = Manifest.path(out)
-    if man.is_file() and Manifest.load_same(out, plan.fingerprint) is None:
-        man.unlink()
+    with outdir.locked(out, "build"):
+        outdir.prepare(out, "build", inputs, BUILD_OUTPUTS)
+        man = Manifest.path(out)
+        if man.is_file() and Manifest.load_same(out, plan.fingerprint) is None:
+            man.unlink()
 
 
 # ----------------------------------------------------------------------------- per-process context

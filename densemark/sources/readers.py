@@ -106,14 +106,23 @@ def list_fit_mats(folder: str | os.PathLike, pattern: str = "**/*.mat") -> list[
     return sorted((p for p in d.glob(pattern) if p.is_file() and not p.name.startswith(".")), key=lambda q: q.relative_to(d).as_posix())
 
 
-def orphan_images(folder: str | os.PathLike, pattern: str = "**/*") -> list[Path]:
-    """Images of a source folder with no ``.mat`` beside them (sorted): samples without a fit."""
+def orphan_images(folder: str | os.PathLike, pattern: str = "**/*", mats: list[Path] | None = None) -> list[Path]:
+    """Images of a source folder with no ``.mat`` beside them (sorted): samples without a fit.
+
+    Args:
+        mats: the folder's :func:`list_fit_mats` when already listed (saves a look-up per image).
+    """
     d = Path(folder)
     if not d.is_dir():
         raise InputError(d, None, "source folder not found")
+    stems = None if mats is None else {Path(m).relative_to(d).with_suffix("").as_posix() for m in mats}
+
+    def has_mat(p: Path) -> bool:
+        return p.with_suffix(".mat").is_file() if stems is None else p.relative_to(d).with_suffix("").as_posix() in stems
+
     return sorted(
-        (p for p in d.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-         and not p.name.startswith(".") and not p.with_suffix(".mat").is_file()),
+        (p for p in d.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+         and p.is_file() and not has_mat(p)),
         key=lambda q: q.relative_to(d).as_posix(),
     )  # fmt: skip
 
