@@ -81,6 +81,41 @@ def locked(folder: str | Path, stage: str) -> Iterator[Path]:
         os.close(fd)  # releases the lock
 
 
+@contextmanager
+def claimed(folder: str | Path, stage: str) -> Iterator[Path]:
+    """Hold ``folder`` for a run of ``stage`` that writes into it (every stage's output folder).
+
+    Takes the folder's lock (:func:`locked`) for the whole ``with`` block and refuses a folder
+    that holds files (other than hidden ones) but no stamp, or the stamp of another stage:
+    someone else's files are never replaced or deleted. After the block, an unstamped folder is
+    stamped ``{"stage": stage}`` (a stage that resumes writes its own fingerprint stamp through
+    :func:`prepare` instead).
+
+    Raises:
+        InputError: a foreign folder (nothing is touched), or another process holds the lock.
+    """
+    with locked(folder, stage) as d:
+        stamp = d / STAMP
+        owner = _stamp_stage(stamp)
+        foreign = sorted(p.name for p in d.iterdir() if not p.name.startswith("."))
+        if foreign and owner != stage:
+            names = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            whose = f"the {owner} stage's" if owner else f"no {STAMP}"
+            raise InputError(d, None, f"holds {len(foreign)} file(s) not written by the {stage} stage ({names}; {whose}): choose an empty folder or remove them")
+        yield d
+        if _stamp_stage(stamp) is None:
+            write_json(stamp, {"stage": stage})
+
+
+def _stamp_stage(stamp: Path) -> str | None:
+    """The stage named by a folder stamp, or None (no stamp, or an unreadable one)."""
+    try:
+        data = json.loads(stamp.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get("stage") if isinstance(data, dict) else None
+
+
 def remove_temp_files(folder: str | Path) -> int:
     """Delete atomic-write temp files (``.*.tmp``) below ``folder``; returns how many."""
     n = 0

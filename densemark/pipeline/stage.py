@@ -176,12 +176,30 @@ class Stage:
             outs = {}
         return ins, outs
 
+    def out_folders(self, paths: dict[str, PathLike | None], params: Params | None = None) -> list[Path]:
+        """The output folders of a call (``out`` slots without a file suffix), which
+        :meth:`run` holds (:func:`~densemark.core.outdir.claimed`); none when the stage only
+        checks its outputs (:attr:`checks_only`)."""
+        if params is not None and self.checks_only is not None and self.checks_only(params):
+            return []
+        return [Path(paths[s.key]) for s in self.of("out") if paths.get(s.key) is not None and not Path(paths[s.key]).suffix]
+
     def run(self, params: Params, paths: dict[str, PathLike | None], **extra: Any) -> StageResult:
         """Run the stage function on ``paths`` (keys of :attr:`slots`; a missing or None side
-        file is not written) and write its metrics file when ``paths["metrics"]`` is given."""
-        res = self.runner(params, {k: Path(v) for k, v in paths.items() if v is not None}, **extra)
+        file is not written) and write its metrics file when ``paths["metrics"]`` is given.
+
+        Each output folder is held for the run: locked against a second writer, refused when it
+        holds files another stage or tool wrote (:func:`~densemark.core.outdir.claimed`)."""
+        from contextlib import ExitStack
+
+        from densemark.core.outdir import claimed
+
+        with ExitStack() as held:
+            for folder in self.out_folders(paths, params):
+                held.enter_context(claimed(folder, self.name))
+            res = self.runner(params, {k: Path(v) for k, v in paths.items() if v is not None}, **extra)
         target = paths.get("metrics")
-        if target is not None and "metrics" not in res.outputs:
+        if target is not None and "metrics" not in res.outputs:  # after the folders are released
             res.write_metrics(target)
             res.outputs["metrics"] = Path(target)
         return res
