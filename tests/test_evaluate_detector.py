@@ -27,6 +27,7 @@ def checkpoint(tmp_path_factory):
 
 
 def _evaluate(tmp_path, checkpoint, gt, out, *extra):
+    (tmp_path / "none.yaml").write_text("")  # an empty params file: the defaults
     return main(["--params", str(tmp_path / "none.yaml"), "evaluate", "--checkpoint", str(checkpoint), "--gt", str(gt),
                  "--out", str(out), *extra])  # fmt: skip
 
