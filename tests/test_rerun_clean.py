@@ -63,10 +63,12 @@ def test_killed_relabel_rerun_leaves_no_temp_files(build_world, tmp_path):
         p.send_signal(signal.SIGKILL)
         p.wait()
         if dst.exists():  # as a killed writer leaves it, plus one sidecar temp caught mid-write
-            (dst / f".{sidecar_name('part-00000.parquet', 'test-set')}.abc123.tmp").write_bytes(b"half")
+            side = dst / sidecar_name("data/train-00000-of-00001.parquet", "test-set")
+            side.parent.mkdir(parents=True, exist_ok=True)
+            (side.parent / f".{side.name}.abc123.tmp").write_bytes(b"half")
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
-        assert not list(dst.glob(".*.tmp"))
+        assert not list(dst.rglob(".*.tmp"))
         assert _tree(dst) == _tree(clean)
 
 

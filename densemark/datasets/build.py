@@ -30,7 +30,15 @@ from densemark.core.report import RunReport, StageResult
 from densemark.datasets import shards
 from densemark.datasets.chunks import ChunkResult, ShardHook, write_chunk
 from densemark.datasets.hub import write_card
-from densemark.datasets.manifest import COLUMNS, LABELS_DIR, REPORT, SHARD_DIR, Manifest, count_rows, shard_name
+from densemark.datasets.manifest import (
+    COLUMNS,
+    LABELS_DIR,
+    REPORT,
+    SHARD_DIR,
+    Manifest,
+    count_rows,
+    shard_name,
+)
 from densemark.datasets.params import BuildParams, SplitParams
 from densemark.datasets.plan import BuildPaths, BuildPlan, load_context, plan_build
 from densemark.faces.params import ModelParams, recorded_model_params

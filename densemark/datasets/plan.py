@@ -30,7 +30,16 @@ from densemark.core.errors import InputError
 from densemark.core.hashing import sha256_json
 from densemark.core.seeding import key_of
 from densemark.datasets.labels import LabelGeometry
-from densemark.datasets.manifest import FORMAT, SHARD_DIR, VERSION, Manifest, chunk_stem, record_name, shard_name, split_key
+from densemark.datasets.manifest import (
+    FORMAT,
+    SHARD_DIR,
+    VERSION,
+    Manifest,
+    chunk_stem,
+    record_name,
+    shard_name,
+    split_key,
+)
 from densemark.datasets.params import BuildParams, SplitParams
 from densemark.faces.model import MorphableModel
 from densemark.faces.params import ModelParams

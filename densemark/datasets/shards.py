@@ -53,7 +53,6 @@ def fsl(values: np.ndarray, dtype, inner: int | None = None) -> object:
     import pyarrow as pa
 
     v = np.ascontiguousarray(values, dtype)
-    n = v.shape[0]
     width = int(np.prod(v.shape[1:])) if v.ndim > 1 else 1
     flat = pa.array(v.reshape(-1), pa.from_numpy_dtype(v.dtype))
     if inner is None:

@@ -43,7 +43,10 @@ def card_flow(
     outs = paths({"card": base / (out or LAYOUT["card"])})
     with in_root(base):
         res, state = call(card_task, p.flows, inputs=ins, outputs=outs, card=p.card)
-    md = res["markdown"].split("---\n", 2)[-1]  # the card without its YAML header
+    from densemark.card.card import inline_images
+
+    # the card without its YAML header, its figures embedded (the UI has no folder to resolve links in)
+    md = inline_images(res["markdown"].split("---\n", 2)[-1], outs["card"])
     create_markdown_artifact(md, key="densemark-card", description=f"dataset card of {res['manifest_sha256'][:12]}")
     create_table_artifact(res["counts_table"], key="densemark-card-counts", description="rows per subset, split and flip")
     return {**res, "state": state}
