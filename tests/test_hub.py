@@ -242,3 +242,19 @@ def test_rebuild_into_an_older_layout_leaves_nothing_loadable_behind(world, tmp_
     B.run_build(w["model_params"], small_build_params(res=RES), SPLITS, build_paths(w, dst))
     assert not (dst / "part-00000.parquet").exists() and not (dst / "data" / "train-00009-of-00010.parquet").exists()
     assert Manifest.load(dst) == man
+
+
+def test_licence_fields_follow_the_licence_chain(world):
+    """``license: other`` with ``license_name`` for inherited terms (BFM here); an all-densemark
+    build (embedded model, synthetic source) is ``mit``; ``license_link`` always names LICENSE.md."""
+    import dataclasses
+
+    from densemark.datasets.hub import card_metadata
+
+    w, out, man = world
+    head = card_metadata(man, out)
+    assert (head["license"], head["license_name"], head["license_link"]) == ("other", "densemark-licence-chain", "LICENSE.md")
+    own = dataclasses.replace(man, model={**man.model, "source": "embedded"}, counts={**man.counts, "subset": {"synthetic": man.rows}})
+    head = card_metadata(own, out)
+    assert head["license"] == "mit" and "license_name" not in head and head["license_link"] == "LICENSE.md"
+    assert "synthetic" in head["tags"]
