@@ -43,7 +43,12 @@ def _df(table) -> dict[str, list]:
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+    """Every file under a dataset folder (shards in data/, hdf5/, sidecars in labels/) by relative path."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+TRAIN0 = "train-00000-of-00001"  # the test world's chunks: train (3 samples), val (1), test (3 + 1)
+CHUNK_STEMS = [TRAIN0, "val-00000-of-00001", "test-00000-of-00002", "test-00001-of-00002"]
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +75,20 @@ def test_shards_open_with_pyarrow_and_h5py_alone(built, build_world):
     assert sum(man["counts"]["split"].values()) == man["rows"]
     for e in man["files"]:
         assert hashlib.sha256((out / e["path"]).read_bytes()).hexdigest() == e["sha256"]
-    t = pq.read_table(out / "part-00000.parquet")
-    assert t.num_rows == 6 and t.schema.field("landmarks").type.list_size == 3 * k
-    assert t.schema.field("kpt68").type.list_size == 204
-    assert b"densemark" in t.schema.metadata
+    t = pq.read_table(out / f"data/{TRAIN0}.parquet")
+    lt = t.schema.field("landmarks").type  # (K, 3): nested fixed-size lists
+    assert t.num_rows == 6 and lt.list_size == k and lt.value_type.list_size == 3 and str(lt.value_type.value_type) == "float"
+    assert t.schema.field("kpt68").type.list_size == 68 and t.schema.field("kpt68").type.value_type.list_size == 3
+    assert b"densemark" in t.schema.metadata and b"huggingface" in t.schema.metadata
     df = _df(t)
-    assert list(df["flip"]) == [False, True] * 3
+    assert list(df["flip"]) == [False, True] * 3 and set(df["split"]) == {"train"}
+    assert np.asarray(df["landmarks"][0]).shape == (k, 3)
+    assert all(x["path"] is None for x in df["image"])  # the image struct {bytes, path}
+    df["image"] = [x["bytes"] for x in df["image"]]
     img = decode_jpeg(df["image"][0])
     assert img.shape == (64, 64, 3)
     lm = np.array(df["landmarks"], np.float32).reshape(-1, k, 3)
-    with h5py.File(out / "part-00000.h5", "r") as f:
+    with h5py.File(out / f"hdf5/{TRAIN0}.h5", "r") as f:
         assert f["landmarks"].shape == (6, k, 3)
         np.testing.assert_array_equal(f["landmarks"][()], lm)
         assert [x.decode() for x in f["id"][()]] == list(df["id"])
@@ -88,7 +97,7 @@ def test_shards_open_with_pyarrow_and_h5py_alone(built, build_world):
         np.testing.assert_array_equal(f["shape_para"][()], np.stack(df["shape_para"]))  # (n, 199)-like float64
         # nothing in HDF5's global heap (variable-length data): no bytes that HDF5 might leave uninitialised
         assert all(d.dtype.kind != "O" for d in f.values())
-    assert b"GCOL" not in (out / "part-00000.h5").read_bytes()
+    assert b"GCOL" not in (out / f"hdf5/{TRAIN0}.h5").read_bytes()
     # pose of a flipped row mirrors yaw and roll
     p = np.array(df["pose"], np.float32)
     np.testing.assert_array_equal(p[1], p[0] * np.array([1, -1, -1], np.float32))
@@ -166,7 +175,7 @@ def test_labels_equal_the_position_map_at_the_set_pixels(built, build_world):
     uvm = UVMap.for_model(w["model"], w["model_params"].uv_res)
     pix = w["template"].face_ind[w["set"].ids]
     n = 0
-    for part in sorted(out.glob("part-*.parquet")):
+    for part in sorted(out.glob("data/*.parquet")):
         t = pq.read_table(part)
         df = _df(t.filter(np.logical_not(t.column("flip").to_numpy())))
         fits = [read_fit_mat(w["source_dir"] / f) for f in df["source_file"]]
@@ -183,7 +192,8 @@ def test_labels_equal_the_position_map_at_the_set_pixels(built, build_world):
 
 def test_flip_is_an_involution(built, build_world):
     out, _ = built
-    df = _df(pq.read_table(out / "part-00001.parquet"))
+    df = _df(pq.read_table(out / "data/test-00000-of-00002.parquet"))
+    df["image"] = [x["bytes"] for x in df["image"]]
     k = len(build_world["set"])
     lm = np.array(df["landmarks"], np.float32).reshape(-1, k, 3)
     perm = build_world["set"].mirror_perm
@@ -315,12 +325,12 @@ def test_sigkill_then_rerun_is_byte_identical(built, build_world, tmp_path):
     argv = [str(params), str(w["model_dir"]), str(w["template_dir"]), str(w["set_path"]), str(w["source_dir"]), str(dst)]
     r = subprocess.run([sys.executable, "-c", script, *argv], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
     assert r.returncode == -9, r.stderr
-    assert list(dst.glob(".*.tmp")), "a stale temp file is left by the kill"
+    assert list(dst.glob("*/.*.tmp")), "a stale temp file is left by the kill"
     assert not (dst / "manifest.json").exists()
     assert (dst / "part-00000.json").exists() and not (dst / "part-00001.json").exists()
     r = _cli_build(build_world, params, dst)
     assert r.returncode == 0, r.stderr
-    assert not list(dst.glob(".*.tmp"))
+    assert not list(dst.rglob(".*.tmp"))
     assert _files(dst) == _files(out)
 
 
@@ -329,9 +339,10 @@ def test_changed_params_rebuild_never_mix(built, build_world, tmp_path):
     dst = tmp_path / "ds"
     shutil.copytree(built[0], dst)
     r = B.run_build(w["model_params"], small_build_params(jpeg_quality=70, chunk_size=5), SPLITS, build_paths(w, dst))
-    names = sorted(p.name for p in dst.glob("part-*"))
-    assert names == sorted(f"part-{k:05d}{s}" for k in range(2) for s in (".parquet", ".h5", ".json"))
-    fps = {pq.read_schema(p).metadata[b"densemark"] for p in dst.glob("*.parquet")}
+    names = sorted(p.relative_to(dst).as_posix() for p in [*dst.glob("part-*"), *dst.glob("data/*"), *dst.glob("hdf5/*")])
+    stems = ["train-00000-of-00001", "val-00000-of-00001", "test-00000-of-00001"]  # chunks of 5 never cross a split
+    assert names == sorted([f"part-{k:05d}.json" for k in range(3)] + [f"{d}/{s}{x}" for s in stems for d, x in (("data", ".parquet"), ("hdf5", ".h5"))])
+    fps = {pq.read_schema(p).metadata[b"densemark"] for p in dst.glob("data/*.parquet")}
     assert all(json.loads(f)["dataset_fingerprint"] == r.manifest["fingerprint"] for f in fps)
     assert r.manifest["fingerprint"] != json.loads((built[0] / "manifest.json").read_text())["fingerprint"]
     fresh = tmp_path / "fresh"
@@ -367,9 +378,10 @@ def test_manifest_is_typed_and_refuses_what_it_cannot_read(built, tmp_path):
     m = Manifest.load(out)
     assert m == res.value and m.sha256 == res.manifest_sha256 == hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
     assert m.to_dict() == json.loads((out / "manifest.json").read_text())  # every field, nothing else
-    assert [e["path"] for e in m.shards()] == [f"part-{k:05d}.parquet" for k in range(3)] and m.read_format == "parquet"
+    assert [e["path"] for e in m.shards()] == [f"data/{s}.parquet" for s in CHUNK_STEMS] and m.read_format == "parquet"
+    assert [e["split"] for e in m.shards()] == ["train", "val", "test", "test"]
     assert res.metrics == B.build_metrics(m.to_dict()) and res.metrics["rows"] == 16
-    assert set(res.outputs) == {"dataset", "manifest", "report"}
+    assert set(res.outputs) == {"dataset", "manifest", "report", "card", "licence"}
     d = m.to_dict()
     for bad, field_ in (({**d, "version": VERSION - 1}, "version"), ({**d, "format": "other"}, "format"),
                         ({k: v for k, v in d.items() if k != "files"}, "files")):  # fmt: skip
@@ -380,9 +392,9 @@ def test_manifest_is_typed_and_refuses_what_it_cannot_read(built, tmp_path):
     with pytest.raises(InputError, match="no column"):
         m.label_set("landmarks__nothing")
     # an extra set whose sidecars do not cover every shard is refused, not read from the shards
-    partial = m.with_extra_set({"name": "x"}, "landmarks__x", [{"shard": "part-00000.parquet", "path": "p.parquet"}])
+    partial = m.with_extra_set({"name": "x"}, "landmarks__x", [{"shard": f"data/{TRAIN0}.parquet", "path": "p.parquet"}])
     assert partial.columns[-1] == "landmarks__x" and partial.label_set("landmarks__x")["name"] == "x"
-    with pytest.raises(InputError, match="no parquet sidecar for part-00001.parquet"):
+    with pytest.raises(InputError, match="no parquet sidecar for data/val-00000-of-00001.parquet"):
         partial.sidecars("landmarks__x")
 
 
@@ -454,30 +466,32 @@ def test_relabel_adds_sidecars_without_touching_shards(built, build_world, tmp_p
     tpl = w["template"]
     dst = tmp_path / "ds"
     shutil.copytree(built[0], dst)
-    shards_before = {p.name: p.read_bytes() for p in dst.glob("part-*") if p.suffix in (".parquet", ".h5")}
+    shards_before = {k: v for k, v in _files(dst).items() if k.startswith(("data/", "hdf5/"))}
     # 1. the build's own set under another name: the new column equals the built labels bit for bit
     same = make_set(tpl, w["set"].ids, name="same", kpt68=w["set"].kpt68)
     p_same = same.save(tmp_path / "same.json")
     mp = w["model_params"]
     rr = R.run_relabel(mp, dataset_dir=dst, set_path=p_same, model_dir=mp.dir, template_dir=w["template_dir"])
     man = rr.value.to_dict()
-    assert rr.outputs == {"dataset": dst, "manifest": dst / "manifest.json"} and rr.metrics == {"rows": 16, "sidecars": 6}
+    assert rr.outputs == {"dataset": dst, "manifest": dst / "manifest.json", "card": dst / "README.md", "licence": dst / "LICENSE.md"}
+    assert rr.metrics == {"rows": 16, "sidecars": 8}
     assert rr.value.sha256 == hashlib.sha256((dst / "manifest.json").read_bytes()).hexdigest()
     assert "landmarks__same" in man["columns"] and man["extra_sets"]["same"]["n_points"] == len(same)
-    assert {p.name: p.read_bytes() for p in dst.glob("part-*") if p.name in shards_before} == shards_before  # shards untouched
+    assert {k: v for k, v in _files(dst).items() if k in shards_before} == shards_before  # shards untouched
     side = {f["shard"]: f for f in man["extra_sets"]["same"]["files"]}
     assert sorted(side) == sorted(e["path"] for e in man["files"])
     for e in man["files"]:
         f = side[e["path"]]
         assert f["path"] == sidecar_name(e["path"], "same") and hashlib.sha256((dst / f["path"]).read_bytes()).hexdigest() == f["sha256"]
-    for part in sorted(dst.glob("part-?????.parquet")):
+    assert sorted(f["path"] for f in man["extra_sets"]["same"]["files"]) == sorted(f"labels/same/{s}{x}" for s in CHUNK_STEMS for x in (".parquet", ".h5"))
+    for part in sorted(dst.glob("data/*.parquet")):
         t = pq.read_table(part)
         lab = pq.read_table(dst / sidecar_name(part.name, "same"))  # pyarrow alone: the two tables align row by row
         assert lab.column("id").to_pylist() == t.column("id").to_pylist()
         joined = t.append_column("landmarks__same", lab.column("landmarks__same"))
-        np.testing.assert_array_equal(np.stack(joined.column("landmarks__same").to_numpy(zero_copy_only=False)),
-                                      np.stack(t.column("landmarks").to_numpy(zero_copy_only=False)))  # fmt: skip
-    with h5py.File(dst / "part-00000.h5", "r") as f, h5py.File(dst / sidecar_name("part-00000.h5", "same"), "r") as g:
+        np.testing.assert_array_equal(np.array(joined.column("landmarks__same").to_pylist(), np.float32),
+                                      np.array(t.column("landmarks").to_pylist(), np.float32))  # fmt: skip
+    with h5py.File(dst / f"hdf5/{TRAIN0}.h5", "r") as f, h5py.File(dst / sidecar_name(f"hdf5/{TRAIN0}.h5", "same"), "r") as g:
         np.testing.assert_array_equal(g["landmarks__same"][()], f["landmarks"][()])
         assert list(g["id"][()]) == list(f["id"][()])
     # a rerun of relabel is idempotent; a rerun of the same build keeps the sidecars and their record
@@ -507,10 +521,10 @@ def test_relabel_adds_sidecars_without_touching_shards(built, build_world, tmp_p
     w["set_path"] = p_dense
     full = tmp_path / "full"
     B.run_build(mp, small_build_params(kpt68_tol=1.0), SPLITS, build_paths(w, full))
-    for part in sorted(full.glob("*.parquet")):
-        a = pq.read_table(part).column("landmarks").to_numpy(zero_copy_only=False)
-        b = pq.read_table(out_copy / sidecar_name(part.name, "dense")).column("landmarks__dense").to_numpy(zero_copy_only=False)
-        np.testing.assert_array_equal(np.stack(a), np.stack(b))
+    for part in sorted(full.glob("data/*.parquet")):
+        a = pq.read_table(part).column("landmarks").to_pylist()
+        b = pq.read_table(out_copy / sidecar_name(part.name, "dense")).column("landmarks__dense").to_pylist()
+        np.testing.assert_array_equal(np.array(a, np.float32), np.array(b, np.float32))
     h5only = tmp_path / "h5only"  # the HDF5 sidecars, read the same way
     shutil.copytree(out_copy, h5only)
     m5 = json.loads((h5only / "manifest.json").read_text())
@@ -522,8 +536,8 @@ def test_relabel_adds_sidecars_without_touching_shards(built, build_world, tmp_p
         np.testing.assert_array_equal(d5[i]["landmarks"], dp[i]["landmarks"])
         assert d5[i]["landmarks"].shape == (len(dense), 3)
     # a sidecar whose rows do not match its shard is refused
-    bad = pq.read_table(out_copy / sidecar_name("part-00000.parquet", "dense"))
-    pq.write_table(bad.slice(1), out_copy / sidecar_name("part-00000.parquet", "dense"))
+    bad = pq.read_table(out_copy / sidecar_name(f"data/{TRAIN0}.parquet", "dense"))
+    pq.write_table(bad.slice(1), out_copy / sidecar_name(f"data/{TRAIN0}.parquet", "dense"))
     with pytest.raises(InputError, match="rows do not match"):
         ShardDataset(out_copy, column="landmarks__dense")
 
@@ -550,8 +564,8 @@ def test_shard_dataset_with_dataloader_workers(built):
     loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, collate_fn=list, shuffle=False)
     got = [x["id"] for b in loader for x in b]
     assert got == ids
-    df = _df(pq.read_table(out / "part-00002.parquet"))
-    np.testing.assert_array_equal(ds[12]["landmarks"].ravel(), df["landmarks"][0])
+    df = _df(pq.read_table(out / "data/test-00001-of-00002.parquet"))  # rows 14, 15: the last chunk
+    np.testing.assert_array_equal(ds[14]["landmarks"], np.asarray(df["landmarks"][0], np.float32))
 
 
 @pytest.mark.parametrize("err_scale, matmul_ratio", [(1.0, 1e9), (1e30, 1e9), (1.0, 0)])
@@ -643,11 +657,12 @@ def test_hdf5_only_posmaps_and_kpt68_check(build_world, tmp_path):
     w = dict(build_world)
     out = tmp_path / "h5"
     r = B.run_build(w["model_params"], small_build_params(formats=["hdf5"], posmaps=True), SPLITS, build_paths(w, out))
-    assert not list(out.glob("*.parquet")) and r.manifest["rows"] == 16
+    assert not list(out.rglob("*.parquet")) and r.manifest["rows"] == 16
+    assert "configs" not in yaml.safe_load((out / "README.md").read_text().split("---\n")[1])  # nothing datasets can load
     ds = ShardDataset(out)
     assert len(ds) == 16 and ds[1]["flip"] and ds[1]["image"].shape == (64, 64, 3)
     tpl = w["template"]
-    with h5py.File(out / "part-00000.h5", "r") as f:
+    with h5py.File(out / f"hdf5/{TRAIN0}.h5", "r") as f:
         pm = f["posmap"][0].astype(np.float32)  # (V, 3) float16 face pixels
         src = f["source_file"][0].decode()
         lm = f["landmarks"][0]

@@ -33,7 +33,8 @@ def test_real_sample_builds_with_the_paper_set(real_dir, real_template, tmp_path
     assert r.manifest["quarantined"] == 0, r.report.quarantine
     n_rows = 2 if lset.mirror_exact else 1
     assert r.manifest["rows"] == n_rows and r.manifest["counts"]["subset"] == {"IBUG": n_rows}
-    t = pq.read_table(tmp_path / "ds" / "part-00000.parquet").to_pydict()
+    (part,) = sorted((tmp_path / "ds" / "data").glob("*.parquet"))  # one sample: one split file
+    t = pq.read_table(part).to_pydict()
     assert t["source_id"][0] == "IBUG/IBUG_image_008_1" and t["id"][0] == "IBUG/IBUG_image_008_1_0"
     lm = np.array(t["landmarks"][0], np.float32).reshape(520, 3)
     kp = np.array(t["kpt68"][0], np.float32).reshape(68, 3)

@@ -60,9 +60,15 @@ def test_card_contents_follow_the_build(built, tmp_path):
     assert head["size_categories"] == ["n<1K"]
     assert "keypoint-detection" in head["task_categories"] and "facial-landmarks" in head["tags"]
     assert ("synthetic" in head["tags"]) == (man["model"]["source"] == "embedded")
-    assert head["configs"][0]["data_files"][0]["path"] == "part-*.parquet"
-    for s in SECTIONS:
+    # the build folder's own Hub metadata: loadable splits, licence link
+    assert head == yaml.safe_load((ds / "README.md").read_text().split("---\n")[1]) | {"pretty_name": CardParams().pretty_name}
+    assert [f["path"] for f in head["configs"][0]["data_files"]] == [f"data/{s}-*.parquet" for s in man["counts"]["split"] if s == "train"] + [
+        f"data/{s}-*.parquet" for s in ("val", "test") if s in man["counts"]["split"]]
+    assert head["license_link"] == "LICENSE.md" and (ds / "LICENSE.md").is_file()
+    for s in (*SECTIONS, "Bias, risks and limitations", "Citation"):
         assert f"\n## {s}\n" in md
+    for key in ("basak2023lightweight", "paysan2009bfm", "zhu2016face", "koestinger2011aflw"):
+        assert key in md
     # JSON twin, every number from the build
     c = json.loads((tmp_path / "card" / "card.json").read_text())
     assert c == json.loads(json.dumps(r.report))
@@ -100,7 +106,7 @@ def test_card_refuses_inputs_that_do_not_match(built, tmp_path):
     w, ds, _ = built
     bad = tmp_path / "ds"
     shutil.copytree(ds, bad)
-    shard = next(iter(sorted(bad.glob("part-*.parquet"))))
+    shard = next(iter(sorted(bad.glob("data/*.parquet"))))
     shard.write_bytes(shard.read_bytes()[:-10])
     with pytest.raises(InputError, match=shard.name):
         cd.run_card(CardParams(), dataset_dir=bad, set_path=w["set_path"], template_dir=w["template_dir"], out_dir=tmp_path / "o")
@@ -115,12 +121,30 @@ def test_card_refuses_inputs_that_do_not_match(built, tmp_path):
 
 def test_hdf5_only_build_reads_the_same(built, tmp_path):
     w, ds, _ = built
-    for p in sorted(ds.glob("part-*.parquet")):
+    parts = sorted(ds.glob("data/*.parquet"))
+    assert parts
+    for p in parts:
         a = cd.read_columns(p, ["id", "pose", "landmarks", "image"])
-        b = cd.read_columns(p.with_suffix(".h5"), ["id", "pose", "landmarks", "image"])
+        b = cd.read_columns(ds / "hdf5" / f"{p.stem}.h5", ["id", "pose", "landmarks", "image"])
         assert a["id"] == b["id"] and a["image"] == b["image"]
         np.testing.assert_array_equal(a["landmarks"], b["landmarks"])
         np.testing.assert_array_equal(a["pose"], b["pose"])
+
+
+def test_inline_images_embeds_the_figures_as_data_uris(built, tmp_path):
+    """The Prefect artifact's markdown: every figure a base64 PNG data URI that decodes to the
+    file's bytes; links to missing files and non-PNG links left as they are."""
+    import base64
+    import re
+
+    r = _card(built, tmp_path / "card")
+    md = r.value + "\n![gone](missing.png) [text](card.json)\n"
+    out = cd.inline_images(md, tmp_path / "card")
+    uris = dict(re.findall(r"!\[([^\]]*)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", out))
+    assert len(uris) == len(cd.FIGURES)
+    assert sorted(base64.b64decode(v) for v in uris.values()) == sorted((tmp_path / "card" / n).read_bytes() for n in cd.FIGURES.values())
+    assert "![gone](missing.png)" in out and "[text](card.json)" in out
+    assert all(f"]({n})" not in out for n in cd.FIGURES.values())
 
 
 def test_licence_chain():

@@ -37,13 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _rows(folder: Path) -> dict[str, dict]:
     """Every row of a built dataset's Parquet shards, by id (every column, as Python values)."""
     out = {}
-    for p in sorted(folder.glob("part-*.parquet")):
+    for p in sorted(folder.glob("data/*.parquet")):
         t = pq.read_table(p).to_pydict()
         for i, rid in enumerate(t["id"]):
             out[rid] = {c: v[i] for c, v in t.items()}
@@ -335,7 +335,7 @@ def test_write_errors_are_one_line_and_a_rerun_is_identical(build_world, good, t
     monkeypatch.setattr(shards, "write_parquet", failing)
     assert main(_cli(w, params, w["source_dir"], dst)) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("densemark: error: ") and str(dst / "part-00001.parquet") in err
+    assert len(err.splitlines()) == 1 and err.startswith("densemark: error: ") and str(calls[1]) in err
     assert advice in err and errno.errorcode[code] in err
     monkeypatch.setattr(shards, "write_parquet", real)
     assert main(_cli(w, params, w["source_dir"], dst)) == 0  # after the space is freed: the same dataset

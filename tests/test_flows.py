@@ -246,7 +246,7 @@ def test_build_flow_on_dask_is_byte_identical_to_the_serial_build(world):
     assert build_flow(params_path=str(root / "params.yaml"))["manifest_sha256"] == serial.manifest_sha256
     assert _tree(root / "data/dataset") == before
     # a lost shard: that chunk runs again (the others are found done), the folder is as before
-    sorted((root / "data/dataset").glob("part-*.h5"))[1].unlink()
+    sorted((root / "data/dataset").glob("hdf5/*.h5"))[1].unlink()
     assert build_flow(params_path=str(root / "params.yaml"))["manifest_sha256"] == serial.manifest_sha256
     assert _tree(root / "data/dataset") == before
 
@@ -261,6 +261,7 @@ def test_card_flow_publishes_the_card(built):
     assert res["metrics"]["rows"] == json.loads((root / "data/dataset/manifest.json").read_text())["rows"]
     arts = _artifacts(state.state_details.flow_run_id)
     assert "## Composition" in arts["densemark-card"]["data"]
+    assert arts["densemark-card"]["data"].count("](data:image/png;base64,") == 3  # the figures travel with the artifact
     assert card_flow(params_path=str(root / "params.yaml"))["state"] == "Cached"
 
 

@@ -139,8 +139,8 @@ def test_non_finite_crop_scale_names_key(tmp_path):
 
 
 def _files(folder):
-    """The stage's outputs (the folder's fingerprint stamp, a dot file, aside)."""
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if not p.name.startswith(".")}
+    """The stage's outputs by relative path, subfolders included (the folder's fingerprint stamp, a dot file, aside)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")}
 
 
 def test_posmap_bytes_do_not_depend_on_the_batch_size(tmp_path):

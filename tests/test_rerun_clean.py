@@ -49,12 +49,12 @@ def test_killed_relabel_rerun_leaves_no_temp_files(build_world, tmp_path):
     src = tmp_path / "built"
     B.run_build(mp, small_build_params(), SPLITS, build_paths(w, src))
     clean = tmp_path / "clean"
-    R.relabel(mp, dataset_dir=src, set_path=w["set_path"].with_name("set.json"), model_dir=mp.dir, template_dir=w["template_dir"], out_dir=clean)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"model": {"source": "bfm", "dir": str(mp.dir), "cache_dir": str(mp.cache_dir), "uv_res": mp.uv_res}}))
     cmd = [sys.executable, "-m", "densemark", "--params", str(params), "relabel", str(src), "--set", str(w["set_path"]),
            "--template", str(w["template_dir"]), "--out", None]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([*cmd[:-1], str(clean)], env=env, check=True, capture_output=True)  # unbroken
     for trial, delay in enumerate((0.0, 1.5, 3.0)):
         dst = tmp_path / f"killed{trial}"
         cmd[-1] = str(dst)
@@ -63,10 +63,12 @@ def test_killed_relabel_rerun_leaves_no_temp_files(build_world, tmp_path):
         p.send_signal(signal.SIGKILL)
         p.wait()
         if dst.exists():  # as a killed writer leaves it, plus one sidecar temp caught mid-write
-            (dst / f".{sidecar_name('part-00000.parquet', 'test-set')}.abc123.tmp").write_bytes(b"half")
+            side = dst / sidecar_name("data/train-00000-of-00001.parquet", "test-set")
+            side.parent.mkdir(parents=True, exist_ok=True)
+            (side.parent / f".{side.name}.abc123.tmp").write_bytes(b"half")
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
-        assert not list(dst.glob(".*.tmp"))
+        assert not list(dst.rglob(".*.tmp"))
         assert _tree(dst) == _tree(clean)
 
 

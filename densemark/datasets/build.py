@@ -4,7 +4,7 @@ Organised so it can be distributed::
 
     plan = plan_build(...)                         # deterministic chunks + fingerprints (plan.py)
     results = [write_chunk(plan, k) for k in range(plan.n_chunks)]   # any order, any machine (chunks.py)
-    finish_build(plan, results)                    # report.json + manifest.json (here; Manifest: manifest.py)
+    finish_build(plan, results)                    # report.json + manifest.json + README.md card (here; Manifest: manifest.py, card: hub.py)
 
 :func:`run_build` does exactly that, over a process pool. A chunk already written for the same
 inputs is skipped (:func:`densemark.datasets.chunks.chunk_done`), so a killed build resumes and
@@ -40,7 +40,16 @@ from densemark.core.hashing import sha256_file
 from densemark.core.report import RunReport, StageResult
 from densemark.datasets import shards
 from densemark.datasets.chunks import ChunkResult, ShardHook, write_chunk
-from densemark.datasets.manifest import COLUMNS, REPORT, Manifest, count_rows
+from densemark.datasets.hub import write_card
+from densemark.datasets.manifest import (
+    COLUMNS,
+    LABELS_DIR,
+    REPORT,
+    SHARD_DIR,
+    Manifest,
+    count_rows,
+    shard_name,
+)
 from densemark.datasets.params import BuildParams, SplitParams
 from densemark.datasets.plan import BuildPaths, BuildPlan, load_context, plan_build
 from densemark.faces.params import ModelParams, recorded_model_params
@@ -91,13 +100,11 @@ def finish_build(plan: BuildPlan, results: list[ChunkResult], report_path: str |
         if r.fingerprint != plan.chunk_fingerprints[k]:
             raise InputError(plan.out_dir, "chunks", f"chunk {k} was written for other inputs")
     out = plan.out_dir
-    keep = {p.name for k in range(plan.n_chunks) for p in [*plan.shard_paths(k).values(), plan.record_path(k)]}
+    keep = {p.relative_to(out).as_posix() for k in range(plan.n_chunks) for p in [*plan.shard_paths(k).values(), plan.record_path(k)]}
     prev = Manifest.load_same(out, plan.fingerprint)
     if prev is not None:
         keep |= {f["path"] for f in prev.sidecar_files()}
-    for p in out.glob("part-*"):
-        if p.name not in keep:
-            p.unlink()
+    remove_outside(out, keep)
     res = [by_k[k] for k in range(plan.n_chunks)]
     rep = RunReport("build", params={"build": plan.output_params, "splits": plan.splits, "model": recorded_model_params(plan.model)})
     if started is not None:
@@ -125,7 +132,8 @@ def finish_build(plan: BuildPlan, results: list[ChunkResult], report_path: str |
     if report_path is not None:
         outputs["run_report"] = write_json(report_path, rep.to_dict())
     files = [
-        {"path": e["name"], "format": f, "chunk": r.k, "rows": e["rows"], "bytes": e["bytes"], "sha256": e["sha256"]}
+        {"path": shard_name(plan.chunk_stems[r.k], f), "format": f, "chunk": r.k, "split": plan.chunk_split(r.k),
+         "rows": e["rows"], "bytes": e["bytes"], "sha256": e["sha256"]}
         for r in res for f in plan.build["formats"] for e in [r.files[f]]
     ]  # fmt: skip
     manifest = Manifest(
@@ -140,6 +148,7 @@ def finish_build(plan: BuildPlan, results: list[ChunkResult], report_path: str |
         manifest = replace(manifest, extra_sets=prev.extra_sets, columns=prev.columns)
     manifest = manifest.write(out)
     outputs["manifest"] = Manifest.path(out)
+    outputs.update(write_card(manifest, out))
     return BuildResult(outputs=outputs, report=rep, metrics=manifest.metrics(), value=manifest)
 
 
@@ -153,6 +162,23 @@ def _print_quarantine(entries: list[dict], report: Path) -> None:
         print(f"  {q['file']}{field_}: {q['error']}")
     if len(entries) > SHOW_QUARANTINED:
         print(f"  ... and {len(entries) - SHOW_QUARANTINED} more: every one is listed in {report}")
+
+
+def remove_outside(out: Path, keep: set[str]) -> None:
+    """Remove the data files of a dataset folder that ``keep`` (paths relative to it) does not
+    list: commit records ``part-*`` at its root, anything under ``data/``, ``hdf5/``,
+    ``labels/`` (then empty folders there). Earlier layouts' shards (``part-*.parquet``) too."""
+    cands = list(out.glob("part-*"))
+    for sub in (*SHARD_DIR.values(), LABELS_DIR):
+        if (out / sub).is_dir():
+            cands += [p for p in (out / sub).rglob("*") if p.is_file()]
+    for p in cands:
+        if p.relative_to(out).as_posix() not in keep:
+            p.unlink()
+    for sub in (*SHARD_DIR.values(), LABELS_DIR):
+        for d in sorted((out / sub).rglob("*"), reverse=True) if (out / sub).is_dir() else []:
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
 
 
 def build_metrics(manifest: dict) -> dict[str, int]:

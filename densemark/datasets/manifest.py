@@ -8,6 +8,13 @@ label sidecar with its sha256, so its own sha256 names the dataset.
 fingerprint: readers refuse another version rather than guess at its layout. Version 2 means:
 flipped labels exact on the centre UV columns; HDF5 without variable-length data, allocated in
 column order; extra label sets only in sidecar files (one per shard and set), never in shards.
+Version 3 means: the folder is a Hugging Face dataset repository (``README.md`` card with
+``configs`` and ``dataset_info`` at its root, written from the manifest by
+:mod:`densemark.datasets.hub`); chunks never cross splits and the Parquet shards are named as
+the Hub names split files, ``data/<split>-<j>-of-<n>.parquet`` (HDF5 the same under ``hdf5/``,
+label sidecars under ``labels/<set>/``); label arrays stored as (K, 3) nested fixed-size lists;
+``image`` as the Hub's ``{bytes, path}`` struct; commit records, manifest, report and licence
+outside every ``data_files`` pattern.
 """
 
 from __future__ import annotations
@@ -27,10 +34,13 @@ from densemark.core.errors import InputError
 from densemark.core.hashing import sha256_file
 
 FORMAT = "densemark-dataset"
-VERSION = 2
+VERSION = 3
 MANIFEST = "manifest.json"
 REPORT = "report.json"
 SUFFIX = {"parquet": ".parquet", "hdf5": ".h5"}
+SHARD_DIR = {"parquet": "data", "hdf5": "hdf5"}  # Parquet under data/: what the Hub loads
+LABELS_DIR = "labels"
+SPLIT_ORDER = ("train", "val", "test")
 CONVENTIONS = {
     "landmarks": "crop pixels, row-major (K, 3): x right, y down (0..res-1 inside the crop), z = crop-scaled depth shifted so the mesh minimum is 0 (PRNet position-map convention)",
     "kpt68": "the model's 68 keypoint vertices, same space as landmarks, (68, 3) row-major",
@@ -38,7 +48,7 @@ CONVENTIONS = {
     "crop": "[scale, tx, ty, tz, size]: crop = scale * image + (tx, ty, tz); the same for a row and its flipped copy",
     "flip": "true: the image is the crop mirrored left-right, x -> res - 1 - x; landmark j is the mirror of the surface point at UV pixel (res-1-u, v) of landmark j's (u, v): the set's mirror partner, or on the two centre UV columns (self-paired in the mirror permutation) the neighbouring column; kpt68 by the iBUG 68-point mirror; pose_para/crop are the unflipped sample's",
     "pose_para": "300W-LP Pose_Para [pitch, yaw, roll, tx, ty, tz, s] (radians, source pixels)",
-    "image": "JPEG bytes of the RGB res x res crop",
+    "image": "JPEG bytes of the RGB res x res crop (Parquet: the Hub's image struct {bytes, path}, path null)",
     "valid": "false when a landmark lies outside the crop (n_outside counts them)",
 }
 COLUMNS = (
@@ -49,9 +59,16 @@ YAW_BINS = list(range(-90, 91, 15))
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def shard_name(k: int, fmt: str) -> str:
-    """The shard file of chunk ``k`` in format ``fmt``: ``part-00000.parquet`` / ``.h5``."""
-    return f"part-{k:05d}{SUFFIX[fmt]}"
+def chunk_stem(split: str, j: int, n: int) -> str:
+    """The file stem of the ``j``-th of ``n`` chunks of a split, as the Hub names split files:
+    ``train-00000-of-00003``."""
+    return f"{split}-{j:05d}-of-{n:05d}"
+
+
+def shard_name(stem: str, fmt: str) -> str:
+    """The shard of a chunk (stem :func:`chunk_stem`) in format ``fmt``, relative to the dataset
+    folder: ``data/train-00000-of-00003.parquet`` / ``hdf5/train-00000-of-00003.h5``."""
+    return f"{SHARD_DIR[fmt]}/{stem}{SUFFIX[fmt]}"
 
 
 def record_name(k: int) -> str:
@@ -59,10 +76,21 @@ def record_name(k: int) -> str:
     return f"part-{k:05d}.json"
 
 
+def set_dir(set_name: str) -> str:
+    """The folder of an extra label set's sidecars: ``labels/<set name, file-safe>``."""
+    return f"{LABELS_DIR}/{_SAFE.sub('_', set_name)}"
+
+
 def sidecar_name(shard: str, set_name: str) -> str:
-    """The label sidecar of a shard for a landmark set: ``part-00000.labels-<set>.parquet`` (or ``.h5``)."""
-    p = Path(shard)
-    return f"{p.stem}.labels-{_SAFE.sub('_', set_name)}{p.suffix}"
+    """The label sidecar of a shard for a landmark set, relative to the dataset folder:
+    ``labels/<set>/train-00000-of-00003.parquet`` (or ``.h5``): the shard's file name in the
+    set's own folder, outside the shards' ``data_files`` patterns."""
+    return f"{set_dir(set_name)}/{Path(shard).name}"
+
+
+def split_key(split: str) -> tuple[int, str]:
+    """Sort key of split names: train, val, test, then any other alphabetically."""
+    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
 
 
 def label_column(set_name: str) -> str:
@@ -85,7 +113,7 @@ class Manifest:
         params: the ``build`` (without the output-neutral ``workers``, ``batch``), ``splits``
             and ``model`` sections the build ran with.
         notes: what the build chose to say (e.g. no mirrored rows).
-        files: one entry per shard ``{path, format, chunk, rows, bytes, sha256}``.
+        files: one entry per shard ``{path, format, chunk, split, rows, bytes, sha256}``.
         report: ``{path, sha256}`` of ``report.json``.
         extra_sets: ``{name: set summary + column + files}``: label sets added by relabel, each
             with its sidecars ``{path, format, chunk, shard, rows, bytes, sha256}``.

@@ -1,7 +1,9 @@
 """The plan of a build: the source listed and hashed, split, cut into chunks, fingerprinted.
 
 A :class:`BuildPlan` is plain data (picklable, JSON-able): everything a chunk writer needs, on
-any machine. Chunk ``k`` is a fixed list of source samples; its fingerprint hashes the build's
+any machine. Chunk ``k`` is a fixed list of source samples of one split (the samples are ordered
+train, val, test, each split cut into chunks of its own, so a chunk's shard is a split file as
+the Hub names them, :func:`densemark.datasets.manifest.chunk_stem`); its fingerprint hashes the build's
 inputs (params, model, template, landmark set) and the contents of its source files, so a
 change of any input changes every fingerprint and nothing built for other inputs is reused.
 
@@ -28,7 +30,15 @@ from densemark.core.errors import InputError
 from densemark.core.hashing import sha256_json
 from densemark.core.seeding import key_of
 from densemark.datasets.labels import LabelGeometry
-from densemark.datasets.manifest import FORMAT, VERSION, Manifest, record_name, shard_name
+from densemark.datasets.manifest import (
+    FORMAT,
+    VERSION,
+    Manifest,
+    chunk_stem,
+    record_name,
+    shard_name,
+    split_key,
+)
 from densemark.datasets.params import BuildParams, SplitParams
 from densemark.faces.model import MorphableModel
 from densemark.faces.params import ModelParams
@@ -172,6 +182,8 @@ class BuildPlan:
     flip: bool
     notes: tuple[str, ...] = ()
     orphans: tuple[str, ...] = ()  # images of the source without a .mat (relative, posix): reported, never built
+    chunk_bounds: tuple[tuple[int, int], ...] = ()  # chunk k: items[start:stop]
+    chunk_stems: tuple[str, ...] = ()  # chunk k's file stem (:func:`chunk_stem`)
 
     @property
     def params(self) -> BuildParams:
@@ -191,11 +203,15 @@ class BuildPlan:
         return {k: v for k, v in self.build.items() if k not in OUTPUT_NEUTRAL}
 
     def chunk_items(self, k: int) -> tuple[SourceItem, ...]:
-        cs = self.build["chunk_size"]
-        return self.items[k * cs : (k + 1) * cs]
+        a, b = self.chunk_bounds[k]
+        return self.items[a:b]
+
+    def chunk_split(self, k: int) -> str:
+        """The split every sample of chunk ``k`` belongs to."""
+        return self.items[self.chunk_bounds[k][0]].split
 
     def shard_paths(self, k: int) -> dict[str, Path]:
-        return {f: self.out_dir / shard_name(k, f) for f in self.build["formats"]}
+        return {f: self.out_dir / shard_name(self.chunk_stems[k], f) for f in self.build["formats"]}
 
     def record_path(self, k: int) -> Path:
         return self.out_dir / record_name(k)
@@ -211,6 +227,7 @@ def set_summary(lset: LandmarkSet) -> dict:
         "mirror_perm": [int(x) for x in lset.mirror_perm],
         "mirror_exact": bool(lset.mirror_exact),
         "template_sha256": lset.template_sha256,
+        "sampler": {k: v for k, v in (lset.provenance.get("sampler") or {}).items() if k in ("method", "source")},
     }
 
 
@@ -232,7 +249,8 @@ def plan_build(
     template, lset = ctx.template, ctx.lset
     src = Path(paths.source_dir)
     mats = list_fit_mats(src) if mats is None else mats
-    items = tuple(list_items(src, build.root_subset, splits, mats=mats, pmap=pmap))
+    listed = list_items(src, build.root_subset, splits, mats=mats, pmap=pmap)
+    items = tuple(sorted(listed, key=lambda it: split_key(it.split)))  # stable: listing order within a split
     orphans = tuple(p.relative_to(src).as_posix() for p in orphan_images(src, mats=mats))
     notes = []
     flip = build.flip and bool(lset.mirror_exact)
@@ -247,21 +265,21 @@ def plan_build(
         "set": lset.sha256(), "splits": splits.model_dump(mode="json"), "flip": flip,
         "build": {k: v for k, v in bdump.items() if k not in OUTPUT_NEUTRAL},
     }  # fmt: skip
-    cs = build.chunk_size
+    bounds, stems = split_chunks([it.split for it in items], build.chunk_size)
     chunk_fps = tuple(
-        sha256_json({"base": base, "chunk": k, "items": [it.record() for it in items[k * cs : (k + 1) * cs]]})
-        for k in range((len(items) + cs - 1) // cs)
+        sha256_json({"base": base, "chunk": k, "items": [it.record() for it in items[a:b]]}) for k, (a, b) in enumerate(bounds)
     )
     plan = BuildPlan(
         paths=paths, model=model.model_dump(mode="json"), build=bdump, splits=splits.model_dump(mode="json"), items=items,
         fingerprint=sha256_json({"base": base, "chunks": chunk_fps}), chunk_fingerprints=chunk_fps,
         model_sha256=ctx.model_sha256, landmark_set=set_summary(lset), flip=flip, notes=tuple(notes), orphans=orphans,
+        chunk_bounds=bounds, chunk_stems=stems,
     )  # fmt: skip
     prepare_out(plan, base)
     return plan
 
 
-BUILD_OUTPUTS = ("part-*", "manifest.json", "report.json")  # what a build (and a relabel in place) writes
+BUILD_OUTPUTS = ("part-*", "manifest.json", "report.json", "README.md", "LICENSE.md", "data/*", "hdf5/*", "labels/*/*")  # what a build (and a relabel in place) writes
 
 
 def prepare_out(plan: BuildPlan, inputs: dict) -> None:
@@ -281,6 +299,37 @@ def prepare_out(plan: BuildPlan, inputs: dict) -> None:
         man = Manifest.path(out)
         if man.is_file() and Manifest.load_same(out, plan.fingerprint) is None:
             man.unlink()
+
+
+def split_chunks(splits: list[str], chunk_size: int) -> tuple[tuple[tuple[int, int], ...], tuple[str, ...]]:
+    """Cut samples ordered by split into chunks of at most ``chunk_size`` that never cross a split.
+
+    Args:
+        splits: each sample's split, grouped (all of one split together).
+
+    Returns:
+        ``(bounds, stems)``: chunk k holds samples ``bounds[k][0]:bounds[k][1]``; ``stems[k]`` is
+        its file stem ``<split>-<j>-of-<n>`` (:func:`chunk_stem`).
+
+    >>> split_chunks(["train"] * 5 + ["test"] * 2, 2)
+    (((0, 2), (2, 4), (4, 5), (5, 7)), ('train-00000-of-00003', 'train-00001-of-00003', 'train-00002-of-00003', 'test-00000-of-00001'))
+    """
+    bounds: list[tuple[int, int]] = []
+    stems: list[str] = []
+    start = 0
+    while start < len(splits):
+        stop = start
+        while stop < len(splits) and splits[stop] == splits[start]:
+            stop += 1
+        n = -(-(stop - start) // chunk_size)
+        for j in range(n):
+            bounds.append((start + j * chunk_size, min(stop, start + (j + 1) * chunk_size)))
+            stems.append(chunk_stem(splits[start], j, n))
+        start = stop
+    if len(set(stems)) != len(stems):
+        raise InputError(None, "split", "samples are not grouped by split")
+    return tuple(bounds), tuple(stems)
+
 
 
 # ----------------------------------------------------------------------------- per-process context

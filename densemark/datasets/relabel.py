@@ -2,8 +2,9 @@
 
 The labels come from each row's stored 3DMM parameters and crop transform: no image is read,
 decoded or rewritten, no mesh minimum searched. They go into one sidecar file per shard
-(:func:`densemark.datasets.manifest.sidecar_name`), recorded in the manifest's ``extra_sets``;
-the shards themselves are never touched.
+(:func:`densemark.datasets.manifest.sidecar_name`: ``labels/<set>/<shard file name>``), recorded
+in the manifest's ``extra_sets`` and loadable as the card's config of that set (``README.md``
+rewritten from the manifest); the shards themselves are never touched.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from densemark.core.hashing import sha256_file
 from densemark.core.report import RunReport, StageResult
 from densemark.datasets import shards
 from densemark.datasets.build import keep_freed_memory
+from densemark.datasets.hub import write_card
 from densemark.datasets.labels import LabelGeometry
 from densemark.datasets.manifest import (
     COLUMNS,
@@ -28,6 +30,7 @@ from densemark.datasets.manifest import (
     VERSION,
     Manifest,
     label_column,
+    set_dir,
     sidecar_name,
 )
 from densemark.datasets.plan import mirror_of, set_summary
@@ -83,11 +86,15 @@ def run_relabel(
         raise InputError(set_path, "name", f"a set named {lset.name!r} would shadow a built column")
     dst = Path(out_dir) if out_dir is not None else src
     dst.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(dst)  # a killed relabel's half-written sidecars
+    side_dir = dst / set_dir(lset.name)
+    for d in (dst, side_dir):
+        if d.is_dir():
+            remove_stale_temps(d)  # a killed relabel's half-written sidecars
     if dst.resolve() != src.resolve():
         keep = [e["path"] for e in manifest.files] + [p.name for p in src.glob("part-*.json")] + [REPORT]
         keep += [f["path"] for f in manifest.sidecar_files()]
         for name in keep:
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src / name, dst / name)
     meta = {"format": "densemark-labels", "version": VERSION, "column": col, "landmark_set": {"name": lset.name, "sha256": lset.sha256(), "n_points": len(lset)},
             "dataset_fingerprint": manifest.fingerprint, "conventions": {col: CONVENTIONS["landmarks"]}}  # fmt: skip
@@ -104,11 +111,12 @@ def run_relabel(
             shards.write_parquet(q, shards.to_table(cols, shard_meta), int(bp["row_group_size"]), compression="none")  # label floats: lz4 saves ~4 % at 1.5x the write time
         else:
             shards.write_hdf5(q, cols, shard_meta, int(bp["hdf5_compression"]))
-        files.append({"path": q.name, "format": e["format"], "chunk": e["chunk"], "shard": e["path"], "rows": len(lab), "bytes": q.stat().st_size, "sha256": sha256_file(q)})
+        files.append({"path": q.relative_to(dst).as_posix(), "format": e["format"], "chunk": e["chunk"], "shard": e["path"], "rows": len(lab), "bytes": q.stat().st_size, "sha256": sha256_file(q)})
         rep.count("sidecars")
     rep.count("rows", manifest.rows)
     out = manifest.with_extra_set(set_summary(lset), col, files).write(dst)
-    return StageResult(outputs={"dataset": dst, "manifest": Manifest.path(dst)}, report=rep, metrics=dict(rep.counts), value=out)
+    outputs = {"dataset": dst, "manifest": Manifest.path(dst), **write_card(out, dst)}
+    return StageResult(outputs=outputs, report=rep, metrics=dict(rep.counts), value=out)
 
 
 def relabel(model: ModelParams, **kw) -> dict:

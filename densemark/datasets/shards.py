@@ -4,8 +4,13 @@ One shard holds the rows of one chunk. Both formats carry the same columns and a
 metadata record (key ``densemark`` in the Parquet key-value metadata, attribute ``densemark``
 of the HDF5 root group), and both open with pyarrow / pandas / h5py alone:
 
-* Parquet: ``image`` binary (JPEG), label arrays as ``fixed_size_list<float32>``, 3DMM params as
-  ``list<float64>``; row groups of ``row_group_size`` rows for streaming; zstd; no timestamps.
+* Parquet: ``image`` as the Hugging Face image struct ``{bytes: JPEG, path: null}``, point
+  arrays (``landmarks``, ``kpt68``, ``posmap``, ``landmarks__<set>``) as (K, 3) nested
+  fixed-size lists ``fixed_size_list<fixed_size_list<float32>[3]>[K]``, other fixed-width
+  arrays as ``fixed_size_list``, 3DMM params as ``list<float64>``; the ``datasets`` features of
+  the columns in the key-value metadata ``huggingface`` (so ``datasets`` decodes the images and
+  (K, 3) labels of a lone file too); row groups of ``row_group_size`` rows for streaming; zstd;
+  no timestamps.
 * HDF5: one dataset per column, first axis = rows; label arrays shaped ``(n, K, 3)``; strings
   as fixed-width UTF-8 (NUL-padded); 3DMM parameter lists as ``(n, L)`` float64 when every row
   has the same length; ``image`` (and any ragged list) as one flat dataset plus
@@ -22,6 +27,7 @@ Every reader of shards and label sidecars goes through :class:`ShardReader` /
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,24 +35,64 @@ import numpy as np
 from densemark.core.atomic import atomic_path
 
 META_KEY = "densemark"
+HF_KEY = "huggingface"  # the datasets library's features record in Parquet metadata
 
 STR_COLUMNS = ("id", "source_id", "subset", "split", "source_file")
 PARAM_LISTS = ("shape_para", "exp_para")  # 3DMM coefficient lists (HDF5: (n, L) when of one length)
 OFFSETS = "_offsets"  # HDF5: suffix of a ragged column's (n + 1,) row offsets
 
 
-def fsl(values: np.ndarray, dtype) -> object:
-    """A (n, ...) array as a pyarrow fixed_size_list column of its flattened rows."""
+def is_points(name: str) -> bool:
+    """Whether a column holds (K, 3) points per row (stored (n, 3K) flat in memory)."""
+    return name in ("landmarks", "kpt68", "posmap") or name.startswith("landmarks__")
+
+
+def fsl(values: np.ndarray, dtype, inner: int | None = None) -> object:
+    """A (n, ...) array as a pyarrow fixed_size_list column of its flattened rows; with ``inner``,
+    each row as a fixed-size list of fixed-size lists of ``inner`` values ((n, 3K) -> (K, 3) rows)."""
     import pyarrow as pa
 
     v = np.ascontiguousarray(values, dtype)
-    n = v.shape[0]
     width = int(np.prod(v.shape[1:])) if v.ndim > 1 else 1
-    return pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), width) if n else pa.array([], pa.list_(pa.from_numpy_dtype(v.dtype), width))
+    flat = pa.array(v.reshape(-1), pa.from_numpy_dtype(v.dtype))
+    if inner is None:
+        return pa.FixedSizeListArray.from_arrays(flat, width)
+    if width % inner:
+        raise ValueError(f"rows of {width} values are not groups of {inner}")
+    return pa.FixedSizeListArray.from_arrays(pa.FixedSizeListArray.from_arrays(flat, inner), width // inner)
+
+
+def image_array(values: list[bytes]) -> object:
+    """JPEG bytes as the Hugging Face image struct column ``{bytes, path}`` (path null)."""
+    import pyarrow as pa
+
+    return pa.StructArray.from_arrays([pa.array(list(values), pa.binary()), pa.nulls(len(values), pa.string())], names=["bytes", "path"])
+
+
+def hf_feature(name: str, t) -> dict:
+    """The ``datasets`` feature (its JSON form) of a column of pyarrow type ``t``: ``image`` an
+    ``Image``, (fixed-size) lists ``List`` (with ``length``), scalars ``Value``."""
+    import pyarrow as pa
+
+    if name == "image":
+        return {"_type": "Image"}
+    if pa.types.is_fixed_size_list(t):
+        return {"feature": hf_feature("", t.value_type), "length": t.list_size, "_type": "List"}
+    if pa.types.is_list(t):
+        return {"feature": hf_feature("", t.value_type), "_type": "List"}
+    dtype = {"string": "string", "binary": "binary", "bool": "bool", "halffloat": "float16", "float": "float32", "double": "float64"}.get(str(t), str(t))
+    return {"dtype": dtype, "_type": "Value"}
+
+
+def hf_features(schema) -> dict:
+    """``{column: feature}`` of a table schema (:func:`hf_feature`), in column order."""
+    return {f.name: hf_feature(f.name, f.type) for f in schema}
 
 
 def to_table(cols: dict[str, object], meta: dict):
-    """A pyarrow Table from column data (see :func:`write_parquet`)."""
+    """A pyarrow Table from column data (see :func:`write_parquet`): point columns (n, 3K) as
+    (K, 3) nested lists, ``image`` as the image struct, the ``densemark`` and ``huggingface``
+    metadata records."""
     import pyarrow as pa
 
     arrays, names = [], []
@@ -54,16 +100,18 @@ def to_table(cols: dict[str, object], meta: dict):
         if name in STR_COLUMNS:
             arr = pa.array(list(val), pa.string())
         elif name == "image":
-            arr = pa.array(list(val), pa.binary())
+            arr = image_array(val)
         elif isinstance(val, list):  # ragged float64 lists (3DMM parameters)
             arr = pa.array([np.asarray(x, np.float64) for x in val], pa.list_(pa.float64()))
         else:
             v = np.asarray(val)
-            arr = fsl(v, v.dtype) if v.ndim > 1 else pa.array(v)
+            arr = fsl(v, v.dtype, 3 if is_points(name) else None) if v.ndim > 1 else pa.array(v)
         arrays.append(arr)
         names.append(name)
     table = pa.Table.from_arrays(arrays, names=names)
-    return table.replace_schema_metadata({META_KEY: json.dumps(meta, sort_keys=True, separators=(",", ":"))})
+    hf = {"info": {"features": hf_features(table.schema)}}
+    dump = partial(json.dumps, sort_keys=True, separators=(",", ":"))
+    return table.replace_schema_metadata({META_KEY: dump(meta), HF_KEY: json.dumps(hf, separators=(",", ":"))})
 
 
 def write_parquet(path: str | Path, table, row_group_size: int, hook=None, compression: str = "zstd") -> Path:
@@ -126,7 +174,7 @@ def write_hdf5(path: str | Path, cols: dict[str, object], meta: dict, level: int
                         continue
                 else:
                     v = np.asarray(val)
-                if v.ndim > 1 and (name in ("landmarks", "kpt68", "posmap") or name.startswith("landmarks__")):
+                if v.ndim > 1 and is_points(name):
                     v = v.reshape(v.shape[0], v.shape[1] // 3, 3)
                 if v.ndim > 1 and v.shape[0] and level:
                     kw.update(chunks=(min(v.shape[0], 64), *v.shape[1:]), compression="gzip", compression_opts=level, shuffle=True)
@@ -294,8 +342,12 @@ def _table_columns(t, columns: list[str]) -> dict[str, object]:
     out: dict[str, object] = {}
     for name in columns:
         c = t.column(name).combine_chunks()
-        if pa.types.is_fixed_size_list(c.type):
-            out[name] = c.flatten().to_numpy(zero_copy_only=False).reshape(len(c), c.type.list_size)
+        if pa.types.is_fixed_size_list(c.type):  # (K,) or nested (K, 3): flattened rows
+            flat, width = c, 1
+            while pa.types.is_fixed_size_list(flat.type):
+                width *= flat.type.list_size
+                flat = flat.flatten()
+            out[name] = flat.to_numpy(zero_copy_only=False).reshape(len(c), width)
         elif pa.types.is_list(c.type):
             off = c.offsets.to_numpy()
             vals = c.values.to_numpy(zero_copy_only=False).astype(np.float64)
@@ -304,6 +356,8 @@ def _table_columns(t, columns: list[str]) -> dict[str, object]:
                 out[name] = vals[off[0] : off[-1]].reshape(len(c), int(lens[0]))
             else:
                 out[name] = [vals[a:b] for a, b in zip(off[:-1], off[1:], strict=True)]
+        elif pa.types.is_struct(c.type):  # the image struct {bytes, path}
+            out[name] = c.field("bytes").to_pylist()
         elif pa.types.is_binary(c.type) or pa.types.is_string(c.type) or pa.types.is_dictionary(c.type):
             out[name] = [x if isinstance(x, bytes) else str(x) for x in c.to_pylist()]
         else:

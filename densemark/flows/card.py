@@ -35,8 +35,12 @@ def card_flow(
     kw = stage_call("card", p, base, dataset=dataset, set=landmark_set, out=out)
     with in_root(base):
         res, state = call("card", p.flows, **kw)
+    from densemark.card.card import inline_images
+
     card = json.loads(Path(res["outputs"]["json"]).read_text(encoding="utf-8"))
-    md = Path(res["outputs"]["card"]).read_text(encoding="utf-8").split("---\n", 2)[-1]  # the card without its YAML header
+    card_md = Path(res["outputs"]["card"])
+    # the card without its YAML header, its figures embedded (the UI has no folder to resolve links in)
+    md = inline_images(card_md.read_text(encoding="utf-8").split("---\n", 2)[-1], card_md.parent)
     create_markdown_artifact(md, key="densemark-card", description=f"dataset card of {card['dataset']['manifest_sha256'][:12]}")
     create_table_artifact(card["counts_table"], key="densemark-card-counts", description="rows per subset, split and flip")
     return {**res, "state": state}
