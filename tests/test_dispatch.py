@@ -4,7 +4,8 @@ Runs the ``dvc.yaml`` stages (their commands, in order, on a smaller configurati
 embedded default) once per variant in a fresh folder and compares the hash of every file they
 write. Variants: numpy's default dispatch; AVX-512, then AVX2/FMA3, then AVX switched off with
 ``NPY_DISABLE_CPU_FEATURES``; and two OpenBLAS kernels (``OPENBLAS_CORETYPE`` Haswell, with FMA,
-and Sandybridge, without); and one BLAS/OpenMP thread. Each variant runs in its own folder, so
+and Sandybridge, without); torch's AVX2 kernels (``ATEN_CPU_CAPABILITY``) beside its default; and
+one BLAS/OpenMP thread. Each variant runs in its own folder, so
 the comparison also shows that no byte depends on the working directory. Only the variants the
 CPU supports run: on a machine without AVX-512 the structural walk in ``test_detmath.py`` is the
 guard for that kernel.
@@ -65,6 +66,7 @@ def variants() -> dict[str, dict[str, str]]:
         off += have
         out[name] = {"NPY_DISABLE_CPU_FEATURES": " ".join(off)}
     out["one-thread"] = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    out["torch-avx2"] = {"ATEN_CPU_CAPABILITY": "avx2"}  # torch's CPU kernels (the default: the best the CPU has)
     out["openblas-haswell"] = {"OPENBLAS_CORETYPE": "Haswell"}
     out["openblas-sandybridge"] = {"OPENBLAS_CORETYPE": "Sandybridge"}
     return out
@@ -80,7 +82,7 @@ def _run_pipeline(work: Path, env_over: dict[str, str]) -> dict[str, str]:
     shutil.copytree(ROOT / "landmarks", work / "landmarks")
     params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), SMALL)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {k: v for k, v in os.environ.items() if k not in ("NPY_DISABLE_CPU_FEATURES", "OPENBLAS_CORETYPE")}
+    env = {k: v for k, v in os.environ.items() if k not in ("NPY_DISABLE_CPU_FEATURES", "OPENBLAS_CORETYPE", "ATEN_CPU_CAPABILITY")}
     env.update(env_over, PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", MPLBACKEND="Agg")
     for cmd in _stage_cmds():
         r = subprocess.run(cmd, shell=True, cwd=work, env=env, capture_output=True, text=True)
