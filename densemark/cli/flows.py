@@ -11,11 +11,11 @@ import json
 
 import yaml
 
-NAMES = ("prepare", "build", "card", "pipeline")
+NAMES = ("prepare", "build", "card", "train", "pipeline")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("flow", help="run a Prefect flow (prepare | build | card | pipeline) over the stage functions")
+    p = sub.add_parser("flow", help="run a Prefect flow (prepare | build | card | train | pipeline) over the registry stages")
     p.add_argument("name", choices=NAMES)
     p.add_argument("--root", default=None, help="folder the pipeline paths are relative to (default: the params file's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
