@@ -36,7 +36,7 @@ from densemark.datasets.manifest import Manifest
 from densemark.datasets.params import BuildParams, SplitParams
 from densemark.datasets.plan import BuildPaths, BuildPlan, plan_build
 from densemark.faces.params import ModelParams
-from densemark.flows.common import in_root, load, retry_transient, stage_call, timed_call
+from densemark.flows.common import absolute, in_root, load, retry_transient, stage_call, timed_call
 from densemark.flows.overrides import Sections
 from densemark.flows.params import FlowParams
 from densemark.pipeline import STAGES
@@ -94,8 +94,9 @@ def build_chunks_flow(model: ModelParams, build: BuildParams, splits: SplitParam
 def _dask_build(p: Params, io: dict[str, Path], runner: dict[str, Any] | None = None) -> BuildResult:
     """Runner of the `build` stage with its chunks on Dask (`runner`: the `flows` section)."""
     fp = FlowParams.model_validate(runner or {})
-    paths = BuildPaths(model_dir=io["model_dir"], template_dir=io["template"], set_path=io["set"], source_dir=io["source"], out_dir=io["out"])
-    report = os.fspath(io["report"]) if io.get("report") is not None else None
+    at = {k: os.path.abspath(v) for k, v in io.items()}  # Dask workers may run in another folder (the build records no folder)
+    paths = BuildPaths(model_dir=at["model_dir"], template_dir=at["template"], set_path=at["set"], source_dir=at["source"], out_dir=at["out"])
+    report = at.get("report")
     with _quiet_dask():
         res = build_chunks_flow.with_options(task_runner=task_runner(fp))(p.model, p.build, p.splits, fp, asdict(paths), report)
     manifest = Manifest.from_dict(res["manifest"], sha256=res["manifest_sha256"])
@@ -153,6 +154,7 @@ def run_build_stage(p: Params, base: Path, **paths: str | None) -> dict:
     kw = stage_call("build", p, base, **paths)
     with in_root(base):
         res, state, seconds = timed_call(DASK_BUILD, p.flows, **kw, runner=p.flows.model_dump(mode="json"))
+    res = absolute(res, base)
     manifest = Manifest.load(res["outputs"]["dataset"])
     if state != "Cached":
         report = json.loads(Path(res["outputs"]["report"]).read_text(encoding="utf-8"))

@@ -109,11 +109,24 @@ def stage_task(stage: str | Stage):
 
 def stage_call(name: str, p: Params, base: Path, **overrides: str | os.PathLike | None) -> dict[str, Any]:
     """The keyword arguments of a call of stage ``name``'s task: its paths as the registry lays
-    them out under ``base`` (``overrides`` by key, relative to ``base``) and its params sections."""
+    them out under ``base`` (``overrides`` by key, relative to ``base``), written relative to
+    ``base`` (the task runs there), and its params sections."""
     stage = STAGES[name]
-    at = {k: os.fspath(v) for k, v in stage.paths(p, base).items()}
-    at.update({k: os.fspath(base / v) for k, v in overrides.items() if v is not None})
+    at = {k: _under(v, base) for k, v in stage.paths(p, base).items()}
+    at.update({k: _under(base / v, base) for k, v in overrides.items() if v is not None})
     return {"paths": at, "sections": {s: getattr(p, s) for s in stage.sections}}
+
+
+def _under(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` when inside it (the task runs in ``base``, as ``dvc repro``
+    does, so reports record the paths ``dvc.yaml`` gives), else absolute."""
+    path = Path(os.path.abspath(path))
+    return path.relative_to(base).as_posix() if path.is_relative_to(base) else os.fspath(path)
+
+
+def absolute(summary: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A stage summary with its output paths made absolute (read from outside ``base``)."""
+    return {**summary, "outputs": {k: os.fspath(base / v) for k, v in summary.get("outputs", {}).items()}}
 
 
 def options(name: str | Stage, fp: FlowParams, **kwargs):
@@ -164,5 +177,5 @@ def run_stages(names: list[str] | tuple[str, ...], p: Params, base: Path, paths_
         for name in names:
             res, state, seconds = timed_call(name, p.flows, **stage_call(name, p, base, **(paths_of or {}).get(name, {})))
             print(f"{name}: {state} in {seconds:.1f} s")
-            done[name] = {"state": state, "seconds": seconds, "result": res}
+            done[name] = {"state": state, "seconds": seconds, "result": absolute(res, base)}
     return done

@@ -43,7 +43,7 @@ def pipeline_flow(params_path: str = "params.yaml", root: str | None = None, ove
         overrides: params sections merged over the params file (only the keys given).
 
     Returns:
-        `{stage: state}` and the dataset's `manifest_sha256`.
+        `{"stages": {stage: state}, "manifest_sha256": the dataset's, "runs": {subflow: flow run id}}`.
     """
     from prefect.settings import PREFECT_UI_URL
 
@@ -67,7 +67,7 @@ def pipeline_flow(params_path: str = "params.yaml", root: str | None = None, ove
             res = {"card": {"state": res["state"], "seconds": res["seconds"], "result": res}}
         groups[group] = res
     publish_pipeline(groups, runs, PREFECT_UI_URL.value())
-    return {"stages": {name: d["state"] for g in groups.values() for name, d in g.items()}, "manifest_sha256": sha}
+    return {"stages": {name: d["state"] for g in groups.values() for name, d in g.items()}, "manifest_sha256": sha, "runs": runs}
 
 
 FLOWS = {"prepare": prepare_flow, "build": build_flow, "card": card_flow, "train": train_flow, "pipeline": pipeline_flow}
