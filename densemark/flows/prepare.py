@@ -35,8 +35,8 @@ def prepare_flow(params_path: str = "params.yaml", root: str | None = None, over
     """
     p, base = load(params_path, overrides, root)
     names = list(STAGE_NAMES)
-    a = stage_call("compare", p, base, a=chosen_set)["paths"]["a"]
-    if not Path(a).is_file():
+    a = base / stage_call("compare", p, base, a=chosen_set)["paths"]["a"]
+    if not a.is_file():
         print(f"compare skipped: {a} not found")
         names.remove("compare")
     done = run_stages(names, p, base, {"compare": {"a": chosen_set}})
