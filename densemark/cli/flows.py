@@ -41,9 +41,12 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def _flow(args: argparse.Namespace) -> int:
+    from prefect import tags
+
     from densemark.flows.deploy import FLOWS
 
-    res = FLOWS[args.name](params_path=args.params, root=args.root, overrides=parse_overrides(args.overrides) or None)
+    with tags("densemark", args.name):  # as the deployments' runs are tagged
+        res = FLOWS[args.name](params_path=args.params, root=args.root, overrides=parse_overrides(args.overrides) or None)
     summary = {k: v for k, v in res.items() if k not in ("markdown", "manifest", "report")}
     print(json.dumps(summary, indent=1, sort_keys=True, default=str)[:4000])
     return 0

@@ -51,7 +51,7 @@ def task_runner(fp: FlowParams):
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={"n_workers": fp.n_workers, "threads_per_worker": fp.threads_per_worker,
-                        "processes": fp.processes, "dashboard_address": None},
+                        "processes": fp.processes, "dashboard_address": ":0"},
     )  # fmt: skip
 
 
