@@ -410,7 +410,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def _render(url: str, profile: Path, screenshot: Path | None = None) -> str:
     """The page as headless Chromium renders it (its DOM), or a screenshot of it."""
     args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=15000",
+            "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=20000",
             "--window-size=1280,900", "--hide-scrollbars"]  # fmt: skip
     args += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
     r = subprocess.run([*args, url], capture_output=True, text=True, timeout=180)
@@ -451,9 +451,10 @@ def test_ui_shows_the_deployments_the_pipeline_run_and_its_artifacts(pipeline_ru
     shots = os.environ.get("DENSEMARK_UI_SCREENSHOTS")
     if shots:
         Path(shots).mkdir(parents=True, exist_ok=True)
+        _render(f"{ui}/deployments", profile, Path(shots) / "prefect-deployments.png")
         _render(f"{ui}/runs/flow-run/{rid}", profile, Path(shots) / "prefect-run.png")
-        _render(f"{ui}/artifacts/artifact/{arts['densemark-stages']['id']}", profile, Path(shots) / "prefect-stages.png")
-        _render(f"{ui}/artifacts/artifact/{arts['densemark-card']['id']}", profile, Path(shots) / "prefect-card.png")
+        for key in ("densemark-stages", "densemark-results", "densemark-card"):
+            _render(f"{ui}/artifacts/artifact/{arts[key]['id']}", profile, Path(shots) / f"prefect-{key.removeprefix('densemark-')}.png")
 
 
 def test_bad_input_is_not_retried_other_failures_are():
@@ -477,3 +478,24 @@ def test_overrides_parse_and_merge(tmp_path):
     assert (p.flows.n_workers, p.flows.retries, p.flows.address, p.sample.seeds) == (4, 5, "tcp://h:8786", [0, 1, 30])
     with pytest.raises(SystemExit):
         parse_overrides(["n_workers=4"])
+
+
+def test_typed_overrides_keep_only_the_given_keys_and_name_a_bad_one():
+    from pydantic import ValidationError
+
+    from densemark.flows.deploy import pipeline_flow
+    from densemark.flows.overrides import Sections, as_dict
+
+    assert as_dict({"train": {"epochs": 2}, "sample": {"relax": {"iterations": 4}}}) == {"train": {"epochs": 2}, "sample": {"relax": {"iterations": 4}}}
+    assert as_dict(Sections()) is None and as_dict(None) is None
+    with pytest.raises(ValidationError, match=r"train\.epochs"):
+        as_dict({"train": {"epochs": 0}})
+    with pytest.raises(ValidationError, match="epochz"):
+        as_dict({"train": {"epochz": 3}})
+    # the run form: every section's fields with their descriptions and defaults
+    from prefect.utilities.callables import parameter_schema
+
+    schema = parameter_schema(pipeline_flow).model_dump()
+    train = schema["definitions"]["TrainParams"]["properties"]
+    assert train["epochs"]["default"] == 60 and train["epochs"]["description"]
+    assert all(f.get("description") for d in schema["definitions"].values() for f in d["properties"].values())

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
 from prefect import task
 from prefect.states import State
 
@@ -40,7 +41,22 @@ def load(params_path: str | os.PathLike, overrides: Sections | dict | None = Non
     the stage): a flow runs its stages inside :func:`in_root`, as ``dvc repro`` does.
     """
     base = (Path(root) if root is not None else Path(params_path).parent).resolve()
-    return load_params(params_path, as_dict(overrides)), base
+    over = as_dict(overrides)
+    if over and Path(params_path).is_file():  # nested keys (sample.relax.iterations) merge into the file's, not over them
+        try:
+            raw = yaml.safe_load(Path(params_path).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            raw = {}  # load_params names the file's error
+        if isinstance(raw, dict):
+            over = {k: _deep_merge(raw[k], v) if isinstance(v, dict) and isinstance(raw.get(k), dict) else v for k, v in over.items()}
+    return load_params(params_path, over), base
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
 
 
 @contextmanager
