@@ -109,11 +109,16 @@ DASK_BUILD = replace(STAGES["build"], function="densemark.flows.build:build_chun
 
 @contextmanager
 def _quiet_dask() -> Iterator[None]:
-    """Silence distributed's shutdown chatter (a closed comm is the normal end of a cluster)."""
-    names = ("distributed", "distributed.comm", "distributed.core", "distributed.worker", "distributed.nanny", "distributed.scheduler", "distributed.batched")
-    saved = {n: logging.getLogger(n).level for n in names}
-    for n in names:
-        logging.getLogger(n).setLevel(logging.CRITICAL)
+    """Keep distributed's chatter out of the run's log: its INFO lines, and the closed-comm
+    tracebacks its workers, nanny and batched streams log while a cluster shuts down (the
+    normal end of a cluster). Task failures still reach the run through the task states."""
+    import distributed  # noqa: F401 - its import sets its loggers' levels: set ours after it
+
+    levels = {"distributed": logging.WARNING, **dict.fromkeys(
+        ("distributed.comm", "distributed.core", "distributed.worker", "distributed.nanny", "distributed.batched", "distributed.scheduler"), logging.CRITICAL)}  # fmt: skip
+    saved = {n: logging.getLogger(n).level for n in levels}
+    for n, lvl in levels.items():
+        logging.getLogger(n).setLevel(lvl)
     try:
         yield
     finally:
