@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from densemark.flows import keys
 
@@ -74,9 +75,10 @@ def prefect_api(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect_home")
     port = _free_port()
     log = open(home / "server.log", "wb")  # noqa: SIM115 - closed below
+    env = {**_env(home), "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port)}  # the UI's API too
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=_env(home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/api"
     try:
@@ -122,6 +124,44 @@ def built(world):
     build_flow(params_path=str(root / "params.yaml"))
     assert (root / "data/dataset/manifest.json").is_file()
     return root
+
+
+# the repository's params with fewer samples and epochs: every dvc.yaml stage, same code paths
+SMALL = {
+    "synthetic": {"n_train": 6, "n_test": 4},
+    "sample": {"relax": {"iterations": 4}},
+    "card": {"n_samples": 4},
+    "train": {"epochs": 1, "batch_size": 4, "workers": 0},
+    "build": {"workers": 1},
+    "flows": {"n_workers": 2, "processes": False, "retries": 0},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(base.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def _small_root(d: Path) -> Path:
+    d.mkdir(parents=True)
+    shutil.copytree(ROOT / "landmarks", d / "landmarks")
+    (d / "params.yaml").write_text(yaml.safe_dump(_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), SMALL)))
+    return d
+
+
+def _dvc_stages() -> dict[str, dict]:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(prefect_api, tmp_path_factory):
+    """The pipeline flow on the small configuration: (root, final state of its run)."""
+    from densemark.flows.deploy import pipeline_flow
+
+    root = _small_root(tmp_path_factory.mktemp("pipeline") / "root")
+    return root, pipeline_flow(params_path=str(root / "params.yaml"), return_state=True)
 
 
 def _tree(d: Path) -> dict[str, str]:
@@ -172,7 +212,7 @@ def test_prepare_flow_runs_the_cli_stages_and_caches(world, tmp_path):
 
     root, first, second = world
     assert {v["state"] for v in first.values()} == {"Completed"}
-    assert set(first) == {"model", "template", "synth_300wlp", "synth_aflw2000", "sample"}
+    assert set(first) == {"model", "template", "synth_300wlp", "synth_aflw2000", "posmap", "sample"}
     assert {k: v["state"] for k, v in second.items() if k != "compare"} == {k: "Cached" for k in first}
     assert second["compare"]["state"] == "Completed"
     assert "identical ids" in Path(second["compare"]["result"]["outputs"]["markdown"]).read_text()
@@ -284,14 +324,19 @@ def test_serve_runs_a_deployment_through_the_api(built, prefect_api):
         with get_client(sync_client=True) as client:
             while True:
                 try:
-                    dep = client.read_deployment_by_name("card/densemark-card")
+                    dep = client.read_deployment_by_name("densemark-card/densemark-card")
                     break
                 except Exception:  # noqa: BLE001 - not registered yet
                     if proc.poll() is not None or time.monotonic() - t0 > 90:
                         raise RuntimeError(f"serve did not register:\n{(home / 'serve.log').read_text()[-3000:]}") from None
                     time.sleep(1)
             assert dep.parameters["params_path"] == str((root / "params.yaml").resolve())
-            run = run_deployment("card/densemark-card", parameters={"overrides": {"card": {"n_samples": 2}}}, timeout=240)
+            assert dep.entrypoint == "densemark.flows.card.card_flow" and "densemark" in dep.tags
+            assert "``" not in (dep.description or "")
+            # the run form: each params section typed, its fields described
+            props = dep.parameter_openapi_schema["definitions"]["CardParams"]["properties"]
+            assert props["n_samples"]["default"] == 12 and props["n_samples"]["description"]
+            run = run_deployment("densemark-card/densemark-card", parameters={"overrides": {"card": {"n_samples": 2}}}, timeout=240)
             assert run.state is not None and run.state.is_completed(), (run.state, (home / "serve.log").read_text()[-3000:])
             arts = _artifacts(run.id)
             assert "densemark-card" in arts and "densemark-card-counts" in arts
@@ -301,6 +346,116 @@ def test_serve_runs_a_deployment_through_the_api(built, prefect_api):
     finally:
         _stop(proc)
         serve_log.close()
+
+
+def test_pipeline_flow_stages_are_the_dvc_stages():
+    from densemark.flows.deploy import GROUPS
+    from densemark.pipeline import STAGES
+
+    assert [s for _, group in GROUPS for s in group] == list(_dvc_stages()) == list(STAGES)
+
+
+@pytest.mark.slow
+def test_pipeline_flow_is_dvc_repro(pipeline_run, tmp_path):
+    """Every dvc.yaml stage a task named after it, the results on the top-level run, the same
+    bytes as the stages' dvc.yaml commands, and a second run all cached."""
+    import shlex
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from densemark.cli import main
+    from densemark.flows.deploy import pipeline_flow
+
+    root, state = pipeline_run
+    assert state.is_completed(), state
+    res = state.result()
+    stages = _dvc_stages()
+    assert list(res["stages"]) == list(stages) and set(res["stages"].values()) == {"Completed"}
+    top = state.state_details.flow_run_id
+    ids = [top, *res["runs"].values()]
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+    assert set(stages) <= {t.name for t in runs}
+    arts = _artifacts(top)
+    assert {"densemark-stages", "densemark-metrics", "densemark-results", "densemark-card", "densemark-samples", "densemark-subflows"} <= set(arts)
+    rows = json.loads(arts["densemark-stages"]["data"])
+    assert [r["stage"] for r in rows] == list(stages) and {r["state"] for r in rows} == {"completed"}
+    assert all(r["seconds"] > 0 for r in rows)
+    nme = json.loads((root / "metrics/evaluate.json").read_text())["aflw2000"]["nme68_mean"]
+    assert {"stage": "evaluate", "metric": "aflw2000.nme68_mean", "value": nme} in json.loads(arts["densemark-metrics"]["data"])
+    assert "data:image/png;base64," in arts["densemark-card"]["data"] and "](pose.png)" not in arts["densemark-card"]["data"]
+    assert "data:image/png;base64," in arts["densemark-results"]["data"] and "NME" in arts["densemark-results"]["data"]
+    assert all(f"/runs/flow-run/{rid}" in arts["densemark-subflows"]["data"] for rid in res["runs"].values())
+    # the same bytes as dvc.yaml's commands
+    cli = _small_root(tmp_path / "cli")
+    cwd = os.getcwd()
+    os.chdir(cli)
+    try:
+        for name, st in stages.items():
+            assert main(["--params", "params.yaml", *shlex.split(st["cmd"])[1:]]) == 0, name
+    finally:
+        os.chdir(cwd)
+    outs = [o if isinstance(o, str) else next(iter(o)) for st in stages.values() for key in ("outs", "metrics", "plots") for o in st.get(key, [])]
+    for o in outs:
+        a, b = root / o, cli / o
+        assert (_tree(a) == _tree(b)) if a.is_dir() else (a.read_bytes() == b.read_bytes()), o
+    # a second run: every stage from the cache
+    again = pipeline_flow(params_path=str(root / "params.yaml"))
+    assert set(again["stages"].values()) == {"Cached"}
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _render(url: str, profile: Path, screenshot: Path | None = None) -> str:
+    """The page as headless Chromium renders it (its DOM), or a screenshot of it."""
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=20000",
+            "--window-size=1280,900", "--hide-scrollbars"]  # fmt: skip
+    args += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
+    r = subprocess.run([*args, url], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+def _text(html: str) -> str:
+    import re
+
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; CI: scripts/setup-ci-gui.sh)")
+def test_ui_shows_the_deployments_the_pipeline_run_and_its_artifacts(pipeline_run, prefect_api, tmp_path):
+    """The Prefect UI in headless Chromium. DENSEMARK_UI_SCREENSHOTS=DIR also saves screenshots there."""
+    from densemark.flows.deploy import deployments
+
+    url, _ = prefect_api
+    ui = url.removesuffix("/api")
+    root, state = pipeline_run
+    for d in deployments(params_path=root / "params.yaml"):
+        d.apply()
+    profile = tmp_path / "chromium"
+    text = _text(_render(f"{ui}/deployments", profile))
+    for name in ("prepare", "build", "card", "train", "pipeline"):
+        assert f"densemark-{name}" in text, text[-2000:]
+    rid = state.state_details.flow_run_id
+    text = _text(_render(f"{ui}/runs/flow-run/{rid}", profile))
+    assert "Completed" in text and "densemark-pipeline" in text and "Artifacts" in text, text[-2000:]
+    arts = _artifacts(rid)
+    pages = {key: _render(f"{ui}/artifacts/artifact/{arts[key]['id']}", profile) for key in ("densemark-stages", "densemark-card", "densemark-results", "densemark-subflows")}
+    assert "synth_300wlp" in _text(pages["densemark-stages"]) and "evaluate" in _text(pages["densemark-stages"])
+    assert "Composition" in _text(pages["densemark-card"]) and 'src="data:image/png;base64,' in pages["densemark-card"]
+    assert "CED curve" in _text(pages["densemark-results"]) and 'src="data:image/png;base64,' in pages["densemark-results"]
+    assert "densemark-prepare" in _text(pages["densemark-subflows"])
+    shots = os.environ.get("DENSEMARK_UI_SCREENSHOTS")
+    if shots:
+        Path(shots).mkdir(parents=True, exist_ok=True)
+        _render(f"{ui}/deployments", profile, Path(shots) / "prefect-deployments.png")
+        _render(f"{ui}/runs/flow-run/{rid}", profile, Path(shots) / "prefect-run.png")
+        for key in ("densemark-stages", "densemark-results", "densemark-card"):
+            _render(f"{ui}/artifacts/artifact/{arts[key]['id']}", profile, Path(shots) / f"prefect-{key.removeprefix('densemark-')}.png")
 
 
 def test_bad_input_is_not_retried_other_failures_are():
@@ -324,3 +479,24 @@ def test_overrides_parse_and_merge(tmp_path):
     assert (p.flows.n_workers, p.flows.retries, p.flows.address, p.sample.seeds) == (4, 5, "tcp://h:8786", [0, 1, 30])
     with pytest.raises(SystemExit):
         parse_overrides(["n_workers=4"])
+
+
+def test_typed_overrides_keep_only_the_given_keys_and_name_a_bad_one():
+    from pydantic import ValidationError
+
+    from densemark.flows.deploy import pipeline_flow
+    from densemark.flows.overrides import Sections, as_dict
+
+    assert as_dict({"train": {"epochs": 2}, "sample": {"relax": {"iterations": 4}}}) == {"train": {"epochs": 2}, "sample": {"relax": {"iterations": 4}}}
+    assert as_dict(Sections()) is None and as_dict(None) is None
+    with pytest.raises(ValidationError, match=r"train\.epochs"):
+        as_dict({"train": {"epochs": 0}})
+    with pytest.raises(ValidationError, match="epochz"):
+        as_dict({"train": {"epochz": 3}})
+    # the run form: every section's fields with their descriptions and defaults
+    from prefect.utilities.callables import parameter_schema
+
+    schema = parameter_schema(pipeline_flow).model_dump()
+    train = schema["definitions"]["TrainParams"]["properties"]
+    assert train["epochs"]["default"] == 60 and train["epochs"]["description"]
+    assert all(f.get("description") for d in schema["definitions"].values() for f in d["properties"].values())

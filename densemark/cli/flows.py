@@ -11,11 +11,11 @@ import json
 
 import yaml
 
-NAMES = ("prepare", "build", "card", "pipeline")
+NAMES = ("prepare", "build", "card", "train", "pipeline")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("flow", help="run a Prefect flow (prepare | build | card | pipeline) over the stage functions")
+    p = sub.add_parser("flow", help="run a Prefect flow (prepare | build | card | train | pipeline) over the registry stages")
     p.add_argument("name", choices=NAMES)
     p.add_argument("--root", default=None, help="folder the pipeline paths are relative to (default: the params file's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -41,9 +41,12 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def _flow(args: argparse.Namespace) -> int:
+    from prefect import tags
+
     from densemark.flows.deploy import FLOWS
 
-    res = FLOWS[args.name](params_path=args.params, root=args.root, overrides=parse_overrides(args.overrides) or None)
+    with tags("densemark", args.name):  # as the deployments' runs are tagged
+        res = FLOWS[args.name](params_path=args.params, root=args.root, overrides=parse_overrides(args.overrides) or None)
     summary = {k: v for k, v in res.items() if k not in ("markdown", "manifest", "report")}
     print(json.dumps(summary, indent=1, sort_keys=True, default=str)[:4000])
     return 0

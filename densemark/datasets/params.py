@@ -22,7 +22,7 @@ class CropParams(BaseModel):
 class PosmapParams(CropParams):
     """UV position-map rendering (PRNet convention); the map side is ``model.uv_res``."""
 
-    batch: int = Field(32, ge=1)
+    batch: int = Field(32, ge=1, description="samples rendered per batch (memory only: never changes the maps)")
 
 
 class BuildParams(CropParams):
@@ -32,9 +32,9 @@ class BuildParams(CropParams):
     """
 
     res: int = Field(256, ge=16, le=2048, description="crop side in pixels")
-    jpeg_quality: int = Field(90, ge=1, le=100)
+    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of the stored crops")
     flip: bool = Field(True, description="add a mirrored copy of every sample (needs an exact mirror permutation)")
-    formats: list[Literal["parquet", "hdf5"]] = Field(default_factory=lambda: ["parquet"], min_length=1)
+    formats: list[Literal["parquet", "hdf5"]] = Field(default_factory=lambda: ["parquet"], min_length=1, description="shard formats to write (parquet and/or hdf5)")
     chunk_size: int = Field(256, ge=1, description="source samples per chunk (one shard per chunk)")
     row_group_size: int = Field(128, ge=1, description="Parquet rows per row group")
     hdf5_compression: int = Field(4, ge=0, le=9, description="gzip level of the HDF5 arrays (0: none)")
@@ -60,9 +60,9 @@ class SplitParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seed: int = Field(0, ge=0)
-    val: float = Field(0.1, ge=0, le=1, allow_inf_nan=False)
-    test: float = Field(0.1, ge=0, le=1, allow_inf_nan=False)
+    seed: int = Field(0, ge=0, description="seed of the split draw")
+    val: float = Field(0.1, ge=0, le=1, allow_inf_nan=False, description="fraction of source image groups in val")
+    test: float = Field(0.1, ge=0, le=1, allow_inf_nan=False, description="fraction of source image groups in test")
 
     @model_validator(mode="after")
     def _sum(self) -> SplitParams:

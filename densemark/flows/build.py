@@ -14,21 +14,32 @@ own, so a lost or changed shard is always rewritten.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
+from dataclasses import asdict, replace
+from io import StringIO
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from densemark.datasets.build import finish_build
+from densemark.config import Params
+from densemark.datasets.build import BuildResult, finish_build
 from densemark.datasets.chunks import ChunkResult, write_chunk
 from densemark.datasets.manifest import Manifest
 from densemark.datasets.params import BuildParams, SplitParams
 from densemark.datasets.plan import BuildPaths, BuildPlan, plan_build
 from densemark.faces.params import ModelParams
-from densemark.flows.common import LAYOUT, in_root, load, paths, retry_transient
+from densemark.flows.common import absolute, in_root, load, retry_transient, stage_call, timed_call
+from densemark.flows.overrides import Sections
 from densemark.flows.params import FlowParams
+from densemark.pipeline import STAGES
 
 
 def task_runner(fp: FlowParams):
@@ -40,7 +51,7 @@ def task_runner(fp: FlowParams):
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={"n_workers": fp.n_workers, "threads_per_worker": fp.threads_per_worker,
-                        "processes": fp.processes, "dashboard_address": None},
+                        "processes": fp.processes, "dashboard_address": ":0"},
     )  # fmt: skip
 
 
@@ -56,59 +67,104 @@ def chunk_task(plan: BuildPlan, k: int) -> dict:
     return write_chunk(plan, k).to_dict()
 
 
-@task(name="finish", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=retry_transient)
+@task(name="finish", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=retry_transient, log_prints=False)
 def finish_task(plan: BuildPlan, results: list[dict], report_path: str | None) -> dict:
-    """:func:`finish_build`: manifest + run report."""
-    res = finish_build(plan, [ChunkResult.from_dict(r) for r in results], report_path)
-    return {"manifest_sha256": res.manifest_sha256, "manifest": res.manifest, "report": res.report.to_dict()}
+    """`finish_build`: manifest + run report (its own timing line is not logged: the flow logs
+    the build's, from the plan to the manifest)."""
+    with redirect_stdout(StringIO()):
+        res = finish_build(plan, [ChunkResult.from_dict(r) for r in results], report_path)
+    return {**res.summary(), "manifest_sha256": res.manifest_sha256, "manifest": res.manifest, "report": res.report_dict()}
 
 
-@flow(name="build-chunks")
+@flow(name="densemark-build-chunks", log_prints=True)
 def build_chunks_flow(model: ModelParams, build: BuildParams, splits: SplitParams, flows: FlowParams, io: dict, report_path: str | None) -> dict:
-    """Plan, map ``write_chunk`` over the chunks on this flow's task runner, finish."""
+    """Plan, map `write_chunk` over the chunks on this flow's task runner, finish."""
+    t0 = time.perf_counter()
     plan = plan_task.with_options(retries=flows.retries, retry_delay_seconds=flows.retry_delay_s)(model, build, splits, io)
     for note in plan.notes:
         print(f"build: note: {note}")
     opts = dict(retries=flows.retries, retry_delay_seconds=flows.retry_delay_s)
     futures = chunk_task.with_options(**opts).map(unmapped(plan), list(range(plan.n_chunks))) if plan.n_chunks else []
     results = [f.result() for f in futures]
-    return finish_task.with_options(**opts)(plan, results, report_path)
+    res = finish_task.with_options(**opts)(plan, results, report_path)
+    print(f"build: {res['report']['counts']} in {time.perf_counter() - t0:.1f} s")
+    return res
 
 
-@flow(name="build", log_prints=True)
+def _dask_build(p: Params, io: dict[str, Path], runner: dict[str, Any] | None = None) -> BuildResult:
+    """Runner of the `build` stage with its chunks on Dask (`runner`: the `flows` section)."""
+    fp = FlowParams.model_validate(runner or {})
+    at = {k: os.path.abspath(v) for k, v in io.items()}  # Dask workers may run in another folder (the build records no folder)
+    paths = BuildPaths(model_dir=at["model_dir"], template_dir=at["template"], set_path=at["set"], source_dir=at["source"], out_dir=at["out"])
+    report = at.get("report")
+    with _quiet_dask():
+        res = build_chunks_flow.with_options(task_runner=task_runner(fp))(p.model, p.build, p.splits, fp, asdict(paths), report)
+    manifest = Manifest.from_dict(res["manifest"], sha256=res["manifest_sha256"])
+    return BuildResult(outputs={k: Path(v) for k, v in res["outputs"].items()}, report=res["report"], metrics=manifest.metrics(), value=manifest)
+
+
+# The `build` stage of the registry (its inputs, outputs, params, cache key), its chunks on Dask.
+DASK_BUILD = replace(STAGES["build"], function="densemark.flows.build:build_chunks_flow", runner=_dask_build)
+
+
+@contextmanager
+def _quiet_dask() -> Iterator[None]:
+    """Keep distributed's chatter out of the run's log: its INFO lines, and the closed-comm
+    tracebacks its workers, nanny and batched streams log while a cluster shuts down (the
+    normal end of a cluster). Task failures still reach the run through the task states."""
+    import distributed  # noqa: F401 - its import sets its loggers' levels: set ours after it
+
+    levels = {"distributed": logging.WARNING, **dict.fromkeys(
+        ("distributed.comm", "distributed.core", "distributed.worker", "distributed.nanny", "distributed.batched", "distributed.scheduler"), logging.CRITICAL)}  # fmt: skip
+    saved = {n: logging.getLogger(n).level for n in levels}
+    for n, lvl in levels.items():
+        logging.getLogger(n).setLevel(lvl)
+    try:
+        yield
+    finally:
+        for n, lvl in saved.items():
+            logging.getLogger(n).setLevel(lvl)
+
+
+@flow(name="densemark-build", log_prints=True)
 def build_flow(
     params_path: str = "params.yaml",
     root: str | None = None,
-    overrides: dict | None = None,
+    overrides: Sections | None = None,
     source: str | None = None,
     landmark_set: str | None = None,
     out: str | None = None,
 ) -> dict:
-    """The dataset build of ``densemark build``, its chunks spread over a Dask cluster.
+    """The `build` stage of `dvc.yaml` (`densemark build`), its chunks spread over a Dask cluster.
 
     Args:
-        params_path: the params file (sections ``model``, ``build``, ``splits``, ``flows``).
+        params_path: the params file (sections `model`, `build`, `splits`, `flows`).
         root: folder the layout's paths are relative to (default: the params file's folder).
-        overrides: ``{section: {key: value}}`` merged over the params file.
-        source: 300W-LP-format source folder (default ``data/sources/300wlp``).
-        landmark_set: landmark-set file (default ``landmarks/embedded-520.json``).
-        out: dataset folder (default ``data/dataset``).
+        overrides: params sections merged over the params file (only the keys given).
+        source: 300W-LP-format source folder (default `data/sources/300wlp`).
+        landmark_set: landmark-set file (default `landmarks/embedded-520.json`).
+        out: dataset folder (default `data/dataset`).
 
     Returns:
-        ``{"manifest_sha256", "manifest", "report"}``.
+        The `build` stage's summary (`outputs`, `metrics`, `notes`), its `state` and
+        `manifest_sha256`.
     """
     p, base = load(params_path, overrides, root)
-    rel = lambda v, key: base / (v or LAYOUT[key])  # noqa: E731
-    io = paths({
-        "model_dir": base / p.model.dir, "template_dir": base / LAYOUT["template"], "set_path": rel(landmark_set, "chosen"),
-        "source_dir": rel(source, "300wlp"), "out_dir": rel(out, "dataset"),
-    })  # fmt: skip
-    report_path = os.fspath(base / LAYOUT["reports"] / "build.json")
-    sub = build_chunks_flow.with_options(task_runner=task_runner(p.flows))
+    return run_build_stage(p, base, source=source, set=landmark_set, out=out)
+
+
+def run_build_stage(p: Params, base: Path, **paths: str | None) -> dict:
+    """The `build` stage task (Dask runner) on the registry's paths under `base`; publishes
+    the build's artifacts when it ran."""
+    kw = stage_call("build", p, base, **paths)
     with in_root(base):
-        res = sub(p.model, p.build, p.splits, p.flows, io, report_path)
-    publish_build(Manifest.from_dict(res["manifest"], sha256=res["manifest_sha256"]), res["report"], Path(io["out_dir"]))
-    return res
+        res, state, seconds = timed_call(DASK_BUILD, p.flows, **kw, runner=p.flows.model_dump(mode="json"))
+    res = absolute(res, base)
+    manifest = Manifest.load(res["outputs"]["dataset"])
+    if state != "Cached":
+        report = json.loads(Path(res["outputs"]["report"]).read_text(encoding="utf-8"))
+        publish_build(manifest, report, Path(res["outputs"]["dataset"]))
+    return {**res, "state": state, "seconds": seconds, "manifest_sha256": str(manifest.sha256)}
 
 
 def publish_build(manifest: Manifest, report: dict, out: Path) -> None:

@@ -1,7 +1,8 @@
-"""Flow ``prepare``: model -> template -> (synthetic sources, landmark sampling) -> compare.
+"""Flow `densemark-prepare`: model -> template -> synthetic sources -> position maps ->
+landmark sampling -> compare (the `dvc.yaml` stages before the build).
 
 One task per registry stage (:data:`densemark.pipeline.STAGES`), named after it and calling the
-same stage function as ``densemark <stage>`` and ``dvc.yaml``, on the same paths.
+same stage function as `densemark <stage>` and `dvc.yaml`, on the same paths.
 """
 
 from __future__ import annotations
@@ -9,51 +10,37 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 
-from densemark.config import Params
-from densemark.flows.common import call, in_root, load, stage_call, submit
+from densemark.flows.common import load, run_stages, stage_call
+from densemark.flows.overrides import Sections
+
+# the registry stages this flow runs, in dvc.yaml's order
+STAGE_NAMES = ("model", "template", "synth_300wlp", "synth_aflw2000", "posmap", "sample", "compare")
 
 
-@flow(name="prepare", log_prints=True)
-def prepare_flow(params_path: str = "params.yaml", root: str | None = None, overrides: dict | None = None, chosen_set: str | None = None) -> dict:
-    """Model, template, synthetic sources and landmark set, as ``dvc repro compare`` makes them.
+@flow(name="densemark-prepare", log_prints=True)
+def prepare_flow(params_path: str = "params.yaml", root: str | None = None, overrides: Sections | None = None, chosen_set: str | None = None) -> dict:
+    """Model, template, synthetic sources, position maps and landmark set, as `dvc repro compare` makes them.
 
     Args:
         params_path: the params file.
         root: folder the layout's paths are relative to (default: the params file's folder).
-        overrides: ``{section: {key: value}}`` merged over the params file.
-        chosen_set: the tracked set to compare with the sampler's (default ``landmarks/embedded-520.json``);
+        overrides: params sections merged over the params file (only the keys given).
+        chosen_set: the tracked set to compare with the sampler's (default `landmarks/embedded-520.json`);
             the comparison is skipped when the file is absent.
 
     Returns:
-        ``{stage: {"state": "Completed" | "Cached", "result": {"outputs", "metrics", "notes"}}}``.
+        `{stage: {"state": "Completed" | "Cached", "seconds", "result": {"outputs", "metrics", "notes"}}}`.
     """
     p, base = load(params_path, overrides, root)
-    with in_root(base):
-        return _prepare(p, base, chosen_set)
-
-
-def _prepare(p: Params, base: Path, chosen_set: str | None) -> dict:
-    fp = p.flows
-    done: dict[str, dict] = {}
-    for name in ("model", "template"):
-        res, state = call(name, fp, **stage_call(name, p, base))
-        done[name] = {"state": state, "result": res}
-    futures = {name: submit(name, fp, **stage_call(name, p, base)) for name in ("synth_300wlp", "synth_aflw2000", "sample")}
-    for name, fut in futures.items():
-        fut.wait()
-        done[name] = {"state": fut.state.name, "result": fut.state.result()}
-
-    kw = stage_call("compare", p, base, a=chosen_set)
-    if Path(kw["paths"]["a"]).is_file():
-        res, state = call("compare", fp, **kw)
-        done["compare"] = {"state": state, "result": res}
-        md = Path(res["outputs"]["markdown"]).read_text(encoding="utf-8")
+    names = list(STAGE_NAMES)
+    a = base / stage_call("compare", p, base, a=chosen_set)["paths"]["a"]
+    if not a.is_file():
+        print(f"compare skipped: {a} not found")
+        names.remove("compare")
+    done = run_stages(names, p, base, {"compare": {"a": chosen_set}})
+    if "compare" in done:
+        md = Path(done["compare"]["result"]["outputs"]["markdown"]).read_text(encoding="utf-8")
         create_markdown_artifact(md, key="densemark-compare", description="chosen set vs sampled set")
-    else:
-        print(f"compare skipped: {kw['paths']['a']} not found")
-    create_table_artifact(
-        [{"stage": k, "state": v["state"]} for k, v in done.items()], key="densemark-prepare", description="stages of the prepare flow"
-    )
     return done

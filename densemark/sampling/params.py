@@ -59,7 +59,7 @@ class SampleParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("delaunay-dense", min_length=1, max_length=200)
+    name: str = Field("delaunay-dense", min_length=1, max_length=200, description="name recorded in the landmark-set file")
     seeds: list[int] = Field(
         default_factory=lambda: list(JAW_AND_NOSE_TIP),
         min_length=3,
