@@ -177,7 +177,10 @@ def run_build(
                     ex.submit(int)
             plan = plan_build(model, build, splits, paths, mats=mats, pmap=ex.map if fork else None)
             _notes(plan)
-            it = ex.map(write, [plan] * plan.n_chunks, range(plan.n_chunks))
+            # each task carries its own chunk of the plan (a few KB + its items), never the
+            # whole plan: the bytes pickled grow with the samples, not samples x chunks
+            ks = range(plan.n_chunks)
+            it = ex.map(write, map(plan.for_chunk, ks), ks)
             results = list(tqdm(it, total=plan.n_chunks, desc="build", unit="chunk", disable=None))
     finally:
         cv2.setNumThreads(cv_threads)

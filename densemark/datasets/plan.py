@@ -18,7 +18,7 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +158,13 @@ class BuildPaths:
 
 @dataclass(frozen=True)
 class BuildPlan:
-    """Everything a chunk writer needs (plain data: picklable, JSON-able)."""
+    """Everything a chunk writer needs (plain data: picklable, JSON-able).
+
+    A plan cut to one chunk (:meth:`for_chunk`) has ``only_chunk`` set: its ``items`` and
+    ``chunk_fingerprints`` are that chunk's alone, ``total_chunks`` the whole plan's count. It
+    is what a pool or cluster sends with each chunk task, so the bytes sent over a build grow
+    with the samples, not with samples x chunks.
+    """
 
     paths: BuildPaths
     model: dict
@@ -171,6 +177,8 @@ class BuildPlan:
     landmark_set: dict
     flip: bool
     notes: tuple[str, ...] = ()
+    only_chunk: int | None = None
+    total_chunks: int | None = None
 
     @property
     def params(self) -> BuildParams:
@@ -182,7 +190,7 @@ class BuildPlan:
 
     @property
     def n_chunks(self) -> int:
-        return len(self.chunk_fingerprints)
+        return len(self.chunk_fingerprints) if self.only_chunk is None else int(self.total_chunks or 0)
 
     @property
     def output_params(self) -> dict:
@@ -190,8 +198,33 @@ class BuildPlan:
         return {k: v for k, v in self.build.items() if k not in OUTPUT_NEUTRAL}
 
     def chunk_items(self, k: int) -> tuple[SourceItem, ...]:
+        """The source samples of chunk ``k``."""
+        if self.only_chunk is not None:
+            self._check_cut(k)
+            return self.items
         cs = self.build["chunk_size"]
         return self.items[k * cs : (k + 1) * cs]
+
+    def chunk_fingerprint(self, k: int) -> str:
+        """The fingerprint of chunk ``k``."""
+        if self.only_chunk is not None:
+            self._check_cut(k)
+            return self.chunk_fingerprints[0]
+        return self.chunk_fingerprints[k]
+
+    def for_chunk(self, k: int) -> BuildPlan:
+        """This plan cut to chunk ``k``: the chunk's items and fingerprint, everything else
+        shared (what a chunk task needs; a few KB plus the chunk's items)."""
+        if self.only_chunk is not None:
+            self._check_cut(k)
+            return self
+        if not 0 <= k < self.n_chunks:
+            raise InputError(None, "chunk", f"chunk {k} outside 0..{self.n_chunks - 1}")
+        return replace(self, items=self.chunk_items(k), chunk_fingerprints=(self.chunk_fingerprints[k],), only_chunk=k, total_chunks=self.n_chunks)
+
+    def _check_cut(self, k: int) -> None:
+        if k != self.only_chunk:
+            raise InputError(None, "chunk", f"this plan is cut to chunk {self.only_chunk}, not chunk {k}")
 
     def shard_paths(self, k: int) -> dict[str, Path]:
         return {f: self.out_dir / shard_name(k, f) for f in self.build["formats"]}

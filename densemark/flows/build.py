@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from prefect import flow, task, unmapped
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -70,7 +70,8 @@ def build_chunks_flow(model: ModelParams, build: BuildParams, splits: SplitParam
     for note in plan.notes:
         print(f"build: note: {note}")
     opts = dict(retries=flows.retries, retry_delay_seconds=flows.retry_delay_s)
-    futures = chunk_task.with_options(**opts).map(unmapped(plan), list(range(plan.n_chunks))) if plan.n_chunks else []
+    ks = list(range(plan.n_chunks))  # each task gets its own chunk of the plan, never the whole plan
+    futures = chunk_task.with_options(**opts).map([plan.for_chunk(k) for k in ks], ks) if ks else []
     results = [f.result() for f in futures]
     return finish_task.with_options(**opts)(plan, results, report_path)
 
