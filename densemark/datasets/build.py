@@ -107,7 +107,7 @@ def finish_build(plan: BuildPlan, results: list[ChunkResult], report_path: str |
         landmark_set=plan.landmark_set, model={"sha256": plan.model_sha256, "uv_res": plan.model["uv_res"], "source": plan.model["source"]},
         res=plan.build["res"], flip=plan.flip, formats=plan.build["formats"], columns=[*COLUMNS, *(["posmap"] if plan.build["posmaps"] else [])],
         params={"build": plan.output_params, "splits": plan.splits, "model": recorded_model_params(plan.model)}, notes=list(plan.notes),
-        files=files, report={"path": REPORT, "sha256": sha256_file(rep_path)},
+        files=files, report={"path": REPORT, "sha256": sha256_file(rep_path)}, mirroring=dict(plan.mirroring),
     )  # fmt: skip
     if prev is not None and prev.files == manifest.files:
         manifest = replace(manifest, extra_sets=prev.extra_sets, columns=prev.columns)

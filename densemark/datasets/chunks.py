@@ -210,7 +210,7 @@ def _chunk_rows(ctx: Context, plan: BuildPlan, k: int) -> tuple[dict, dict[str, 
                 jpeg = _jpeg(crop, bp.jpeg_quality)
                 count("outside_crop", int(no > 0))
                 add(item, fit, False, jpeg, lm, kp, tf, no == 0, no, None if pms is None else pms[i])
-                if not plan.flip:
+                if not plan.flip or item.twin:  # a twin's mirror is its _Flip twin's own row
                     continue
                 # the flipped labels are read at the mirrored UV pixels (exact on the centre columns too)
                 if fgap[i] > tol:

@@ -18,7 +18,7 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,13 +48,16 @@ OUTPUT_NEUTRAL = ("workers", "batch")  # build params that never change a writte
 class SourceItem:
     """One source sample: ``rel`` (the ``.mat`` path relative to the source, posix), its
     ``subset`` (top folder, or ``build.root_subset``), ``source_id`` (image group), ``split``,
-    and ``sha256`` of its ``.mat`` + image bytes."""
+    and ``sha256`` of its ``.mat`` + image bytes; ``twin``: its ``_Flip`` twin (the same file
+    name in ``<subset>_Flip``, or in ``<subset>`` for a ``_Flip`` sample) is in the source and
+    the build does not mirror it again (see :func:`flip_twins`)."""
 
     rel: str
     subset: str
     source_id: str
     split: str
     sha256: str
+    twin: bool = False
 
     @property
     def stem(self) -> str:
@@ -62,7 +65,8 @@ class SourceItem:
 
     def record(self) -> dict[str, str]:
         """The fields as a dict (what ``dataclasses.asdict`` gives, without its deep copies)."""
-        return {"rel": self.rel, "subset": self.subset, "source_id": self.source_id, "split": self.split, "sha256": self.sha256}
+        # ``twin`` is in the chunk fingerprint: a twin added or removed in another chunk changes this chunk's rows
+        return {"rel": self.rel, "subset": self.subset, "source_id": self.source_id, "split": self.split, "sha256": self.sha256, "twin": self.twin}
 
 
 def source_group(subset: str, stem: str) -> str:
@@ -80,6 +84,26 @@ def split_of(source_id: str, splits: SplitParams) -> str:
     if u < splits.test + splits.val:
         return "val"
     return "train"
+
+
+FLIP = "_Flip"
+
+
+def flip_twins(rels: list[str]) -> list[bool]:
+    """For each sample (``.mat`` path relative to the source, posix), whether its ``_Flip``
+    twin is in the list: ``X/<path>`` <-> ``X_Flip/<path>`` (300W-LP keeps a refitted mirrored
+    copy of each sample of ``AFW``, ``HELEN``, ``IBUG``, ``LFPW`` in ``AFW_Flip``, ...).
+    Samples directly in the source folder have no twin."""
+    have = set(rels)
+    out = []
+    for r in rels:
+        top, sep, rest = r.partition("/")
+        if not sep:
+            out.append(False)
+            continue
+        other = top[: -len(FLIP)] if top.endswith(FLIP) else top + FLIP
+        out.append(bool(other) and f"{other}/{rest}" in have)
+    return out
 
 
 def _file_hash(mat: str | Path) -> str:
@@ -107,7 +131,8 @@ PMap = Callable[..., Iterable]  # map(fn, iterable): builtins.map or an executor
 
 
 def list_items(
-    source_dir: str | Path, root_subset: str, splits: SplitParams, *, mats: list[Path] | None = None, pmap: PMap | None = None
+    source_dir: str | Path, root_subset: str, splits: SplitParams, *, mats: list[Path] | None = None, pmap: PMap | None = None,
+    mark_twins: bool = False,
 ) -> list[SourceItem]:
     """Every ``.mat`` sample of a source folder (sorted), with subset, group, split and content hash.
 
@@ -115,20 +140,24 @@ def list_items(
         mats: the folder's :func:`list_fit_mats` when already listed.
         pmap: a ``map`` that hashes the files in batches (an executor's: other processes);
             None: here. The result does not depend on it.
+        mark_twins: set ``twin`` on the samples whose ``_Flip`` twin is listed (:func:`flip_twins`).
     """
     d = Path(source_dir)
     mats = list_fit_mats(d) if mats is None else mats
-    names = [str(p) for p in mats]
+    rels = [p.relative_to(d).as_posix() for p in mats]
+    twins = flip_twins(rels) if mark_twins else [False] * len(rels)
     step = 64
-    batches = [names[i : i + step] for i in range(0, len(names), step)]
+    batches = (
+        [os.path.join(d, *rels[j].split("/")) for j in range(i, min(i + step, len(rels)))] for i in range(0, len(rels), step)
+    )  # built as the hashing consumes them: no second list of full paths
     hashes = [h for b in (pmap or map)(_file_hashes, batches) for h in b]
     out = []
-    for p, sha in zip(mats, hashes, strict=True):
-        rel = p.relative_to(d).as_posix()
-        parts = rel.split("/")
-        subset = parts[0] if len(parts) > 1 else root_subset
-        gid = source_group(subset, p.stem)
-        out.append(SourceItem(rel, subset, gid, split_of(gid, splits), sha))
+    subsets: dict[str, str] = {}  # one string object per subset name
+    for rel, sha, twin in zip(rels, hashes, twins, strict=True):
+        top, sep, name = rel.partition("/")
+        subset = subsets.setdefault(top, top) if sep else root_subset
+        gid = source_group(subset, os.path.splitext(rel.rsplit("/", 1)[-1])[0])
+        out.append(SourceItem(rel, subset, gid, split_of(gid, splits), sha, twin))
     return out
 
 
@@ -177,6 +206,7 @@ class BuildPlan:
     landmark_set: dict
     flip: bool
     notes: tuple[str, ...] = ()
+    mirroring: dict = field(default_factory=dict)
     only_chunk: int | None = None
     total_chunks: int | None = None
 
@@ -262,14 +292,17 @@ def plan_build(
     """
     ctx = load_context(model.model_dump(mode="json"), paths.model_dir, paths.template_dir, paths.set_path)
     template, lset = ctx.template, ctx.lset
-    items = tuple(list_items(paths.source_dir, build.root_subset, splits, mats=mats, pmap=pmap))
-    notes = []
     flip = build.flip and bool(lset.mirror_exact)
+    items = tuple(list_items(paths.source_dir, build.root_subset, splits, mats=mats, pmap=pmap, mark_twins=flip and build.skip_flip_twins))
+    notes = []
     if build.flip and not flip:
         notes.append(
             f"landmark set {lset.name!r} has no exact mirror permutation: no mirrored copies are made; "
             "the refitted _Flip subsets of the source are used where present"
         )
+    mirroring = mirroring_of(items, build, flip)
+    if mirroring["twin_samples"]:
+        notes.append(mirroring["reason"])
     bdump = build.model_dump(mode="json")
     base = {
         "format": FORMAT, "version": VERSION, "model": ctx.model_sha256, "uv_res": model.uv_res, "template": template.sha256(),
@@ -284,10 +317,30 @@ def plan_build(
     plan = BuildPlan(
         paths=paths, model=model.model_dump(mode="json"), build=bdump, splits=splits.model_dump(mode="json"), items=items,
         fingerprint=sha256_json({"base": base, "chunks": chunk_fps}), chunk_fingerprints=chunk_fps,
-        model_sha256=ctx.model_sha256, landmark_set=set_summary(lset), flip=flip, notes=tuple(notes),
+        model_sha256=ctx.model_sha256, landmark_set=set_summary(lset), flip=flip, notes=tuple(notes), mirroring=mirroring,
     )  # fmt: skip
     _prepare_out(plan)
     return plan
+
+
+def mirroring_of(items: tuple[SourceItem, ...], build: BuildParams, flip: bool) -> dict:
+    """Which source samples get a mirrored row, and why (the manifest's ``mirroring``):
+    ``{"rule", "mirrored_samples", "twin_samples", "reason"}``. Rows with ``flip`` true are
+    the mirrored copies; a sample with ``twin`` set has none (its ``_Flip`` twin is its mirror)."""
+    n_twin = sum(it.twin for it in items)
+    n = len(items)
+    if not flip:
+        why = "build.flip is false" if not build.flip else "the landmark set has no exact mirror permutation"
+        return {"rule": "none", "mirrored_samples": 0, "twin_samples": 0, "reason": f"no mirrored rows: {why}"}
+    if n_twin:
+        reason = (
+            f"{n_twin} of {n} source samples have their _Flip twin in the source (e.g. AFW/x.mat and AFW_Flip/x.mat: "
+            "300W-LP's refitted mirrored copies), so they are not mirrored again (build.skip_flip_twins: true); "
+            f"the other {n - n_twin} each also give a mirrored row (flip = true)"
+        )
+        return {"rule": "skip_flip_twins", "mirrored_samples": n - n_twin, "twin_samples": n_twin, "reason": reason}
+    twins_kept = " (their _Flip twins are mirrored too: build.skip_flip_twins is false)" if not build.skip_flip_twins else ""
+    return {"rule": "all", "mirrored_samples": n, "twin_samples": 0, "reason": f"every source sample also gives a mirrored row (flip = true){twins_kept}"}
 
 
 def _prepare_out(plan: BuildPlan) -> None:
