@@ -8,6 +8,8 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -164,3 +166,83 @@ def test_symlinked_subset_folders_are_followed(build_world, twin_tree, tmp_path)
         (twin_tree / "AFW" / "loop").unlink()
     assert via.manifest["rows"] == real.manifest["rows"] == 8
     assert _files(tmp_path / "l") == _files(tmp_path / "r")
+
+
+# ----------------------------------------------------------------------------- loader
+
+
+@pytest.fixture(scope="module")
+def small_ds(build_world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds") / "ds"
+    B.run_build(build_world["model_params"], small_build_params(), SPLITS, build_paths(build_world, out))
+    return out
+
+
+def test_the_loader_keeps_a_bounded_set_of_shards_open(small_ds):
+    """A process's open shards (each with a decoded row group) stay at ``max_open`` however
+    many shards it reads: its memory does not grow with the dataset. Items are unchanged."""
+    from densemark.datasets.torch_data import ShardDataset
+
+    ref = ShardDataset(small_ds)
+    n_files = len(ref.files)
+    want = [(ref[i]["id"], ref[i]["landmarks"].tobytes(), ref[i]["image"].tobytes()) for i in range(len(ref))]
+    assert len(ref._readers) == n_files >= 3  # the default bound is not reached here
+    ds = ShardDataset(small_ds)
+    ds.max_open = 2
+    order = [i for k in range(3) for i in range(len(ds))[k::3]]  # jumps between shards
+    got = {}
+    for i in order:
+        it = ds[i]
+        got[i] = (it["id"], it["landmarks"].tobytes(), it["image"].tobytes())
+        assert len(ds._readers) <= 2
+    assert [got[i] for i in range(len(ds))] == want
+
+
+def test_blocks_are_computed_once_per_dataset(small_ds, monkeypatch):
+    from densemark.datasets import shards
+    from densemark.datasets.torch_data import ShardDataset
+
+    ds = ShardDataset(small_ds)
+    calls = []
+    orig = shards.ShardReader.group_sizes
+    monkeypatch.setattr(shards.ShardReader, "group_sizes", lambda self: calls.append(self.path) or orig(self))
+    first = ds.blocks()
+    assert len(calls) == len(ds.files)
+    second = ds.blocks()
+    assert len(calls) == len(ds.files) and [b.tolist() for b in first] == [b.tolist() for b in second]
+    second.pop()
+    assert len(ds.blocks()) == len(first)  # callers get their own list
+
+
+def test_bench_train_repeat_keeps_the_block_shuffle(small_ds):
+    """``bench_train.py`` measures the loader as training shuffles (blocks), for any size."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import bench_train
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    from densemark.datasets.torch_data import ShardDataset
+
+    ds = ShardDataset(small_ds)
+    for n in (5, len(ds), 2 * len(ds) + 3):
+        blocks = bench_train._Repeat(ds, n).blocks()
+        assert sorted(i for b in blocks for i in b.tolist()) == list(range(n))
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+
+def test_bench_scale_runs_at_tiny_sizes(tmp_path):
+    """The scale benchmark end to end at tiny sizes: its table and the planner line."""
+    out = tmp_path / "figures.json"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_scale.py"), "--sizes", "40,120", "--plan-sizes", "100", "--unique", "3",
+         "--work", str(tmp_path / "work"), "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "rows/s" in r.stdout and "plan only, 100 samples" in r.stdout, r.stdout
+    fig = json.loads(out.read_text())
+    assert [b["samples"] for b in fig["builds"]] == [40, 120]  # 300W-LP proportions, each subset with its twin
+    assert all(b["rows"] == b["samples"] and b["mirroring"]["rule"] == "skip_flip_twins" for b in fig["builds"])  # every sample has its twin
+    assert fig["plans"][0]["twins"] == 100 and not (tmp_path / "work" / "out-120").exists()

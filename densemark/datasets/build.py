@@ -33,7 +33,7 @@ from densemark.datasets.manifest import COLUMNS, REPORT, Manifest, count_rows
 from densemark.datasets.params import BuildParams, SplitParams
 from densemark.datasets.plan import BuildPaths, BuildPlan, load_context, plan_build
 from densemark.faces.params import ModelParams, recorded_model_params
-from densemark.sources.readers import list_fit_mats
+from densemark.sources.readers import list_fit_rels
 
 # ----------------------------------------------------------------------------- finish
 
@@ -139,12 +139,12 @@ def run_build(
     Args:
         hook: passed to every :func:`write_chunk` (must pickle when ``workers`` > 1).
     """
-    mats = list_fit_mats(paths.source_dir)
-    w = min(workers or build.workers, -(-len(mats) // build.chunk_size))
+    rels = list_fit_rels(paths.source_dir)
+    w = min(workers or build.workers, -(-len(rels) // build.chunk_size))
     write = partial(write_chunk, hook=hook)
     if w <= 1:
         keep_freed_memory()
-        plan = plan_build(model, build, splits, paths, mats=mats)
+        plan = plan_build(model, build, splits, paths, rels=rels)
         _notes(plan)
         results = [write(plan, k) for k in tqdm(range(plan.n_chunks), desc="build", unit="chunk", disable=None)]
         return finish_build(plan, results, report_path)
@@ -175,7 +175,7 @@ def run_build(
             if not fork:  # spawned workers start (imports, model, label geometry) while this process plans
                 for _ in range(w):
                     ex.submit(int)
-            plan = plan_build(model, build, splits, paths, mats=mats, pmap=ex.map if fork else None)
+            plan = plan_build(model, build, splits, paths, rels=rels, pmap=ex.map if fork else None)
             _notes(plan)
             # each task carries its own chunk of the plan (a few KB + its items), never the
             # whole plan: the bytes pickled grow with the samples, not samples x chunks

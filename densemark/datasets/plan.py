@@ -36,7 +36,7 @@ from densemark.faces.stages import load_configured_model
 from densemark.faces.template import FaceTemplate, load_template
 from densemark.faces.uvmap import UVMap
 from densemark.sampling.landmark_set import LandmarkSet
-from densemark.sources.readers import IMAGE_SUFFIXES, list_fit_mats
+from densemark.sources.readers import IMAGE_SUFFIXES, list_fit_rels
 
 _GROUP = re.compile(r"^(.*)_\d+$")
 OUTPUT_NEUTRAL = ("workers", "batch")  # build params that never change a written byte
@@ -132,19 +132,20 @@ PMap = Callable[..., Iterable]  # map(fn, iterable): builtins.map or an executor
 
 def list_items(
     source_dir: str | Path, root_subset: str, splits: SplitParams, *, mats: list[Path] | None = None, pmap: PMap | None = None,
-    mark_twins: bool = False,
+    mark_twins: bool = False, rels: list[str] | None = None,
 ) -> list[SourceItem]:
     """Every ``.mat`` sample of a source folder (sorted), with subset, group, split and content hash.
 
     Args:
-        mats: the folder's :func:`list_fit_mats` when already listed.
+        mats: the folder's :func:`list_fit_mats` when already listed; rels: the same as
+            :func:`list_fit_rels` gives (relative posix strings: less memory), instead.
         pmap: a ``map`` that hashes the files in batches (an executor's: other processes);
             None: here. The result does not depend on it.
         mark_twins: set ``twin`` on the samples whose ``_Flip`` twin is listed (:func:`flip_twins`).
     """
     d = Path(source_dir)
-    mats = list_fit_mats(d) if mats is None else mats
-    rels = [p.relative_to(d).as_posix() for p in mats]
+    if rels is None:
+        rels = list_fit_rels(d) if mats is None else [p.relative_to(d).as_posix() for p in mats]
     twins = flip_twins(rels) if mark_twins else [False] * len(rels)
     step = 64
     batches = (
@@ -277,11 +278,12 @@ def set_summary(lset: LandmarkSet) -> dict:
 
 
 def plan_build(
-    model: ModelParams, build: BuildParams, splits: SplitParams, paths: BuildPaths, *, mats: list[Path] | None = None, pmap: PMap | None = None
+    model: ModelParams, build: BuildParams, splits: SplitParams, paths: BuildPaths, *, mats: list[Path] | None = None, pmap: PMap | None = None,
+    rels: list[str] | None = None,
 ) -> BuildPlan:
     """Plan a build: list and hash the source, split it, cut it into chunks, fingerprint everything.
 
-    ``mats`` (the source's ``.mat`` files, when already listed) and ``pmap`` (a ``map`` over other
+    ``mats`` / ``rels`` (the source's ``.mat`` files, when already listed) and ``pmap`` (a ``map`` over other
     processes for the hashing) only save time: see :func:`list_items`.
 
     Also prepares the output folder: creates it, removes stale ``*.tmp`` files of a killed run and
@@ -293,7 +295,7 @@ def plan_build(
     ctx = load_context(model.model_dump(mode="json"), paths.model_dir, paths.template_dir, paths.set_path)
     template, lset = ctx.template, ctx.lset
     flip = build.flip and bool(lset.mirror_exact)
-    items = tuple(list_items(paths.source_dir, build.root_subset, splits, mats=mats, pmap=pmap, mark_twins=flip and build.skip_flip_twins))
+    items = tuple(list_items(paths.source_dir, build.root_subset, splits, mats=mats, pmap=pmap, mark_twins=flip and build.skip_flip_twins, rels=rels))
     notes = []
     if build.flip and not flip:
         notes.append(
