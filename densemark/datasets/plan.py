@@ -44,7 +44,7 @@ OUTPUT_NEUTRAL = ("workers", "batch")  # build params that never change a writte
 # ----------------------------------------------------------------------------- sources, splits
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SourceItem:
     """One source sample: ``rel`` (the ``.mat`` path relative to the source, posix), its
     ``subset`` (top folder, or ``build.root_subset``), ``source_id`` (image group), ``split``,
