@@ -111,6 +111,17 @@ def test_samples_with_a_flip_twin_are_not_mirrored_again(build_world, twin_tree,
     assert r2.manifest["fingerprint"] != man["fingerprint"]
 
 
+def test_the_card_says_which_rows_are_mirrored():
+    from densemark.card.card import _mirrored
+
+    assert "2 of them each also as a mirrored copy; 4 are not mirrored again" in _mirrored(
+        {"flip": True, "mirroring": {"mirrored_samples": 2, "twin_samples": 4}}
+    )
+    assert "none mirrored again" in _mirrored({"flip": True, "mirroring": {"mirrored_samples": 0, "twin_samples": 6}})
+    assert _mirrored({"flip": True, "mirroring": {"mirrored_samples": 6, "twin_samples": 0}}) == ", each also as a mirrored copy"
+    assert _mirrored({"flip": False, "mirroring": {}}) == ""
+
+
 def test_a_source_without_twins_is_flipped_as_before(build_world, tmp_path):
     r = B.run_build(build_world["model_params"], small_build_params(), SPLITS, build_paths(build_world, tmp_path / "ds"))
     assert r.manifest["counts"]["flip"] == {"false": 8, "true": 8}
@@ -232,6 +243,7 @@ def test_bench_train_repeat_keeps_the_block_shuffle(small_ds):
 # ----------------------------------------------------------------------------- benchmark
 
 
+@pytest.mark.slow
 def test_bench_scale_runs_at_tiny_sizes(tmp_path):
     """The scale benchmark end to end at tiny sizes: its table and the planner line."""
     out = tmp_path / "figures.json"

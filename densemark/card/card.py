@@ -325,6 +325,8 @@ def _header(c: dict, files: list[str]) -> str:
 def _mirrored(ds: dict) -> str:
     """The intro's statement of which rows are mirrored copies (``flip`` true) and why."""
     mi = ds.get("mirroring") or {}
+    if mi.get("twin_samples") and not mi.get("mirrored_samples"):
+        return ", none mirrored again: each has its refitted `_Flip` twin in the source"
     if mi.get("twin_samples"):
         return (f", {mi['mirrored_samples']} of them each also as a mirrored copy; {mi['twin_samples']} are not mirrored again "
                 "because their refitted `_Flip` twin is in the source")  # fmt: skip

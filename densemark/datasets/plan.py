@@ -338,10 +338,10 @@ def mirroring_of(items: tuple[SourceItem, ...], build: BuildParams, flip: bool) 
         reason = (
             f"{n_twin} of {n} source samples have their _Flip twin in the source (e.g. AFW/x.mat and AFW_Flip/x.mat: "
             "300W-LP's refitted mirrored copies), so they are not mirrored again (build.skip_flip_twins: true); "
-            f"the other {n - n_twin} each also give a mirrored row (flip = true)"
+            + (f"the other {n - n_twin} each also give a mirrored row (flip = true)" if n > n_twin else "no row is a mirrored copy")
         )
         return {"rule": "skip_flip_twins", "mirrored_samples": n - n_twin, "twin_samples": n_twin, "reason": reason}
-    twins_kept = " (their _Flip twins are mirrored too: build.skip_flip_twins is false)" if not build.skip_flip_twins else ""
+    twins_kept = " (build.skip_flip_twins is false: samples with a _Flip twin are mirrored too)" if not build.skip_flip_twins else ""
     return {"rule": "all", "mirrored_samples": n, "twin_samples": 0, "reason": f"every source sample also gives a mirrored row (flip = true){twins_kept}"}
 
 
