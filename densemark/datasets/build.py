@@ -53,7 +53,7 @@ from densemark.datasets.manifest import (
 from densemark.datasets.params import BuildParams, SplitParams
 from densemark.datasets.plan import BuildPaths, BuildPlan, load_context, plan_build
 from densemark.faces.params import ModelParams, recorded_model_params
-from densemark.sources.readers import list_fit_mats
+from densemark.sources.readers import list_fit_rels
 
 # ----------------------------------------------------------------------------- finish
 
@@ -142,7 +142,7 @@ def finish_build(plan: BuildPlan, results: list[ChunkResult], report_path: str |
         landmark_set=plan.landmark_set, model={"sha256": plan.model_sha256, "uv_res": plan.model["uv_res"], "source": plan.model["source"]},
         res=plan.build["res"], flip=plan.flip, formats=plan.build["formats"], columns=[*COLUMNS, *(["posmap"] if plan.build["posmaps"] else [])],
         params={"build": plan.output_params, "splits": plan.splits, "model": recorded_model_params(plan.model)}, notes=list(plan.notes),
-        files=files, report={"path": REPORT, "sha256": sha256_file(rep_path)},
+        files=files, report={"path": REPORT, "sha256": sha256_file(rep_path)}, mirroring=dict(plan.mirroring),
     )  # fmt: skip
     if prev is not None and prev.files == manifest.files:
         manifest = replace(manifest, extra_sets=prev.extra_sets, columns=prev.columns)
@@ -217,12 +217,12 @@ def run_build(
 
 
 def _run_build(model, build, splits, paths, report_path, workers, hook, started) -> BuildResult:  # noqa: ANN001 - run_build's arguments
-    mats = list_fit_mats(paths.source_dir)
-    w = min(workers or build.workers, -(-len(mats) // build.chunk_size))
+    rels = list_fit_rels(paths.source_dir)
+    w = min(workers or build.workers, -(-len(rels) // build.chunk_size))
     write = partial(write_chunk, hook=hook)
     if w <= 1:
         keep_freed_memory()
-        plan = plan_build(model, build, splits, paths, mats=mats)
+        plan = plan_build(model, build, splits, paths, rels=rels)
         _notes(plan)
         results = [write(plan, k) for k in tqdm(range(plan.n_chunks), desc="build", unit="chunk", disable=None)]
         return finish_build(plan, results, report_path, started=started)
@@ -253,9 +253,12 @@ def _run_build(model, build, splits, paths, report_path, workers, hook, started)
             if not fork:  # spawned workers start (imports, model, label geometry) while this process plans
                 for _ in range(w):
                     ex.submit(int)
-            plan = plan_build(model, build, splits, paths, mats=mats, pmap=ex.map if fork else None)
+            plan = plan_build(model, build, splits, paths, rels=rels, pmap=ex.map if fork else None)
             _notes(plan)
-            it = ex.map(write, [plan] * plan.n_chunks, range(plan.n_chunks))
+            # each task carries its own chunk of the plan (a few KB + its items), never the
+            # whole plan: the bytes pickled grow with the samples, not samples x chunks
+            ks = range(plan.n_chunks)
+            it = ex.map(write, map(plan.for_chunk, ks), ks)
             results = list(tqdm(it, total=plan.n_chunks, desc="build", unit="chunk", disable=None))
     finally:
         cv2.setNumThreads(cv_threads)

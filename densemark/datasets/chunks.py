@@ -84,7 +84,7 @@ def chunk_done(plan: BuildPlan, k: int) -> ChunkResult | None:
         r = ChunkResult.from_dict(d, skipped=True)
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
         return None
-    if r.fingerprint != plan.chunk_fingerprints[k] or set(r.files) != set(plan.build["formats"]):
+    if r.fingerprint != plan.chunk_fingerprint(k) or set(r.files) != set(plan.build["formats"]):
         return None
     for f, p in plan.shard_paths(k).items():
         if not p.is_file() or sha256_file(p) != r.files[f]["sha256"]:
@@ -109,7 +109,7 @@ def write_chunk(plan: BuildPlan, k: int, hook: ShardHook | None = None) -> Chunk
     shard_hook = None if hook is None else (lambda tmp: hook(k, Path(tmp)))
     cols, counts, quarantine = _chunk_rows(ctx, plan, k)
     meta = {
-        "format": "densemark-shard", "version": VERSION, "chunk": k, "fingerprint": plan.chunk_fingerprints[k],
+        "format": "densemark-shard", "version": VERSION, "chunk": k, "fingerprint": plan.chunk_fingerprint(k),
         "dataset_fingerprint": plan.fingerprint, "landmark_set": {x: plan.landmark_set[x] for x in ("name", "sha256", "n_points")},
         "res": plan.build["res"], "conventions": CONVENTIONS,
     }  # fmt: skip
@@ -127,7 +127,7 @@ def write_chunk(plan: BuildPlan, k: int, hook: ShardHook | None = None) -> Chunk
         "flip": [bool(x) for x in cols["flip"]], "yaw": [round(float(y), 3) for y in yaw],
         "valid": [bool(x) for x in cols["valid"]],
     }  # fmt: skip
-    res = ChunkResult(k, plan.chunk_fingerprints[k], files, dict(sorted(counts.items())), quarantine, rows)
+    res = ChunkResult(k, plan.chunk_fingerprint(k), files, dict(sorted(counts.items())), quarantine, rows)
     write_json(plan.record_path(k), res.to_dict())
     return res
 
@@ -264,7 +264,7 @@ def _chunk_rows(ctx: Context, plan: BuildPlan, k: int) -> tuple[dict, dict[str, 
                 jpeg = _jpeg(crop, bp.jpeg_quality)
                 count("outside_crop", int(no > 0))
                 add(item, fit, False, jpeg, lm, kp, tf, no == 0, no, None if pms is None else pms[i])
-                if not plan.flip:
+                if not plan.flip or item.twin:  # a twin's mirror is its _Flip twin's own row
                     continue
                 # the flipped labels are read at the mirrored UV pixels (exact on the centre columns too)
                 if fgap[i] > tol:

@@ -113,6 +113,9 @@ class Manifest:
         params: the ``build`` (without the output-neutral ``workers``, ``batch``), ``splits``
             and ``model`` sections the build ran with.
         notes: what the build chose to say (e.g. no mirrored rows).
+        mirroring: which source samples got a mirrored row (``flip`` true) and why:
+            ``{rule, mirrored_samples, twin_samples, reason}`` (``rule`` ``all``, ``none`` or
+            ``skip_flip_twins``: samples with their ``_Flip`` twin in the source are not mirrored).
         files: one entry per shard ``{path, format, chunk, split, rows, bytes, sha256}``.
         report: ``{path, sha256}`` of ``report.json``.
         extra_sets: ``{name: set summary + column + files}``: label sets added by relabel, each
@@ -138,6 +141,7 @@ class Manifest:
     files: list[dict[str, Any]]
     report: dict[str, str]
     extra_sets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    mirroring: dict[str, Any] = field(default_factory=dict)
     conventions: dict[str, str] = field(default_factory=lambda: dict(CONVENTIONS))
     format: str = FORMAT
     version: int = VERSION
@@ -164,7 +168,7 @@ class Manifest:
             raise InputError(source, "version", f"format version {d.get('version')!r}; this code reads version {VERSION} (rebuild the dataset)")
         names = [f.name for f in fields(cls) if f.name not in _NOT_IN_FILE]
         for key in names:
-            if key not in d and key not in ("extra_sets", "conventions"):
+            if key not in d and key not in ("extra_sets", "mirroring", "conventions"):
                 raise InputError(source, key, "missing")
         return cls(**{k: d[k] for k in names if k in d}, sha256=sha256, source=None if source is None else os.fspath(source))
 

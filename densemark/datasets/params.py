@@ -34,6 +34,9 @@ class BuildParams(CropParams):
     res: int = Field(256, ge=16, le=2048, description="crop side in pixels")
     jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of the stored crops")
     flip: bool = Field(True, description="add a mirrored copy of every sample (needs an exact mirror permutation)")
+    skip_flip_twins: bool = Field(
+        True, description="with flip: do not mirror a sample whose _Flip twin (300W-LP's refitted mirrored copy) is in the source"
+    )
     formats: list[Literal["parquet", "hdf5"]] = Field(default_factory=lambda: ["parquet"], min_length=1, description="shard formats to write (parquet and/or hdf5)")
     chunk_size: int = Field(256, ge=1, description="source samples per chunk (one shard per chunk)")
     row_group_size: int = Field(128, ge=1, description="Parquet rows per row group")

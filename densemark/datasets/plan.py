@@ -20,7 +20,7 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,7 @@ from densemark.faces.stages import load_configured_model
 from densemark.faces.template import FaceTemplate, load_template
 from densemark.faces.uvmap import UVMap
 from densemark.sampling.landmark_set import LandmarkSet
-from densemark.sources.readers import IMAGE_SUFFIXES, list_fit_mats, orphan_images
+from densemark.sources.readers import IMAGE_SUFFIXES, list_fit_rels, orphan_images
 
 _GROUP = re.compile(r"^(.*)_\d+$")
 OUTPUT_NEUTRAL = ("workers", "batch")  # build params that never change a written byte
@@ -54,17 +54,20 @@ OUTPUT_NEUTRAL = ("workers", "batch")  # build params that never change a writte
 # ----------------------------------------------------------------------------- sources, splits
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SourceItem:
     """One source sample: ``rel`` (the ``.mat`` path relative to the source, posix), its
     ``subset`` (top folder, or ``build.root_subset``), ``source_id`` (image group), ``split``,
-    and ``sha256`` of its ``.mat`` + image bytes."""
+    and ``sha256`` of its ``.mat`` + image bytes; ``twin``: its ``_Flip`` twin (the same file
+    name in ``<subset>_Flip``, or in ``<subset>`` for a ``_Flip`` sample) is in the source and
+    the build does not mirror it again (see :func:`flip_twins`)."""
 
     rel: str
     subset: str
     source_id: str
     split: str
     sha256: str
+    twin: bool = False
 
     @property
     def stem(self) -> str:
@@ -72,7 +75,8 @@ class SourceItem:
 
     def record(self) -> dict[str, str]:
         """The fields as a dict (what ``dataclasses.asdict`` gives, without its deep copies)."""
-        return {"rel": self.rel, "subset": self.subset, "source_id": self.source_id, "split": self.split, "sha256": self.sha256}
+        # ``twin`` is in the chunk fingerprint: a twin added or removed in another chunk changes this chunk's rows
+        return {"rel": self.rel, "subset": self.subset, "source_id": self.source_id, "split": self.split, "sha256": self.sha256, "twin": self.twin}
 
 
 def source_group(subset: str, stem: str) -> str:
@@ -90,6 +94,26 @@ def split_of(source_id: str, splits: SplitParams) -> str:
     if u < splits.test + splits.val:
         return "val"
     return "train"
+
+
+FLIP = "_Flip"
+
+
+def flip_twins(rels: list[str]) -> list[bool]:
+    """For each sample (``.mat`` path relative to the source, posix), whether its ``_Flip``
+    twin is in the list: ``X/<path>`` <-> ``X_Flip/<path>`` (300W-LP keeps a refitted mirrored
+    copy of each sample of ``AFW``, ``HELEN``, ``IBUG``, ``LFPW`` in ``AFW_Flip``, ...).
+    Samples directly in the source folder have no twin."""
+    have = set(rels)
+    out = []
+    for r in rels:
+        top, sep, rest = r.partition("/")
+        if not sep:
+            out.append(False)
+            continue
+        other = top[: -len(FLIP)] if top.endswith(FLIP) else top + FLIP
+        out.append(bool(other) and f"{other}/{rest}" in have)
+    return out
 
 
 def _file_hash(mat: str | Path) -> str:
@@ -117,28 +141,34 @@ PMap = Callable[..., Iterable]  # map(fn, iterable): builtins.map or an executor
 
 
 def list_items(
-    source_dir: str | Path, root_subset: str, splits: SplitParams, *, mats: list[Path] | None = None, pmap: PMap | None = None
+    source_dir: str | Path, root_subset: str, splits: SplitParams, *, mats: list[Path] | None = None, pmap: PMap | None = None,
+    mark_twins: bool = False, rels: list[str] | None = None,
 ) -> list[SourceItem]:
     """Every ``.mat`` sample of a source folder (sorted), with subset, group, split and content hash.
 
     Args:
-        mats: the folder's :func:`list_fit_mats` when already listed.
+        mats: the folder's :func:`list_fit_mats` when already listed; rels: the same as
+            :func:`list_fit_rels` gives (relative posix strings: less memory), instead.
         pmap: a ``map`` that hashes the files in batches (an executor's: other processes);
             None: here. The result does not depend on it.
+        mark_twins: set ``twin`` on the samples whose ``_Flip`` twin is listed (:func:`flip_twins`).
     """
     d = Path(source_dir)
-    mats = list_fit_mats(d) if mats is None else mats
-    names = [str(p) for p in mats]
+    if rels is None:
+        rels = list_fit_rels(d) if mats is None else [p.relative_to(d).as_posix() for p in mats]
+    twins = flip_twins(rels) if mark_twins else [False] * len(rels)
     step = 64
-    batches = [names[i : i + step] for i in range(0, len(names), step)]
+    batches = (
+        [os.path.join(d, *rels[j].split("/")) for j in range(i, min(i + step, len(rels)))] for i in range(0, len(rels), step)
+    )  # built as the hashing consumes them: no second list of full paths
     hashes = [h for b in (pmap or map)(_file_hashes, batches) for h in b]
     out = []
-    for p, sha in zip(mats, hashes, strict=True):
-        rel = p.relative_to(d).as_posix()
-        parts = rel.split("/")
-        subset = parts[0] if len(parts) > 1 else root_subset
-        gid = source_group(subset, p.stem)
-        out.append(SourceItem(rel, subset, gid, split_of(gid, splits), sha))
+    subsets: dict[str, str] = {}  # one string object per subset name
+    for rel, sha, twin in zip(rels, hashes, twins, strict=True):
+        top, sep, name = rel.partition("/")
+        subset = subsets.setdefault(top, top) if sep else root_subset
+        gid = source_group(subset, os.path.splitext(rel.rsplit("/", 1)[-1])[0])
+        out.append(SourceItem(rel, subset, gid, split_of(gid, splits), sha, twin))
     return out
 
 
@@ -168,7 +198,13 @@ class BuildPaths:
 
 @dataclass(frozen=True)
 class BuildPlan:
-    """Everything a chunk writer needs (plain data: picklable, JSON-able)."""
+    """Everything a chunk writer needs (plain data: picklable, JSON-able).
+
+    A plan cut to one chunk (:meth:`for_chunk`) has ``only_chunk`` set: its ``items`` and
+    ``chunk_fingerprints`` are that chunk's alone, ``total_chunks`` the whole plan's count. It
+    is what a pool or cluster sends with each chunk task, so the bytes sent over a build grow
+    with the samples, not with samples x chunks.
+    """
 
     paths: BuildPaths
     model: dict
@@ -184,6 +220,9 @@ class BuildPlan:
     orphans: tuple[str, ...] = ()  # images of the source without a .mat (relative, posix): reported, never built
     chunk_bounds: tuple[tuple[int, int], ...] = ()  # chunk k: items[start:stop]
     chunk_stems: tuple[str, ...] = ()  # chunk k's file stem (:func:`chunk_stem`)
+    mirroring: dict = field(default_factory=dict)
+    only_chunk: int | None = None
+    total_chunks: int | None = None
 
     @property
     def params(self) -> BuildParams:
@@ -195,7 +234,7 @@ class BuildPlan:
 
     @property
     def n_chunks(self) -> int:
-        return len(self.chunk_fingerprints)
+        return len(self.chunk_fingerprints) if self.only_chunk is None else int(self.total_chunks or 0)
 
     @property
     def output_params(self) -> dict:
@@ -203,12 +242,37 @@ class BuildPlan:
         return {k: v for k, v in self.build.items() if k not in OUTPUT_NEUTRAL}
 
     def chunk_items(self, k: int) -> tuple[SourceItem, ...]:
+        """The source samples of chunk ``k``."""
+        if self.only_chunk is not None:
+            self._check_cut(k)
+            return self.items
         a, b = self.chunk_bounds[k]
         return self.items[a:b]
 
     def chunk_split(self, k: int) -> str:
         """The split every sample of chunk ``k`` belongs to."""
-        return self.items[self.chunk_bounds[k][0]].split
+        return self.chunk_items(k)[0].split
+
+    def chunk_fingerprint(self, k: int) -> str:
+        """The fingerprint of chunk ``k``."""
+        if self.only_chunk is not None:
+            self._check_cut(k)
+            return self.chunk_fingerprints[0]
+        return self.chunk_fingerprints[k]
+
+    def for_chunk(self, k: int) -> BuildPlan:
+        """This plan cut to chunk ``k``: the chunk's items and fingerprint, everything else
+        shared (what a chunk task needs; a few KB plus the chunk's items)."""
+        if self.only_chunk is not None:
+            self._check_cut(k)
+            return self
+        if not 0 <= k < self.n_chunks:
+            raise InputError(None, "chunk", f"chunk {k} outside 0..{self.n_chunks - 1}")
+        return replace(self, items=self.chunk_items(k), chunk_fingerprints=(self.chunk_fingerprints[k],), only_chunk=k, total_chunks=self.n_chunks)
+
+    def _check_cut(self, k: int) -> None:
+        if k != self.only_chunk:
+            raise InputError(None, "chunk", f"this plan is cut to chunk {self.only_chunk}, not chunk {k}")
 
     def shard_paths(self, k: int) -> dict[str, Path]:
         return {f: self.out_dir / shard_name(self.chunk_stems[k], f) for f in self.build["formats"]}
@@ -232,11 +296,12 @@ def set_summary(lset: LandmarkSet) -> dict:
 
 
 def plan_build(
-    model: ModelParams, build: BuildParams, splits: SplitParams, paths: BuildPaths, *, mats: list[Path] | None = None, pmap: PMap | None = None
+    model: ModelParams, build: BuildParams, splits: SplitParams, paths: BuildPaths, *, mats: list[Path] | None = None, pmap: PMap | None = None,
+    rels: list[str] | None = None,
 ) -> BuildPlan:
     """Plan a build: list and hash the source, split it, cut it into chunks, fingerprint everything.
 
-    ``mats`` (the source's ``.mat`` files, when already listed) and ``pmap`` (a ``map`` over other
+    ``mats`` / ``rels`` (the source's ``.mat`` files, when already listed) and ``pmap`` (a ``map`` over other
     processes for the hashing) only save time: see :func:`list_items`.
 
     Also prepares the output folder (:func:`prepare_out`).
@@ -247,18 +312,21 @@ def plan_build(
     """
     ctx = load_context(model.model_dump(mode="json"), paths.model_dir, paths.template_dir, paths.set_path)
     template, lset = ctx.template, ctx.lset
-    src = Path(paths.source_dir)
-    mats = list_fit_mats(src) if mats is None else mats
-    listed = list_items(src, build.root_subset, splits, mats=mats, pmap=pmap)
-    items = tuple(sorted(listed, key=lambda it: split_key(it.split)))  # stable: listing order within a split
-    orphans = tuple(p.relative_to(src).as_posix() for p in orphan_images(src, mats=mats))
-    notes = []
     flip = build.flip and bool(lset.mirror_exact)
+    src = Path(paths.source_dir)
+    listed = list_items(src, build.root_subset, splits, mats=mats, pmap=pmap, mark_twins=flip and build.skip_flip_twins, rels=rels)
+    items = tuple(sorted(listed, key=lambda it: split_key(it.split)))  # stable: listing order within a split
+    known = mats if mats is not None else ([src / r for r in rels] if rels is not None else None)
+    orphans = tuple(p.relative_to(src).as_posix() for p in orphan_images(src, mats=known))
+    notes = []
     if build.flip and not flip:
         notes.append(
             f"landmark set {lset.name!r} has no exact mirror permutation: no mirrored copies are made; "
             "the refitted _Flip subsets of the source are used where present"
         )
+    mirroring = mirroring_of(items, build, flip)
+    if mirroring["twin_samples"]:
+        notes.append(mirroring["reason"])
     bdump = build.model_dump(mode="json")
     base = {
         "format": FORMAT, "version": VERSION, "model": ctx.model_sha256, "uv_res": model.uv_res, "template": template.sha256(),
@@ -273,10 +341,31 @@ def plan_build(
         paths=paths, model=model.model_dump(mode="json"), build=bdump, splits=splits.model_dump(mode="json"), items=items,
         fingerprint=sha256_json({"base": base, "chunks": chunk_fps}), chunk_fingerprints=chunk_fps,
         model_sha256=ctx.model_sha256, landmark_set=set_summary(lset), flip=flip, notes=tuple(notes), orphans=orphans,
-        chunk_bounds=bounds, chunk_stems=stems,
+        chunk_bounds=bounds, chunk_stems=stems, mirroring=mirroring,
     )  # fmt: skip
     prepare_out(plan, base)
     return plan
+
+
+def mirroring_of(items: tuple[SourceItem, ...], build: BuildParams, flip: bool) -> dict:
+    """Which source samples get a mirrored row, and why (the manifest's ``mirroring``):
+    ``{"rule", "mirrored_samples", "twin_samples", "reason"}``. Rows with ``flip`` true are
+    the mirrored copies; a sample with ``twin`` set has none (its ``_Flip`` twin is its mirror)."""
+    n_twin = sum(it.twin for it in items)
+    n = len(items)
+    if not flip:
+        why = "build.flip is false" if not build.flip else "the landmark set has no exact mirror permutation"
+        return {"rule": "none", "mirrored_samples": 0, "twin_samples": 0, "reason": f"no mirrored rows: {why}"}
+    if n_twin:
+        reason = (
+            f"{n_twin} of {n} source samples have their _Flip twin in the source (e.g. AFW/x.mat and AFW_Flip/x.mat: "
+            "300W-LP's refitted mirrored copies), so they are not mirrored again (build.skip_flip_twins: true); "
+            + (f"the other {n - n_twin} each also give a mirrored row (flip = true)" if n > n_twin else "no row is a mirrored copy")
+        )
+        return {"rule": "skip_flip_twins", "mirrored_samples": n - n_twin, "twin_samples": n_twin, "reason": reason}
+    twins_kept = " (build.skip_flip_twins is false: samples with a _Flip twin are mirrored too)" if not build.skip_flip_twins else ""
+    return {"rule": "all", "mirrored_samples": n, "twin_samples": 0, "reason": f"every source sample also gives a mirrored row (flip = true){twins_kept}"}
+
 
 
 BUILD_OUTPUTS = ("part-*", "manifest.json", "report.json", "README.md", "LICENSE.md", "data/*", "hdf5/*", "labels/*/*")  # what a build (and a relabel in place) writes

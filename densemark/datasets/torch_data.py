@@ -2,13 +2,17 @@
 
 The index (which shard row is item ``i``) is read once from the shards' small columns; files
 are opened lazily in each process (a worker forked or spawned by a ``DataLoader`` opens its own
-handles, keyed by process id), and row groups are cached one per shard, so sequential and
-shuffled access both work without loading a dataset into memory.
+handles, keyed by process id), and row groups are cached one per open shard, so sequential and
+shuffled access both work without loading a dataset into memory. At most
+:attr:`ShardDataset.max_open` shards are open per process (least recently used closed first):
+a process's memory does not grow with the number of shards it has read (300W-LP: ~500 shards,
+each holding a decoded row group of a few MB).
 """
 
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +45,8 @@ class ShardDataset(_Base):
         manifest: the manifest.
     """
 
+    max_open = 8  # open shard readers per process (each keeps one decoded row group)
+
     def __init__(self, root: str | os.PathLike, split: str | None = None, column: str = "landmarks", with_image: bool = True):
         self.root = Path(root)
         man = Manifest.load(self.root)
@@ -61,7 +67,8 @@ class ShardDataset(_Base):
             index.append(np.stack([np.full(len(rows), fi), rows], 1))
         self.index = np.concatenate(index).astype(np.int64) if index else np.zeros((0, 2), np.int64)
         self._pid = None
-        self._readers: dict = {}
+        self._readers: OrderedDict = OrderedDict()
+        self._blocks: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
@@ -93,7 +100,13 @@ class ShardDataset(_Base):
         """Dataset indices grouped by the storage unit they are read in: one (M,) int64 array per
         Parquet row group (per HDF5 file), in file order. A sampler that keeps each block's rows
         together (see ``densemark.train.data.BlockShuffleSampler``) reads every block once per
-        worker instead of once per row."""
+        worker instead of once per row. Computed once per dataset (each shard's footer read
+        once), not once per epoch."""
+        if self._blocks is None:
+            self._blocks = self._compute_blocks()
+        return list(self._blocks)
+
+    def _compute_blocks(self) -> list[np.ndarray]:
         fi, row = self.index[:, 0], self.index[:, 1]
         unit = np.zeros(len(self), np.int64)
         if self.format == "parquet":
@@ -110,13 +123,18 @@ class ShardDataset(_Base):
 
     def _reader(self, fi: int, sidecar: bool = False) -> shards.ShardReader:
         if self._pid != os.getpid():  # a new DataLoader worker: never share handles across processes
-            self._pid, self._readers = os.getpid(), {}
+            self._pid, self._readers = os.getpid(), OrderedDict()
         key = (fi, sidecar)
-        if key not in self._readers:
-            self._readers[key] = shards.ShardReader(self.label_files[fi] if sidecar else self.files[fi])
-        return self._readers[key]
+        r = self._readers.get(key)
+        if r is None:
+            r = self._readers[key] = shards.ShardReader(self.label_files[fi] if sidecar else self.files[fi])
+            while len(self._readers) > max(int(self.max_open), 2):  # a shard and its sidecar may both be in use
+                self._readers.popitem(last=False)[1].close()
+        else:
+            self._readers.move_to_end(key)
+        return r
 
     def __getstate__(self) -> dict:
         d = dict(self.__dict__)
-        d["_readers"], d["_pid"] = {}, None
+        d["_readers"], d["_pid"] = OrderedDict(), None
         return d

@@ -25,7 +25,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task, unmapped
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -84,7 +84,8 @@ def build_chunks_flow(model: ModelParams, build: BuildParams, splits: SplitParam
     for note in plan.notes:
         print(f"build: note: {note}")
     opts = dict(retries=flows.retries, retry_delay_seconds=flows.retry_delay_s)
-    futures = chunk_task.with_options(**opts).map(unmapped(plan), list(range(plan.n_chunks))) if plan.n_chunks else []
+    ks = list(range(plan.n_chunks))  # each task gets its own chunk of the plan, never the whole plan
+    futures = chunk_task.with_options(**opts).map([plan.for_chunk(k) for k in ks], ks) if ks else []
     results = [f.result() for f in futures]
     res = finish_task.with_options(**opts)(plan, results, report_path)
     print(f"build: {res['report']['counts']} in {time.perf_counter() - t0:.1f} s")
