@@ -49,7 +49,9 @@ def _setup(work: Path, n: int, unique: int) -> Path:
         run_template(_model_params(work), work / "model", work / "template")
     uniq = work / f"unique{unique}"
     if len(list(uniq.glob("*.mat"))) < unique:
-        ds.generate_300wlp(load_configured_model(_model_params(work)), SyntheticParams(), uniq, unique)
+        ds.generate_300wlp(
+            load_configured_model(_model_params(work)), SyntheticParams(), uniq, unique
+        )
     src = work / f"src{n}"
     if len(list(src.glob("*.mat"))) != n:
         shutil.rmtree(src, ignore_errors=True)
@@ -88,7 +90,13 @@ def _build(work: Path, src: Path, out: Path, **kw) -> tuple[dict, float]:
     shutil.rmtree(out, ignore_errors=True)
     bp = BuildParams(**kw)
     c0, t0 = _cpu(), time.perf_counter()
-    paths = BuildPaths(model_dir=work / "model", template_dir=work / "template", set_path=SET, source_dir=src, out_dir=out)
+    paths = BuildPaths(
+        model_dir=work / "model",
+        template_dir=work / "template",
+        set_path=SET,
+        source_dir=src,
+        out_dir=out,
+    )
     r = run_build(_model_params(work), bp, SplitParams(), paths)
     _LAST_CPU[0] = _cpu() - c0
     return r.manifest, time.perf_counter() - t0
@@ -110,7 +118,13 @@ def _relabel(work: Path, out: Path) -> float:
     shutil.rmtree(rel, ignore_errors=True)
     shutil.copytree(out, rel)
     t0 = time.perf_counter()
-    relabel(_model_params(work), dataset_dir=rel, set_path=SET, model_dir=work / "model", template_dir=work / "template")
+    relabel(
+        _model_params(work),
+        dataset_dir=rel,
+        set_path=SET,
+        model_dir=work / "model",
+        template_dir=work / "template",
+    )
     return time.perf_counter() - t0
 
 
@@ -132,7 +146,9 @@ def child(mode: str, work: Path, src: Path, n_small: int, workers: int) -> dict:
         _build(work, sub, out, workers=1)  # warm: model, UV raster cache, imports
         one, t_one = _build(work, sub, out, workers=1, chunk_size=1, batch=1)
         bat, t_bat = _build(work, sub, out, workers=1)
-        t_rel_small = min(_relabel(work, out) for _ in range(2))  # relabel the small dataset, then the full one: per-sample = the difference
+        t_rel_small = min(
+            _relabel(work, out) for _ in range(2)
+        )  # relabel the small dataset, then the full one: per-sample = the difference
         full, t_full = _build(work, src, out, workers=1)
         cpu_full = _LAST_CPU[0]
         t_rel = min(_relabel(work, out) for _ in range(2))
@@ -164,9 +180,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=3000, help="source samples (rows = 2 n with flips)")
     ap.add_argument("--unique", type=int, default=100, help="distinct synthetic samples rendered")
-    ap.add_argument("--n-small", type=int, default=200, help="samples of the one-at-a-time comparison")
+    ap.add_argument(
+        "--n-small", type=int, default=200, help="samples of the one-at-a-time comparison"
+    )
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "densemark-bench-build")
+    ap.add_argument(
+        "--work", type=Path, default=Path(tempfile.gettempdir()) / "densemark-bench-build"
+    )
     ap.add_argument("--baseline", type=Path, default=None,
                     help="another checkout of the package (e.g. `git worktree add BASE main`): measured in the same run, alternating")  # fmt: skip
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -185,24 +205,44 @@ def main() -> None:
     p = _run_child(args, "pool", src)
     if args.baseline is not None:
         bp = _run_child(args, "pool", src, args.baseline)
-    print(f"dataset build, embedded model, {args.n} samples ({args.unique} distinct), rows = samples + flipped copies")
-    print(f"  one sample at a time (chunk 1, batch 1), {s['n_small']} samples: {s['one_rows_s']:8.1f} rows/s")
-    print(f"  batched, same samples, same process:         {s['batched_rows_s']:8.1f} rows/s   ratio {s['batched_rows_s'] / s['one_rows_s']:.2f}x")
-    print(f"  single process, {s['samples']} samples:           {s['serial_rows_s']:8.1f} rows/s   ({s['serial_samples_s']:.1f} samples/s)   {s['serial_rows_cpu_s']:.1f} rows per CPU-second")
-    print(f"  {args.workers} workers, {p['rows'] // 2} samples:                {p['rows_s']:8.1f} rows/s   ({p['samples_s']:.1f} samples/s)   x{p['rows_s'] / s['serial_rows_s']:.2f} vs 1 process"
-          f"   {p['rows_cpu_s']:.1f} rows per CPU-second (set-up of the workers included)")
-    print(f"  load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (a shared machine: wall-clock rates vary)")
+    print(
+        f"dataset build, embedded model, {args.n} samples ({args.unique} distinct), rows = samples + flipped copies"
+    )
+    print(
+        f"  one sample at a time (chunk 1, batch 1), {s['n_small']} samples: {s['one_rows_s']:8.1f} rows/s"
+    )
+    print(
+        f"  batched, same samples, same process:         {s['batched_rows_s']:8.1f} rows/s   ratio {s['batched_rows_s'] / s['one_rows_s']:.2f}x"
+    )
+    print(
+        f"  single process, {s['samples']} samples:           {s['serial_rows_s']:8.1f} rows/s   ({s['serial_samples_s']:.1f} samples/s)   {s['serial_rows_cpu_s']:.1f} rows per CPU-second"
+    )
+    print(
+        f"  {args.workers} workers, {p['rows'] // 2} samples:                {p['rows_s']:8.1f} rows/s   ({p['samples_s']:.1f} samples/s)   x{p['rows_s'] / s['serial_rows_s']:.2f} vs 1 process"
+        f"   {p['rows_cpu_s']:.1f} rows per CPU-second (set-up of the workers included)"
+    )
+    print(
+        f"  load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (a shared machine: wall-clock rates vary)"
+    )
     print(f"  bytes per row (all formats):                 {p['bytes_per_row']:8.0f}")
-    print(f"  per row, set-up excluded (n - n_small rows): build {s['build_ms_per_row']:.3f} ms, relabel {s['relabel_ms_per_row']:.3f} ms"
-          f"   relabel x{s['build_ms_per_row'] / s['relabel_ms_per_row']:.1f} faster")
-    print(f"  peak RSS, {args.workers} workers: parent {p4['self_mb']:.0f} / {p['self_mb']:.0f} MB, largest worker {p4['children_mb']:.0f} / {p['children_mb']:.0f} MB  ({p4['rows'] // 2} / {p['rows'] // 2} samples)")
+    print(
+        f"  per row, set-up excluded (n - n_small rows): build {s['build_ms_per_row']:.3f} ms, relabel {s['relabel_ms_per_row']:.3f} ms"
+        f"   relabel x{s['build_ms_per_row'] / s['relabel_ms_per_row']:.1f} faster"
+    )
+    print(
+        f"  peak RSS, {args.workers} workers: parent {p4['self_mb']:.0f} / {p['self_mb']:.0f} MB, largest worker {p4['children_mb']:.0f} / {p['children_mb']:.0f} MB  ({p4['rows'] // 2} / {p['rows'] // 2} samples)"
+    )
     print(f"  peak RSS, single process: {s['self_mb']:.0f} MB")
     if args.baseline is not None:
         print(f"baseline {args.baseline} (same run, alternating):")
-        print(f"  single process: {bs['serial_rows_cpu_s']:.1f} rows per CPU-second ({s['serial_rows_cpu_s'] / bs['serial_rows_cpu_s']:.2f}x now)"
-              f"   {bs['serial_rows_s']:.1f} rows/s   build {bs['build_ms_per_row']:.3f} ms/row, relabel {bs['relabel_ms_per_row']:.3f} ms/row"
-              f" (relabel x{bs['build_ms_per_row'] / bs['relabel_ms_per_row']:.1f} faster)")
-        print(f"  {args.workers} workers: {bp['rows_s']:.1f} rows/s ({p['rows_s'] / bp['rows_s']:.2f}x now)   {bp['rows_cpu_s']:.1f} rows per CPU-second")
+        print(
+            f"  single process: {bs['serial_rows_cpu_s']:.1f} rows per CPU-second ({s['serial_rows_cpu_s'] / bs['serial_rows_cpu_s']:.2f}x now)"
+            f"   {bs['serial_rows_s']:.1f} rows/s   build {bs['build_ms_per_row']:.3f} ms/row, relabel {bs['relabel_ms_per_row']:.3f} ms/row"
+            f" (relabel x{bs['build_ms_per_row'] / bs['relabel_ms_per_row']:.1f} faster)"
+        )
+        print(
+            f"  {args.workers} workers: {bp['rows_s']:.1f} rows/s ({p['rows_s'] / bp['rows_s']:.2f}x now)   {bp['rows_cpu_s']:.1f} rows per CPU-second"
+        )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ from densemark.train.detect import (  # noqa: E402
 )
 
 
-def run(image: np.ndarray, haar_views: tuple[str, ...], use_dlib: bool, mirror: bool) -> list[RawBox]:
+def run(
+    image: np.ndarray, haar_views: tuple[str, ...], use_dlib: bool, mirror: bool
+) -> list[RawBox]:
     """Only the named detectors (so each option is timed for what it runs)."""
     w = image.shape[1]
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
@@ -59,12 +61,18 @@ def options() -> dict[str, object]:
         "Haar frontal alt2, image + mirror": ((("frontal_alt2",), False, True), None),
         "Haar profile, image only": ((("profile",), False, False), None),
         "Haar profile, image + mirror": ((("profile",), False, True), None),
-        "Haar frontal + alt2 + profile, image + mirror": ((("frontal", "frontal_alt2", "profile"), False, True), None),
+        "Haar frontal + alt2 + profile, image + mirror": (
+            (("frontal", "frontal_alt2", "profile"), False, True),
+            None,
+        ),
     }
     if dlib_available():
         opts["dlib HOG (5 views), image only"] = (((), True, False), None)
         opts["dlib HOG, image + mirror"] = (((), True, True), None)
-        opts["auto: all Haar + dlib HOG, image + mirror"] = ((("frontal", "frontal_alt2", "profile"), True, True), None)
+        opts["auto: all Haar + dlib HOG, image + mirror"] = (
+            (("frontal", "frontal_alt2", "profile"), True, True),
+            None,
+        )
     return {k: (lambda img, a=a: merge_detections(run(img, *a))) for k, (a, _) in opts.items()}
 
 
@@ -85,7 +93,9 @@ def main() -> None:
             im = np.ascontiguousarray(img[:, ::-1]) if mirrored else img
             cases.append((f"{f.stem}{'-mirror' if mirrored else ''}", s.yaw_degrees * (-1 if mirrored else 1), im,
                           np.r_[kk.min(0), kk.max(0)]))  # fmt: skip
-    print(f"{len(cases)} faces: AFLW2000-3D {', '.join(f'{c[0]} (yaw {c[1]:+.0f})' for c in cases[::2])} and their mirrors")
+    print(
+        f"{len(cases)} faces: AFLW2000-3D {', '.join(f'{c[0]} (yaw {c[1]:+.0f})' for c in cases[::2])} and their mirrors"
+    )
     print(f"{'option':<48}{'found':>7}{'false':>7}{'centre err':>12}{'ms/img':>8}  missed")
     for name, fn in options().items():
         found, false, errs, times, missed = 0, 0, [], [], []
@@ -98,7 +108,9 @@ def main() -> None:
             if faces:
                 b = faces[0].box
                 c = (b[:2] + b[2:]) / 2
-                ok = bool((gt[:2] <= c).all() and (c <= gt[2:]).all() and 0.6 < (b[2] - b[0]) / side < 1.6)
+                ok = bool(
+                    (gt[:2] <= c).all() and (c <= gt[2:]).all() and 0.6 < (b[2] - b[0]) / side < 1.6
+                )
                 if ok:
                     errs.append(float(np.linalg.norm(c - (gt[:2] + gt[2:]) / 2) / side))
             found += ok
@@ -106,7 +118,9 @@ def main() -> None:
             if not ok:
                 missed.append(cid)
         err = f"{np.mean(errs):.3f}" if errs else "-"
-        print(f"{name:<48}{found:>4}/{len(cases):<2}{false:>7}{err:>12}{np.median(times) * 1e3:>8.0f}  {', '.join(missed)}")
+        print(
+            f"{name:<48}{found:>4}/{len(cases):<2}{false:>7}{err:>12}{np.median(times) * 1e3:>8.0f}  {', '.join(missed)}"
+        )
 
 
 if __name__ == "__main__":

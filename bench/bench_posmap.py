@@ -53,8 +53,12 @@ def main() -> None:
     res = 256
     uv_px = uv_to_pixels(model.uv, res)
     rng = np.random.default_rng(0)
-    batch = model.mean[None] + rng.normal(0, 100, (args.batch, model.n_vertices, 3)).astype(np.float32)
-    print(f"mesh: {model.name}, {model.n_vertices} vertices, {model.triangles.shape[0]} triangles; batch {args.batch}")
+    batch = model.mean[None] + rng.normal(0, 100, (args.batch, model.n_vertices, 3)).astype(
+        np.float32
+    )
+    print(
+        f"mesh: {model.name}, {model.n_vertices} vertices, {model.triangles.shape[0]} triangles; batch {args.batch}"
+    )
 
     t0 = time.perf_counter()
     naive_map = render_naive(uv_px, model.triangles, res, batch[0].astype(np.float64))
@@ -67,8 +71,14 @@ def main() -> None:
     rows = [
         ("naive per-triangle rasterizer (baseline), per map", t_naive),
         ("vectorised rasterization, once per model", t_raster),
-        ("fast: render (B, N, 3), per map", _time(lambda: uvm.render(batch, out=out), args.repeats) / args.batch),
-        ("fast: render vertex-major (N, B, 3), per map", _time(lambda: uvm.render(vm, out=out, vertex_major=True), args.repeats) / args.batch),
+        (
+            "fast: render (B, N, 3), per map",
+            _time(lambda: uvm.render(batch, out=out), args.repeats) / args.batch,
+        ),
+        (
+            "fast: render vertex-major (N, B, 3), per map",
+            _time(lambda: uvm.render(vm, out=out, vertex_major=True), args.repeats) / args.batch,
+        ),
         ("fast: single map, per map", _time(lambda: uvm.render(batch[0]), args.repeats * 8)),
         ("gather reference path, per map", _time(lambda: render_gather(uvm, batch[:8]), 1) / 8),
     ]

@@ -82,7 +82,13 @@ def region_default(node: str) -> str:
     if m is None:
         return "input normalisation"
     i = int(m.group(1))
-    return "stem conv 3x3/2" if i == 0 else "last 1x1 conv 160->1280" if i == 18 else "inverted residual blocks 1-17"
+    return (
+        "stem conv 3x3/2"
+        if i == 0
+        else "last 1x1 conv 160->1280"
+        if i == 18
+        else "inverted residual blocks 1-17"
+    )
 
 
 def region_baseline(node: str) -> str:
@@ -138,26 +144,36 @@ class HeadOnly(nn.Module):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=300, help="profiled inferences per model")
-    ap.add_argument("--seconds", type=float, default=20.0, help="time budget of each interleaved timing")
+    ap.add_argument(
+        "--seconds", type=float, default=20.0, help="time budget of each interleaved timing"
+    )
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(1)
     model = create_model("mobilenetv2", K, 128, 0.5).eval()
     base = mobilenet_v1_3ddfa()
 
-    print("1. per-layer profile, ONNX Runtime, batch 1, one thread (median kernel time per node, summed per region; ms)")
+    print(
+        "1. per-layer profile, ONNX Runtime, batch 1, one thread (median kernel time per node, summed per region; ms)"
+    )
     for name, m, size, fn in (("default MobileNetV2 x0.5 @128, 1560 outputs", model, 128, region_default),
                               ("baseline 3DDFA_V2 MobileNet v1 x0.5 @120, 62 outputs", base, 120, region_baseline)):  # fmt: skip
         reg = profile_regions(m, size, fn, args.runs)
         tot = sum(reg.values())
-        print(f"  {name}: {count_macs(m, size) / 1e6:.1f} MMac, {count_params(m) / 1e6:.2f}M params, kernels {tot:.3f} ms")
+        print(
+            f"  {name}: {count_macs(m, size) / 1e6:.1f} MMac, {count_params(m) / 1e6:.2f}M params, kernels {tot:.3f} ms"
+        )
         for r, v in sorted(reg.items(), key=lambda kv: -kv[1]):
             print(f"    {r:<34}{v:>8.3f} ms {100 * v / tot:>5.1f} %")
     hw = model.head.weight
-    print(f"  the head's weights: {hw.numel() / 1e6:.2f}M floats = {hw.numel() * 4 / 2**20:.1f} MiB, read once per image "
-          f"(the whole baseline holds {count_params(base) * 4 / 2**20:.1f} MiB)")
+    print(
+        f"  the head's weights: {hw.numel() / 1e6:.2f}M floats = {hw.numel() * 4 / 2**20:.1f} MiB, read once per image "
+        f"(the whole baseline holds {count_params(base) * 4 / 2**20:.1f} MiB)"
+    )
 
-    print("2. head variants (interleaved with the default and the baseline; ONNX Runtime median / p90 ms)")
+    print(
+        "2. head variants (interleaved with the default and the baseline; ONNX Runtime median / p90 ms)"
+    )
     variants = {
         "default (paper): Linear(1280, 1560)": (model, 128),
         "low-rank r=128: 1280->128->1560": (Variant(model, "low_rank", 128).eval(), 128),
@@ -166,15 +182,22 @@ def main() -> None:
         "no 1280 expansion: Linear(160, 1560)": (Variant(model, "no_expansion").eval(), 128),
         "baseline 3DDFA_V2 x0.5 @120": (base, 120),
         "head alone: Linear(1280, 1560)": (HeadOnly(model.head, 1280).eval(), 32),
-        "head alone: low-rank r=128": (HeadOnly(Variant(model, "low_rank", 128).head, 1280).eval(), 32),
+        "head alone: low-rank r=128": (
+            HeadOnly(Variant(model, "low_rank", 128).head, 1280).eval(),
+            32,
+        ),
         "head alone: baseline Linear(512, 62)": (HeadOnly(base[-1], 512).eval(), 32),
     }
     t = time_models(variants, onnx=True, min_calls=200, max_seconds=args.seconds)
     print(f"  {'variant':<40}{'params':>9}{'MMac':>8}{'ORT ms':>9}{'p90':>8}{'torch ms':>10}")
     for name, (m, size) in variants.items():
         o, pt = t[f"{name}.onnx"], t[f"{name}.torch"]
-        print(f"  {name:<40}{count_params(m) / 1e6:>8.2f}M{count_macs(m, size) / 1e6:>8.1f}{o['median_ms']:>9.3f}{o['p90_ms']:>8.3f}{pt['median_ms']:>10.3f}")
-    print(f"  timings settled: {all(v['settled'] for v in t.values())}; calls per variant: {next(iter(t.values()))['calls']}")
+        print(
+            f"  {name:<40}{count_params(m) / 1e6:>8.2f}M{count_macs(m, size) / 1e6:>8.1f}{o['median_ms']:>9.3f}{o['p90_ms']:>8.3f}{pt['median_ms']:>10.3f}"
+        )
+    print(
+        f"  timings settled: {all(v['settled'] for v in t.values())}; calls per variant: {next(iter(t.values()))['calls']}"
+    )
 
 
 if __name__ == "__main__":

@@ -102,9 +102,13 @@ def main() -> None:
                     ("rasterize (vectorised z-buffer)", t_raster),
                     ("render (rasterize + Lambert shading)", t_render)):  # fmt: skip
         print(f"{name:48s} {t * 1e3:10.1f} {t_base / t:9.1f}x")
-    print(f"covered pixels: fast {int(covered.sum())}, baseline {int((base_tid >= 0).sum())}; same triangle: {same:.4f}")
+    print(
+        f"covered pixels: fast {int(covered.sum())}, baseline {int((base_tid >= 0).sum())}; same triangle: {same:.4f}"
+    )
     verdict = "meets" if t_render < GOAL_S else "MISSES"
-    print(f"goal: render under {GOAL_S:.1f} s -> {t_render:.3f} s, {verdict} it ({t_render / GOAL_S:.2f} of the budget)")
+    print(
+        f"goal: render under {GOAL_S:.1f} s -> {t_render:.3f} s, {verdict} it ({t_render / GOAL_S:.2f} of the budget)"
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test fixtures (tests/factories.py)
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[1])
+)  # the test fixtures (tests/factories.py)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -43,8 +45,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     real = real_data_dir()
-    tpl = load_template(real / "template") if real is not None else disc_template(256, rx=0.4, ry=0.44)
-    print(f"template: {'real' if real is not None else 'synthetic disc'}, {tpl.n_vertices} vertices")
+    tpl = (
+        load_template(real / "template")
+        if real is not None
+        else disc_template(256, rx=0.4, ry=0.44)
+    )
+    print(
+        f"template: {'real' if real is not None else 'synthetic disc'}, {tpl.n_vertices} vertices"
+    )
     base, _ = _time(SampleParams(relax=RelaxParams(iterations=0)), tpl, args.repeats)
     new, rep = _time(SampleParams(), tpl, args.repeats)
     print(f"baseline rounds + fill: {base:.2f} s")

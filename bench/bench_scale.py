@@ -110,7 +110,13 @@ def child_build(work: Path, src: Path, out: Path, workers: int) -> dict:
     from densemark.datasets.plan import BuildPaths
 
     shutil.rmtree(out, ignore_errors=True)
-    paths = BuildPaths(model_dir=work / "model", template_dir=work / "template", set_path=SET, source_dir=src, out_dir=out)
+    paths = BuildPaths(
+        model_dir=work / "model",
+        template_dir=work / "template",
+        set_path=SET,
+        source_dir=src,
+        out_dir=out,
+    )
     c0, t0 = _cpu(), time.perf_counter()
     r = run_build(_model_params(work), BuildParams(workers=workers), SplitParams(), paths)
     wall, cpu = time.perf_counter() - t0, _cpu() - c0
@@ -128,12 +134,26 @@ def child_dask(work: Path, src: Path, out: Path, workers: int) -> dict:
 
     shutil.rmtree(out, ignore_errors=True)
     fp = FlowParams(n_workers=workers, threads_per_worker=1, processes=True)
-    io = {"model_dir": str(work / "model"), "template_dir": str(work / "template"), "set_path": str(SET), "source_dir": str(src), "out_dir": str(out)}
+    io = {
+        "model_dir": str(work / "model"),
+        "template_dir": str(work / "template"),
+        "set_path": str(SET),
+        "source_dir": str(src),
+        "out_dir": str(out),
+    }
     t0 = time.perf_counter()
-    res = build_chunks_flow.with_options(task_runner=task_runner(fp))(_model_params(work), BuildParams(workers=workers), SplitParams(), fp, io, None)
+    res = build_chunks_flow.with_options(task_runner=task_runner(fp))(
+        _model_params(work), BuildParams(workers=workers), SplitParams(), fp, io, None
+    )
     wall = time.perf_counter() - t0
     man = res["manifest"]
-    return {"samples": man["source_samples"], "rows": man["rows"], "wall_s": wall, "manifest_sha256": res["manifest_sha256"], "tree": _tree_md5(out)}
+    return {
+        "samples": man["source_samples"],
+        "rows": man["rows"],
+        "wall_s": wall,
+        "manifest_sha256": res["manifest_sha256"],
+        "tree": _tree_md5(out),
+    }
 
 
 def _tree_md5(d: Path) -> str:
@@ -154,8 +174,19 @@ def child_plan(work: Path, n: int) -> dict:
 
     src = work / "plan-only-source"
     src.mkdir(exist_ok=True)
-    paths = P.BuildPaths(model_dir=work / "model", template_dir=work / "template", set_path=SET, source_dir=src, out_dir=work / "plan-only-out")
-    P.load_context(_model_params(work).model_dump(mode="json"), paths.model_dir, paths.template_dir, paths.set_path)  # not timed
+    paths = P.BuildPaths(
+        model_dir=work / "model",
+        template_dir=work / "template",
+        set_path=SET,
+        source_dir=src,
+        out_dir=work / "plan-only-out",
+    )
+    P.load_context(
+        _model_params(work).model_dump(mode="json"),
+        paths.model_dir,
+        paths.template_dir,
+        paths.set_path,
+    )  # not timed
     base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     def fake_hashes(batch: list[str]) -> list[str]:
@@ -164,11 +195,20 @@ def child_plan(work: Path, n: int) -> dict:
     t0 = time.perf_counter()
     rels = [f"{x}.mat" for x in _names(n)]  # what list_fit_rels gives
     t_list = time.perf_counter() - t0
-    plan = P.plan_build(_model_params(work), BuildParams(), SplitParams(), paths, rels=rels, pmap=lambda f, it: map(fake_hashes, it))
+    plan = P.plan_build(
+        _model_params(work),
+        BuildParams(),
+        SplitParams(),
+        paths,
+        rels=rels,
+        pmap=lambda f, it: map(fake_hashes, it),
+    )
     t_plan = time.perf_counter() - t0
     sent = sum(len(pickle.dumps(plan.for_chunk(k))) for k in range(plan.n_chunks))
     t_cut = time.perf_counter() - t0 - t_plan
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before pickling the whole plan (measured for comparison only)
+    peak = (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )  # before pickling the whole plan (measured for comparison only)
     whole = len(pickle.dumps(plan))
     return {"samples": len(plan.items), "chunks": plan.n_chunks, "list_s": t_list, "plan_s": t_plan, "cut_s": t_cut,
             "sent_bytes": sent, "whole_plan_bytes": whole, "peak_mb": peak, "context_mb": base_mb,
@@ -176,11 +216,23 @@ def child_plan(work: Path, n: int) -> dict:
 
 
 def _run(args: argparse.Namespace, *extra: str) -> dict:
-    cmd = [sys.executable, __file__, "--work", str(args.work), "--workers", str(args.workers), *extra]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--work",
+        str(args.work),
+        "--workers",
+        str(args.workers),
+        *extra,
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     if "dask" in extra:  # the flow's own Prefect home (an ephemeral API server), not the user's
         home = args.work / "prefect-home"
-        env.update(PREFECT_HOME=str(home), PREFECT_LOCAL_STORAGE_PATH=str(home / "storage"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        env.update(
+            PREFECT_HOME=str(home),
+            PREFECT_LOCAL_STORAGE_PATH=str(home / "storage"),
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        )
         env.pop("PREFECT_API_URL", None)
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode:
@@ -194,24 +246,44 @@ def _size(s: str) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="3000,12000,full", help="source sizes to build (samples; 'full' = 122,450); '' for none")
-    ap.add_argument("--plan-sizes", default="full,1224500", help="sizes to plan only, on a made-up listing; '' for none")
+    ap.add_argument(
+        "--sizes",
+        default="3000,12000,full",
+        help="source sizes to build (samples; 'full' = 122,450); '' for none",
+    )
+    ap.add_argument(
+        "--plan-sizes",
+        default="full,1224500",
+        help="sizes to plan only, on a made-up listing; '' for none",
+    )
     ap.add_argument("--dask", type=str, default="", help="also build this size with the build flow on a LocalCluster of --workers "
                     "processes, and the CLI build of it in the same run: rows/s of both, and whether the bytes are identical")  # fmt: skip
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--unique", type=int, default=100, help="distinct synthetic samples the hard links point to")
-    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "densemark-bench-scale")
-    ap.add_argument("--keep", action="store_true", help="keep the largest build (out-<n>) for bench_train.py --data")
+    ap.add_argument(
+        "--unique", type=int, default=100, help="distinct synthetic samples the hard links point to"
+    )
+    ap.add_argument(
+        "--work", type=Path, default=Path(tempfile.gettempdir()) / "densemark-bench-scale"
+    )
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the largest build (out-<n>) for bench_train.py --data",
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--src", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child == "build":
-        print(json.dumps(child_build(args.work, args.src, args.work / f"out-{args.n}", args.workers)))
+        print(
+            json.dumps(child_build(args.work, args.src, args.work / f"out-{args.n}", args.workers))
+        )
         return
     if args.child == "dask":
-        print(json.dumps(child_dask(args.work, args.src, args.work / f"dask-{args.n}", args.workers)))
+        print(
+            json.dumps(child_dask(args.work, args.src, args.work / f"dask-{args.n}", args.workers))
+        )
         return
     if args.child == "plan":
         print(json.dumps(child_plan(args.work, args.n)))
@@ -233,19 +305,27 @@ def main() -> None:
     if args.dask:
         n = _size(args.dask)
         src = make_source(args.work, uniq, n)
-        cli = next((b for b in builds if b["size"] == n), None) or _run(args, "--child", "build", "--src", str(src), "--n", str(n))
+        cli = next((b for b in builds if b["size"] == n), None) or _run(
+            args, "--child", "build", "--src", str(src), "--n", str(n)
+        )
         if not (args.keep and n == max(sizes, default=0)):
             shutil.rmtree(args.work / f"out-{n}", ignore_errors=True)
         dask = _run(args, "--child", "dask", "--src", str(src), "--n", str(n))
         shutil.rmtree(args.work / f"dask-{n}", ignore_errors=True)
         dask["cli"] = cli
-    plans = [{"size": _size(s), **_run(args, "--child", "plan", "--n", str(_size(s)))} for s in args.plan_sizes.split(",") if s]
+    plans = [
+        {"size": _size(s), **_run(args, "--child", "plan", "--n", str(_size(s)))}
+        for s in args.plan_sizes.split(",")
+        if s
+    ]
 
     print(f"dataset build at scale: 300W-LP layout (4 subsets + _Flip twins) by hard links to {args.unique} synthetic samples, "
           f"{args.workers} workers, default build params (twins not mirrored again: one row per sample)")  # fmt: skip
     if builds:
         r0 = builds[0]["rows"] / builds[0]["wall_s"]
-        print(f"  {'samples':>8} {'rows':>8} {'wall s':>7} {'rows/s':>7} {'ratio':>6} {'CPU ms/row':>10} {'peak MB parent/worker':>22} {'bytes/row':>9}  load")
+        print(
+            f"  {'samples':>8} {'rows':>8} {'wall s':>7} {'rows/s':>7} {'ratio':>6} {'CPU ms/row':>10} {'peak MB parent/worker':>22} {'bytes/row':>9}  load"
+        )
         for r in builds:
             rate = r["rows"] / r["wall_s"]
             print(f"  {r['samples']:>8,} {r['rows']:>8,} {r['wall_s']:>7.1f} {rate:>7.0f} {rate / r0:>6.2f} {1e3 * r['cpu_s'] / r['rows']:>10.3f}"

@@ -62,7 +62,9 @@ class _Repeat:
     def _blocks(self) -> list[np.ndarray]:
         out, m = [], len(self.base)
         for r in range(-(-self.n // m)):
-            out += [c for b in self.base.blocks() for c in [b[b + r * m < self.n] + r * m] if len(c)]
+            out += [
+                c for b in self.base.blocks() for c in [b[b + r * m < self.n] + r * m] if len(c)
+            ]
         return out
 
     def __len__(self) -> int:
@@ -76,7 +78,9 @@ def loader_rate(base, size: int, workers: int, batch: int, n: int) -> tuple[floa
     """Samples/s over one shuffled epoch of ``n`` samples: (overall, worker start-up included;
     steady, from the first batch on: what a long epoch sees; CPU ms per sample, this process
     and its loader workers, start-up included: less sensitive to a shared machine's load)."""
-    samples = LandmarkSamples(_Repeat(base, n), size, AugmentParams(), seed=0, device_colour=True)  # as training runs it
+    samples = LandmarkSamples(
+        _Repeat(base, n), size, AugmentParams(), seed=0, device_colour=True
+    )  # as training runs it
     c0 = _cpu()
     t = time.perf_counter()
     count, t_first, n_first = 0, None, 0
@@ -85,7 +89,11 @@ def loader_rate(base, size: int, workers: int, batch: int, n: int) -> tuple[floa
         if t_first is None:
             t_first, n_first = time.perf_counter(), count
     end = time.perf_counter()
-    return count / (end - t), (count - n_first) / max(end - t_first, 1e-9), 1e3 * (_cpu() - c0) / max(count, 1)
+    return (
+        count / (end - t),
+        (count - n_first) / max(end - t_first, 1e-9),
+        1e3 * (_cpu() - c0) / max(count, 1),
+    )
 
 
 def _cpu() -> float:
@@ -114,7 +122,9 @@ def main() -> None:
         from densemark.datasets.torch_data import ShardDataset
 
         base = ShardDataset(args.data, split="train")
-        print(f"data: {args.data} (train split, {len(base)} rows, {base[0]['image'].shape[0]}px crops)")
+        print(
+            f"data: {args.data} (train split, {len(base)} rows, {base[0]['image'].shape[0]}px crops)"
+        )
     else:
         base = SyntheticLandmarks(n=256, n_points=k, res=256)
         print(f"data: {len(base)} in-memory 256px JPEG crops, {k} labels")
@@ -134,12 +144,16 @@ def main() -> None:
     n = 1024 if args.quick else 4096
     r0, _, _ = loader_rate(base, s, 0, 64, n)
     rw_all, rw, cpu_ms = loader_rate(base, s, args.workers, 64, n)
-    print(f"loader: {rw:,.0f} samples/s steady with {args.workers} workers ({rw_all:,.0f} over the epoch with worker start-up) "
-          f"vs {r0:,.0f} in-process (x{rw / r0:.2f}); goal >= 1,000: {'met' if rw >= 1000 else 'NOT met'}; "
-          f"CPU {cpu_ms:.2f} ms/sample (workers included; {args.workers} free cores would give about {args.workers * 1e3 / cpu_ms:,.0f} samples/s)")
+    print(
+        f"loader: {rw:,.0f} samples/s steady with {args.workers} workers ({rw_all:,.0f} over the epoch with worker start-up) "
+        f"vs {r0:,.0f} in-process (x{rw / r0:.2f}); goal >= 1,000: {'met' if rw >= 1000 else 'NOT met'}; "
+        f"CPU {cpu_ms:.2f} ms/sample (workers included; {args.workers} free cores would give about {args.workers * 1e3 / cpu_ms:,.0f} samples/s)"
+    )
 
     # ---------------------------------------------------------------- train step
-    torch.set_num_threads(1)  # the train.threads default: one intra-op thread is fastest on a small shared CPU
+    torch.set_num_threads(
+        1
+    )  # the train.threads default: one intra-op thread is fastest on a small shared CPU
     k_data = int(item["landmarks"].shape[0])
     model = create_model("mobilenetv2", k_data, s, 1.0).train()
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
@@ -155,47 +169,77 @@ def main() -> None:
         opt.step()
         times.append(time.perf_counter() - t)
     step = float(np.median(times[1:]))
-    print(f"train step (MobileNetV2 x1.0, K={k_data}, {s}px, batch {len(y)}, CPU {torch.get_num_threads()} threads): "
-          f"{step * 1e3:.0f} ms = {len(y) / step:.1f} samples/s (loader/step ratio x{rw / (len(y) / step):.1f})")
+    print(
+        f"train step (MobileNetV2 x1.0, K={k_data}, {s}px, batch {len(y)}, CPU {torch.get_num_threads()} threads): "
+        f"{step * 1e3:.0f} ms = {len(y) / step:.1f} samples/s (loader/step ratio x{rw / (len(y) / step):.1f})"
+    )
 
     # ---------------------------------------------------------------- size
     m = create_model("mobilenetv2", k, 256, 1.0)
     p, macs = count_params(m), count_macs(m, 256)
-    print(f"MobileNetV2 x1.0 @256, {3 * k} outputs: {p / 1e6:.3f}M params (goal <= 4.2M: {'met' if p <= 4.2e6 else 'NOT met'}; "
-          f"paper 4.18M), {macs / 1e9:.3f} GMac (goal <= 0.4: {'met' if macs <= 0.4e9 else 'NOT met'}; paper 0.39)")
+    print(
+        f"MobileNetV2 x1.0 @256, {3 * k} outputs: {p / 1e6:.3f}M params (goal <= 4.2M: {'met' if p <= 4.2e6 else 'NOT met'}; "
+        f"paper 4.18M), {macs / 1e9:.3f} GMac (goal <= 0.4: {'met' if macs <= 0.4e9 else 'NOT met'}; paper 0.39)"
+    )
     w = sum(q.numel() for q in m.parameters() if q.ndim > 1)
-    print(f"  of which kernels (conv + linear weights; no biases, no batch-norm scales/shifts): {w / 1e6:.4f}M "
-          f"(the paper's 4.18M matches this count, truncated); the 1280 -> {3 * k} head alone: {(1280 + 1) * 3 * k / 1e6:.3f}M")
+    print(
+        f"  of which kernels (conv + linear weights; no biases, no batch-norm scales/shifts): {w / 1e6:.4f}M "
+        f"(the paper's 4.18M matches this count, truncated); the 1280 -> {3 * k} head alone: {(1280 + 1) * 3 * k / 1e6:.3f}M"
+    )
     r = create_model("resnet18", k, 256, 1.0)
-    print(f"ResNet-18 @256: {count_params(r) / 1e6:.2f}M params, {count_macs(r, 256) / 1e9:.2f} GMac")
+    print(
+        f"ResNet-18 @256: {count_params(r) / 1e6:.2f}M params, {count_macs(r, 256) / 1e9:.2f} GMac"
+    )
 
     # ---------------------------------------------------------------- latency
     # every size is timed interleaved with the baseline (densemark.train.timing), median and p90
     secs = 5.0 if args.quick else 20.0
     base = mobilenet_v1_3ddfa()
-    print(f"baseline 3DDFA_V2 MobileNet v1 x0.5 @120, 62 outputs: {count_params(base) / 1e6:.2f}M params, "
-          f"{count_macs(base, 120) / 1e6:.1f} MMac (timed beside each model below)")
-    print(f"{'model':<22}{'size':>6}{'params':>10}{'MMac':>9}{'torch ms':>10}{'ORT ms':>9}{'ORT p90':>9}{'base ORT':>10}{'ORT / base':>12}")
+    print(
+        f"baseline 3DDFA_V2 MobileNet v1 x0.5 @120, 62 outputs: {count_params(base) / 1e6:.2f}M params, "
+        f"{count_macs(base, 120) / 1e6:.1f} MMac (timed beside each model below)"
+    )
+    print(
+        f"{'model':<22}{'size':>6}{'params':>10}{'MMac':>9}{'torch ms':>10}{'ORT ms':>9}{'ORT p90':>9}{'base ORT':>10}{'ORT / base':>12}"
+    )
     sizes = (256, 192, 128, 96) if args.quick else (256, 224, 192, 160, 128, 120, 96, 64)
     within = {}
     for width in (1.0, 0.5):
         for size in sizes:
             m = create_model("mobilenetv2", k, size, width)
-            t = time_models({"m": (m, size), "b": (base, 120)}, min_calls=50 if args.quick else 200, max_seconds=secs)
+            t = time_models(
+                {"m": (m, size), "b": (base, 120)},
+                min_calls=50 if args.quick else 200,
+                max_seconds=secs,
+            )
             ratio = t["m.onnx"]["median_ms"] / t["b.onnx"]["median_ms"]
             if ratio <= 2.0:
                 within[width] = max(within.get(width, 0), size)
-            print(f"{f'MobileNetV2 x{width} K={k}':<22}{size:>6}{count_params(m) / 1e6:>9.2f}M{count_macs(m, size) / 1e6:>9.1f}"
-                  f"{t['m.torch']['median_ms']:>10.2f}{t['m.onnx']['median_ms']:>9.2f}{t['m.onnx']['p90_ms']:>9.2f}"
-                  f"{t['b.onnx']['median_ms']:>10.2f}{ratio:>11.2f}x")
+            print(
+                f"{f'MobileNetV2 x{width} K={k}':<22}{size:>6}{count_params(m) / 1e6:>9.2f}M{count_macs(m, size) / 1e6:>9.1f}"
+                f"{t['m.torch']['median_ms']:>10.2f}{t['m.onnx']['median_ms']:>9.2f}{t['m.onnx']['p90_ms']:>9.2f}"
+                f"{t['b.onnx']['median_ms']:>10.2f}{ratio:>11.2f}x"
+            )
     for width in (1.0, 0.5):
         if width in within:
-            print(f"MobileNetV2 x{width}, {k} points: within 2x of the baseline's ONNX Runtime latency at input <= {within[width]}px")
+            print(
+                f"MobileNetV2 x{width}, {k} points: within 2x of the baseline's ONNX Runtime latency at input <= {within[width]}px"
+            )
         else:
-            print(f"MobileNetV2 x{width}, {k} points: not within 2x of the baseline at any size tried")
-    info = model_info(create_model("mobilenetv2", k, 128, 0.5), 128, 50 if args.quick else 200, baseline=True, max_seconds=secs)
-    print(f"model-info of the default model (x0.5 @128): ONNX Runtime {info['onnx_ms']:.3f} ms (p90 {info['onnx_p90_ms']:.3f}) "
-          f"vs baseline {info['baseline_onnx_ms']:.3f} ms (p90 {info['baseline_onnx_p90_ms']:.3f}): x{info['onnx_vs_baseline']:.2f}")
+            print(
+                f"MobileNetV2 x{width}, {k} points: not within 2x of the baseline at any size tried"
+            )
+    info = model_info(
+        create_model("mobilenetv2", k, 128, 0.5),
+        128,
+        50 if args.quick else 200,
+        baseline=True,
+        max_seconds=secs,
+    )
+    print(
+        f"model-info of the default model (x0.5 @128): ONNX Runtime {info['onnx_ms']:.3f} ms (p90 {info['onnx_p90_ms']:.3f}) "
+        f"vs baseline {info['baseline_onnx_ms']:.3f} ms (p90 {info['baseline_onnx_p90_ms']:.3f}): x{info['onnx_vs_baseline']:.2f}"
+    )
 
     # ---------------------------------------------------------------- predict on a photo
     predict_paths(k, quick=args.quick)
@@ -223,19 +267,31 @@ def predict_paths(k: int, quick: bool = False) -> None:
 
     real = real_data_dir(default=ROOT.parent / "shared" / "real", base=ROOT)
     photos = sorted((real / "aflw2000").glob("*.jpg")) if real is not None else []
-    img = read_image(photos[0]) if photos else np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
-    what = f"{photos[0].name} ({img.shape[1]}x{img.shape[0]})" if photos else "640x480 noise (no real data found)"
+    img = (
+        read_image(photos[0])
+        if photos
+        else np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    )
+    what = (
+        f"{photos[0].name} ({img.shape[1]}x{img.shape[0]})"
+        if photos
+        else "640x480 noise (no real data found)"
+    )
     box = np.array([[150.0, 140, 300, 320]])
     torch.set_num_threads(1)
     t = interleaved_latency({"torch": lambda: tp.predict([img], box), "onnx": lambda: op.predict([img], box)},
                             min_calls=30 if quick else 100, max_seconds=5 if quick else 20)  # fmt: skip
-    print(f"predict one face (crop + model + back to pixels), MobileNetV2 x0.5 @128, K={k}: "
-          f"PyTorch {t['torch']['median_ms']:.2f} ms (p90 {t['torch']['p90_ms']:.2f}), "
-          f"ONNX file {t['onnx']['median_ms']:.2f} ms (p90 {t['onnx']['p90_ms']:.2f})")
+    print(
+        f"predict one face (crop + model + back to pixels), MobileNetV2 x0.5 @128, K={k}: "
+        f"PyTorch {t['torch']['median_ms']:.2f} ms (p90 {t['torch']['p90_ms']:.2f}), "
+        f"ONNX file {t['onnx']['median_ms']:.2f} ms (p90 {t['onnx']['p90_ms']:.2f})"
+    )
     for method in ("haar-frontal", "haar", "auto"):
         d = interleaved_latency({method: lambda m=method: detect_faces(img, m)}, min_calls=3, block=1, min_rounds=3,
                                 warmup=1, max_seconds=10)[method]  # fmt: skip
-        print(f"face detector {method!r} on {what}: {d['median_ms']:.0f} ms (p90 {d['p90_ms']:.0f})")
+        print(
+            f"face detector {method!r} on {what}: {d['median_ms']:.0f} ms (p90 {d['p90_ms']:.0f})"
+        )
 
 
 if __name__ == "__main__":

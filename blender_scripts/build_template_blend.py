@@ -143,7 +143,9 @@ def load_bundle(path: str) -> dict:
         fail(f"{path}: field meta: not a JSON string ({exc})")
     if meta.get("format") != BUNDLE_FORMAT:
         fail(f"{path}: field meta.format: expected {BUNDLE_FORMAT!r}, got {meta.get('format')!r}")
-    for key in ("vertices", "triangles", "ids", "kpt68", "mirror") + (("uv",) if "uv" in data else ()):
+    for key in ("vertices", "triangles", "ids", "kpt68", "mirror") + (
+        ("uv",) if "uv" in data else ()
+    ):
         if not isinstance(data[key], Arr):
             fail(f"{path}: field {key}: expected a number array")
     v = data["vertices"]
@@ -233,7 +235,10 @@ def build(data: dict, name: str = OBJECT_NAME) -> bpy.types.Object:
             f"{bpy.app.version_string} did not take the triangle list)"
         )
 
-    for attr, values in ((ATTR_ID, array("i", range(n))), (ATTR_MIRROR, array("i", data["mirror"].values))):
+    for attr, values in (
+        (ATTR_ID, array("i", range(n))),
+        (ATTR_MIRROR, array("i", data["mirror"].values)),
+    ):
         a = me.attributes.new(name=attr, type="INT", domain="POINT")
         a.data.foreach_set("value", values)
     if "uv" in data:
@@ -298,7 +303,9 @@ def set_up_scene(obj, addon_path: str) -> None:
     scene = bpy.context.scene
     size = max(obj.dimensions) or 1.0
     scene.tool_settings.mesh_select_mode = (True, False, False)
-    front = Quaternion((2**-0.5, 2**-0.5, 0.0, 0.0))  # looking along +Y: Blender's Front view (numpad 1)
+    front = Quaternion(
+        (2**-0.5, 2**-0.5, 0.0, 0.0)
+    )  # looking along +Y: Blender's Front view (numpad 1)
     for screen in bpy.data.screens:
         for area in screen.areas:
             if area.type != "VIEW_3D":
@@ -310,7 +317,9 @@ def set_up_scene(obj, addon_path: str) -> None:
             space.shading.color_type = "VERTEX"  # "Attribute": the landmark colours
             space.overlay.show_floor = False
             space.overlay.show_axis_x = space.overlay.show_axis_y = False
-            space.overlay.vertex_opacity = 0.6  # Edit Mode: the red patches show between the vertex dots
+            space.overlay.vertex_opacity = (
+                0.6  # Edit Mode: the red patches show between the vertex dots
+            )
             r3d = space.region_3d
             r3d.view_perspective = "ORTHO"
             r3d.view_rotation = front
@@ -332,7 +341,9 @@ def save_blend(path: str) -> None:
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.blend")
     try:
         try:
-            bpy.ops.wm.save_as_mainfile(filepath=tmp, check_existing=False, copy=True, compress=False)
+            bpy.ops.wm.save_as_mainfile(
+                filepath=tmp, check_existing=False, copy=True, compress=False
+            )
             os.replace(tmp, path)
         except (RuntimeError, OSError) as exc:  # name the target, not the temp file
             reason = " ".join(str(exc).replace("Error:", "").replace(tmp, "").split())

@@ -112,7 +112,9 @@ def find_object(name: str | None = None) -> bpy.types.Object:
     if name:
         obj = bpy.data.objects.get(name)
         if obj is None or obj.type != "MESH":
-            raise DensemarkBlendError(f"no mesh object named {name!r} in {bpy.data.filepath or 'the scene'}")
+            raise DensemarkBlendError(
+                f"no mesh object named {name!r} in {bpy.data.filepath or 'the scene'}"
+            )
         return obj
     obj = bpy.data.objects.get(OBJECT_NAME)
     if obj is not None and obj.type == "MESH":
@@ -134,7 +136,9 @@ def get_meta(obj: bpy.types.Object) -> dict:
     try:
         return json.loads(str(raw))
     except ValueError as exc:
-        raise DensemarkBlendError(f"object {obj.name!r}: property {META_PROP!r} is not JSON ({exc})") from exc
+        raise DensemarkBlendError(
+            f"object {obj.name!r}: property {META_PROP!r} is not JSON ({exc})"
+        ) from exc
 
 
 class _BMesh:
@@ -228,7 +232,7 @@ def select_ids(obj: bpy.types.Object, ids: Iterable[int], *, extend: bool = Fals
 
 
 def select_group(obj: bpy.types.Object, group: str = GROUP) -> int:
-    """"Load set": select exactly the vertices of ``group``; returns how many."""
+    """ "Load set": select exactly the vertices of ``group``; returns how many."""
     ids = group_ids(obj, group)
     select_ids(obj, ids)
     return len(ids)
@@ -242,7 +246,9 @@ def mirror_selection(obj: bpy.types.Object) -> int:
     with _BMesh(obj) as bm:
         mlayer = bm.verts.layers.int.get(ATTR_MIRROR)
         if mlayer is None:
-            raise DensemarkBlendError(f"object {obj.name!r} has no {ATTR_MIRROR!r} attribute (not built by densemark?)")
+            raise DensemarkBlendError(
+                f"object {obj.name!r} has no {ATTR_MIRROR!r} attribute (not built by densemark?)"
+            )
         vids = _vids(bm)
         partners = {v[mlayer] for v in bm.verts if v.select} - {-1}
         n = 0
@@ -254,7 +260,9 @@ def mirror_selection(obj: bpy.types.Object) -> int:
     return n
 
 
-def assign_selection(obj: bpy.types.Object, mode: str = "REPLACE", group: str = GROUP) -> tuple[int, int]:
+def assign_selection(
+    obj: bpy.types.Object, mode: str = "REPLACE", group: str = GROUP
+) -> tuple[int, int]:
     """Write the selection into ``group`` (and repaint the colours when ``group`` is the set).
 
     ``REPLACE``: the group becomes the selection; ``ADD``: selected vertices join it;

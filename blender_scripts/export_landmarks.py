@@ -59,7 +59,9 @@ def main(argv: list[str]) -> None:
         bpy.ops.wm.open_mainfile(filepath=os.path.abspath(args.blend), load_ui=False)
     except RuntimeError as exc:  # not a .blend, truncated, or from a newer Blender
         full = os.path.abspath(args.blend)
-        text = " ".join(str(exc).replace("Error:", "").replace(f'"{full}"', "").replace(f"'{full}'", "").split())
+        text = " ".join(
+            str(exc).replace("Error:", "").replace(f'"{full}"', "").replace(f"'{full}'", "").split()
+        )
         reason = text.rsplit(": ", 1)[-1]
         print(
             f"export_landmarks: error: {args.blend}: Blender cannot read this file ({reason}; truncated, "
@@ -75,7 +77,9 @@ def main(argv: list[str]) -> None:
     except DensemarkBlendError as exc:
         print(f"export_landmarks: error: {args.blend}: {exc}", file=sys.stderr)
         sys.exit(2)
-    print(f"export_landmarks: wrote {args.out}: {len(payload['ids'])} ids from {obj.name!r}/{args.group!r}")
+    print(
+        f"export_landmarks: wrote {args.out}: {len(payload['ids'])} ids from {obj.name!r}/{args.group!r}"
+    )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,9 @@ class Params(BaseModel):
     evaluate: EvaluateParams = EvaluateParams()
 
 
-def load_params(path: str | os.PathLike | None = "params.yaml", overrides: dict | None = None) -> Params:
+def load_params(
+    path: str | os.PathLike | None = "params.yaml", overrides: dict | None = None
+) -> Params:
     """Load and validate a params file; ``path=None``: the defaults (no file).
 
     ``overrides`` (``{section: {key: value}}``) are merged over the file's sections first.
@@ -66,7 +68,9 @@ def load_params(path: str | os.PathLike | None = "params.yaml", overrides: dict 
     data: object = {}
     if path is not None:
         if not p.is_file():
-            raise ConfigError(f"{p}: params file not found (give an existing --params file, or leave --params out to use params.yaml or the defaults)")
+            raise ConfigError(
+                f"{p}: params file not found (give an existing --params file, or leave --params out to use params.yaml or the defaults)"
+            )
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
@@ -93,7 +97,9 @@ def _json_default(o: object) -> object:
     """Overrides given from Python (paths) as their JSON strings; anything else (a YAML date) is an error."""
     if isinstance(o, os.PathLike):
         return os.fspath(o)
-    raise TypeError(f"value {o!r} of type {type(o).__name__} is not a params value (quote it to make it a string)")
+    raise TypeError(
+        f"value {o!r} of type {type(o).__name__} is not a params value (quote it to make it a string)"
+    )
 
 
 def real_data_dir(default: Path | None = None, base: Path | None = None) -> Path | None:

@@ -22,14 +22,22 @@ from densemark.config import REAL_DATA_ENV, real_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CHECKPOINT_POINTS = 68  # landmarks of the shared checkpoint (68: the evaluation protocol's keypoints)
+CHECKPOINT_POINTS = (
+    68  # landmarks of the shared checkpoint (68: the evaluation protocol's keypoints)
+)
 
 
 def pytest_collection_modifyitems(config, items):
     """Refuse a test that reads the real reference data without the ``real`` marker."""
-    unmarked = [it.nodeid for it in items if "real_dir" in getattr(it, "fixturenames", ()) and it.get_closest_marker("real") is None]
+    unmarked = [
+        it.nodeid
+        for it in items
+        if "real_dir" in getattr(it, "fixturenames", ()) and it.get_closest_marker("real") is None
+    ]
     if unmarked:
-        raise pytest.UsageError("tests that use real_dir need @pytest.mark.real:\n  " + "\n  ".join(unmarked))
+        raise pytest.UsageError(
+            "tests that use real_dir need @pytest.mark.real:\n  " + "\n  ".join(unmarked)
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +78,9 @@ def real_dir() -> Path:
     """The real reference data folder; skips the test when it is absent."""
     p = _real_dir()
     if p is None:
-        pytest.skip(f"real reference data not found (set {REAL_DATA_ENV} to the folder holding bfm/, template/, ...)")
+        pytest.skip(
+            f"real reference data not found (set {REAL_DATA_ENV} to the folder holding bfm/, template/, ...)"
+        )
     return p
 
 
@@ -114,7 +124,9 @@ def checkpoint(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("checkpoint")
     n, rng = torch.get_num_threads(), torch.get_rng_state()
     try:
-        params = TrainParams(width=0.25, input_size=32, epochs=1, batch_size=4, workers=0, threads=1)
+        params = TrainParams(
+            width=0.25, input_size=32, epochs=1, batch_size=4, workers=0, threads=1
+        )
         run_train(params, SyntheticLandmarks(8, CHECKPOINT_POINTS, 64), out, progress=False)
     finally:  # run_train sets its own thread count and seeds torch's global RNG
         torch.set_num_threads(n)

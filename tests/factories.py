@@ -50,7 +50,14 @@ def grid_model(n: int = 24, n_shape: int = 199, n_exp: int = 29, seed: int = 0) 
     )
 
 
-def write_fit(folder: Path, name: str, pose: np.ndarray, shape: np.ndarray | None = None, exp: np.ndarray | None = None, h: int = 300) -> Path:
+def write_fit(
+    folder: Path,
+    name: str,
+    pose: np.ndarray,
+    shape: np.ndarray | None = None,
+    exp: np.ndarray | None = None,
+    h: int = 300,
+) -> Path:
     """A 300W-LP-format sample: a gray ``<name>.jpg`` and ``<name>.mat``."""
     import cv2
 
@@ -70,7 +77,9 @@ def write_fit(folder: Path, name: str, pose: np.ndarray, shape: np.ndarray | Non
     return folder / f"{name}.mat"
 
 
-def disc_template(res: int = 64, *, rx: float = 0.42, ry: float = 0.46, bump: float = 0.25) -> FaceTemplate:
+def disc_template(
+    res: int = 64, *, rx: float = 0.42, ry: float = 0.46, bump: float = 0.25
+) -> FaceTemplate:
     """An elliptic disc of UV pixels with a smooth, left/right symmetric bumped height field.
 
     The disc is centred on the UV map (so ``u -> res - 1 - u`` is exact); vertex positions are
@@ -91,7 +100,13 @@ def disc_template(res: int = 64, *, rx: float = 0.42, ry: float = 0.46, bump: fl
     uu, vv = face_ind % res, face_ind // res
     xn, yn = (uu - c) / (rx * res), (vv - c) / (ry * res)
     r2 = xn**2 + yn**2
-    z = 2 * rx * res * bump * (np.sqrt(np.clip(1 - r2, 0, None)) + 0.6 * np.exp(-(xn**2 + (yn + 0.1) ** 2) / 0.02))
+    z = (
+        2
+        * rx
+        * res
+        * bump
+        * (np.sqrt(np.clip(1 - r2, 0, None)) + 0.6 * np.exp(-(xn**2 + (yn + 0.1) ** 2) / 0.02))
+    )
     verts = np.stack([uu - c, c - vv, z], 1).astype(np.float64)
 
     def ring(a: np.ndarray, s: float) -> np.ndarray:
@@ -103,7 +118,11 @@ def disc_template(res: int = 64, *, rx: float = 0.42, ry: float = 0.46, bump: fl
     kpt = np.concatenate([kpt[:, :30], [[c + 0.5], [c]], kpt[:, 30:67]], 1)
     kpt = np.clip(np.round(kpt), 0, res - 1).astype(np.int64)
     return FaceTemplate(
-        face_ind=face_ind, uv_kpt_ind=kpt, vertices=verts, triangles=grid_triangles(face_ind, res), res=res
+        face_ind=face_ind,
+        uv_kpt_ind=kpt,
+        vertices=verts,
+        triangles=grid_triangles(face_ind, res),
+        res=res,
     )
 
 
@@ -130,18 +149,36 @@ def make_world(root: Path, n: int = 8, n_points: int = 40, seed: int = 0) -> dic
     for i in (60, 64):
         u, v = uv[kpt[i]]
         kpt[i] = tpl.id_map[v, u + (1 if u < (tpl.res - 1) / 2 else -1)]
-    ids = list(dict.fromkeys([*kpt.tolist(), *mir[kpt][mir[kpt] >= 0].tolist(), *pick.tolist(), *mir[pick].tolist()]))
+    ids = list(
+        dict.fromkeys(
+            [*kpt.tolist(), *mir[kpt][mir[kpt] >= 0].tolist(), *pick.tolist(), *mir[pick].tolist()]
+        )
+    )
     pos = {v: i for i, v in enumerate(ids)}
     lset = make_set(tpl, ids, name="test-set", kpt68=[pos[v] for v in kpt.tolist()])
     set_path = lset.save(root / "set.json")
     model = load_configured_model(mp, mdir)
     ds.generate_300wlp(model, SyntheticParams(image_size=200, shift_px=5.0), src, n)
-    return {"model_params": mp, "model_dir": mdir, "template_dir": tdir, "set_path": set_path, "source_dir": src,
-            "template": tpl, "set": lset, "model": model}
+    return {
+        "model_params": mp,
+        "model_dir": mdir,
+        "template_dir": tdir,
+        "set_path": set_path,
+        "source_dir": src,
+        "template": tpl,
+        "set": lset,
+        "model": model,
+    }
 
 
 def build_paths(w: dict, out: Path) -> BuildPaths:
-    return BuildPaths(model_dir=w["model_dir"], template_dir=w["template_dir"], set_path=w["set_path"], source_dir=w["source_dir"], out_dir=out)
+    return BuildPaths(
+        model_dir=w["model_dir"],
+        template_dir=w["template_dir"],
+        set_path=w["set_path"],
+        source_dir=w["source_dir"],
+        out_dir=out,
+    )
 
 
 class KillAtChunk:
@@ -160,7 +197,9 @@ class KillAtChunk:
 
 
 def small_build_params(**kw) -> BuildParams:
-    base = dict(res=64, chunk_size=3, row_group_size=4, formats=["parquet", "hdf5"], workers=1, batch=2)
+    base = dict(
+        res=64, chunk_size=3, row_group_size=4, formats=["parquet", "hdf5"], workers=1, batch=2
+    )
     base.update(kw)
     return BuildParams(**base)
 
@@ -175,7 +214,9 @@ SPLITS = SplitParams(seed=0, val=0.25, test=0.25)
 
 def synthetic_points(rng: np.random.Generator, n_points: int, res: int) -> np.ndarray:
     """(K, 3) float32 points on a random half-ellipsoid 'face' inside the crop (crop pixels)."""
-    base = rng_for(12345, "layout").uniform(-1, 1, (n_points, 2))  # the same layout for every sample
+    base = rng_for(12345, "layout").uniform(
+        -1, 1, (n_points, 2)
+    )  # the same layout for every sample
     base /= np.maximum(1.0, np.linalg.norm(base, axis=1, keepdims=True))
     cx, cy = res / 2 + rng.uniform(-0.06, 0.06, 2) * res
     ax, ay = res * rng.uniform(0.22, 0.3), res * rng.uniform(0.28, 0.36)
@@ -205,7 +246,9 @@ class SyntheticLandmarks:
     Images are stored as JPEG bytes and decoded per item (like the shards).
     """
 
-    def __init__(self, n: int = 16, n_points: int = 68, res: int = 256, seed: int = 0, jpeg: bool = True):
+    def __init__(
+        self, n: int = 16, n_points: int = 68, res: int = 256, seed: int = 0, jpeg: bool = True
+    ):
         self.n_points, self.res = n_points, res
         self.points = []
         self.images: list[Any] = []

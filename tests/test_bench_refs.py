@@ -31,7 +31,11 @@ def _refs(path: Path) -> list[tuple[int, str, str]]:
                 if a.name.startswith("densemark"):
                     aliases[a.asname or a.name] = a.name
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+        ):
             out.append((node.lineno, aliases[node.value.id], node.attr))
     return out
 
@@ -40,5 +44,9 @@ def _refs(path: Path) -> list[tuple[int, str, str]]:
 def test_bench_scripts_reference_existing_names(script):
     refs = _refs(BENCH / script)
     assert refs, f"{script} uses no densemark name"
-    missing = [f"{script}:{line}: {mod}.{name}" for line, mod, name in refs if not hasattr(importlib.import_module(mod), name)]
+    missing = [
+        f"{script}:{line}: {mod}.{name}"
+        for line, mod, name in refs
+        if not hasattr(importlib.import_module(mod), name)
+    ]
     assert not missing, "names the package no longer has:\n" + "\n".join(missing)

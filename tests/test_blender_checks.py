@@ -59,7 +59,11 @@ def test_blend_file_version(tmp_path, head, want):
 @pytest.mark.parametrize("extent", [211.6, 178_000.0, 0.2, 3.0e-3])
 def test_blender_frame_brings_a_face_to_real_size(extent):
     rng = np.random.default_rng(0)
-    v = rng.uniform(0, 1, (500, 3)) * [extent, 0.9 * extent, 0.8 * extent] + [5 * extent, -3 * extent, 40.0]
+    v = rng.uniform(0, 1, (500, 3)) * [extent, 0.9 * extent, 0.8 * extent] + [
+        5 * extent,
+        -3 * extent,
+        40.0,
+    ]
     f = bl.blender_frame(v)
     s = f["scale"]
     assert np.log2(s) == int(np.log2(s))  # a power of two: scaling is exact
@@ -70,7 +74,9 @@ def test_blender_frame_brings_a_face_to_real_size(extent):
     blender = np.stack([s * x, -s * z, -s * y], axis=1)
     size = (blender.max(0) - blender.min(0)).max()
     assert 0.125 < size <= 0.25 and f["axes"] == "x,-z,-y" and f["units"] == "m"
-    back = np.stack([blender[:, 0] / s + off[0], off[1] - blender[:, 2] / s, off[2] - blender[:, 1] / s], axis=1)
+    back = np.stack(
+        [blender[:, 0] / s + off[0], off[1] - blender[:, 2] / s, off[2] - blender[:, 1] / s], axis=1
+    )
     np.testing.assert_allclose(back, v, rtol=0, atol=1e-9 * extent)
 
 
@@ -82,14 +88,28 @@ def test_bundle_meta_carries_the_frame(small, tmp_path):
 
 
 def test_large_edit_refused_unless_flag(small, tmp_path, monkeypatch, capsys):
-    """"Select all, Add" (every vertex in the set) is a slip: one line naming the flag."""
+    """ "Select all, Add" (every vertex in the set) is a slip: one line naming the flag."""
     tdir, set_path, t, parent = small
     blend = _blend_stub(tmp_path / "face.blend")
-    cmd = ["blender", "import", str(blend), "--parent", str(set_path), "--template", str(tdir), "--out", str(tmp_path / "c.json")]
+    cmd = [
+        "blender",
+        "import",
+        str(blend),
+        "--parent",
+        str(set_path),
+        "--template",
+        str(tdir),
+        "--out",
+        str(tmp_path / "c.json"),
+    ]
     _fake_export(monkeypatch, t, parent, np.arange(t.n_vertices))
     assert main(cmd) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--allow-large-edit" in err and f"adds {t.n_vertices - len(parent)} " in err
+    assert (
+        err.count("\n") == 1
+        and "--allow-large-edit" in err
+        and f"adds {t.n_vertices - len(parent)} " in err
+    )
     assert not (tmp_path / "c.json").exists()
     with pytest.raises(InputError, match="allow-large-edit"):
         bl.import_blend(blend, set_path, tdir, tmp_path / "c.json")
@@ -124,9 +144,25 @@ def test_build_warnings_reach_the_cli(small, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bl, "scripts_dir", lambda: d)
     monkeypatch.setenv(bl.BLENDER_ENV, sys.executable)
     res = bl.run_export(set_path, tdir, tmp_path / "a.blend")
-    assert res["messages"] == ["warning: build_template_blend.py: mesh.validate() corrected the triangle list"]
+    assert res["messages"] == [
+        "warning: build_template_blend.py: mesh.validate() corrected the triangle list"
+    ]
     assert res["blender_version"] == (3, 4)
-    assert main(["blender", "export", "--set", str(set_path), "--template", str(tdir), "--out", str(tmp_path / "b.blend")]) == 0
+    assert (
+        main(
+            [
+                "blender",
+                "export",
+                "--set",
+                str(set_path),
+                "--template",
+                str(tdir),
+                "--out",
+                str(tmp_path / "b.blend"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr()
     assert "densemark: warning: build_template_blend.py: mesh.validate() corrected" in out.err
     assert "open it in Blender 3.4 or newer" in out.out
@@ -134,7 +170,7 @@ def test_build_warnings_reach_the_cli(small, tmp_path, monkeypatch, capsys):
 
 # ----------------------------------------------------------------------------- bpy
 
-INSPECT = r'''
+INSPECT = r"""
 import json, sys
 import bpy, bmesh
 argv = sys.argv[sys.argv.index("--") + 1:]
@@ -161,7 +197,7 @@ for screen in bpy.data.screens:
             views.append([s.region_3d.view_perspective, list(s.region_3d.view_rotation), s.clip_start, s.clip_end, s.shading.color_type])
 rep["views"] = views
 json.dump(rep, open(out, "w"))
-'''
+"""
 
 
 @pytest.mark.blender
@@ -172,7 +208,13 @@ def test_built_file_opens_ready_to_edit(small, tmp_path):
     tdir, set_path, t, parent = small
     blend = bl.export_blend(set_path, tdir, tmp_path / "face.blend")
     (tmp_path / "inspect_blend.py").write_text(INSPECT)
-    r = subprocess.run([*prefix, str(tmp_path / "inspect_blend.py"), "--", str(blend), str(tmp_path / "rep.json")], capture_output=True, text=True, timeout=300, check=False)
+    r = subprocess.run(
+        [*prefix, str(tmp_path / "inspect_blend.py"), "--", str(blend), str(tmp_path / "rep.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads((tmp_path / "rep.json").read_text())
     assert 0.125 < max(rep["dims"]) <= 0.25 and rep["n_faces"] == len(t.triangles)
@@ -210,7 +252,10 @@ def test_no_faces_and_newer_file_are_errors(small, tmp_path):
     else:
         raw[9:12] = b"%03d" % ((ver[0] + 1) * 100)
     newer.write_bytes(bytes(raw))
-    with pytest.raises(bl.BlenderError, match=rf"saved by Blender {ver[0] + 1}\.0, but this is Blender .*cannot read newer files"):
+    with pytest.raises(
+        bl.BlenderError,
+        match=rf"saved by Blender {ver[0] + 1}\.0, but this is Blender .*cannot read newer files",
+    ):
         bl.run_script("export_landmarks.py", [str(newer), str(tmp_path / "x.json")])
 
 
@@ -227,7 +272,13 @@ def test_panel_export_has_normal_permissions(small, tmp_path):
     out = tmp_path / "set.export.json"
     old = os.umask(0o022)
     try:
-        r = subprocess.run([*prefix, str(tmp_path / "exp.py"), "--", str(SCRIPTS), str(blend), str(out)], capture_output=True, text=True, timeout=300, check=False)
+        r = subprocess.run(
+            [*prefix, str(tmp_path / "exp.py"), "--", str(SCRIPTS), str(blend), str(out)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
     finally:
         os.umask(old)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -165,16 +165,25 @@ def gui_tools() -> tuple[str, str]:
     """(blender, xvfb-run) executables, or skip saying what is missing."""
     blender = os.environ.get("DENSEMARK_GUI_BLENDER") or shutil.which("blender")
     if not blender:
-        pytest.skip("no `blender` executable for the GUI test (apt-get install blender xvfb, or bash scripts/setup-ci-gui.sh)")
+        pytest.skip(
+            "no `blender` executable for the GUI test (apt-get install blender xvfb, or bash scripts/setup-ci-gui.sh)"
+        )
     xvfb = shutil.which("xvfb-run")
     if not xvfb or not shutil.which("Xvfb"):
-        pytest.skip("no Xvfb / xvfb-run for the GUI test (apt-get install xvfb, or bash scripts/setup-ci-gui.sh)")
+        pytest.skip(
+            "no Xvfb / xvfb-run for the GUI test (apt-get install xvfb, or bash scripts/setup-ci-gui.sh)"
+        )
     return blender, xvfb
 
 
 def _cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "densemark", "blender", *args], capture_output=True, text=True, check=False, env=env, timeout=300
+        [sys.executable, "-m", "densemark", "blender", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=300,
     )
 
 
@@ -220,20 +229,32 @@ def test_edit_in_blender_window(real_dir, tmp_path):
     mirror = template_mirror(t).ids
     members = set(parent.ids.tolist())
     x = t.vertices[:, 0]
-    cand = [i for i in range(0, t.n_vertices, 97) if i not in members and mirror[i] not in members and abs(x[i]) > 20]
+    cand = [
+        i
+        for i in range(0, t.n_vertices, 97)
+        if i not in members and mirror[i] not in members and abs(x[i]) > 20
+    ]
     add = cand[:3]
     remove = [i for i in parent.ids.tolist() if i not in set(parent.kpt68_ids.tolist())][:2]
     added = np.unique(np.concatenate([add, mirror[add]]))
     shots = tmp_path / "shots"
     shots.mkdir()
-    plan = {"add": add, "remove": remove, "out": str(shots), "report": str(tmp_path / "report.json"), "slip": str(tmp_path / "slip.blend")}
+    plan = {
+        "add": add,
+        "remove": remove,
+        "out": str(shots),
+        "report": str(tmp_path / "report.json"),
+        "slip": str(tmp_path / "slip.blend"),
+    }
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     (tmp_path / "driver.py").write_text(DRIVER)
     cmd = [
         xvfb, "-a", "-s", "-screen 0 1280x800x24",
         blender, "--factory-startup", str(blend), "--python", str(tmp_path / "driver.py"), "--", str(bl.scripts_dir()), str(tmp_path / "plan.json"),
     ]  # fmt: skip
-    run = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600, cwd=tmp_path)
+    run = subprocess.run(
+        cmd, capture_output=True, text=True, check=False, timeout=600, cwd=tmp_path
+    )
     assert (tmp_path / "report.json").is_file(), run.stdout[-3000:] + run.stderr[-3000:]
     rep = json.loads((tmp_path / "report.json").read_text())
     assert "error" not in rep, rep["error"]
@@ -265,7 +286,21 @@ def test_edit_in_blender_window(real_dir, tmp_path):
 
     # densemark blender import records exactly that edit
     out = tmp_path / "child.json"
-    r = _cli(["import", str(blend), "--parent", str(set_path), "--template", str(tdir), "--out", str(out), "--note", "gui"], env)
+    r = _cli(
+        [
+            "import",
+            str(blend),
+            "--parent",
+            str(set_path),
+            "--template",
+            str(tdir),
+            "--out",
+            str(out),
+            "--note",
+            "gui",
+        ],
+        env,
+    )
     assert r.returncode == 0, r.stderr
     assert f"(+{len(added)} / -{len(remove)})" in r.stdout
     child = LandmarkSet.load(out, t)
@@ -277,12 +312,25 @@ def test_edit_in_blender_window(real_dir, tmp_path):
     assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 
     # "select all, Add" is refused, unless asked for
-    slip = ["import", plan["slip"], "--parent", str(set_path), "--template", str(tdir), "--out", str(tmp_path / "slip.json")]
+    slip = [
+        "import",
+        plan["slip"],
+        "--parent",
+        str(set_path),
+        "--template",
+        str(tdir),
+        "--out",
+        str(tmp_path / "slip.json"),
+    ]
     r = _cli(slip, env)
-    assert r.returncode == 2 and "--allow-large-edit" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert r.returncode == 2 and "--allow-large-edit" in r.stderr and r.stderr.count("\n") == 1, (
+        r.stderr
+    )
     assert not (tmp_path / "slip.json").exists()
     r = _cli([*slip, "--allow-large-edit"], env)
-    assert r.returncode == 0 and f"(+{t.n_vertices - len(parent)} / -0)" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and f"(+{t.n_vertices - len(parent)} / -0)" in r.stdout, (
+        r.stdout + r.stderr
+    )
 
 
 def test_newer_file_in_older_blender_is_explained(real_dir, tmp_path):
@@ -304,13 +352,29 @@ def test_newer_file_in_older_blender_is_explained(real_dir, tmp_path):
     new, old = bl.blend_file_version(blend), _version(blender)
     if new is None or new <= old:
         pytest.skip(f"the bpy environment ({new}) is not newer than {blender} ({old})")
-    r = _cli(["import", str(blend), "--parent", str(set_path), "--template", str(tdir), "--out", str(tmp_path / "c.json")], {**env, bl.BLENDER_ENV: blender})
+    r = _cli(
+        [
+            "import",
+            str(blend),
+            "--parent",
+            str(set_path),
+            "--template",
+            str(tdir),
+            "--out",
+            str(tmp_path / "c.json"),
+        ],
+        {**env, bl.BLENDER_ENV: blender},
+    )
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
-    assert f"saved by Blender {new[0]}.{new[1]}" in r.stderr and "cannot read newer files" in r.stderr, r.stderr
+    assert (
+        f"saved by Blender {new[0]}.{new[1]}" in r.stderr and "cannot read newer files" in r.stderr
+    ), r.stderr
 
 
 def _version(blender: str) -> tuple[int, int]:
-    r = subprocess.run([blender, "--version"], capture_output=True, text=True, check=True, timeout=120)
+    r = subprocess.run(
+        [blender, "--version"], capture_output=True, text=True, check=True, timeout=120
+    )
     major, minor = r.stdout.split()[1].split(".")[:2]
     return int(major), int(minor)
 

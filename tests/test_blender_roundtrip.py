@@ -41,7 +41,11 @@ def small_template() -> FaceTemplate:
     u, v = s.face_ind % 64 + off, s.face_ind // 64 + off
     fi = v * 256 + u
     return FaceTemplate(
-        face_ind=fi, uv_kpt_ind=s.uv_kpt_ind + off, vertices=s.vertices, triangles=grid_triangles(fi, 256), res=256
+        face_ind=fi,
+        uv_kpt_ind=s.uv_kpt_ind + off,
+        vertices=s.vertices,
+        triangles=grid_triangles(fi, 256),
+        res=256,
     )
 
 
@@ -76,11 +80,18 @@ def test_bundle_contents(small, tmp_path):
         np.testing.assert_array_equal(z["kpt68"], parent.kpt68_ids)
         m = z["mirror"]
         assert m.shape == (t.n_vertices,) and (m >= 0).all()
-        np.testing.assert_array_equal(m[m], np.arange(t.n_vertices))  # the disc is exactly symmetric
+        np.testing.assert_array_equal(
+            m[m], np.arange(t.n_vertices)
+        )  # the disc is exactly symmetric
         uv = z["uv"]
         assert uv.shape == (t.n_vertices, 2) and (uv > 0).all() and (uv < 1).all()
     assert meta["format"] == bl.BUNDLE_FORMAT
-    assert meta["set"] == {"name": "disc-demo", "sha256": parent.sha256(), "n_ids": len(parent), "parent": None}
+    assert meta["set"] == {
+        "name": "disc-demo",
+        "sha256": parent.sha256(),
+        "n_ids": len(parent),
+        "parent": None,
+    }
     assert meta["template"] == {"sha256": t.sha256(), "n_vertices": t.n_vertices, "res": 256}
     assert meta["kpt68_source"] == "set"
 
@@ -116,7 +127,18 @@ def test_find_blender(monkeypatch, tmp_path):
 def test_missing_blender_message(small, tmp_path, monkeypatch, capsys):
     tdir, set_path, _, _ = small
     monkeypatch.setenv(bl.BLENDER_ENV, str(tmp_path / "nope"))
-    rc = main(["blender", "export", "--set", str(set_path), "--template", str(tdir), "--out", str(tmp_path / "a.blend")])
+    rc = main(
+        [
+            "blender",
+            "export",
+            "--set",
+            str(set_path),
+            "--template",
+            str(tdir),
+            "--out",
+            str(tmp_path / "a.blend"),
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert "DENSEMARK_BLENDER" in err and "setup-blender.sh" in err
@@ -142,14 +164,31 @@ def test_read_export_checks(small, tmp_path):
     np.testing.assert_array_equal(bl.read_export(p, parent, t), [1, 2, 3])
     check({**good, "format": "x"}, "format")
     check({**good, "source": {**good["source"], "set": {"sha256": "0" * 64}}}, "source.set.sha256")
-    check({**good, "source": {**good["source"], "template": {"sha256": "0" * 64}}}, "source.template.sha256")
+    check(
+        {**good, "source": {**good["source"], "template": {"sha256": "0" * 64}}},
+        "source.template.sha256",
+    )
     check({**good, "n_vertices": 5}, "n_vertices")
     check({**good, "ids": []}, "ids")
     check({**good, "ids": [t.n_vertices]}, "ids")
 
 
 def test_cli_registered():
-    args = build_parser().parse_args(["blender", "import", "a.blend", "--parent", "p.json", "--template", "t", "--out", "c.json", "--note", "n"])
+    args = build_parser().parse_args(
+        [
+            "blender",
+            "import",
+            "a.blend",
+            "--parent",
+            "p.json",
+            "--template",
+            "t",
+            "--out",
+            "c.json",
+            "--note",
+            "n",
+        ]
+    )
     assert args.blend == "a.blend" and args.note == "n" and callable(args.func)
 
 
@@ -161,7 +200,10 @@ def test_read_export_checks_template_before_set(small, tmp_path):
         return h[:30] + ("0" if h[30] != "0" else "1") + h[31:]
 
     obj = {
-        "format": bl.EXPORT_FORMAT, "blend": "a.blend", "n_vertices": t.n_vertices, "ids": [1, 2],
+        "format": bl.EXPORT_FORMAT,
+        "blend": "a.blend",
+        "n_vertices": t.n_vertices,
+        "ids": [1, 2],
         "source": {"set": {"sha256": near(sha_s)}, "template": {"sha256": near(sha_t)}},
     }
     p = tmp_path / "e.json"
@@ -185,9 +227,12 @@ def _fake_export(monkeypatch, t: FaceTemplate, parent: LandmarkSet, ids, **extra
     def run_script(script, args, **kw):
         assert script == "export_landmarks.py"
         payload = {
-            "format": bl.EXPORT_FORMAT, "blend": Path(args[0]).name, "n_vertices": t.n_vertices,
+            "format": bl.EXPORT_FORMAT,
+            "blend": Path(args[0]).name,
+            "n_vertices": t.n_vertices,
             "ids": sorted(int(i) for i in ids),
-            "source": {"set": {"sha256": parent.sha256()}, "template": {"sha256": t.sha256()}}, **extra,
+            "source": {"set": {"sha256": parent.sha256()}, "template": {"sha256": t.sha256()}},
+            **extra,
         }
         Path(args[1]).write_text(json.dumps(payload))
         return ""
@@ -220,21 +265,46 @@ def test_import_notes_symmetry_and_no_change(small, tmp_path, monkeypatch, capsy
     assert "no change" in out.out and "(+0 / -0)" in out.out and "symmetry" not in out.err
 
     members, kpt = set(parent.ids.tolist()), set(parent.kpt68_ids.tolist())
-    pairs = [i for i in parent.ids.tolist() if i not in kpt and tm.exact[i] and tm.ids[i] != i and int(tm.ids[i]) in members and int(tm.ids[i]) not in kpt]
+    pairs = [
+        i
+        for i in parent.ids.tolist()
+        if i not in kpt
+        and tm.exact[i]
+        and tm.ids[i] != i
+        and int(tm.ids[i]) in members
+        and int(tm.ids[i]) not in kpt
+    ]
     drop = pairs[:2]  # their partners stay: 2 landmarks lose their partner
-    lone = [i for i in range(t.n_vertices) if i not in members and tm.ids[i] != i and int(tm.ids[i]) not in members][:1]
+    lone = [
+        i
+        for i in range(t.n_vertices)
+        if i not in members and tm.ids[i] != i and int(tm.ids[i]) not in members
+    ][:1]
     _fake_export(monkeypatch, t, parent, sorted((members - set(drop)) | set(lone)))
     assert main([*cmd, "--out", str(tmp_path / "c.json")]) == 0
     err = capsys.readouterr().err
     assert "breaks the mirror symmetry" in err
-    assert "2 landmark(s) lost their mirror partner" in err and "1 added landmark(s) have no mirror partner" in err
+    assert (
+        "2 landmark(s) lost their mirror partner" in err
+        and "1 added landmark(s) have no mirror partner" in err
+    )
 
 
 def test_import_keypoint_drop_names_cli_flag(small, tmp_path, monkeypatch, capsys):
     tdir, set_path, t, parent = small
     _fake_export(monkeypatch, t, parent, np.setdiff1d(parent.ids, parent.kpt68_ids[[8]]))
     blend = _blend_stub(tmp_path / "face.blend")
-    cmd = ["blender", "import", str(blend), "--parent", str(set_path), "--template", str(tdir), "--out", str(tmp_path / "c.json")]
+    cmd = [
+        "blender",
+        "import",
+        str(blend),
+        "--parent",
+        str(set_path),
+        "--template",
+        str(tdir),
+        "--out",
+        str(tmp_path / "c.json"),
+    ]
     assert main(cmd) == 2
     err = capsys.readouterr().err
     assert "--allow-drop-kpt" in err and "allow_drop_kpt" not in err
@@ -246,9 +316,26 @@ def test_not_a_blend_is_one_line(small, tmp_path, capsys):
     tdir, set_path, _, _ = small
     junk = tmp_path / "junk.blend"
     junk.write_text("not a blend file at all\n")
-    rc = main(["blender", "import", str(junk), "--parent", str(set_path), "--template", str(tdir), "--out", str(tmp_path / "c.json")])
+    rc = main(
+        [
+            "blender",
+            "import",
+            str(junk),
+            "--parent",
+            str(set_path),
+            "--template",
+            str(tdir),
+            "--out",
+            str(tmp_path / "c.json"),
+        ]
+    )
     err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("densemark: error: ") and err.count("\n") == 1 and "not a Blender file" in err
+    assert (
+        rc == 2
+        and err.startswith("densemark: error: ")
+        and err.count("\n") == 1
+        and "not a Blender file" in err
+    )
 
 
 def test_script_error_is_one_line_without_temp_paths(small, tmp_path, monkeypatch):
@@ -274,7 +361,9 @@ def test_script_error_is_one_line_without_temp_paths(small, tmp_path, monkeypatc
 def _bl_info() -> dict:
     tree = ast.parse((SCRIPTS / "densemark_addon.py").read_text())
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "bl_info" for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            getattr(t, "id", None) == "bl_info" for t in node.targets
+        ):
             return ast.literal_eval(node.value)
     raise AssertionError("no bl_info in densemark_addon.py")
 
@@ -282,24 +371,45 @@ def _bl_info() -> dict:
 def test_extension_manifest_agrees_with_bl_info():
     man = tomllib.loads((ROOT / "blender_scripts" / "blender_manifest.toml").read_text())
     info = _bl_info()
-    required = {"schema_version", "id", "version", "name", "tagline", "maintainer", "type", "blender_version_min", "license"}
+    required = {
+        "schema_version",
+        "id",
+        "version",
+        "name",
+        "tagline",
+        "maintainer",
+        "type",
+        "blender_version_min",
+        "license",
+    }
     assert required <= set(man) and man["type"] == "add-on"
     assert man["name"] == info["name"]
     assert man["version"] == ".".join(map(str, info["version"]))
     # extensions exist from Blender 4.2; the legacy add-on (bl_info) runs from 3.4
-    assert tuple(map(int, man["blender_version_min"].split("."))) == max((4, 2, 0), tuple(info["blender"]))
+    assert tuple(map(int, man["blender_version_min"].split("."))) == max(
+        (4, 2, 0), tuple(info["blender"])
+    )
     assert tuple(info["blender"]) == (3, 4, 0)
     assert len(man["tagline"]) <= 64 and man["tagline"][-1].isalnum()
     assert re.fullmatch(r"[a-z][a-z0-9_]*", man["id"])
-    init = ast.parse((ROOT / "blender_scripts" / "__init__.py").read_text())  # the extension's entry point
-    names = {a.name for n in init.body if isinstance(n, ast.ImportFrom) and n.module == "densemark_addon" for a in n.names}
+    init = ast.parse(
+        (ROOT / "blender_scripts" / "__init__.py").read_text()
+    )  # the extension's entry point
+    names = {
+        a.name
+        for n in init.body
+        if isinstance(n, ast.ImportFrom) and n.module == "densemark_addon"
+        for a in n.names
+    }
     assert {"register", "unregister"} <= names
 
 
 @pytest.mark.slow
 def test_scripts_ship_in_the_wheel(tmp_path):
     """A wheel holds the Blender scripts, and an installed densemark finds them there."""
-    st = pytest.importorskip("setuptools", minversion="68", reason="building the wheel offline needs setuptools>=68 here")
+    st = pytest.importorskip(
+        "setuptools", minversion="68", reason="building the wheel offline needs setuptools>=68 here"
+    )
     if tuple(int(x) for x in st.__version__.split(".")[:2]) < (70, 1):
         pytest.importorskip("wheel", reason="setuptools<70.1 builds wheels with the wheel package")
     src = tmp_path / "src"
@@ -309,19 +419,44 @@ def test_scripts_ship_in_the_wheel(tmp_path):
     for d in ("densemark", "blender_scripts"):
         shutil.copytree(ROOT / d, src / d, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     r = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(tmp_path / "dist"), str(src)],
-        capture_output=True, text=True, check=False, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("densemark-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = {f"densemark/sampling/blender_scripts/{f}" for f in (*bl.SCRIPTS, "__init__.py", "blender_manifest.toml", "README.md")}
+    shipped = {
+        f"densemark/sampling/blender_scripts/{f}"
+        for f in (*bl.SCRIPTS, "__init__.py", "blender_manifest.toml", "README.md")
+    }
     assert shipped <= names, sorted(shipped - names)
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     env = {**os.environ, "PYTHONPATH": str(site)}
     code = "import densemark, densemark.sampling.blender as b; print(densemark.__file__); print(b.scripts_dir())"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=tmp_path, env=env)
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     pkg, found = (Path(x) for x in r.stdout.split())
     assert pkg.is_relative_to(site) and found == site / "densemark" / "sampling" / "blender_scripts"
@@ -405,12 +540,27 @@ print("person: done")
 def _person_session(blend: Path, edited: Path, plan: dict, tmp_path: Path) -> dict:
     script = tmp_path / "person.py"
     script.write_text(PERSON)
-    plan = {**plan, "report": str(tmp_path / "report.json"), "panel_export": str(tmp_path / "panel.json")}
+    plan = {
+        **plan,
+        "report": str(tmp_path / "report.json"),
+        "panel_export": str(tmp_path / "panel.json"),
+    }
     (tmp_path / "plan.json").write_text(json.dumps(plan))
-    cmd = [*blender_prefix(), str(script), "--", str(SCRIPTS), str(blend), str(edited), str(tmp_path / "plan.json")]
+    cmd = [
+        *blender_prefix(),
+        str(script),
+        "--",
+        str(SCRIPTS),
+        str(blend),
+        str(edited),
+        str(tmp_path / "plan.json"),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0 and "person: done" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
-    return {**json.loads((tmp_path / "report.json").read_text()), "panel": json.loads((tmp_path / "panel.json").read_text())}
+    return {
+        **json.loads((tmp_path / "report.json").read_text()),
+        "panel": json.loads((tmp_path / "panel.json").read_text()),
+    }
 
 
 def _plan(t: FaceTemplate, parent: LandmarkSet) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -421,7 +571,11 @@ def _plan(t: FaceTemplate, parent: LandmarkSet) -> tuple[dict, np.ndarray, np.nd
     free = [i for i in parent.ids.tolist() if i not in kpts]
     x = t.vertices[:, 0]
     # off-midline non-members whose mirror partner is also a non-member: the mirror op adds it
-    cand = [i for i in range(t.n_vertices) if i not in members and mirror[i] not in members and abs(x[i]) > 3 and mirror[i] != i]
+    cand = [
+        i
+        for i in range(t.n_vertices)
+        if i not in members and mirror[i] not in members and abs(x[i]) > 3 and mirror[i] != i
+    ]
     add = cand[:3]
     add_op = [i for i in cand[10:] if i not in add and mirror[i] not in add][:1]
     plan = {"remove": free[:4], "add": add, "add_op": add_op, "remove_op": free[4:6]}
@@ -430,7 +584,9 @@ def _plan(t: FaceTemplate, parent: LandmarkSet) -> tuple[dict, np.ndarray, np.nd
     return plan, added, removed
 
 
-def _round_trip(tdir: Path, set_path: Path, t: FaceTemplate, parent: LandmarkSet, tmp_path: Path) -> None:
+def _round_trip(
+    tdir: Path, set_path: Path, t: FaceTemplate, parent: LandmarkSet, tmp_path: Path
+) -> None:
     blend = bl.export_blend(set_path, tdir, tmp_path / "face.blend")
     plan, added, removed = _plan(t, parent)
     edited = tmp_path / "edited.blend"
@@ -438,17 +594,27 @@ def _round_trip(tdir: Path, set_path: Path, t: FaceTemplate, parent: LandmarkSet
     assert rep["loaded"] == sorted(parent.ids.tolist())
     mirror = template_mirror(t).ids
     assert rep["mirrored_selection"] == sorted(set(plan["add"]) | set(mirror[plan["add"]].tolist()))
-    assert rep["panel_drawn"][0] == f"Set: {parent.name}" and "densemark.export_set" in rep["panel_drawn"]
+    assert (
+        rep["panel_drawn"][0] == f"Set: {parent.name}"
+        and "densemark.export_set" in rep["panel_drawn"]
+    )
     assert rep["status"] == f"Set: {len(parent) - len(removed) + len(added)} (+0 / -2)"
 
-    child = bl.import_blend(edited, set_path, tdir, tmp_path / "child.json", note="hand fix", name="fixed")
+    child = bl.import_blend(
+        edited, set_path, tdir, tmp_path / "child.json", note="hand fix", name="fixed"
+    )
     want = np.union1d(np.setdiff1d(parent.ids, removed), added)
     np.testing.assert_array_equal(np.sort(child.ids), want)
     assert rep["panel"]["ids"] == want.tolist()  # the panel's export agrees with the headless one
     assert rep["panel"]["source"]["set"]["sha256"] == parent.sha256()
     new_edits = child.provenance["edits"][len(parent.provenance["edits"]) :]
     assert new_edits == [
-        {"op": "remove", "ids": removed.tolist(), "source": "blender:edited.blend", "note": "hand fix"},
+        {
+            "op": "remove",
+            "ids": removed.tolist(),
+            "source": "blender:edited.blend",
+            "note": "hand fix",
+        },
         {"op": "add", "ids": added.tolist(), "source": "blender:edited.blend", "note": "hand fix"},
     ]
     assert child.provenance["parent"] == {"name": parent.name, "sha256": parent.sha256()}
@@ -492,14 +658,21 @@ def test_script_errors(tmp_path):
     blender_prefix()
     bad = tmp_path / "bad.npz"
     np.savez(
-        bad, meta=np.array(json.dumps({"format": bl.BUNDLE_FORMAT})), vertices=np.zeros((3, 3)),
-        triangles=np.array([[0, 1, 5]]), ids=np.array([0]), kpt68=np.zeros(0, np.int64), mirror=np.full(3, -1),
+        bad,
+        meta=np.array(json.dumps({"format": bl.BUNDLE_FORMAT})),
+        vertices=np.zeros((3, 3)),
+        triangles=np.array([[0, 1, 5]]),
+        ids=np.array([0]),
+        kpt68=np.zeros(0, np.int64),
+        mirror=np.full(3, -1),
     )
     with pytest.raises(bl.BlenderError, match="field triangles: ids must lie in"):
         bl.run_script("build_template_blend.py", [str(bad), str(tmp_path / "x.blend")])
     assert not (tmp_path / "x.blend").exists()
     with pytest.raises(bl.BlenderError, match="file not found"):
-        bl.run_script("export_landmarks.py", [str(tmp_path / "missing.blend"), str(tmp_path / "x.json")])
+        bl.run_script(
+            "export_landmarks.py", [str(tmp_path / "missing.blend"), str(tmp_path / "x.json")]
+        )
 
 
 @pytest.mark.blender
@@ -508,12 +681,31 @@ def test_cli_round_trip(small, tmp_path):
     tdir, set_path, _, parent = small
     blend = tmp_path / "cli.blend"
     base = [sys.executable, "-m", "densemark", "blender"]
-    r = subprocess.run([*base, "export", "--set", str(set_path), "--template", str(tdir), "--out", str(blend)], capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        [*base, "export", "--set", str(set_path), "--template", str(tdir), "--out", str(blend)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert r.returncode == 0 and blend.is_file(), r.stderr
     out = tmp_path / "child.json"
     r = subprocess.run(
-        [*base, "import", str(blend), "--parent", str(set_path), "--template", str(tdir), "--out", str(out), "--note", "none"],
-        capture_output=True, text=True, check=False,
+        [
+            *base,
+            "import",
+            str(blend),
+            "--parent",
+            str(set_path),
+            "--template",
+            str(tdir),
+            "--out",
+            str(out),
+            "--note",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert r.returncode == 0, r.stderr
     assert "(+0 / -0)" in r.stdout and "no change" in r.stdout
@@ -522,11 +714,31 @@ def test_cli_round_trip(small, tmp_path):
     cut = tmp_path / "cut.blend"
     cut.write_bytes(blend.read_bytes()[: blend.stat().st_size // 2])
     r = subprocess.run(
-        [*base, "import", str(cut), "--parent", str(set_path), "--template", str(tdir), "--out", str(tmp_path / "cut.json")],
-        capture_output=True, text=True, check=False,
+        [
+            *base,
+            "import",
+            str(cut),
+            "--parent",
+            str(set_path),
+            "--template",
+            str(tdir),
+            "--out",
+            str(tmp_path / "cut.json"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    assert r.returncode == 2 and r.stderr.startswith("densemark: error: ") and r.stderr.count("\n") == 1, r.stderr
-    assert "cut.blend" in r.stderr and "Blender cannot read" in r.stderr and "Traceback" not in r.stderr
+    assert (
+        r.returncode == 2
+        and r.stderr.startswith("densemark: error: ")
+        and r.stderr.count("\n") == 1
+    ), r.stderr
+    assert (
+        "cut.blend" in r.stderr
+        and "Blender cannot read" in r.stderr
+        and "Traceback" not in r.stderr
+    )
 
 
 EXTENSION = r"""
@@ -560,7 +772,15 @@ def test_extension_builds_and_registers(tmp_path):
     script = tmp_path / "ext.py"
     script.write_text(EXTENSION)
     (tmp_path / "work").mkdir()
-    r = subprocess.run([*prefix, str(script), "--", str(SCRIPTS), str(tmp_path / "work")], capture_output=True, text=True, timeout=300, check=False)
+    r = subprocess.run(
+        [*prefix, str(script), "--", str(SCRIPTS), str(tmp_path / "work")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     if "extension: needs Blender 4.2" in r.stdout:
         pytest.skip("Blender extensions need Blender 4.2 (DENSEMARK_BLENDER names an older one)")
-    assert r.returncode == 0 and "extension: ok densemark_landmarks-0.2.0.zip" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 0 and "extension: ok densemark_landmarks-0.2.0.zip" in r.stdout, (
+        r.stdout[-3000:] + r.stderr[-3000:]
+    )

@@ -44,7 +44,11 @@ def _df(table) -> dict[str, list]:
 
 def _files(folder: Path) -> dict[str, bytes]:
     """Every file under a dataset folder (shards in data/, hdf5/, sidecars in labels/) by relative path."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 TRAIN0 = "train-00000-of-00001"  # the test world's chunks: train (3 samples), val (1), test (3 + 1)
@@ -54,13 +58,17 @@ CHUNK_STEMS = [TRAIN0, "val-00000-of-00001", "test-00000-of-00002", "test-00001-
 @pytest.fixture(scope="module")
 def built(build_world, tmp_path_factory):
     out = tmp_path_factory.mktemp("ds") / "ds"
-    res = B.run_build(build_world["model_params"], small_build_params(), SPLITS, build_paths(build_world, out))
+    res = B.run_build(
+        build_world["model_params"], small_build_params(), SPLITS, build_paths(build_world, out)
+    )
     return out, res
 
 
 def _geo(w):
     uvm = UVMap.for_model(w["model"], w["model_params"].uv_res)
-    return LabelGeometry(w["model"], uvm, w["template"], w["set"].ids, mirror_perm=w["set"].mirror_perm), uvm
+    return LabelGeometry(
+        w["model"], uvm, w["template"], w["set"].ids, mirror_perm=w["set"].mirror_perm
+    ), uvm
 
 
 # ----------------------------------------------------------------------------- shards and labels
@@ -71,14 +79,25 @@ def test_shards_open_with_pyarrow_and_h5py_alone(built, build_world):
     man = json.loads((out / "manifest.json").read_text())
     k = len(build_world["set"])
     assert man["rows"] == 16 and man["counts"]["flip"] == {"false": 8, "true": 8}
-    assert man["landmark_set"]["sha256"] == build_world["set"].sha256() and man["landmark_set"]["n_points"] == k
+    assert (
+        man["landmark_set"]["sha256"] == build_world["set"].sha256()
+        and man["landmark_set"]["n_points"] == k
+    )
     assert sum(man["counts"]["split"].values()) == man["rows"]
     for e in man["files"]:
         assert hashlib.sha256((out / e["path"]).read_bytes()).hexdigest() == e["sha256"]
     t = pq.read_table(out / f"data/{TRAIN0}.parquet")
     lt = t.schema.field("landmarks").type  # (K, 3): nested fixed-size lists
-    assert t.num_rows == 6 and lt.list_size == k and lt.value_type.list_size == 3 and str(lt.value_type.value_type) == "float"
-    assert t.schema.field("kpt68").type.list_size == 68 and t.schema.field("kpt68").type.value_type.list_size == 3
+    assert (
+        t.num_rows == 6
+        and lt.list_size == k
+        and lt.value_type.list_size == 3
+        and str(lt.value_type.value_type) == "float"
+    )
+    assert (
+        t.schema.field("kpt68").type.list_size == 68
+        and t.schema.field("kpt68").type.value_type.list_size == 3
+    )
     assert b"densemark" in t.schema.metadata and b"huggingface" in t.schema.metadata
     df = _df(t)
     assert list(df["flip"]) == [False, True] * 3 and set(df["split"]) == {"train"}
@@ -93,8 +112,12 @@ def test_shards_open_with_pyarrow_and_h5py_alone(built, build_world):
         np.testing.assert_array_equal(f["landmarks"][()], lm)
         assert [x.decode() for x in f["id"][()]] == list(df["id"])
         off = f["image_offsets"][()]  # JPEG bytes: one flat uint8 array + (n + 1,) offsets
-        assert [f["image"][a:b].tobytes() for a, b in zip(off[:-1], off[1:], strict=True)] == df["image"]
-        np.testing.assert_array_equal(f["shape_para"][()], np.stack(df["shape_para"]))  # (n, 199)-like float64
+        assert [f["image"][a:b].tobytes() for a, b in zip(off[:-1], off[1:], strict=True)] == df[
+            "image"
+        ]
+        np.testing.assert_array_equal(
+            f["shape_para"][()], np.stack(df["shape_para"])
+        )  # (n, 199)-like float64
         # nothing in HDF5's global heap (variable-length data): no bytes that HDF5 might leave uninitialised
         assert all(d.dtype.kind != "O" for d in f.values())
     assert b"GCOL" not in (out / f"hdf5/{TRAIN0}.h5").read_bytes()
@@ -111,7 +134,8 @@ def test_shard_reader_round_trips_both_formats(tmp_path):
 
     rng = np.random.default_rng(3)
     cols = {
-        "id": ["a", "żółw/flip", "c" * 40], "split": ["train", "val", "test"],
+        "id": ["a", "żółw/flip", "c" * 40],
+        "split": ["train", "val", "test"],
         "image": [b"\xff\xd8xyz", b"", bytes(range(256))],
         "shape_para": [rng.normal(size=4), rng.normal(size=2), rng.normal(size=0)],  # ragged
         "exp_para": [rng.normal(size=3) for _ in range(3)],  # uniform: (n, 3)
@@ -121,20 +145,32 @@ def test_shard_reader_round_trips_both_formats(tmp_path):
     h5 = shards.write_hdf5(tmp_path / "s.h5", cols, {"k": "é"}, 4)
     pa_ = shards.write_parquet(tmp_path / "s.parquet", shards.to_table(cols, {"k": "é"}), 2)
     with h5py.File(h5, "r") as f:
-        assert f["exp_para"].shape == (3, 3) and "shape_para_offsets" in f and f["landmarks"].shape == (3, 4, 3)
+        assert (
+            f["exp_para"].shape == (3, 3)
+            and "shape_para_offsets" in f
+            and f["landmarks"].shape == (3, 4, 3)
+        )
     assert b"GCOL" not in h5.read_bytes()
     for p in (h5, pa_):
         assert shards.read_meta(p) == {"k": "é"}
         got = shards.read_columns(p, list(cols))
-        assert got["id"] == cols["id"] and got["split"] == cols["split"] and got["image"] == cols["image"]
+        assert (
+            got["id"] == cols["id"]
+            and got["split"] == cols["split"]
+            and got["image"] == cols["image"]
+        )
         for g, want in zip(got["shape_para"], cols["shape_para"], strict=True):
             assert g.dtype == np.float64
             np.testing.assert_array_equal(g, want)
         np.testing.assert_array_equal(got["exp_para"], np.stack(cols["exp_para"]))
-        np.testing.assert_array_equal(got["landmarks"], cols["landmarks"])  # (n, 3K) in both formats
+        np.testing.assert_array_equal(
+            got["landmarks"], cols["landmarks"]
+        )  # (n, 3K) in both formats
         np.testing.assert_array_equal(got["flip"], cols["flip"])
         sub = shards.read_columns(p, ["split", "image", "landmarks", "exp_para"], [2, 0, 2])
-        assert sub["split"] == ["test", "train", "test"] and sub["image"] == [cols["image"][i] for i in (2, 0, 2)]
+        assert sub["split"] == ["test", "train", "test"] and sub["image"] == [
+            cols["image"][i] for i in (2, 0, 2)
+        ]
         np.testing.assert_array_equal(sub["landmarks"], cols["landmarks"][[2, 0, 2]])
         np.testing.assert_array_equal(sub["exp_para"], np.stack(cols["exp_para"])[[2, 0, 2]])
         with shards.ShardReader(p) as r:
@@ -160,7 +196,11 @@ def test_hdf5_bytes_do_not_depend_on_when_datasets_close(tmp_path, monkeypatch):
             "valid": np.ones(n, bool), "n_outside": np.zeros(n, np.int16)}  # fmt: skip
     a = shards.write_hdf5(tmp_path / "a.h5", cols, {}, 4).read_bytes()
     kept, create = [], h5py.Group.create_dataset
-    monkeypatch.setattr(h5py.Group, "create_dataset", lambda self, *x, **k: kept.append(create(self, *x, **k)) or kept[-1])
+    monkeypatch.setattr(
+        h5py.Group,
+        "create_dataset",
+        lambda self, *x, **k: kept.append(create(self, *x, **k)) or kept[-1],
+    )
     b = shards.write_hdf5(tmp_path / "b.h5", cols, {}, 4).read_bytes()
     assert len(kept) == len(cols) + 1  # every dataset stayed open until the file closed
     kept.clear()
@@ -183,9 +223,16 @@ def test_labels_equal_the_position_map_at_the_set_pixels(built, build_world):
                        np.stack([f.pose_para for f in fits]), 200, res=64)  # fmt: skip
         maps = uvm.render(g.vertices, vertex_major=True).reshape(len(fits), -1, 3)
         lm = np.array(df["landmarks"], np.float32).reshape(len(fits), -1, 3)
-        np.testing.assert_allclose(lm, maps[:, pix], atol=2e-4, rtol=0)  # interpolated before vs after the pose
-        np.testing.assert_array_equal(np.array(df["kpt68"], np.float32).reshape(-1, 68, 3), g.vertices[w["model"].kpt_ind].transpose(1, 0, 2))
-        np.testing.assert_array_equal(np.array(df["crop"]), np.array([c.as_vector() for c in g.crops]))
+        np.testing.assert_allclose(
+            lm, maps[:, pix], atol=2e-4, rtol=0
+        )  # interpolated before vs after the pose
+        np.testing.assert_array_equal(
+            np.array(df["kpt68"], np.float32).reshape(-1, 68, 3),
+            g.vertices[w["model"].kpt_ind].transpose(1, 0, 2),
+        )
+        np.testing.assert_array_equal(
+            np.array(df["crop"]), np.array([c.as_vector() for c in g.crops])
+        )
         n += len(fits)
     assert n == 8
 
@@ -198,28 +245,45 @@ def test_flip_is_an_involution(built, build_world):
     lm = np.array(df["landmarks"], np.float32).reshape(-1, k, 3)
     perm = build_world["set"].mirror_perm
     u = build_world["template"].pixel_uv[build_world["set"].ids, 0]
-    side = np.abs(2 * u - (build_world["template"].res - 1)) > 1  # off the two centre UV columns the flip is the permutation
+    side = (
+        np.abs(2 * u - (build_world["template"].res - 1)) > 1
+    )  # off the two centre UV columns the flip is the permutation
     idx, extra = mirror_sources(build_world["template"], build_world["set"].ids, perm)
     assert len(extra) == 0 and (idx[idx] == np.arange(k)).all() and (idx[side] == perm[side]).all()
     for i in range(0, len(df["id"]), 2):
         a, b = decode_jpeg(df["image"][i]), decode_jpeg(df["image"][i + 1])
-        assert np.abs(flip_image(a).astype(int) - b).mean() < 3  # the mirrored crop, up to JPEG noise
-        np.testing.assert_array_equal(flip_points(lm[i], idx, 64), lm[i + 1])  # the set holds both centre columns
+        assert (
+            np.abs(flip_image(a).astype(int) - b).mean() < 3
+        )  # the mirrored crop, up to JPEG noise
+        np.testing.assert_array_equal(
+            flip_points(lm[i], idx, 64), lm[i + 1]
+        )  # the set holds both centre columns
         np.testing.assert_allclose(flip_points(lm[i + 1], idx, 64), lm[i], atol=2e-5, rtol=0)
-        np.testing.assert_allclose(flip_points(flip_points(lm[i], perm, 64), perm, 64), lm[i], atol=2e-5, rtol=0)
+        np.testing.assert_allclose(
+            flip_points(flip_points(lm[i], perm, 64), perm, 64), lm[i], atol=2e-5, rtol=0
+        )
         kp = np.array(df["kpt68"], np.float32).reshape(-1, 68, 3)
-        np.testing.assert_allclose(flip_points(flip_points(kp[i], KPT68_MIRROR, 64), KPT68_MIRROR, 64), kp[i], atol=2e-5, rtol=0)
+        np.testing.assert_allclose(
+            flip_points(flip_points(kp[i], KPT68_MIRROR, 64), KPT68_MIRROR, 64),
+            kp[i],
+            atol=2e-5,
+            rtol=0,
+        )
     img = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
     np.testing.assert_array_equal(flip_image(flip_image(img)), img)
     assert not np.array_equal(flip_image(img), img)
 
 
-@pytest.mark.parametrize("pose", [(0.1, 0.5, 0.2, 90.0, 110.0, 5.0, 8e-4), (-0.2, -1.1, -0.3, 120.0, 95.0, 0.0, 7e-4)])
+@pytest.mark.parametrize(
+    "pose", [(0.1, 0.5, 0.2, 90.0, 110.0, 5.0, 8e-4), (-0.2, -1.1, -0.3, 120.0, 95.0, 0.0, 7e-4)]
+)
 def test_flipped_labels_equal_labels_of_the_mirrored_pose(build_world, pose):
     """On the symmetric embedded mean shape: flip(labels(pose)) == labels(mirrored pose) with the mirrored crop."""
     w = build_world
     m = w["model"]
-    assert np.allclose(m.mean[:, 0], -m.mean[_mirror_vertices(m), 0], atol=1e-2)  # the model is symmetric
+    assert np.allclose(
+        m.mean[:, 0], -m.mean[_mirror_vertices(m), 0], atol=1e-2
+    )  # the model is symmetric
     geo, _ = _geo(w)
     h, wd, res = 200, 200, 64
     pose = np.array([pose])
@@ -233,7 +297,9 @@ def test_flipped_labels_equal_labels_of_the_mirrored_pose(build_world, pose):
     mirrored = geo.relabel(c, mp, np.array([h]), crop_m).landmarks[0]
     flipped = lab.flipped[0]
     assert np.abs(flipped - lab.landmarks[0]).max() > 1  # not trivially equal
-    np.testing.assert_allclose(flipped, mirrored, atol=1e-3, rtol=0)  # every point, the centre columns included
+    np.testing.assert_allclose(
+        flipped, mirrored, atol=1e-3, rtol=0
+    )  # every point, the centre columns included
     # the permutation alone pairs the two centre UV columns with themselves (the map has no centre
     # column): a pure reordering is a column off there, which the mirrored pixels fix
     u = w["template"].pixel_uv[w["set"].ids, 0]
@@ -255,7 +321,9 @@ def test_flipped_labels_equal_labels_of_the_mirrored_pose(build_world, pose):
     # and the flip of the mirrored pose gives the original back
     back = geo.relabel(c, pose, np.array([h]), np.array([tf.as_vector()]))
     np.testing.assert_array_equal(back.landmarks[0], lab.landmarks[0])
-    np.testing.assert_allclose(geo.relabel(c, mp, np.array([h]), crop_m).flipped[0], lab.landmarks[0], atol=1e-3, rtol=0)
+    np.testing.assert_allclose(
+        geo.relabel(c, mp, np.array([h]), crop_m).flipped[0], lab.landmarks[0], atol=1e-3, rtol=0
+    )
     # the mesh minimum is mirror-invariant, and the mirrored pose's own crop is the mirrored one up to truncation
     lab_m = geo.compute(None, None, mp, np.array([h]), res=res)
     assert lab_m.crops[0].tz / lab_m.crops[0].scale == pytest.approx(tf.tz / tf.scale, rel=1e-5)
@@ -293,7 +361,12 @@ def test_same_params_byte_identical_and_chunk_order_free(built, build_world, tmp
 def _params_file(w, path: Path, **build) -> Path:
     mp = w["model_params"]
     data = {
-        "model": {"source": "bfm", "dir": str(mp.dir), "cache_dir": str(mp.cache_dir), "uv_res": mp.uv_res},
+        "model": {
+            "source": "bfm",
+            "dir": str(mp.dir),
+            "cache_dir": str(mp.cache_dir),
+            "uv_res": mp.uv_res,
+        },
         "build": small_build_params(**build).model_dump(mode="json"),
         "splits": SPLITS.model_dump(mode="json"),
     }
@@ -322,8 +395,21 @@ def test_sigkill_then_rerun_is_byte_identical(built, build_world, tmp_path):
         "p = load_params(sys.argv[1])\n"
         "run_build(p.model, p.build, p.splits, BuildPaths(*sys.argv[2:]), hook=KillAtChunk(1))\n"
     )
-    argv = [str(params), str(w["model_dir"]), str(w["template_dir"]), str(w["set_path"]), str(w["source_dir"]), str(dst)]
-    r = subprocess.run([sys.executable, "-c", script, *argv], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    argv = [
+        str(params),
+        str(w["model_dir"]),
+        str(w["template_dir"]),
+        str(w["set_path"]),
+        str(w["source_dir"]),
+        str(dst),
+    ]
+    r = subprocess.run(
+        [sys.executable, "-c", script, *argv],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == -9, r.stderr
     assert list(dst.glob("*/.*.tmp")), "a stale temp file is left by the kill"
     assert not (dst / "manifest.json").exists()
@@ -338,15 +424,38 @@ def test_changed_params_rebuild_never_mix(built, build_world, tmp_path):
     w = build_world
     dst = tmp_path / "ds"
     shutil.copytree(built[0], dst)
-    r = B.run_build(w["model_params"], small_build_params(jpeg_quality=70, chunk_size=5), SPLITS, build_paths(w, dst))
-    names = sorted(p.relative_to(dst).as_posix() for p in [*dst.glob("part-*"), *dst.glob("data/*"), *dst.glob("hdf5/*")])
-    stems = ["train-00000-of-00001", "val-00000-of-00001", "test-00000-of-00001"]  # chunks of 5 never cross a split
-    assert names == sorted([f"part-{k:05d}.json" for k in range(3)] + [f"{d}/{s}{x}" for s in stems for d, x in (("data", ".parquet"), ("hdf5", ".h5"))])
+    r = B.run_build(
+        w["model_params"],
+        small_build_params(jpeg_quality=70, chunk_size=5),
+        SPLITS,
+        build_paths(w, dst),
+    )
+    names = sorted(
+        p.relative_to(dst).as_posix()
+        for p in [*dst.glob("part-*"), *dst.glob("data/*"), *dst.glob("hdf5/*")]
+    )
+    stems = [
+        "train-00000-of-00001",
+        "val-00000-of-00001",
+        "test-00000-of-00001",
+    ]  # chunks of 5 never cross a split
+    assert names == sorted(
+        [f"part-{k:05d}.json" for k in range(3)]
+        + [f"{d}/{s}{x}" for s in stems for d, x in (("data", ".parquet"), ("hdf5", ".h5"))]
+    )
     fps = {pq.read_schema(p).metadata[b"densemark"] for p in dst.glob("data/*.parquet")}
     assert all(json.loads(f)["dataset_fingerprint"] == r.manifest["fingerprint"] for f in fps)
-    assert r.manifest["fingerprint"] != json.loads((built[0] / "manifest.json").read_text())["fingerprint"]
+    assert (
+        r.manifest["fingerprint"]
+        != json.loads((built[0] / "manifest.json").read_text())["fingerprint"]
+    )
     fresh = tmp_path / "fresh"
-    B.run_build(w["model_params"], small_build_params(jpeg_quality=70, chunk_size=5), SPLITS, build_paths(w, fresh))
+    B.run_build(
+        w["model_params"],
+        small_build_params(jpeg_quality=70, chunk_size=5),
+        SPLITS,
+        build_paths(w, fresh),
+    )
     assert _files(fresh) == _files(dst)
 
 
@@ -376,9 +485,18 @@ def test_manifest_is_typed_and_refuses_what_it_cannot_read(built, tmp_path):
 
     out, res = built
     m = Manifest.load(out)
-    assert m == res.value and m.sha256 == res.manifest_sha256 == hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
-    assert m.to_dict() == json.loads((out / "manifest.json").read_text())  # every field, nothing else
-    assert [e["path"] for e in m.shards()] == [f"data/{s}.parquet" for s in CHUNK_STEMS] and m.read_format == "parquet"
+    assert (
+        m == res.value
+        and m.sha256
+        == res.manifest_sha256
+        == hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
+    )
+    assert m.to_dict() == json.loads(
+        (out / "manifest.json").read_text()
+    )  # every field, nothing else
+    assert [e["path"] for e in m.shards()] == [
+        f"data/{s}.parquet" for s in CHUNK_STEMS
+    ] and m.read_format == "parquet"
     assert [e["split"] for e in m.shards()] == ["train", "val", "test", "test"]
     assert res.metrics == B.build_metrics(m.to_dict()) and res.metrics["rows"] == 16
     assert set(res.outputs) == {"dataset", "manifest", "report", "card", "licence"}
@@ -392,8 +510,12 @@ def test_manifest_is_typed_and_refuses_what_it_cannot_read(built, tmp_path):
     with pytest.raises(InputError, match="no column"):
         m.label_set("landmarks__nothing")
     # an extra set whose sidecars do not cover every shard is refused, not read from the shards
-    partial = m.with_extra_set({"name": "x"}, "landmarks__x", [{"shard": f"data/{TRAIN0}.parquet", "path": "p.parquet"}])
-    assert partial.columns[-1] == "landmarks__x" and partial.label_set("landmarks__x")["name"] == "x"
+    partial = m.with_extra_set(
+        {"name": "x"}, "landmarks__x", [{"shard": f"data/{TRAIN0}.parquet", "path": "p.parquet"}]
+    )
+    assert (
+        partial.columns[-1] == "landmarks__x" and partial.label_set("landmarks__x")["name"] == "x"
+    )
     with pytest.raises(InputError, match="no parquet sidecar for data/val-00000-of-00001.parquet"):
         partial.sidecars("landmarks__x")
 
@@ -411,7 +533,9 @@ def test_bad_samples_are_quarantined_and_the_build_goes_on(build_world, tmp_path
     sio.savemat(mats[1], {k: v for k, v in m.items() if not k.startswith("__")})
     mats[2].with_suffix(".jpg").write_bytes(b"\xff\xd8 not a jpeg")
     w["source_dir"] = src
-    r = B.run_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, tmp_path / "ds"))
+    r = B.run_build(
+        w["model_params"], small_build_params(), SPLITS, build_paths(w, tmp_path / "ds")
+    )
     q = {e["file"]: e for e in r.report.quarantine}
     img = mats[2].with_suffix(".jpg").name  # an image's fault is filed under the image
     assert set(q) == {mats[1].name, img}
@@ -443,7 +567,9 @@ def test_splits_follow_source_image_groups(tmp_path):
     for it in items:
         by_group.setdefault(it.source_id, set()).add(it.split)
     assert len(by_group) == 6 and all(len(v) == 1 for v in by_group.values())
-    assert sum(1 for it in items if it.source_id == "AFW/AFW_0_1") == 4  # 2 variants x (AFW + AFW_Flip)
+    assert (
+        sum(1 for it in items if it.source_id == "AFW/AFW_0_1") == 4
+    )  # 2 variants x (AFW + AFW_Flip)
 
 
 def test_inexact_set_is_not_flipped_and_says_so(build_world, tmp_path):
@@ -453,7 +579,9 @@ def test_inexact_set_is_not_flipped_and_says_so(build_world, tmp_path):
     lset = make_set(tpl, ids, name="one-sided")
     assert not lset.mirror_exact
     w["set_path"] = lset.save(tmp_path / "one.json")
-    r = B.run_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, tmp_path / "ds"))
+    r = B.run_build(
+        w["model_params"], small_build_params(), SPLITS, build_paths(w, tmp_path / "ds")
+    )
     assert r.manifest["flip"] is False and r.manifest["counts"]["flip"] == {"false": 8}
     assert any("no exact mirror permutation" in n for n in r.manifest["notes"])
 
@@ -471,39 +599,65 @@ def test_relabel_adds_sidecars_without_touching_shards(built, build_world, tmp_p
     same = make_set(tpl, w["set"].ids, name="same", kpt68=w["set"].kpt68)
     p_same = same.save(tmp_path / "same.json")
     mp = w["model_params"]
-    rr = R.run_relabel(mp, dataset_dir=dst, set_path=p_same, model_dir=mp.dir, template_dir=w["template_dir"])
+    rr = R.run_relabel(
+        mp, dataset_dir=dst, set_path=p_same, model_dir=mp.dir, template_dir=w["template_dir"]
+    )
     man = rr.value.to_dict()
-    assert rr.outputs == {"dataset": dst, "manifest": dst / "manifest.json", "card": dst / "README.md", "licence": dst / "LICENSE.md"}
+    assert rr.outputs == {
+        "dataset": dst,
+        "manifest": dst / "manifest.json",
+        "card": dst / "README.md",
+        "licence": dst / "LICENSE.md",
+    }
     assert rr.metrics == {"rows": 16, "sidecars": 8}
     assert rr.value.sha256 == hashlib.sha256((dst / "manifest.json").read_bytes()).hexdigest()
-    assert "landmarks__same" in man["columns"] and man["extra_sets"]["same"]["n_points"] == len(same)
-    assert {k: v for k, v in _files(dst).items() if k in shards_before} == shards_before  # shards untouched
+    assert "landmarks__same" in man["columns"] and man["extra_sets"]["same"]["n_points"] == len(
+        same
+    )
+    assert {
+        k: v for k, v in _files(dst).items() if k in shards_before
+    } == shards_before  # shards untouched
     side = {f["shard"]: f for f in man["extra_sets"]["same"]["files"]}
     assert sorted(side) == sorted(e["path"] for e in man["files"])
     for e in man["files"]:
         f = side[e["path"]]
-        assert f["path"] == sidecar_name(e["path"], "same") and hashlib.sha256((dst / f["path"]).read_bytes()).hexdigest() == f["sha256"]
-    assert sorted(f["path"] for f in man["extra_sets"]["same"]["files"]) == sorted(f"labels/same/{s}{x}" for s in CHUNK_STEMS for x in (".parquet", ".h5"))
+        assert (
+            f["path"] == sidecar_name(e["path"], "same")
+            and hashlib.sha256((dst / f["path"]).read_bytes()).hexdigest() == f["sha256"]
+        )
+    assert sorted(f["path"] for f in man["extra_sets"]["same"]["files"]) == sorted(
+        f"labels/same/{s}{x}" for s in CHUNK_STEMS for x in (".parquet", ".h5")
+    )
     for part in sorted(dst.glob("data/*.parquet")):
         t = pq.read_table(part)
-        lab = pq.read_table(dst / sidecar_name(part.name, "same"))  # pyarrow alone: the two tables align row by row
+        lab = pq.read_table(
+            dst / sidecar_name(part.name, "same")
+        )  # pyarrow alone: the two tables align row by row
         assert lab.column("id").to_pylist() == t.column("id").to_pylist()
         joined = t.append_column("landmarks__same", lab.column("landmarks__same"))
         np.testing.assert_array_equal(np.array(joined.column("landmarks__same").to_pylist(), np.float32),
                                       np.array(t.column("landmarks").to_pylist(), np.float32))  # fmt: skip
-    with h5py.File(dst / f"hdf5/{TRAIN0}.h5", "r") as f, h5py.File(dst / sidecar_name(f"hdf5/{TRAIN0}.h5", "same"), "r") as g:
+    with (
+        h5py.File(dst / f"hdf5/{TRAIN0}.h5", "r") as f,
+        h5py.File(dst / sidecar_name(f"hdf5/{TRAIN0}.h5", "same"), "r") as g,
+    ):
         np.testing.assert_array_equal(g["landmarks__same"][()], f["landmarks"][()])
         assert list(g["id"][()]) == list(f["id"][()])
     # a rerun of relabel is idempotent; a rerun of the same build keeps the sidecars and their record
     before = _files(dst)
-    R.relabel(mp, dataset_dir=dst, set_path=p_same, model_dir=mp.dir, template_dir=w["template_dir"])
+    R.relabel(
+        mp, dataset_dir=dst, set_path=p_same, model_dir=mp.dir, template_dir=w["template_dir"]
+    )
     assert _files(dst) == before
     B.run_build(mp, small_build_params(), SPLITS, build_paths(w, dst))
     assert _files(dst) == before
     # the torch dataset reads the sidecar column transparently
     from densemark.datasets.torch_data import ShardDataset
 
-    ds, dss = ShardDataset(dst, with_image=False), ShardDataset(dst, column="landmarks__same", with_image=False)
+    ds, dss = (
+        ShardDataset(dst, with_image=False),
+        ShardDataset(dst, column="landmarks__same", with_image=False),
+    )
     assert dss.landmark_set["name"] == "same" and len(dss) == len(ds)
     for i in (0, 5, len(ds) - 1):
         np.testing.assert_array_equal(dss[i]["landmarks"], ds[i]["landmarks"])
@@ -515,7 +669,14 @@ def test_relabel_adds_sidecars_without_touching_shards(built, build_world, tmp_p
     assert dense.mirror_exact and len(dense) > len(w["set"])
     p_dense = dense.save(tmp_path / "dense.json")
     out_copy = tmp_path / "relabelled"
-    R.relabel(mp, dataset_dir=dst, set_path=p_dense, model_dir=mp.dir, template_dir=w["template_dir"], out_dir=out_copy)
+    R.relabel(
+        mp,
+        dataset_dir=dst,
+        set_path=p_dense,
+        model_dir=mp.dir,
+        template_dir=w["template_dir"],
+        out_dir=out_copy,
+    )
     man2 = json.loads((out_copy / "manifest.json").read_text())
     assert sorted(man2["extra_sets"]) == ["dense", "same"] and _files(dst) == before
     w["set_path"] = p_dense
@@ -523,14 +684,21 @@ def test_relabel_adds_sidecars_without_touching_shards(built, build_world, tmp_p
     B.run_build(mp, small_build_params(kpt68_tol=1.0), SPLITS, build_paths(w, full))
     for part in sorted(full.glob("data/*.parquet")):
         a = pq.read_table(part).column("landmarks").to_pylist()
-        b = pq.read_table(out_copy / sidecar_name(part.name, "dense")).column("landmarks__dense").to_pylist()
+        b = (
+            pq.read_table(out_copy / sidecar_name(part.name, "dense"))
+            .column("landmarks__dense")
+            .to_pylist()
+        )
         np.testing.assert_array_equal(np.array(a, np.float32), np.array(b, np.float32))
     h5only = tmp_path / "h5only"  # the HDF5 sidecars, read the same way
     shutil.copytree(out_copy, h5only)
     m5 = json.loads((h5only / "manifest.json").read_text())
     m5["formats"] = ["hdf5"]
     (h5only / "manifest.json").write_text(json.dumps(m5))
-    d5, dp = ShardDataset(h5only, column="landmarks__dense", with_image=False), ShardDataset(out_copy, column="landmarks__dense", with_image=False)
+    d5, dp = (
+        ShardDataset(h5only, column="landmarks__dense", with_image=False),
+        ShardDataset(out_copy, column="landmarks__dense", with_image=False),
+    )
     assert d5.format == "hdf5" and len(d5) == len(dp)
     for i in (1, 6):
         np.testing.assert_array_equal(d5[i]["landmarks"], dp[i]["landmarks"])
@@ -561,7 +729,9 @@ def test_shard_dataset_with_dataloader_workers(built):
     tr = ShardDataset(out, split="train", with_image=False)
     assert 0 < len(tr) < len(ds) and "image" not in tr[0]
     ids = [ds[i]["id"] for i in range(len(ds))]
-    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, collate_fn=list, shuffle=False)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=4, num_workers=2, collate_fn=list, shuffle=False
+    )
     got = [x["id"] for b in loader for x in b]
     assert got == ids
     df = _df(pq.read_table(out / "data/test-00001-of-00002.parquet"))  # rows 14, 15: the last chunk
@@ -581,7 +751,14 @@ def test_mesh_minimum_search_is_exact(build_world, err_scale, matmul_ratio):
         from densemark.faces.uvmap import derive_template
 
         tpl = derive_template(model, uvm)
-        geo = LabelGeometry(model, uvm, tpl, np.arange(0, tpl.n_vertices, 17), err_scale=err_scale, matmul_ratio=matmul_ratio)
+        geo = LabelGeometry(
+            model,
+            uvm,
+            tpl,
+            np.arange(0, tpl.n_vertices, 17),
+            err_scale=err_scale,
+            matmul_ratio=matmul_ratio,
+        )
         b = 40
         sp = rng.normal(0, scale, (b, model.n_shape))
         ep = rng.normal(0, 1, (b, model.n_exp))
@@ -603,7 +780,11 @@ def test_cached_mesh_patches_give_the_same_labels(build_world, tmp_path):
     loaded = LabelGeometry(w["model"], uvm, w["template"], w["set"].ids, patches_cache=cache)
     for f in ("rho", "centre", "order", "starts", "ends", "mean_sorted"):
         np.testing.assert_array_equal(getattr(loaded._patches, f), getattr(fresh._patches, f))
-    assert (loaded._patches.amax, loaded._patches.rsum, loaded._patches.n_shape) == (fresh._patches.amax, fresh._patches.rsum, fresh._patches.n_shape)
+    assert (loaded._patches.amax, loaded._patches.rsum, loaded._patches.n_shape) == (
+        fresh._patches.amax,
+        fresh._patches.rsum,
+        fresh._patches.n_shape,
+    )
     rng = np.random.default_rng(3)
     b = 12
     args = (rng.normal(0, 3e4, (b, w["model"].n_shape)), rng.normal(0, 1, (b, w["model"].n_exp)),
@@ -628,14 +809,25 @@ def test_model_hash_and_pose_affine_forms(build_world):
 
     m = build_world["model"]
     h = hashlib.sha256()
-    for a in (m.mean, np.asfortranarray(m.shape_basis), m.exp_basis, m.triangles, m.kpt_ind, m.uv if m.uv is not None else np.zeros(0)):
+    for a in (
+        m.mean,
+        np.asfortranarray(m.shape_basis),
+        m.exp_basis,
+        m.triangles,
+        m.kpt_ind,
+        m.uv if m.uv is not None else np.zeros(0),
+    ):
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
-    fm = dataclasses.replace(m, shape_basis=np.asfortranarray(m.shape_basis), exp_basis=np.asfortranarray(m.exp_basis))
+    fm = dataclasses.replace(
+        m, shape_basis=np.asfortranarray(m.shape_basis), exp_basis=np.asfortranarray(m.exp_basis)
+    )
     assert fm.content_hash() == m.content_hash() == h.hexdigest()
     rng = np.random.default_rng(5)
-    pose = np.column_stack([rng.uniform(-1, 1, (6, 3)), rng.uniform(50, 150, (6, 3)), rng.uniform(5e-4, 1e-3, 6)])
+    pose = np.column_stack(
+        [rng.uniform(-1, 1, (6, 3)), rng.uniform(50, 150, (6, 3)), rng.uniform(5e-4, 1e-3, 6)]
+    )
     vec = np.column_stack([rng.uniform(0.2, 2, 6), rng.normal(0, 30, (6, 3)), np.full(6, 64)])
     tfs = [CropTransform(float(s), float(x), float(y), float(z), int(n)) for s, x, y, z, n in vec]
     a1, o1 = pose_affine(pose, np.full(6, 200.0), vec)
@@ -646,8 +838,12 @@ def test_model_hash_and_pose_affine_forms(build_world):
         flip = np.array([tf.scale, -tf.scale, tf.scale])
         from densemark.faces.geometry import rotation_exact
 
-        np.testing.assert_array_equal(a1[i], (flip * pose[i, 6])[:, None] * rotation_exact(pose[i, :3])[0])
-        np.testing.assert_array_equal(o1[i], flip * pose[i, 3:6] + np.array([tf.tx, tf.scale * 199.0 + tf.ty, 0.0]))
+        np.testing.assert_array_equal(
+            a1[i], (flip * pose[i, 6])[:, None] * rotation_exact(pose[i, :3])[0]
+        )
+        np.testing.assert_array_equal(
+            o1[i], flip * pose[i, 3:6] + np.array([tf.tx, tf.scale * 199.0 + tf.ty, 0.0])
+        )
 
 
 def test_hdf5_only_posmaps_and_kpt68_check(build_world, tmp_path):
@@ -656,9 +852,16 @@ def test_hdf5_only_posmaps_and_kpt68_check(build_world, tmp_path):
 
     w = dict(build_world)
     out = tmp_path / "h5"
-    r = B.run_build(w["model_params"], small_build_params(formats=["hdf5"], posmaps=True), SPLITS, build_paths(w, out))
+    r = B.run_build(
+        w["model_params"],
+        small_build_params(formats=["hdf5"], posmaps=True),
+        SPLITS,
+        build_paths(w, out),
+    )
     assert not list(out.rglob("*.parquet")) and r.manifest["rows"] == 16
-    assert "configs" not in yaml.safe_load((out / "README.md").read_text().split("---\n")[1])  # nothing datasets can load
+    assert "configs" not in yaml.safe_load(
+        (out / "README.md").read_text().split("---\n")[1]
+    )  # nothing datasets can load
     ds = ShardDataset(out)
     assert len(ds) == 16 and ds[1]["flip"] and ds[1]["image"].shape == (64, 64, 3)
     tpl = w["template"]
@@ -668,14 +871,22 @@ def test_hdf5_only_posmaps_and_kpt68_check(build_world, tmp_path):
         lm = f["landmarks"][0]
     assert pm.shape == (tpl.n_vertices, 3)
     fit = read_fit_mat(w["source_dir"] / src)
-    g = pose_batch(w["model"], fit.shape_para[None], fit.exp_para[None], fit.pose_para[None], 200, res=64)
-    ref = UVMap.for_model(w["model"], tpl.res).render(g.vertices, vertex_major=True).reshape(-1, 3)[tpl.face_ind]
+    g = pose_batch(
+        w["model"], fit.shape_para[None], fit.exp_para[None], fit.pose_para[None], 200, res=64
+    )
+    ref = (
+        UVMap.for_model(w["model"], tpl.res)
+        .render(g.vertices, vertex_major=True)
+        .reshape(-1, 3)[tpl.face_ind]
+    )
     np.testing.assert_allclose(pm, ref, atol=0.05, rtol=1e-3)
     np.testing.assert_allclose(pm[w["set"].ids], lm, atol=0.05, rtol=1e-3)
     # a set whose kpt68 positions point at the wrong landmarks
     bad = make_set(tpl, w["set"].ids, name="shuffled", kpt68=np.roll(w["set"].kpt68, 5))
     w["set_path"] = bad.save(tmp_path / "bad.json")
-    r = B.run_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, tmp_path / "bad"))
+    r = B.run_build(
+        w["model_params"], small_build_params(), SPLITS, build_paths(w, tmp_path / "bad")
+    )
     assert r.manifest["rows"] == 0 and r.manifest["quarantined"] == 8
     assert {q["field"] for q in r.report.quarantine} == {"kpt68"}
 
@@ -704,7 +915,9 @@ def test_blocks_follow_row_groups_and_the_block_shuffle_keeps_them_together(buil
     assert sorted(s) == list(range(len(ds)))
     block_of = {i: k for k, b in enumerate(blocks) for i in b.tolist()}
     runs = [block_of[i] for i in s]
-    assert sum(a != b for a, b in zip(runs, runs[1:], strict=False)) == len(blocks) - 1  # each block contiguous
+    assert (
+        sum(a != b for a, b in zip(runs, runs[1:], strict=False)) == len(blocks) - 1
+    )  # each block contiguous
     assert s == list(BlockShuffleSampler(blocks, loader_generator(0, 1)))  # seeded
     assert s != list(BlockShuffleSampler(blocks, loader_generator(0, 2))) or len(ds) < 3
 
@@ -736,7 +949,9 @@ def test_source_hashes_in_other_processes_equal_the_serial_ones(tmp_path):
     for i in range(70):  # more than one hashing batch
         (tmp_path / f"S_{i:03d}_0.mat").write_bytes(f"mat{i}".encode())
         if i % 7:
-            (tmp_path / f"S_{i:03d}_0{'.png' if i % 5 == 0 else '.jpg'}").write_bytes(f"img{i}".encode() * 3)
+            (tmp_path / f"S_{i:03d}_0{'.png' if i % 5 == 0 else '.jpg'}").write_bytes(
+                f"img{i}".encode() * 3
+            )
     (tmp_path / "S_003_0.jpeg").mkdir()  # not a file: skipped for the next suffix
     serial = P.list_items(tmp_path, "synthetic", SPLITS)
     with ProcessPoolExecutor(2) as ex:
@@ -763,13 +978,19 @@ def test_a_build_after_a_progress_bar_still_forks_its_workers():
             pass
         if not any(isinstance(t, TMonitor) for t in threading.enumerate()):
             pytest.skip("tqdm started no monitor thread here")
-        others = [t for t in threading.enumerate() if t is not threading.main_thread() and not isinstance(t, TMonitor)]
+        others = [
+            t
+            for t in threading.enumerate()
+            if t is not threading.main_thread() and not isinstance(t, TMonitor)
+        ]
         if others:
             pytest.skip(f"other threads are running: {others}")
         assert B._single_threaded()
         assert not any(isinstance(t, TMonitor) for t in threading.enumerate())
         for _ in tqdm(range(2), disable=True):
             pass
-        assert any(isinstance(t, TMonitor) and t.is_alive() for t in threading.enumerate())  # tqdm restarts it
+        assert any(
+            isinstance(t, TMonitor) and t.is_alive() for t in threading.enumerate()
+        )  # tqdm restarts it
     finally:
         tqdm.monitor_interval = old

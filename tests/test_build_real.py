@@ -26,9 +26,19 @@ def test_real_sample_builds_with_the_paper_set(real_dir, real_template, tmp_path
     src = tmp_path / "300W_LP" / "IBUG"
     src.mkdir(parents=True)
     for suf in (".jpg", ".mat"):
-        (src / f"IBUG_image_008_1_0{suf}").symlink_to(real_dir / "300wlp" / f"IBUG_image_008_1_0{suf}")
-    mp = ModelParams(source="bfm-mean", dir=real_dir / "bfm", cache_dir=tmp_path / "cache", uv_res=256)
-    paths = BuildPaths(model_dir=real_dir / "bfm", template_dir=real_dir / "template", set_path=set_path, source_dir=tmp_path / "300W_LP", out_dir=tmp_path / "ds")
+        (src / f"IBUG_image_008_1_0{suf}").symlink_to(
+            real_dir / "300wlp" / f"IBUG_image_008_1_0{suf}"
+        )
+    mp = ModelParams(
+        source="bfm-mean", dir=real_dir / "bfm", cache_dir=tmp_path / "cache", uv_res=256
+    )
+    paths = BuildPaths(
+        model_dir=real_dir / "bfm",
+        template_dir=real_dir / "template",
+        set_path=set_path,
+        source_dir=tmp_path / "300W_LP",
+        out_dir=tmp_path / "ds",
+    )
     r = B.run_build(mp, BuildParams(workers=1), SplitParams(), paths)
     assert r.manifest["quarantined"] == 0, r.report.quarantine
     n_rows = 2 if lset.mirror_exact else 1
@@ -39,7 +49,9 @@ def test_real_sample_builds_with_the_paper_set(real_dir, real_template, tmp_path
     lm = np.array(t["landmarks"][0], np.float32).reshape(520, 3)
     kp = np.array(t["kpt68"][0], np.float32).reshape(68, 3)
     assert np.isfinite(lm).all() and lm[:, 2].min() >= 0
-    assert np.abs(lm[k68, :2] - kp[:, :2]).max() < 0.03 * 256  # the set's 68 subset sits on the keypoints
+    assert (
+        np.abs(lm[k68, :2] - kp[:, :2]).max() < 0.03 * 256
+    )  # the set's 68 subset sits on the keypoints
     # the keypoints, mapped back to the image, sit on the sample's 2D annotation (the mean shape
     # stands in for the fitted identity: a few pixels off on a ~200 px face)
     crop = crop_of(t["crop"][0])

@@ -18,7 +18,15 @@ from densemark.core.report import StageResult
 from densemark.datasets.build import run_build
 from tests.factories import SPLITS, build_paths, make_world, small_build_params
 
-SECTIONS = ("Motivation", "Composition", "Collection Process", "Preprocessing/cleaning/labeling", "Uses", "Distribution", "Maintenance")
+SECTIONS = (
+    "Motivation",
+    "Composition",
+    "Collection Process",
+    "Preprocessing/cleaning/labeling",
+    "Uses",
+    "Distribution",
+    "Maintenance",
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +39,13 @@ def built(tmp_path_factory):
 
 def _card(built, out: Path, **kw) -> StageResult:
     w, ds, _ = built
-    return cd.run_card(CardParams(n_samples=6, grid_cols=3, **kw), dataset_dir=ds, set_path=w["set_path"], template_dir=w["template_dir"], out_dir=out)
+    return cd.run_card(
+        CardParams(n_samples=6, grid_cols=3, **kw),
+        dataset_dir=ds,
+        set_path=w["set_path"],
+        template_dir=w["template_dir"],
+        out_dir=out,
+    )
 
 
 def _files(d: Path) -> dict[str, bytes]:
@@ -61,9 +75,12 @@ def test_card_contents_follow_the_build(built, tmp_path):
     assert "keypoint-detection" in head["task_categories"] and "facial-landmarks" in head["tags"]
     assert ("synthetic" in head["tags"]) == (man["model"]["source"] == "embedded")
     # the build folder's own Hub metadata: loadable splits, licence link
-    assert head == yaml.safe_load((ds / "README.md").read_text().split("---\n")[1]) | {"pretty_name": CardParams().pretty_name}
-    assert [f["path"] for f in head["configs"][0]["data_files"]] == [f"data/{s}-*.parquet" for s in man["counts"]["split"] if s == "train"] + [
-        f"data/{s}-*.parquet" for s in ("val", "test") if s in man["counts"]["split"]]
+    assert head == yaml.safe_load((ds / "README.md").read_text().split("---\n")[1]) | {
+        "pretty_name": CardParams().pretty_name
+    }
+    assert [f["path"] for f in head["configs"][0]["data_files"]] == [
+        f"data/{s}-*.parquet" for s in man["counts"]["split"] if s == "train"
+    ] + [f"data/{s}-*.parquet" for s in ("val", "test") if s in man["counts"]["split"]]
     assert head["license_link"] == "LICENSE.md" and (ds / "LICENSE.md").is_file()
     for s in (*SECTIONS, "Bias, risks and limitations", "Citation"):
         assert f"\n## {s}\n" in md
@@ -72,21 +89,36 @@ def test_card_contents_follow_the_build(built, tmp_path):
     # JSON twin, every number from the build
     c = json.loads((tmp_path / "card" / "card.json").read_text())
     assert c == json.loads(json.dumps(r.report))
-    assert r.metrics == {"rows": man["rows"], "quarantined": c["quarantine"]["count"]} and r.value == md
-    assert c["dataset"]["rows"] == man["rows"] == sum(t["original"] + t["flipped"] for t in c["counts_table"])
+    assert (
+        r.metrics == {"rows": man["rows"], "quarantined": c["quarantine"]["count"]}
+        and r.value == md
+    )
+    assert (
+        c["dataset"]["rows"]
+        == man["rows"]
+        == sum(t["original"] + t["flipped"] for t in c["counts_table"])
+    )
     assert c["counts"] == man["counts"]
     for split, n in man["counts"]["split"].items():
-        assert sum(t["original"] + t["flipped"] for t in c["counts_table"] if t["split"] == split) == n
+        assert (
+            sum(t["original"] + t["flipped"] for t in c["counts_table"] if t["split"] == split) == n
+        )
         assert sum(c["pose"]["yaw_counts"][split]) == n
     assert c["dataset"]["manifest_sha256"] == res.manifest_sha256
-    assert c["landmark_set"]["sha256"] == w["set"].sha256() and c["landmark_set"]["n_points"] == len(w["set"])
+    assert c["landmark_set"]["sha256"] == w["set"].sha256() and c["landmark_set"][
+        "n_points"
+    ] == len(w["set"])
     assert c["conventions"] == man["conventions"] and c["conventions"]["landmarks"] in md
     assert c["quarantine"]["count"] == man["quarantined"]
     lic = c["licence"]
-    assert [e["used"] for e in lic["chain"] if "Basel" in e["name"] or "300W-LP (Zhu" in e["name"]] == [True, False]
+    assert [
+        e["used"] for e in lic["chain"] if "Basel" in e["name"] or "300W-LP (Zhu" in e["name"]
+    ] == [True, False]
     # make_world's model is read as "bfm": the BFM terms reach the overall terms
     assert "non-commercial" in lic["overall"]
-    assert len(c["grid"]) == 6 and set(c["grid"]) <= set(sum((json.loads(p.read_text())["rows"]["id"] for p in ds.glob("part-*.json")), []))
+    assert len(c["grid"]) == 6 and set(c["grid"]) <= set(
+        sum((json.loads(p.read_text())["rows"]["id"] for p in ds.glob("part-*.json")), [])
+    )
     for name in cd.FIGURES.values():
         data = (tmp_path / "card" / name).read_bytes()
         chunks = _png_chunks(data)
@@ -99,7 +131,9 @@ def test_card_is_byte_stable(built, tmp_path):
     _card(built, tmp_path / "b")
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
     _card(built, tmp_path / "c", pretty_name="other name")
-    assert (tmp_path / "c" / "README.md").read_bytes() != (tmp_path / "a" / "README.md").read_bytes()
+    assert (tmp_path / "c" / "README.md").read_bytes() != (
+        tmp_path / "a" / "README.md"
+    ).read_bytes()
 
 
 def test_card_refuses_inputs_that_do_not_match(built, tmp_path):
@@ -109,14 +143,32 @@ def test_card_refuses_inputs_that_do_not_match(built, tmp_path):
     shard = next(iter(sorted(bad.glob("data/*.parquet"))))
     shard.write_bytes(shard.read_bytes()[:-10])
     with pytest.raises(InputError, match=shard.name):
-        cd.run_card(CardParams(), dataset_dir=bad, set_path=w["set_path"], template_dir=w["template_dir"], out_dir=tmp_path / "o")
+        cd.run_card(
+            CardParams(),
+            dataset_dir=bad,
+            set_path=w["set_path"],
+            template_dir=w["template_dir"],
+            out_dir=tmp_path / "o",
+        )
     other = w["set"].to_dict()
     other["name"] = "renamed"
     (tmp_path / "other.json").write_text(json.dumps(other))
     with pytest.raises(InputError, match="other.json"):
-        cd.run_card(CardParams(), dataset_dir=ds, set_path=tmp_path / "other.json", template_dir=w["template_dir"], out_dir=tmp_path / "o")
+        cd.run_card(
+            CardParams(),
+            dataset_dir=ds,
+            set_path=tmp_path / "other.json",
+            template_dir=w["template_dir"],
+            out_dir=tmp_path / "o",
+        )
     with pytest.raises(InputError, match="manifest"):
-        cd.run_card(CardParams(), dataset_dir=tmp_path / "nothing", set_path=w["set_path"], template_dir=w["template_dir"], out_dir=tmp_path / "o")
+        cd.run_card(
+            CardParams(),
+            dataset_dir=tmp_path / "nothing",
+            set_path=w["set_path"],
+            template_dir=w["template_dir"],
+            out_dir=tmp_path / "o",
+        )
 
 
 def test_hdf5_only_build_reads_the_same(built, tmp_path):
@@ -142,25 +194,42 @@ def test_inline_images_embeds_the_figures_as_data_uris(built, tmp_path):
     out = cd.inline_images(md, tmp_path / "card")
     uris = dict(re.findall(r"!\[([^\]]*)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", out))
     assert len(uris) == len(cd.FIGURES)
-    assert sorted(base64.b64decode(v) for v in uris.values()) == sorted((tmp_path / "card" / n).read_bytes() for n in cd.FIGURES.values())
+    assert sorted(base64.b64decode(v) for v in uris.values()) == sorted(
+        (tmp_path / "card" / n).read_bytes() for n in cd.FIGURES.values()
+    )
     assert "![gone](missing.png)" in out and "[text](card.json)" in out
     assert all(f"]({n})" not in out for n in cd.FIGURES.values())
 
 
 def test_licence_chain():
-    entries, overall = cd.licence_chain("embedded", ["synthetic"], {"sampler": {"method": "delaunay"}})
+    entries, overall = cd.licence_chain(
+        "embedded", ["synthetic"], {"sampler": {"method": "delaunay"}}
+    )
     assert "MIT" in overall and "own" in overall
-    assert all(not e["used"] for e in entries if "Basel" in e["name"] or "300W-LP (Zhu" in e["name"])
-    entries, overall = cd.licence_chain("bfm", ["AFW", "HELEN_Flip"], {"sampler": {"method": "import", "source": "x"}})
+    assert all(
+        not e["used"] for e in entries if "Basel" in e["name"] or "300W-LP (Zhu" in e["name"]
+    )
+    entries, overall = cd.licence_chain(
+        "bfm", ["AFW", "HELEN_Flip"], {"sampler": {"method": "import", "source": "x"}}
+    )
     used = {e["name"] for e in entries if e["used"]}
     assert any("Basel" in n for n in used) and any("300W-LP (Zhu" in n for n in used)
     assert "non-commercial" in overall and "300W-LP" in overall
 
 
 def test_quarantine_summary_and_grid_rows():
-    rep = {"quarantine": [{"sample": f"s{i}", "field": "kpt68" if i % 2 else "Pose_Para", "error": "x"} for i in range(5)]}
+    rep = {
+        "quarantine": [
+            {"sample": f"s{i}", "field": "kpt68" if i % 2 else "Pose_Para", "error": "x"}
+            for i in range(5)
+        ]
+    }
     q = cd.quarantine_summary(rep, 2)
-    assert q["count"] == 5 and q["by_field"] == {"Pose_Para": 3, "kpt68": 2} and [e["sample"] for e in q["entries"]] == ["s0", "s1"]
+    assert (
+        q["count"] == 5
+        and q["by_field"] == {"Pose_Para": 3, "kpt68": 2}
+        and [e["sample"] for e in q["entries"]] == ["s0", "s1"]
+    )
     yaw = np.array([10.0, -80.0, 45.0, 0.0, 80.0, 30.0])
     valid = np.array([True, True, True, True, False, True])
     pick = cd.grid_rows(yaw, [f"r{i}" for i in range(6)], valid, 3)

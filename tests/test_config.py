@@ -25,7 +25,11 @@ def _int_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
         ann = f.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             out += _int_fields(ann, f"{prefix}{name}.")
-        elif ann is int or (get_origin(ann) in (Union, types.UnionType) and int in get_args(ann) and bool not in get_args(ann)):
+        elif ann is int or (
+            get_origin(ann) in (Union, types.UnionType)
+            and int in get_args(ann)
+            and bool not in get_args(ann)
+        ):
             out.append(f"{prefix}{name}")
     return out
 
@@ -41,7 +45,11 @@ INT_KEYS = _int_fields(Params)
 
 
 def test_every_int_key_is_found():
-    assert len(INT_KEYS) > 30 and {"build.chunk_size", "build.max_image_pixels", "splits.seed"} <= set(INT_KEYS)
+    assert len(INT_KEYS) > 30 and {
+        "build.chunk_size",
+        "build.max_image_pixels",
+        "splits.seed",
+    } <= set(INT_KEYS)
 
 
 @pytest.mark.parametrize("key", INT_KEYS)
@@ -66,7 +74,11 @@ def test_floats_take_yaml_integers_and_paths_take_strings(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("build:\n  crop_scale: 2\n  blank_crop_std: 0\nmodel:\n  dir: some/where\n")
     q = load_params(p)
-    assert q.build.crop_scale == 2.0 and isinstance(q.build.crop_scale, float) and str(q.model.dir) == "some/where"
+    assert (
+        q.build.crop_scale == 2.0
+        and isinstance(q.build.crop_scale, float)
+        and str(q.model.dir) == "some/where"
+    )
 
 
 def _differences(expected: object, got: object, key: str = "") -> list[str]:
@@ -89,7 +101,9 @@ def test_repo_params_load():
     path = ROOT / "params.yaml"
     written = yaml.safe_load(path.read_text(encoding="utf-8"))
     p = load_params(path)
-    assert set(written) == set(Params.model_fields), "params.yaml should state every section of Params"
+    assert set(written) == set(Params.model_fields), (
+        "params.yaml should state every section of Params"
+    )
     assert all(isinstance(v, dict) and v for v in written.values())
     assert not _differences(written, p.model_dump(mode="json"))
     # the file states the code's defaults: `dvc repro` and a run without a params file agree

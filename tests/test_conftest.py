@@ -40,13 +40,22 @@ def test_state_a_test_changes_is_undone_before_the_next(pytester):
     pytester.makepyfile(test_leaky=LEAKY)
     pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
     # without the shared conftest the second test sees the first one's changes
-    pytester.runpytest_inprocess("-p", "no:cacheprovider", "--noconftest").assert_outcomes(passed=1, failed=1)
+    pytester.runpytest_inprocess("-p", "no:cacheprovider", "--noconftest").assert_outcomes(
+        passed=1, failed=1
+    )
 
 
 def test_real_data_needs_the_marker(pytester):
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_real="def test_unmarked(real_dir):\n    pass\n")
     res = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--collect-only")
-    assert res.ret == pytest.ExitCode.USAGE_ERROR and "test_real.py::test_unmarked" in res.stderr.str()
-    pytester.makepyfile(test_real="import pytest\n\n@pytest.mark.real\ndef test_marked(real_dir):\n    pass\n")
-    assert pytester.runpytest_inprocess("-p", "no:cacheprovider", "--collect-only").ret == pytest.ExitCode.OK
+    assert (
+        res.ret == pytest.ExitCode.USAGE_ERROR and "test_real.py::test_unmarked" in res.stderr.str()
+    )
+    pytester.makepyfile(
+        test_real="import pytest\n\n@pytest.mark.real\ndef test_marked(real_dir):\n    pass\n"
+    )
+    assert (
+        pytester.runpytest_inprocess("-p", "no:cacheprovider", "--collect-only").ret
+        == pytest.ExitCode.OK
+    )

@@ -71,19 +71,43 @@ def test_unary_accuracy(name, x, ref, max_ulp):
 def test_binary_accuracy():
     y = RNG.normal(size=400) * 10.0 ** RNG.integers(-3, 4, 400)
     x = RNG.normal(size=400)
-    assert _ulps(dm.atan2(y, x), [mp.atan2(mp.mpf(float(a)), mp.mpf(float(b))) for a, b in zip(y, x, strict=True)]) <= 1
+    assert (
+        _ulps(
+            dm.atan2(y, x),
+            [mp.atan2(mp.mpf(float(a)), mp.mpf(float(b))) for a, b in zip(y, x, strict=True)],
+        )
+        <= 1
+    )
     b, e = RNG.uniform(0, 3, 400), RNG.uniform(-3, 3, 400)
-    assert _ulps(dm.power(b, e), [mp.power(mp.mpf(float(u)), mp.mpf(float(v))) for u, v in zip(b, e, strict=True)]) <= 16
+    assert (
+        _ulps(
+            dm.power(b, e),
+            [mp.power(mp.mpf(float(u)), mp.mpf(float(v))) for u, v in zip(b, e, strict=True)],
+        )
+        <= 16
+    )
 
 
 def test_special_values():
     with np.errstate(all="raise"):  # no warnings leak out of the guarded functions
-        assert np.array_equal(dm.exp(np.array([np.nan, np.inf, -np.inf, 0.0])), [np.nan, np.inf, 0.0, 1.0], equal_nan=True)
-        assert np.array_equal(dm.log(np.array([0.0, -1.0, np.inf, 1.0])), [-np.inf, np.nan, np.inf, 0.0], equal_nan=True)
+        assert np.array_equal(
+            dm.exp(np.array([np.nan, np.inf, -np.inf, 0.0])),
+            [np.nan, np.inf, 0.0, 1.0],
+            equal_nan=True,
+        )
+        assert np.array_equal(
+            dm.log(np.array([0.0, -1.0, np.inf, 1.0])),
+            [-np.inf, np.nan, np.inf, 0.0],
+            equal_nan=True,
+        )
         s, c = dm.sincos(np.array([0.0, np.inf]))
         assert s[0] == 0.0 and c[0] == 1.0 and np.isnan(s[1]) and np.isnan(c[1])
         assert dm.atan2(0.0, -1.0) == dm.atan2(1.0, 0.0) * 2 == np.pi
-        assert list(dm.power(np.array([0.0, 0.0, 4.0]), np.array([2.0, 0.0, 0.5]))) == [0.0, 1.0, 2.0]
+        assert list(dm.power(np.array([0.0, 0.0, 4.0]), np.array([2.0, 0.0, 0.5]))) == [
+            0.0,
+            1.0,
+            2.0,
+        ]
         assert list(dm.cbrt(np.array([-8.0, 27.0]))) == [-2.0, 3.0]
     with pytest.raises(ValueError, match="2\\*\\*19"):
         dm.sin(np.array([1e7]))
@@ -110,7 +134,11 @@ def _violations(path: Path, root: Path = PKG) -> list[str]:
         elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
             e, b = node.right, node.left
             square = isinstance(e, ast.Constant) and e.value == 2
-            two = isinstance(b, ast.Constant) and b.value in (2, 2.0) and isinstance(e, ast.Constant | ast.UnaryOp)
+            two = (
+                isinstance(b, ast.Constant)
+                and b.value in (2, 2.0)
+                and isinstance(e, ast.Constant | ast.UnaryOp)
+            )
             if not (square or two):
                 out.append(f"{path.relative_to(root)}:{node.lineno}: ** {ast.unparse(e)}")
     return out
@@ -129,5 +157,11 @@ def test_no_transcendental_outside_detmath():
 
 def test_walk_catches_a_violation(tmp_path):
     p = tmp_path / "probe.py"
-    p.write_text("import numpy as np\nimport math\ny = np.exp(1.0) + math.sin(2.0) + 3.0 ** 1.5\nz = 2.0**-53 + y**2\n")
-    assert sorted(v.split(": ")[1] for v in _violations(p, tmp_path)) == ["** 1.5", "math.sin", "np.exp"]
+    p.write_text(
+        "import numpy as np\nimport math\ny = np.exp(1.0) + math.sin(2.0) + 3.0 ** 1.5\nz = 2.0**-53 + y**2\n"
+    )
+    assert sorted(v.split(": ")[1] for v in _violations(p, tmp_path)) == [
+        "** 1.5",
+        "math.sin",
+        "np.exp",
+    ]

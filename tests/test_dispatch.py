@@ -66,7 +66,9 @@ def variants() -> dict[str, dict[str, str]]:
         off += have
         out[name] = {"NPY_DISABLE_CPU_FEATURES": " ".join(off)}
     out["one-thread"] = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    out["torch-avx2"] = {"ATEN_CPU_CAPABILITY": "avx2"}  # torch's CPU kernels (the default: the best the CPU has)
+    out["torch-avx2"] = {
+        "ATEN_CPU_CAPABILITY": "avx2"
+    }  # torch's CPU kernels (the default: the best the CPU has)
     out["openblas-haswell"] = {"OPENBLAS_CORETYPE": "Haswell"}
     out["openblas-sandybridge"] = {"OPENBLAS_CORETYPE": "Sandybridge"}
     return out
@@ -82,8 +84,16 @@ def _run_pipeline(work: Path, env_over: dict[str, str]) -> dict[str, str]:
     shutil.copytree(ROOT / "landmarks", work / "landmarks")
     params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), SMALL)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {k: v for k, v in os.environ.items() if k not in ("NPY_DISABLE_CPU_FEATURES", "OPENBLAS_CORETYPE", "ATEN_CPU_CAPABILITY")}
-    env.update(env_over, PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", MPLBACKEND="Agg")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NPY_DISABLE_CPU_FEATURES", "OPENBLAS_CORETYPE", "ATEN_CPU_CAPABILITY")
+    }
+    env.update(
+        env_over,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        MPLBACKEND="Agg",
+    )
     for cmd in _stage_cmds():
         r = subprocess.run(cmd, shell=True, cwd=work, env=env, capture_output=True, text=True)
         assert r.returncode == 0, f"{env_over}: {cmd}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
@@ -103,7 +113,13 @@ def test_numpy_reports_the_dispatch_it_uses():
         pytest.skip(f"no dispatch variants on {platform.machine()}")
     name, env = next((k, e) for k, e in v.items() if "NPY_DISABLE_CPU_FEATURES" in e)
     code = "import json; from numpy._core._multiarray_umath import __cpu_features__ as f; print(json.dumps([k for k, x in f.items() if x]))"
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     off = env["NPY_DISABLE_CPU_FEATURES"].split()
     on = set(json.loads(out.stdout))
     assert on and not set(off) & on, name

@@ -38,7 +38,11 @@ def _dvc_yaml() -> str:
         "card": (f"{dm} card --dataset data/dataset --set data/set.json --template data/template --out data/card",
                  ["data/dataset", "data/set.json", "data/template"], ["data/card"], ["card"]),
     }  # fmt: skip
-    doc = {"stages": {n: {"cmd": c, "deps": d, "outs": o, "params": p} for n, (c, d, o, p) in stages.items()}}
+    doc = {
+        "stages": {
+            n: {"cmd": c, "deps": d, "outs": o, "params": p} for n, (c, d, o, p) in stages.items()
+        }
+    }
     for s in doc["stages"].values():
         if not s["deps"]:
             del s["deps"]
@@ -52,7 +56,11 @@ def _run(args: list[str], cwd: Path, env: dict) -> str:
 
 
 def _tree(d: Path) -> dict[str, str]:
-    return {p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(d.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.slow
@@ -76,7 +84,9 @@ def test_push_then_pull_restores_the_dataset_without_rebuilding(tmp_path):
     _run([*dvc, "push", "-q"], repo, env)
 
     _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
-    assert sorted(p.name for p in (clone / "data").iterdir()) == [".gitignore"]  # the outputs are not in git
+    assert sorted(p.name for p in (clone / "data").iterdir()) == [
+        ".gitignore"
+    ]  # the outputs are not in git
     _run([*dvc, "pull", "-q"], clone, env)
     for sub in ("dataset", "card", "model", "template", "src"):
         assert _tree(clone / "data" / sub) == _tree(repo / "data" / sub), sub

@@ -22,7 +22,12 @@ def checkpoint(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("run")
     torch.set_num_threads(1)
-    run_train(TrainParams(width=0.25, input_size=32, epochs=1, batch_size=4, workers=0), SyntheticLandmarks(8, 68, 64), out, progress=False)
+    run_train(
+        TrainParams(width=0.25, input_size=32, epochs=1, batch_size=4, workers=0),
+        SyntheticLandmarks(8, 68, 64),
+        out,
+        progress=False,
+    )
     return out / "model.pt"
 
 
@@ -42,7 +47,13 @@ def test_detector_protocol_beside_the_gt_boxes(checkpoint, real_dir, tmp_path):
     write_jpeg(gt / "image00050.jpg", np.full((450, 450, 3), 127, np.uint8))
     assert _evaluate(tmp_path, checkpoint, gt, tmp_path / "det", "--boxes-from", "detector") == 0
     m = json.loads((tmp_path / "det" / "metrics.json").read_text())
-    assert m["detection"] == {"detector": "auto", "n_images": 6, "detected": 5, "misses": 1, "miss_rate": pytest.approx(1 / 6)}
+    assert m["detection"] == {
+        "detector": "auto",
+        "n_images": 6,
+        "detected": 5,
+        "misses": 1,
+        "miss_rate": pytest.approx(1 / 6),
+    }
     assert m["aflw2000"]["n_images"] == 5
     rep = json.loads((tmp_path / "det" / "report.json").read_text())
     assert rep["detection"]["missed"] == ["image00050"]
@@ -55,6 +66,11 @@ def test_detector_protocol_beside_the_gt_boxes(checkpoint, real_dir, tmp_path):
 
 
 def test_detector_finds_all_six(checkpoint, real_dir, tmp_path):
-    assert _evaluate(tmp_path, checkpoint, real_dir / "aflw2000", tmp_path / "d", "--boxes-from", "detector") == 0
+    assert (
+        _evaluate(
+            tmp_path, checkpoint, real_dir / "aflw2000", tmp_path / "d", "--boxes-from", "detector"
+        )
+        == 0
+    )
     m = json.loads((tmp_path / "d" / "metrics.json").read_text())
     assert m["detection"]["misses"] == 0 and m["aflw2000"]["n_images"] == 6

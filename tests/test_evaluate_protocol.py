@@ -23,7 +23,9 @@ def _naive_nme(pred, gt, mask=None):
     for p, g, m in zip(pred, gt, mask if mask is not None else [None] * len(pred), strict=True):
         xs, ys = [q[0] for q in g], [q[1] for q in g]
         norm = math.sqrt((max(xs) - min(xs)) * (max(ys) - min(ys)))
-        d = [math.dist(a, b) for j, (a, b) in enumerate(zip(p, g, strict=True)) if m is None or m[j]]
+        d = [
+            math.dist(a, b) for j, (a, b) in enumerate(zip(p, g, strict=True)) if m is None or m[j]
+        ]
         out.append(sum(d) / len(d) / norm if d else float("nan"))
     return np.array(out)
 
@@ -116,13 +118,41 @@ def test_predictions_roundtrip_and_stable_bytes(tmp_path):
         ({"points": np.zeros((1, 68, 2)), "one_based": True}, "names", "missing"),
         ({"names": np.array(["a"]), "one_based": True}, "points", "missing"),
         ({"names": np.array(["a"]), "points": np.zeros((1, 68, 2))}, "one_based", "missing"),
-        ({"names": np.array(["a"]), "points": np.zeros((1, 21, 2)), "one_based": True}, "points", "shape"),
-        ({"names": np.array(["a"]), "points": np.zeros((1, 68, 4)), "one_based": True}, "points", "shape"),
-        ({"names": np.array(["a", "b"]), "points": np.zeros((1, 68, 2)), "one_based": True}, "points", "shape"),
-        ({"names": np.array(["a", "a"]), "points": np.zeros((2, 68, 2)), "one_based": True}, "names", "duplicate"),
-        ({"names": np.array([1, 2]), "points": np.zeros((2, 68, 2)), "one_based": True}, "names", "strings"),
-        ({"names": np.array(["a"]), "points": np.full((1, 68, 2), np.nan), "one_based": True}, "points", "NaN"),
-        ({"names": np.array(["a"]), "points": np.zeros((1, 68, 2)), "one_based": 0.5}, "one_based", "bool"),
+        (
+            {"names": np.array(["a"]), "points": np.zeros((1, 21, 2)), "one_based": True},
+            "points",
+            "shape",
+        ),
+        (
+            {"names": np.array(["a"]), "points": np.zeros((1, 68, 4)), "one_based": True},
+            "points",
+            "shape",
+        ),
+        (
+            {"names": np.array(["a", "b"]), "points": np.zeros((1, 68, 2)), "one_based": True},
+            "points",
+            "shape",
+        ),
+        (
+            {"names": np.array(["a", "a"]), "points": np.zeros((2, 68, 2)), "one_based": True},
+            "names",
+            "duplicate",
+        ),
+        (
+            {"names": np.array([1, 2]), "points": np.zeros((2, 68, 2)), "one_based": True},
+            "names",
+            "strings",
+        ),
+        (
+            {"names": np.array(["a"]), "points": np.full((1, 68, 2), np.nan), "one_based": True},
+            "points",
+            "NaN",
+        ),
+        (
+            {"names": np.array(["a"]), "points": np.zeros((1, 68, 2)), "one_based": 0.5},
+            "one_based",
+            "bool",
+        ),
     ],
 )
 def test_predictions_errors_name_file_and_field(tmp_path, arrays, field, msg):
@@ -135,7 +165,9 @@ def test_predictions_errors_name_file_and_field(tmp_path, arrays, field, msg):
 
 def test_predictions_refuses_pickles(tmp_path):
     f = tmp_path / "obj.npz"
-    np.savez(f, names=np.array(["a", None], dtype=object), points=np.zeros((2, 68, 2)), one_based=True)
+    np.savez(
+        f, names=np.array(["a", None], dtype=object), points=np.zeros((2, 68, 2)), one_based=True
+    )
     with pytest.raises(InputError, match="pickles"):
         read_predictions(f)
     g = tmp_path / "notzip.npz"
@@ -156,7 +188,10 @@ def test_shift_between_origins():
 
 class _FakeDataset:
     def __init__(self, rows, sha="abc"):
-        self.rows, self.landmark_set = rows, {"sha256": sha, "name": "fake", "n_points": rows[0]["landmarks"].shape[0]}
+        self.rows, self.landmark_set = (
+            rows,
+            {"sha256": sha, "name": "fake", "n_points": rows[0]["landmarks"].shape[0]},
+        )
 
     def __len__(self):
         return len(self.rows)
@@ -176,7 +211,11 @@ class _ShiftPredictor:
         assert box_kind == "landmarks" and len(images) == len(boxes)
         out = []
         for b in boxes:
-            r = next(r for r in self.rows if np.allclose([*r["kpt68"][:, :2].min(0), *r["kpt68"][:, :2].max(0)], b))
+            r = next(
+                r
+                for r in self.rows
+                if np.allclose([*r["kpt68"][:, :2].min(0), *r["kpt68"][:, :2].max(0)], b)
+            )
             out.append(r["landmarks"] + self.shift)
         return np.stack(out).astype(np.float32)
 
@@ -197,17 +236,28 @@ def test_dense_nme_with_stub_predictor():
     s = predict_dense(_ShiftPredictor(rows, d), _FakeDataset(rows), batch_size=2)
     norm = pr.box_size(np.stack([r["kpt68"] for r in rows]))
     np.testing.assert_allclose(s.nme2d, 5.0 / norm, rtol=1e-5)
-    np.testing.assert_allclose(s.nme3d, 5.0 / norm, rtol=1e-5)  # the uniform z shift is aligned away
+    np.testing.assert_allclose(
+        s.nme3d, 5.0 / norm, rtol=1e-5
+    )  # the uniform z shift is aligned away
     assert s.ids.tolist() == [f"r{i}" for i in range(5)]
     m = metrics(None, s)["dense"]
-    assert m["n_rows"] == 5 and m["nme2d"] == pytest.approx(100 * float(np.mean(5.0 / norm)), abs=1e-3)
+    assert m["n_rows"] == 5 and m["nme2d"] == pytest.approx(
+        100 * float(np.mean(5.0 / norm)), abs=1e-3
+    )
     assert predict_dense(_ShiftPredictor(rows, d), _FakeDataset(rows), max_samples=3).ids.size == 3
 
 
 def test_run_evaluate_dense_only(tmp_path):
     rows = _dense_rows(3)
-    res = run_evaluate(EvaluateParams(), tmp_path, predictor=_ShiftPredictor(rows, [0, 0, 0]), dataset=_FakeDataset(rows))
-    assert res.value.aflw is None and res.metrics == {"dense": {"nme2d": 0.0, "nme3d": 0.0, "n_rows": 3}}
+    res = run_evaluate(
+        EvaluateParams(),
+        tmp_path,
+        predictor=_ShiftPredictor(rows, [0, 0, 0]),
+        dataset=_FakeDataset(rows),
+    )
+    assert res.value.aflw is None and res.metrics == {
+        "dense": {"nme2d": 0.0, "nme3d": 0.0, "n_rows": 3}
+    }
     assert json.loads((tmp_path / "metrics.json").read_text()) == res.metrics
     assert "Dense NME" in (tmp_path / "results.md").read_text()
     with pytest.raises(DensemarkError, match="nothing to evaluate"):
@@ -222,7 +272,9 @@ def test_dense_refuses_other_landmark_set():
 
 def test_score_dense_shape_check():
     with pytest.raises(ValueError):
-        score_dense(["a"], np.zeros((1, 10, 3)), np.zeros((1, 11, 3)), np.zeros((1, 68, 3)), np.zeros(1))
+        score_dense(
+            ["a"], np.zeros((1, 10, 3)), np.zeros((1, 11, 3)), np.zeros((1, 68, 3)), np.zeros(1)
+        )
 
 
 # --- reports ------------------------------------------------------------------------------------

@@ -65,7 +65,9 @@ def test_bins_match_pose_arrays(aflw_dir, truth):
     s = score_aflw2000(Predictions(truth.names, truth.pts68.copy(), True), truth)
     for k, name in enumerate(truth.names.tolist()):
         m = read_mat(aflw_dir / f"{name}.mat")
-        row = int(np.argmin(np.abs(pts68 - m["pt3d_68"][None]).reshape(len(pts68), -1).max(1)))  # sorted index
+        row = int(
+            np.argmin(np.abs(pts68 - m["pt3d_68"][None]).reshape(len(pts68), -1).max(1))
+        )  # sorted index
         mat_yaw = math.degrees(float(m["Pose_Para"].ravel()[1]))
         assert pose[row] == pytest.approx(mat_yaw, abs=1e-4)
         assert truth.yaw[k] == pytest.approx(float(pose[row]), abs=1e-6)
@@ -94,7 +96,9 @@ def test_shift_gives_d_over_box(truth):
             ex = sum(p68[i - 1][0] for i in grp) / len(grp)
             ey = sum(p68[i - 1][1] for i in grp) / len(grp)
             dists.append(math.hypot(ex - g21[j][0], ey - g21[j][1]))
-        assert s.nme21[k] == pytest.approx(sum(dists) / len(dists) / _hand_norm(truth.pts68[k]), rel=1e-9)
+        assert s.nme21[k] == pytest.approx(
+            sum(dists) / len(dists) / _hand_norm(truth.pts68[k]), rel=1e-9
+        )
 
 
 def test_scale_about_centre_by_hand(truth):
@@ -185,7 +189,11 @@ class _GTPredictor:
         out = []
         for img, b in zip(images, boxes, strict=True):
             assert img.ndim == 3 and img.dtype == np.uint8
-            k = next(i for i, g in enumerate(self.gt0) if np.allclose([*g[:, :2].min(0), *g[:, :2].max(0)], b))
+            k = next(
+                i
+                for i, g in enumerate(self.gt0)
+                if np.allclose([*g[:, :2].min(0), *g[:, :2].max(0)], b)
+            )
             out.append(np.concatenate([np.zeros((self.k_extra, 3)), self.gt0[k]]))
         return np.stack(out)
 
@@ -194,7 +202,12 @@ def test_run_evaluate_model_and_file_paths(aflw_dir, truth, tmp_path):
     params = EvaluateParams(batch_size=4)
     res = run_evaluate(params, tmp_path / "model", gt_dir=aflw_dir, predictor=_GTPredictor(truth))
     m = res.metrics["aflw2000"]
-    assert m["n_images"] == 6 and m["nme68_mean"] == 0 and m["nme68_image_mean"] == 0 and m["nme21_mean"] > 0
+    assert (
+        m["n_images"] == 6
+        and m["nme68_mean"] == 0
+        and m["nme68_image_mean"] == 0
+        and m["nme21_mean"] > 0
+    )
     pred = read_predictions(res.outputs["predictions"])
     assert not pred.one_based and pred.names.tolist() == truth.names.tolist()
     for name in ("report.json", "results.md", "ced.png", "metrics.json"):

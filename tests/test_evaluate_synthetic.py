@@ -20,7 +20,9 @@ from densemark.sources.params import SyntheticParams
 def syn_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("aflw")
     model = fs.build_model(ProceduralParams(grid=41))
-    ds.generate_aflw2000(model, SyntheticParams(image_size=200, scale_min=4e-4, scale_max=6e-4), d, 4)
+    ds.generate_aflw2000(
+        model, SyntheticParams(image_size=200, scale_min=4e-4, scale_max=6e-4), d, 4
+    )
     return d
 
 

@@ -37,7 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _rows(folder: Path) -> dict[str, dict]:
@@ -54,14 +58,21 @@ def _rows(folder: Path) -> dict[str, dict]:
 def good(build_world, tmp_path_factory):
     """A build of the world's good samples alone."""
     out = tmp_path_factory.mktemp("good") / "ds"
-    B.run_build(build_world["model_params"], small_build_params(), SPLITS, build_paths(build_world, out))
+    B.run_build(
+        build_world["model_params"], small_build_params(), SPLITS, build_paths(build_world, out)
+    )
     return out
 
 
 def _params_file(w: dict, path: Path, **build) -> Path:
     mp = w["model_params"]
     data = {
-        "model": {"source": "bfm", "dir": str(mp.dir), "cache_dir": str(mp.cache_dir), "uv_res": mp.uv_res},
+        "model": {
+            "source": "bfm",
+            "dir": str(mp.dir),
+            "cache_dir": str(mp.cache_dir),
+            "uv_res": mp.uv_res,
+        },
         "build": small_build_params(**build).model_dump(mode="json"),
         "splits": SPLITS.model_dump(mode="json"),
     }
@@ -124,8 +135,12 @@ def _bad_source(w: dict, root: Path) -> tuple[Path, set[str]]:
         "BAD_empty_0.jpg": b"",  # zero bytes
         "BAD_text_0.jpg": b"not an image at all\n",  # not a JPEG/PNG
         "BAD_bomb_0.jpg": _bomb(),  # claims 30000 x 30000 in 600 bytes
-        "BAD_tiny_0.png": cv2.imencode(".png", np.full((1, 1, 3), 200, np.uint8))[1].tobytes(),  # 1 x 1
-        "BAD_blank_0.jpg": cv2.imencode(".jpg", np.zeros((200, 200, 3), np.uint8))[1].tobytes(),  # crop all black
+        "BAD_tiny_0.png": cv2.imencode(".png", np.full((1, 1, 3), 200, np.uint8))[
+            1
+        ].tobytes(),  # 1 x 1
+        "BAD_blank_0.jpg": cv2.imencode(".jpg", np.zeros((200, 200, 3), np.uint8))[
+            1
+        ].tobytes(),  # crop all black
         "BAD_cut_0.jpg": whole.tobytes()[: sos + 20],  # header fine, image data cut off
     }
     for name, data in images.items():
@@ -140,23 +155,32 @@ def _bad_source(w: dict, root: Path) -> tuple[Path, set[str]]:
     return src, {*images, "BAD_nomat_0.jpg", "BAD_noimage_0.mat", "BAD_nan_0.mat"}
 
 
-def test_every_bad_file_is_named_and_every_good_row_is_byte_identical(build_world, good, tmp_path, capsys):
+def test_every_bad_file_is_named_and_every_good_row_is_byte_identical(
+    build_world, good, tmp_path, capsys
+):
     w = dict(build_world)
     src, bad = _bad_source(w, tmp_path)
     w["source_dir"] = src
     capsys.readouterr()
-    r = B.run_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, tmp_path / "ds"))
+    r = B.run_build(
+        w["model_params"], small_build_params(), SPLITS, build_paths(w, tmp_path / "ds")
+    )
     out = capsys.readouterr().out
     q = {e["file"]: e for e in r.report.quarantine}
     assert set(q) == bad, sorted(q)
     assert "header claims 30000x30000" in q["BAD_bomb_0.jpg"]["error"]
     assert "too small" in q["BAD_tiny_0.png"]["error"] and "empty" in q["BAD_empty_0.jpg"]["error"]
-    assert "blank" in q["BAD_blank_0.jpg"]["error"] and "not a JPEG or PNG" in q["BAD_text_0.jpg"]["error"]
+    assert (
+        "blank" in q["BAD_blank_0.jpg"]["error"]
+        and "not a JPEG or PNG" in q["BAD_text_0.jpg"]["error"]
+    )
     assert q["BAD_cut_0.jpg"]["field"] == "image"  # undecodable or a blank (gray-filled) crop
     assert q["BAD_nomat_0.jpg"]["field"] == "mat" and q["BAD_noimage_0.mat"]["field"] == "image"
     assert q["BAD_nan_0.mat"]["field"] == "Shape_Para"
     report = json.loads((tmp_path / "ds" / "report.json").read_text())
-    assert {e["file"] for e in report["quarantine"]} == bad and report["counts"]["quarantined"] == len(bad)
+    assert {e["file"] for e in report["quarantine"]} == bad and report["counts"][
+        "quarantined"
+    ] == len(bad)
     assert r.manifest["quarantined"] == len(bad)
     # every good sample: the same rows, byte for byte, as a build of the good samples alone
     mine, ref = _rows(tmp_path / "ds"), _rows(good)
@@ -177,9 +201,13 @@ def test_exit_codes(build_world, good, tmp_path, capsys):
     src, _ = _bad_source(w, tmp_path)
     assert main(_cli(w, params, src, tmp_path / "a")) == 0
     assert "quarantined" in capsys.readouterr().out
-    assert main(_cli(w, params, src, tmp_path / "a", "--strict")) == 1  # the same data, judged strictly
+    assert (
+        main(_cli(w, params, src, tmp_path / "a", "--strict")) == 1
+    )  # the same data, judged strictly
     assert "--strict: 9 source file(s) quarantined" in capsys.readouterr().err
-    assert main(_cli(w, params, w["source_dir"], tmp_path / "b", "--strict")) == 0  # nothing to quarantine
+    assert (
+        main(_cli(w, params, w["source_dir"], tmp_path / "b", "--strict")) == 0
+    )  # nothing to quarantine
     only_bad = tmp_path / "only_bad"
     only_bad.mkdir()
     for f in ("BAD_empty_0.jpg", "BAD_empty_0.mat", "BAD_nomat_0.jpg"):
@@ -200,17 +228,32 @@ def test_wall_time_is_from_the_start_of_the_build(build_world, good, tmp_path, c
     capsys.readouterr()
     B.finish_build(plan, res, tmp_path / "run.json", started=time.time() - 100)
     out = capsys.readouterr().out
-    assert len(re.findall(r" in 10\d\.\d s$", out, re.M)) == 1, out  # once, though two reports are written
+    assert len(re.findall(r" in 10\d\.\d s$", out, re.M)) == 1, (
+        out
+    )  # once, though two reports are written
     assert (tmp_path / "run.json").read_bytes() == (dst / "report.json").read_bytes()
 
 
 # ----------------------------------------------------------------------------- other people's folders
 
 
-FOREIGN = {"manifest.json": b'{"mine": true}\n', "part-00000.parquet": b"PAR1 someone else's", "part-00042.h5": b"\x89HDF", "part-00042.json": b"{}"}
+FOREIGN = {
+    "manifest.json": b'{"mine": true}\n',
+    "part-00000.parquet": b"PAR1 someone else's",
+    "part-00042.h5": b"\x89HDF",
+    "part-00042.json": b"{}",
+}
 
 
-@pytest.mark.parametrize("names", [["manifest.json"], ["part-00000.parquet"], ["part-00042.h5", "part-00042.json"], list(FOREIGN)])
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["manifest.json"],
+        ["part-00000.parquet"],
+        ["part-00042.h5", "part-00042.json"],
+        list(FOREIGN),
+    ],
+)
 def test_a_folder_of_foreign_files_is_refused_untouched(build_world, tmp_path, capsys, names):
     w = build_world
     dst = tmp_path / "theirs"
@@ -221,7 +264,10 @@ def test_a_folder_of_foreign_files_is_refused_untouched(build_world, tmp_path, c
     with pytest.raises(InputError, match="not written by the build stage") as e:
         B.run_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, dst))
     assert e.value.path == str(dst)
-    assert _files(dst) == {**before, outdir.LOCK: b""}  # theirs untouched; only the (empty) lock file added
+    assert _files(dst) == {
+        **before,
+        outdir.LOCK: b"",
+    }  # theirs untouched; only the (empty) lock file added
     params = _params_file(w, tmp_path / "params.yaml")
     assert main(_cli(w, params, w["source_dir"], dst)) == 2
     assert "choose an empty folder" in capsys.readouterr().err
@@ -275,11 +321,27 @@ def test_a_second_concurrent_build_is_refused(build_world, good, tmp_path, capsy
     params = _params_file(w, tmp_path / "params.yaml")
     dst, flags = tmp_path / "ds", tmp_path / "flags"
     flags.mkdir()
-    argv = [str(params), str(w["model_dir"]), str(w["template_dir"]), str(w["set_path"]), str(w["source_dir"]), str(dst), str(flags)]
+    argv = [
+        str(params),
+        str(w["model_dir"]),
+        str(w["template_dir"]),
+        str(w["set_path"]),
+        str(w["source_dir"]),
+        str(dst),
+        str(flags),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    first = subprocess.Popen([sys.executable, "-c", _PAUSED_BUILD, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-c", _PAUSED_BUILD, *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        _wait_for(flags / "ready", first)  # the first build holds the folder, paused in its first chunk
+        _wait_for(
+            flags / "ready", first
+        )  # the first build holds the folder, paused in its first chunk
         with pytest.raises(InputError, match="another densemark process is writing this folder"):
             B.run_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, dst))
         assert main(_cli(w, params, w["source_dir"], dst)) == 2
@@ -296,7 +358,11 @@ def test_the_lock_is_reentrant_and_a_killed_holder_leaves_none(tmp_path):
     with outdir.locked(d, "x"), outdir.locked(d, "x"):  # the same process may nest
         pass
     script = "import os, signal, sys\nfrom densemark.core import outdir\nwith outdir.locked(sys.argv[1], 'x'):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
-    r = subprocess.run([sys.executable, "-c", script, str(d)], env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", script, str(d)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
     assert r.returncode == -9 and (d / outdir.LOCK).exists()
     with outdir.locked(d, "x"):  # not stale: the kernel released it with its process
         import fcntl
@@ -313,9 +379,16 @@ def test_the_lock_is_reentrant_and_a_killed_holder_leaves_none(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "code, advice", [(errno.ENOSPC, "free space and rerun"), (errno.EROFS, "read-only"), (errno.EACCES, "permission denied")]
+    "code, advice",
+    [
+        (errno.ENOSPC, "free space and rerun"),
+        (errno.EROFS, "read-only"),
+        (errno.EACCES, "permission denied"),
+    ],
 )
-def test_write_errors_are_one_line_and_a_rerun_is_identical(build_world, good, tmp_path, capsys, monkeypatch, code, advice):
+def test_write_errors_are_one_line_and_a_rerun_is_identical(
+    build_world, good, tmp_path, capsys, monkeypatch, code, advice
+):
     """Simulated at the shard write layer (the CLI runs in this process, so the error reaches its
     ``main`` exactly as a real one would); the real read-only case is the next test."""
     from densemark.datasets import shards
@@ -335,10 +408,14 @@ def test_write_errors_are_one_line_and_a_rerun_is_identical(build_world, good, t
     monkeypatch.setattr(shards, "write_parquet", failing)
     assert main(_cli(w, params, w["source_dir"], dst)) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("densemark: error: ") and str(calls[1]) in err
+    assert (
+        len(err.splitlines()) == 1 and err.startswith("densemark: error: ") and str(calls[1]) in err
+    )
     assert advice in err and errno.errorcode[code] in err
     monkeypatch.setattr(shards, "write_parquet", real)
-    assert main(_cli(w, params, w["source_dir"], dst)) == 0  # after the space is freed: the same dataset
+    assert (
+        main(_cli(w, params, w["source_dir"], dst)) == 0
+    )  # after the space is freed: the same dataset
     assert _files(dst) == _files(good)
 
 
@@ -348,7 +425,11 @@ def read_only_dir(tmp_path):
     file system); skipped where mounting is not allowed."""
     d = tmp_path / "ro"
     d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(d)], capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(d)],
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a read-only tmpfs here: {r.stderr.strip()}")
     try:
@@ -360,8 +441,19 @@ def read_only_dir(tmp_path):
 def test_read_only_output_folder_one_line_no_traceback(build_world, tmp_path, read_only_dir):
     w = build_world
     params = _params_file(w, tmp_path / "params.yaml")
-    cmd = [sys.executable, "-m", "densemark", *_cli(w, params, w["source_dir"], read_only_dir / "ds")]
-    r = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "densemark",
+        *_cli(w, params, w["source_dir"], read_only_dir / "ds"),
+    ]
+    r = subprocess.run(
+        cmd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert str(read_only_dir / "ds") in r.stderr and "read-only" in r.stderr and "EROFS" in r.stderr

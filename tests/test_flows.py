@@ -75,7 +75,11 @@ def prefect_api(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect_home")
     port = _free_port()
     log = open(home / "server.log", "wb")  # noqa: SIM115 - closed below
-    env = {**_env(home), "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port)}  # the UI's API too
+    env = {
+        **_env(home),
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+    }  # the UI's API too
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -91,9 +95,17 @@ def prefect_api(tmp_path_factory):
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() - t0 > SERVER_WAIT_S:
-                raise RuntimeError(f"prefect server did not come up:\n{(home / 'server.log').read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"prefect server did not come up:\n{(home / 'server.log').read_text()[-3000:]}"
+                )
             time.sleep(1)
-        with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_HOME: home, PREFECT_LOCAL_STORAGE_PATH: home / "storage"}):
+        with temporary_settings(
+            updates={
+                PREFECT_API_URL: url,
+                PREFECT_HOME: home,
+                PREFECT_LOCAL_STORAGE_PATH: home / "storage",
+            }
+        ):
             yield url, home
     finally:
         _stop(proc)
@@ -109,7 +121,9 @@ def world(prefect_api, tmp_path_factory):
     (root / "params.yaml").write_text(TINY)
     first = prepare_flow(params_path=str(root / "params.yaml"))
     (root / "landmarks").mkdir()
-    shutil.copy(root / "data/landmarks/sampled.json", root / "landmarks/embedded-520.json")  # the chosen set
+    shutil.copy(
+        root / "data/landmarks/sampled.json", root / "landmarks/embedded-520.json"
+    )  # the chosen set
     second = prepare_flow(params_path=str(root / "params.yaml"))
     return root, first, second
 
@@ -147,7 +161,9 @@ def _merge(base: dict, over: dict) -> dict:
 def _small_root(d: Path) -> Path:
     d.mkdir(parents=True)
     shutil.copytree(ROOT / "landmarks", d / "landmarks")
-    (d / "params.yaml").write_text(yaml.safe_dump(_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), SMALL)))
+    (d / "params.yaml").write_text(
+        yaml.safe_dump(_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), SMALL))
+    )
     return d
 
 
@@ -165,7 +181,11 @@ def pipeline_run(prefect_api, tmp_path_factory):
 
 
 def _tree(d: Path) -> dict[str, str]:
-    return {p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(d.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _artifacts(flow_run_id) -> dict[str, dict]:
@@ -173,7 +193,12 @@ def _artifacts(flow_run_id) -> dict[str, dict]:
     import httpx
     from prefect.settings import PREFECT_API_URL
 
-    body = {"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}, "limit": 200, "offset": 0, "sort": "KEY_ASC"}
+    body = {
+        "artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}},
+        "limit": 200,
+        "offset": 0,
+        "sort": "KEY_ASC",
+    }
     r = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body, timeout=30)
     r.raise_for_status()
     return {a["key"]: a for a in r.json()}
@@ -213,11 +238,16 @@ def test_prepare_flow_runs_the_cli_stages_and_caches(world, tmp_path):
     root, first, second = world
     assert {v["state"] for v in first.values()} == {"Completed"}
     assert set(first) == {"model", "template", "synth_300wlp", "synth_aflw2000", "posmap", "sample"}
-    assert {k: v["state"] for k, v in second.items() if k != "compare"} == {k: "Cached" for k in first}
+    assert {k: v["state"] for k, v in second.items() if k != "compare"} == {
+        k: "Cached" for k in first
+    }
     assert second["compare"]["state"] == "Completed"
     assert "identical ids" in Path(second["compare"]["result"]["outputs"]["markdown"]).read_text()
     # every stage task writes what its dvc.yaml stage writes, metrics included
-    assert json.loads((root / "metrics/sample.json").read_text())["final"] == first["sample"]["result"]["metrics"]["final"]
+    assert (
+        json.loads((root / "metrics/sample.json").read_text())["final"]
+        == first["sample"]["result"]["metrics"]["final"]
+    )
     # the same bytes as the CLI stages
     cli = tmp_path / "cli"
     cli.mkdir()
@@ -234,21 +264,32 @@ def test_prepare_flow_runs_the_cli_stages_and_caches(world, tmp_path):
         os.chdir(cwd)
     for sub in ("data/model", "data/template", "data/sources/300wlp", "data/landmarks"):
         assert _tree(cli / sub) == _tree(root / sub), sub
-    assert (cli / "reports/template.json").read_bytes() == (root / "reports/template.json").read_bytes()
+    assert (cli / "reports/template.json").read_bytes() == (
+        root / "reports/template.json"
+    ).read_bytes()
 
 
 def test_prepare_reruns_what_changed(world):
     from densemark.flows.prepare import prepare_flow
 
     root, _, _ = world
-    shutil.rmtree(root / "data/sources/aflw2000")  # a lost output is rebuilt whatever the cache says
-    r = prepare_flow(params_path=str(root / "params.yaml"), overrides={"sample": {"target_count": 110}})
+    shutil.rmtree(
+        root / "data/sources/aflw2000"
+    )  # a lost output is rebuilt whatever the cache says
+    r = prepare_flow(
+        params_path=str(root / "params.yaml"), overrides={"sample": {"target_count": 110}}
+    )
     states = {k: v["state"] for k, v in r.items()}
     assert states["synth_aflw2000"] == "Completed" and states["sample"] == "Completed"
     assert states["model"] == states["template"] == states["synth_300wlp"] == "Cached"
     assert r["sample"]["result"]["metrics"]["final"] == 110
-    prepare_flow(params_path=str(root / "params.yaml"))  # back to the params file's set for the tests below
-    assert json.loads((root / "data/landmarks/sampled.json").read_text())["ids"] == json.loads((root / "landmarks/embedded-520.json").read_text())["ids"]
+    prepare_flow(
+        params_path=str(root / "params.yaml")
+    )  # back to the params file's set for the tests below
+    assert (
+        json.loads((root / "data/landmarks/sampled.json").read_text())["ids"]
+        == json.loads((root / "landmarks/embedded-520.json").read_text())["ids"]
+    )
 
 
 def test_build_flow_on_dask_is_byte_identical_to_the_serial_build(world):
@@ -270,24 +311,39 @@ def test_build_flow_on_dask_is_byte_identical_to_the_serial_build(world):
     from distributed import LocalCluster
 
     # an existing cluster, reached through flows.address
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
         overrides = {"flows": {"address": cluster.scheduler_address}}
-        state = build_flow(params_path=str(root / "params.yaml"), overrides=overrides, return_state=True)
+        state = build_flow(
+            params_path=str(root / "params.yaml"), overrides=overrides, return_state=True
+        )
     res = state.result()
     assert res["manifest_sha256"] == serial.manifest_sha256
-    assert serial.manifest["rows"] > 0 and len(serial.manifest["files"]) >= 4  # several chunks, both formats
+    assert (
+        serial.manifest["rows"] > 0 and len(serial.manifest["files"]) >= 4
+    )  # several chunks, both formats
     assert _tree(root / "data/dataset") == _tree(root / "data/serial")
     arts = _artifacts(state.state_details.flow_run_id)
     assert {"densemark-build", "densemark-build-counts", "densemark-quarantine"} <= set(arts)
-    rows = {(r["group"], r["value"]): r["rows"] for r in json.loads(arts["densemark-build-counts"]["data"])}
+    rows = {
+        (r["group"], r["value"]): r["rows"]
+        for r in json.loads(arts["densemark-build-counts"]["data"])
+    }
     assert rows[("split", "train")] == serial.manifest["counts"]["split"]["train"]
     # rerun on a LocalCluster of the params (flows.n_workers): every chunk is found done on disk
     before = _tree(root / "data/dataset")
-    assert build_flow(params_path=str(root / "params.yaml"))["manifest_sha256"] == serial.manifest_sha256
+    assert (
+        build_flow(params_path=str(root / "params.yaml"))["manifest_sha256"]
+        == serial.manifest_sha256
+    )
     assert _tree(root / "data/dataset") == before
     # a lost shard: that chunk runs again (the others are found done), the folder is as before
     sorted((root / "data/dataset").glob("hdf5/*.h5"))[1].unlink()
-    assert build_flow(params_path=str(root / "params.yaml"))["manifest_sha256"] == serial.manifest_sha256
+    assert (
+        build_flow(params_path=str(root / "params.yaml"))["manifest_sha256"]
+        == serial.manifest_sha256
+    )
     assert _tree(root / "data/dataset") == before
 
 
@@ -298,10 +354,15 @@ def test_card_flow_publishes_the_card(built):
     state = card_flow(params_path=str(root / "params.yaml"), return_state=True)
     res = state.result()
     assert Path(res["outputs"]["card"]) == root / "data/card/README.md"
-    assert res["metrics"]["rows"] == json.loads((root / "data/dataset/manifest.json").read_text())["rows"]
+    assert (
+        res["metrics"]["rows"]
+        == json.loads((root / "data/dataset/manifest.json").read_text())["rows"]
+    )
     arts = _artifacts(state.state_details.flow_run_id)
     assert "## Composition" in arts["densemark-card"]["data"]
-    assert arts["densemark-card"]["data"].count("](data:image/png;base64,") == 3  # the figures travel with the artifact
+    assert (
+        arts["densemark-card"]["data"].count("](data:image/png;base64,") == 3
+    )  # the figures travel with the artifact
     assert card_flow(params_path=str(root / "params.yaml"))["state"] == "Cached"
 
 
@@ -328,7 +389,9 @@ def test_serve_runs_a_deployment_through_the_api(built, prefect_api):
                     break
                 except Exception:  # noqa: BLE001 - not registered yet
                     if proc.poll() is not None or time.monotonic() - t0 > 90:
-                        raise RuntimeError(f"serve did not register:\n{(home / 'serve.log').read_text()[-3000:]}") from None
+                        raise RuntimeError(
+                            f"serve did not register:\n{(home / 'serve.log').read_text()[-3000:]}"
+                        ) from None
                     time.sleep(1)
             assert dep.parameters["params_path"] == str((root / "params.yaml").resolve())
             assert dep.entrypoint == "densemark.flows.card.card_flow" and "densemark" in dep.tags
@@ -336,13 +399,22 @@ def test_serve_runs_a_deployment_through_the_api(built, prefect_api):
             # the run form: each params section typed, its fields described
             props = dep.parameter_openapi_schema["definitions"]["CardParams"]["properties"]
             assert props["n_samples"]["default"] == 12 and props["n_samples"]["description"]
-            run = run_deployment("densemark-card/densemark-card", parameters={"overrides": {"card": {"n_samples": 2}}}, timeout=240)
-            assert run.state is not None and run.state.is_completed(), (run.state, (home / "serve.log").read_text()[-3000:])
+            run = run_deployment(
+                "densemark-card/densemark-card",
+                parameters={"overrides": {"card": {"n_samples": 2}}},
+                timeout=240,
+            )
+            assert run.state is not None and run.state.is_completed(), (
+                run.state,
+                (home / "serve.log").read_text()[-3000:],
+            )
             arts = _artifacts(run.id)
             assert "densemark-card" in arts and "densemark-card-counts" in arts
             assert json.loads((root / "data/card/card.json").read_text())["grid"].__len__() == 2
             final = client.read_flow_run(run.id)
-            assert final.state.is_completed() and final.parameters["overrides"] == {"card": {"n_samples": 2}}
+            assert final.state.is_completed() and final.parameters["overrides"] == {
+                "card": {"n_samples": 2}
+            }
     finally:
         _stop(proc)
         serve_log.close()
@@ -378,15 +450,35 @@ def test_pipeline_flow_is_dvc_repro(pipeline_run, tmp_path):
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
     assert set(stages) <= {t.name for t in runs}
     arts = _artifacts(top)
-    assert {"densemark-stages", "densemark-metrics", "densemark-results", "densemark-card", "densemark-samples", "densemark-subflows"} <= set(arts)
+    assert {
+        "densemark-stages",
+        "densemark-metrics",
+        "densemark-results",
+        "densemark-card",
+        "densemark-samples",
+        "densemark-subflows",
+    } <= set(arts)
     rows = json.loads(arts["densemark-stages"]["data"])
-    assert [r["stage"] for r in rows] == list(stages) and {r["state"] for r in rows} == {"completed"}
+    assert [r["stage"] for r in rows] == list(stages) and {r["state"] for r in rows} == {
+        "completed"
+    }
     assert all(r["seconds"] > 0 for r in rows)
     nme = json.loads((root / "metrics/evaluate.json").read_text())["aflw2000"]["nme68_mean"]
-    assert {"stage": "evaluate", "metric": "aflw2000.nme68_mean", "value": nme} in json.loads(arts["densemark-metrics"]["data"])
-    assert "data:image/png;base64," in arts["densemark-card"]["data"] and "](pose.png)" not in arts["densemark-card"]["data"]
-    assert "data:image/png;base64," in arts["densemark-results"]["data"] and "NME" in arts["densemark-results"]["data"]
-    assert all(f"/runs/flow-run/{rid}" in arts["densemark-subflows"]["data"] for rid in res["runs"].values())
+    assert {"stage": "evaluate", "metric": "aflw2000.nme68_mean", "value": nme} in json.loads(
+        arts["densemark-metrics"]["data"]
+    )
+    assert (
+        "data:image/png;base64," in arts["densemark-card"]["data"]
+        and "](pose.png)" not in arts["densemark-card"]["data"]
+    )
+    assert (
+        "data:image/png;base64," in arts["densemark-results"]["data"]
+        and "NME" in arts["densemark-results"]["data"]
+    )
+    assert all(
+        f"/runs/flow-run/{rid}" in arts["densemark-subflows"]["data"]
+        for rid in res["runs"].values()
+    )
     # the same bytes as dvc.yaml's commands
     cli = _small_root(tmp_path / "cli")
     cwd = os.getcwd()
@@ -396,7 +488,12 @@ def test_pipeline_flow_is_dvc_repro(pipeline_run, tmp_path):
             assert main(["--params", "params.yaml", *shlex.split(st["cmd"])[1:]]) == 0, name
     finally:
         os.chdir(cwd)
-    outs = [o if isinstance(o, str) else next(iter(o)) for st in stages.values() for key in ("outs", "metrics", "plots") for o in st.get(key, [])]
+    outs = [
+        o if isinstance(o, str) else next(iter(o))
+        for st in stages.values()
+        for key in ("outs", "metrics", "plots")
+        for o in st.get(key, [])
+    ]
     for o in outs:
         a, b = root / o, cli / o
         assert (_tree(a) == _tree(b)) if a.is_dir() else (a.read_bytes() == b.read_bytes()), o
@@ -426,8 +523,13 @@ def _text(html: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; CI: scripts/setup-ci-gui.sh)")
-def test_ui_shows_the_deployments_the_pipeline_run_and_its_artifacts(pipeline_run, prefect_api, tmp_path):
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="needs Debian's chromium (apt-get install chromium; CI: scripts/setup-ci-gui.sh)",
+)
+def test_ui_shows_the_deployments_the_pipeline_run_and_its_artifacts(
+    pipeline_run, prefect_api, tmp_path
+):
     """The Prefect UI in headless Chromium. DENSEMARK_UI_SCREENSHOTS=DIR also saves screenshots there."""
     from densemark.flows.deploy import deployments
 
@@ -442,12 +544,25 @@ def test_ui_shows_the_deployments_the_pipeline_run_and_its_artifacts(pipeline_ru
         assert f"densemark-{name}" in text, text[-2000:]
     rid = state.state_details.flow_run_id
     text = _text(_render(f"{ui}/runs/flow-run/{rid}", profile))
-    assert "Completed" in text and "densemark-pipeline" in text and "Artifacts" in text, text[-2000:]
+    assert "Completed" in text and "densemark-pipeline" in text and "Artifacts" in text, text[
+        -2000:
+    ]
     arts = _artifacts(rid)
-    pages = {key: _render(f"{ui}/artifacts/artifact/{arts[key]['id']}", profile) for key in ("densemark-stages", "densemark-card", "densemark-results", "densemark-subflows")}
-    assert "synth_300wlp" in _text(pages["densemark-stages"]) and "evaluate" in _text(pages["densemark-stages"])
-    assert "Composition" in _text(pages["densemark-card"]) and 'src="data:image/png;base64,' in pages["densemark-card"]
-    assert "CED curve" in _text(pages["densemark-results"]) and 'src="data:image/png;base64,' in pages["densemark-results"]
+    pages = {
+        key: _render(f"{ui}/artifacts/artifact/{arts[key]['id']}", profile)
+        for key in ("densemark-stages", "densemark-card", "densemark-results", "densemark-subflows")
+    }
+    assert "synth_300wlp" in _text(pages["densemark-stages"]) and "evaluate" in _text(
+        pages["densemark-stages"]
+    )
+    assert (
+        "Composition" in _text(pages["densemark-card"])
+        and 'src="data:image/png;base64,' in pages["densemark-card"]
+    )
+    assert (
+        "CED curve" in _text(pages["densemark-results"])
+        and 'src="data:image/png;base64,' in pages["densemark-results"]
+    )
     assert "densemark-prepare" in _text(pages["densemark-subflows"])
     shots = os.environ.get("DENSEMARK_UI_SCREENSHOTS")
     if shots:
@@ -455,7 +570,11 @@ def test_ui_shows_the_deployments_the_pipeline_run_and_its_artifacts(pipeline_ru
         _render(f"{ui}/deployments", profile, Path(shots) / "prefect-deployments.png")
         _render(f"{ui}/runs/flow-run/{rid}", profile, Path(shots) / "prefect-run.png")
         for key in ("densemark-stages", "densemark-results", "densemark-card"):
-            _render(f"{ui}/artifacts/artifact/{arts[key]['id']}", profile, Path(shots) / f"prefect-{key.removeprefix('densemark-')}.png")
+            _render(
+                f"{ui}/artifacts/artifact/{arts[key]['id']}",
+                profile,
+                Path(shots) / f"prefect-{key.removeprefix('densemark-')}.png",
+            )
 
 
 def test_bad_input_is_not_retried_other_failures_are():
@@ -465,18 +584,30 @@ def test_bad_input_is_not_retried_other_failures_are():
     from densemark.flows.common import retry_transient
 
     assert retry_transient(None, None, Failed(data=OSError("disk hiccup"))) is True
-    assert retry_transient(None, None, Failed(data=InputError("a.mat", "Pose_Para", "bad"))) is False
+    assert (
+        retry_transient(None, None, Failed(data=InputError("a.mat", "Pose_Para", "bad"))) is False
+    )
 
 
 def test_overrides_parse_and_merge(tmp_path):
     from densemark.cli.flows import parse_overrides
     from densemark.config import load_params
 
-    o = parse_overrides(["flows.n_workers=4", "flows.address=tcp://h:8786", "sample.seeds=[0, 1, 30]"])
-    assert o == {"flows": {"n_workers": 4, "address": "tcp://h:8786"}, "sample": {"seeds": [0, 1, 30]}}
+    o = parse_overrides(
+        ["flows.n_workers=4", "flows.address=tcp://h:8786", "sample.seeds=[0, 1, 30]"]
+    )
+    assert o == {
+        "flows": {"n_workers": 4, "address": "tcp://h:8786"},
+        "sample": {"seeds": [0, 1, 30]},
+    }
     (tmp_path / "p.yaml").write_text("flows: {retries: 5}\n")
     p = load_params(tmp_path / "p.yaml", o)
-    assert (p.flows.n_workers, p.flows.retries, p.flows.address, p.sample.seeds) == (4, 5, "tcp://h:8786", [0, 1, 30])
+    assert (p.flows.n_workers, p.flows.retries, p.flows.address, p.sample.seeds) == (
+        4,
+        5,
+        "tcp://h:8786",
+        [0, 1, 30],
+    )
     with pytest.raises(SystemExit):
         parse_overrides(["n_workers=4"])
 
@@ -487,7 +618,10 @@ def test_typed_overrides_keep_only_the_given_keys_and_name_a_bad_one():
     from densemark.flows.deploy import pipeline_flow
     from densemark.flows.overrides import Sections, as_dict
 
-    assert as_dict({"train": {"epochs": 2}, "sample": {"relax": {"iterations": 4}}}) == {"train": {"epochs": 2}, "sample": {"relax": {"iterations": 4}}}
+    assert as_dict({"train": {"epochs": 2}, "sample": {"relax": {"iterations": 4}}}) == {
+        "train": {"epochs": 2},
+        "sample": {"relax": {"iterations": 4}},
+    }
     assert as_dict(Sections()) is None and as_dict(None) is None
     with pytest.raises(ValidationError, match=r"train\.epochs"):
         as_dict({"train": {"epochs": 0}})
@@ -499,4 +633,8 @@ def test_typed_overrides_keep_only_the_given_keys_and_name_a_bad_one():
     schema = parameter_schema(pipeline_flow).model_dump()
     train = schema["definitions"]["TrainParams"]["properties"]
     assert train["epochs"]["default"] == 60 and train["epochs"]["description"]
-    assert all(f.get("description") for d in schema["definitions"].values() for f in d["properties"].values())
+    assert all(
+        f.get("description")
+        for d in schema["definitions"].values()
+        for f in d["properties"].values()
+    )

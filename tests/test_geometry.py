@@ -20,7 +20,9 @@ def model():
 def _poses(b: int, seed: int = 1) -> np.ndarray:
     rng = np.random.default_rng(seed)
     ang = rng.uniform(-0.6, 0.6, (b, 3))
-    t = np.column_stack([rng.uniform(100, 200, b), rng.uniform(100, 200, b), rng.uniform(-50, 50, b)])
+    t = np.column_stack(
+        [rng.uniform(100, 200, b), rng.uniform(100, 200, b), rng.uniform(-50, 50, b)]
+    )
     s = rng.uniform(8e-4, 1.4e-3, (b, 1))
     return np.hstack([ang, t, s])
 
@@ -36,7 +38,9 @@ def test_batch_matches_reference(model):
         span = np.abs(ref).max()
         np.testing.assert_allclose(geo.vertices[:, i], ref, atol=1e-5 * span)
         c = geo.crops[i]
-        np.testing.assert_allclose([c.scale, c.tx, c.ty, c.tz], [tf.scale, tf.tx, tf.ty, tf.tz], rtol=1e-6, atol=1e-3)
+        np.testing.assert_allclose(
+            [c.scale, c.tx, c.ty, c.tz], [tf.scale, tf.tx, tf.ty, tf.tz], rtol=1e-6, atol=1e-3
+        )
         assert geo.vertices[:, i, 2].min() == pytest.approx(0.0, abs=1e-3)
 
 
@@ -76,7 +80,9 @@ def test_real_sample_keypoints_land_on_pt2d(real_dir):
 
     m = load_bfm_mean_model(real_dir / "bfm")
     s = read_fit_mat(real_dir / "300wlp" / "IBUG_image_008_1_0.mat", 199, 29)
-    geo = pose_batch(m, s.shape_para[None], s.exp_para[None], s.pose_para[None], s.load_image().shape[0])
+    geo = pose_batch(
+        m, s.shape_para[None], s.exp_para[None], s.pose_para[None], s.load_image().shape[0]
+    )
     err = np.linalg.norm(geo.image_kpt[0, :, :2] - s.pt2d.T, axis=1)
     box = np.ptp(s.pt2d, axis=1).mean()
     assert err.mean() < 0.1 * box, (err.mean(), box)
@@ -99,13 +105,23 @@ def test_left_to_right_is_the_plain_loop_bit_for_bit():
 
     rng = np.random.default_rng(5)
     m, k = 40, 60
-    basis = (rng.normal(size=(m, k)) * 10.0 ** rng.integers(-8, 8, (m, k))).astype(np.float32).astype(np.float64)
-    c = (rng.normal(size=(m, k)) * 10.0 ** rng.integers(-4, 6, (m, k))).astype(np.float32).astype(np.float64)
+    basis = (
+        (rng.normal(size=(m, k)) * 10.0 ** rng.integers(-8, 8, (m, k)))
+        .astype(np.float32)
+        .astype(np.float64)
+    )
+    c = (
+        (rng.normal(size=(m, k)) * 10.0 ** rng.integers(-4, 6, (m, k)))
+        .astype(np.float32)
+        .astype(np.float64)
+    )
     first = rng.normal(size=m) * 1e5
     got = left_to_right(first, basis, c)
     assert got.dtype == np.float64 and got.shape == (m,)
     assert np.array_equal(got, _naive_sum(first, basis, c))
-    assert not np.array_equal(got, first + (basis * c).sum(1))  # pairwise summation differs: the test can tell
+    assert not np.array_equal(
+        got, first + (basis * c).sum(1)
+    )  # pairwise summation differs: the test can tell
     assert np.array_equal(left_to_right(first, basis[:, :0], c[:, :0]), first)
 
 
@@ -118,9 +134,14 @@ def test_basis_rows_equal_their_definition_also_through_the_fallback(model, monk
     vids = rng.choice(model.n_vertices, 25, replace=False)
     br = G.BasisRows(model, vids)
     b = 6
-    coeffs = br.coefficients(rng.normal(0, 3e4, (b, model.n_shape)), rng.normal(0, 1, (b, model.n_exp)), b)
+    coeffs = br.coefficients(
+        rng.normal(0, 3e4, (b, model.n_shape)), rng.normal(0, 1, (b, model.n_exp)), b
+    )
     c64 = coeffs.astype(np.float64)
-    want = np.stack([_naive_sum(br.mean, br.basis, np.broadcast_to(c64[j], br.basis.shape)) for j in range(b)], 1).astype(np.float32)
+    want = np.stack(
+        [_naive_sum(br.mean, br.basis, np.broadcast_to(c64[j], br.basis.shape)) for j in range(b)],
+        1,
+    ).astype(np.float32)
     assert np.array_equal(br(coeffs), want)
     monkeypatch.setattr(G, "_U64", 1.0)  # every entry unsettled: all through reference()
     assert np.array_equal(br(coeffs), want)

@@ -33,7 +33,9 @@ RES = 256
 def hf(tmp_path_factory):
     """The ``datasets`` module, imported with the Hub unreachable by configuration and its caches
     in a temporary folder."""
-    pytest.importorskip("datasets", reason="the datasets library is a dev dependency (pip install -e .[dev])")
+    pytest.importorskip(
+        "datasets", reason="the datasets library is a dev dependency (pip install -e .[dev])"
+    )
     cache = tmp_path_factory.mktemp("hf")
     with pytest.MonkeyPatch.context() as mp:
         for k, v in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(cache), "HF_DATASETS_CACHE": str(cache / "datasets"),
@@ -86,14 +88,23 @@ def _head(folder: Path) -> dict:
 
 def test_load_dataset_gives_splits_images_and_point_arrays(hf, world, tmp_path):
     w, out, man = world
-    assert set(_splits(man)) == {"train", "val", "test"}, "the test world must have all three splits"
+    assert set(_splits(man)) == {"train", "val", "test"}, (
+        "the test world must have all three splits"
+    )
     ds = hf.load_dataset(str(out), cache_dir=str(tmp_path / "c"))
     assert list(ds) == list(_splits(man)) and {s: d.num_rows for s, d in ds.items()} == _splits(man)
     row = ds["train"][0]
     img = row["image"]
     assert type(img).__module__.startswith("PIL.") and img.size == (RES, RES) and img.mode == "RGB"
-    assert np.asarray(row["landmarks"]).shape == (K, 3) and np.asarray(row["kpt68"]).shape == (68, 3)
-    assert np.asarray(row["pose"]).shape == (3,) and np.asarray(row["crop"]).shape == (5,) and row["split"] == "train"
+    assert np.asarray(row["landmarks"]).shape == (K, 3) and np.asarray(row["kpt68"]).shape == (
+        68,
+        3,
+    )
+    assert (
+        np.asarray(row["pose"]).shape == (3,)
+        and np.asarray(row["crop"]).shape == (5,)
+        and row["split"] == "train"
+    )
     # the same row as ShardDataset gives it: labels bit for bit, image pixels alike
     ref = ShardDataset(out, split="train")[0]
     assert ref["id"] == row["id"]
@@ -117,19 +128,27 @@ def test_streaming_gives_the_same_rows(hf, world, tmp_path):
         assert len(rows) == n and [r["id"] for r in rows] == full[s]["id"]
         r = rows[0]
         assert r["image"].size == (RES, RES) and np.asarray(r["landmarks"]).shape == (K, 3)
-        np.testing.assert_array_equal(np.asarray(r["landmarks"], np.float32), np.asarray(full[s][0]["landmarks"], np.float32))
+        np.testing.assert_array_equal(
+            np.asarray(r["landmarks"], np.float32), np.asarray(full[s][0]["landmarks"], np.float32)
+        )
 
 
 def test_a_lone_parquet_file_decodes_too(hf, world, tmp_path):
     """The features travel in each shard's metadata: loading the files directly (no card) gives
     images and (K, 3) arrays, not binary and flat lists."""
     w, out, man = world
-    d = hf.load_dataset("parquet", data_files=str(out / "data" / "train-*.parquet"), cache_dir=str(tmp_path / "c"))["train"]
+    d = hf.load_dataset(
+        "parquet", data_files=str(out / "data" / "train-*.parquet"), cache_dir=str(tmp_path / "c")
+    )["train"]
     assert d.num_rows == man.counts["split"]["train"]
     assert isinstance(d.features["image"], hf.Image)
     assert np.asarray(d[0]["landmarks"]).shape == (K, 3)
     want = hf.Features._from_yaml_list(_head(out)["dataset_info"][0]["features"])
-    assert d.features == want == hf.Features.from_arrow_schema(pq.read_schema(out / man.shards()[0]["path"]))
+    assert (
+        d.features
+        == want
+        == hf.Features.from_arrow_schema(pq.read_schema(out / man.shards()[0]["path"]))
+    )
 
 
 def test_card_metadata_is_valid_offline(hf, world):
@@ -151,7 +170,11 @@ def test_card_metadata_is_valid_offline(hf, world):
     meta = card.data.to_dict()
     assert meta == metadata_load(out / "README.md") == _head(out)
     assert DatasetCardData(**meta).to_dict() == meta
-    assert meta["license"] == "other" and meta["license_name"] and (out / meta["license_link"]).is_file()
+    assert (
+        meta["license"] == "other"
+        and meta["license_name"]
+        and (out / meta["license_link"]).is_file()
+    )
     assert "Terms:" in (out / meta["license_link"]).read_text()
     assert meta["size_categories"] == ["n<1K"] and meta["task_categories"] == ["keypoint-detection"]
     configs = MetadataConfigs.from_dataset_card_data(card.data)
@@ -161,16 +184,30 @@ def test_card_metadata_is_valid_offline(hf, world):
     assert {s: v.num_examples for s, v in info.splits.items()} == _splits(man)
     assert info.features["landmarks"] == hf.List(hf.List(hf.Value("float32"), length=3), length=K)
     assert info.features["kpt68"] == hf.List(hf.List(hf.Value("float32"), length=3), length=68)
-    assert isinstance(info.features["image"], hf.Image) and info.features["shape_para"] == hf.List(hf.Value("float64"))
+    assert isinstance(info.features["image"], hf.Image) and info.features["shape_para"] == hf.List(
+        hf.Value("float64")
+    )
     files = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()]
     pats = {f["split"]: f["path"] for f in meta["configs"][0]["data_files"]}
     for s, pat in pats.items():
-        assert sorted(f for f in files if fnmatch.fnmatch(f, pat)) == sorted(e["path"] for e in man.shards() if e["split"] == s)
+        assert sorted(f for f in files if fnmatch.fnmatch(f, pat)) == sorted(
+            e["path"] for e in man.shards() if e["split"] == s
+        )
     others = [f for f in files if not f.startswith("data/")]
-    assert {"README.md", "LICENSE.md", "manifest.json", "report.json"} <= set(others) and any(f.startswith("hdf5/") for f in others)
+    assert {"README.md", "LICENSE.md", "manifest.json", "report.json"} <= set(others) and any(
+        f.startswith("hdf5/") for f in others
+    )
     assert not [f for f in others if any(fnmatch.fnmatch(f, p) for p in pats.values())]
     body = card.text
-    for key in ("basak2023lightweight", "paysan2009bfm", "zhu2016face", "koestinger2011aflw", "## Bias, risks and limitations", "push_to_hub", "load_dataset("):
+    for key in (
+        "basak2023lightweight",
+        "paysan2009bfm",
+        "zhu2016face",
+        "koestinger2011aflw",
+        "## Bias, risks and limitations",
+        "push_to_hub",
+        "load_dataset(",
+    ):
         assert key in body
     # the swap tables: the flip_pairs JSON rebuilds the mirror permutations
     tables = re.findall(r"`flip_pairs`\): `(\[.*?\])`", body)
@@ -178,7 +215,10 @@ def test_card_metadata_is_valid_offline(hf, world):
     for got, perm in zip(tables, (man.landmark_set["mirror_perm"], None), strict=True):
         pairs = [tuple(p) for p in json.loads(got)]
         if perm is not None:
-            assert pairs == swap_pairs(perm)[0] and len(pairs) == (np.asarray(perm) != np.arange(K)).sum() // 2
+            assert (
+                pairs == swap_pairs(perm)[0]
+                and len(pairs) == (np.asarray(perm) != np.arange(K)).sum() // 2
+            )
             rebuilt = np.arange(K)
             for i, j in pairs:
                 rebuilt[i], rebuilt[j] = j, i
@@ -193,18 +233,31 @@ def test_relabelled_set_loads_as_its_own_config(hf, world, tmp_path):
     p = other.save(tmp_path / "sparse.json")
     dst = tmp_path / "relabelled"
     mp = w["model_params"]
-    R.run_relabel(mp, dataset_dir=out, set_path=p, model_dir=mp.dir, template_dir=w["template_dir"], out_dir=dst)
+    R.run_relabel(
+        mp,
+        dataset_dir=out,
+        set_path=p,
+        model_dir=mp.dir,
+        template_dir=w["template_dir"],
+        out_dir=dst,
+    )
     head = _head(dst)
     assert [c["config_name"] for c in head["configs"]] == ["default", "sparse_set"]
     ds = hf.load_dataset(str(dst), cache_dir=str(tmp_path / "c"))
-    assert {s: d.num_rows for s, d in ds.items()} == _splits(man) and "landmarks__sparse set" not in ds["train"].features
+    assert {s: d.num_rows for s, d in ds.items()} == _splits(
+        man
+    ) and "landmarks__sparse set" not in ds["train"].features
     lab = hf.load_dataset(str(dst), "sparse_set", cache_dir=str(tmp_path / "c"))
     assert {s: d.num_rows for s, d in lab.items()} == _splits(man)
     assert list(lab["train"].features) == ["id", "landmarks__sparse set"]
     for s in lab:
-        assert lab[s]["id"] == ds[s]["id"]  # row-aligned with the default config: join by position or id
+        assert (
+            lab[s]["id"] == ds[s]["id"]
+        )  # row-aligned with the default config: join by position or id
     sd = ShardDataset(dst, split="test", column="landmarks__sparse set", with_image=False)
-    np.testing.assert_array_equal(np.asarray(lab["test"][1]["landmarks__sparse set"], np.float32), sd[1]["landmarks"])
+    np.testing.assert_array_equal(
+        np.asarray(lab["test"][1]["landmarks__sparse set"], np.float32), sd[1]["landmarks"]
+    )
     assert sd[1]["landmarks"].shape == (len(other), 3)
 
 
@@ -222,12 +275,16 @@ def test_other_readers_need_no_densemark_code(world):
     e = man.shards("hdf5")[0]
     with h5py.File(out / e["path"], "r") as f:
         assert f["landmarks"].shape == (e["rows"], K, 3)
-        np.testing.assert_array_equal(f["landmarks"][()], np.stack([np.stack(r) for r in df["landmarks"]]))
+        np.testing.assert_array_equal(
+            f["landmarks"][()], np.stack([np.stack(r) for r in df["landmarks"]])
+        )
     try:
         import duckdb
     except ImportError:
         pytest.skip("duckdb is not installed (optional reader); pyarrow, pandas and h5py checked")
-    n = duckdb.sql(f"select count(*) from read_parquet('{out.as_posix()}/data/*.parquet')").fetchone()[0]
+    n = duckdb.sql(
+        f"select count(*) from read_parquet('{out.as_posix()}/data/*.parquet')"
+    ).fetchone()[0]
     assert n == man.rows
 
 
@@ -240,7 +297,10 @@ def test_rebuild_into_an_older_layout_leaves_nothing_loadable_behind(world, tmp_
     (dst / "part-00000.parquet").write_bytes(b"old")
     (dst / "data" / "train-00009-of-00010.parquet").write_bytes(b"stale")
     B.run_build(w["model_params"], small_build_params(res=RES), SPLITS, build_paths(w, dst))
-    assert not (dst / "part-00000.parquet").exists() and not (dst / "data" / "train-00009-of-00010.parquet").exists()
+    assert (
+        not (dst / "part-00000.parquet").exists()
+        and not (dst / "data" / "train-00009-of-00010.parquet").exists()
+    )
     assert Manifest.load(dst) == man
 
 
@@ -253,8 +313,20 @@ def test_licence_fields_follow_the_licence_chain(world):
 
     w, out, man = world
     head = card_metadata(man, out)
-    assert (head["license"], head["license_name"], head["license_link"]) == ("other", "densemark-licence-chain", "LICENSE.md")
-    own = dataclasses.replace(man, model={**man.model, "source": "embedded"}, counts={**man.counts, "subset": {"synthetic": man.rows}})
+    assert (head["license"], head["license_name"], head["license_link"]) == (
+        "other",
+        "densemark-licence-chain",
+        "LICENSE.md",
+    )
+    own = dataclasses.replace(
+        man,
+        model={**man.model, "source": "embedded"},
+        counts={**man.counts, "subset": {"synthetic": man.rows}},
+    )
     head = card_metadata(own, out)
-    assert head["license"] == "mit" and "license_name" not in head and head["license_link"] == "LICENSE.md"
+    assert (
+        head["license"] == "mit"
+        and "license_name" not in head
+        and head["license_link"] == "LICENSE.md"
+    )
     assert "synthetic" in head["tags"]

@@ -154,7 +154,9 @@ def test_fast_v5_reader_equals_scipy(tmp_path, compress):
     numeric = {"Shape_Para", "Exp_Para", "roi", "pix", "big", "one", "empty"}
     _same_arrays(read_v5_numeric(p.read_bytes(), numeric), {k: ref[k] for k in numeric})
     _same_arrays(read_mat(p, ["Exp_Para", "roi"]), {k: ref[k] for k in ("Exp_Para", "roi")})
-    assert read_v5_numeric(p.read_bytes(), {"Exp_Para", "missing"}).keys() == {"Exp_Para"}  # absent: absent
+    assert read_v5_numeric(p.read_bytes(), {"Exp_Para", "missing"}).keys() == {
+        "Exp_Para"
+    }  # absent: absent
     for other in ("name", "cplx", "st"):  # not a real numeric matrix: scipy's job
         assert read_v5_numeric(p.read_bytes(), {"roi", other}) is None
         assert other in read_mat(p, ["roi", other])
@@ -165,7 +167,10 @@ def test_fast_v5_reader_equals_scipy(tmp_path, compress):
 
 
 @pytest.mark.real
-@pytest.mark.parametrize("name", ["300wlp/IBUG_image_008_1_0.mat", "aflw2000/image00050.mat", "bfm/BFM_UV.mat", "bfm/tri.mat"])
+@pytest.mark.parametrize(
+    "name",
+    ["300wlp/IBUG_image_008_1_0.mat", "aflw2000/image00050.mat", "bfm/BFM_UV.mat", "bfm/tri.mat"],
+)
 def test_fast_v5_reader_on_real_files(real_dir, name):
     from densemark.core.matio import read_v5_numeric
 

@@ -18,7 +18,9 @@ from densemark.sampling.symmetry import MIRROR_CONVENTION, mirror_match, templat
 from tests.factories import disc_template
 
 ROOT = Path(__file__).resolve().parents[1]
-ID_ERROR = re.compile(r"\d+ id\(s\) (out of range 0\.\.\d+|repeated), e\.g\. \[")  # check_ids' wording
+ID_ERROR = re.compile(
+    r"\d+ id\(s\) (out of range 0\.\.\d+|repeated), e\.g\. \["
+)  # check_ids' wording
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +74,16 @@ def _corrupt(tmp_path, lset, fn):
         (lambda o: o.pop("kpt68"), "kpt68", "missing"),
         (lambda o: o.__setitem__("kpt68", o["kpt68"][:67]), "kpt68", "68"),
         (lambda o: o["kpt68"].__setitem__(0, 10**6), "kpt68", "out of range"),
-        (lambda o: o["mirror"].__setitem__("perm", o["mirror"]["perm"][:-1]), "mirror.perm", "length"),
-        (lambda o: o["mirror"].__setitem__("perm", [1, 2, 0] + o["mirror"]["perm"][3:]), "mirror.perm", "involution"),
+        (
+            lambda o: o["mirror"].__setitem__("perm", o["mirror"]["perm"][:-1]),
+            "mirror.perm",
+            "length",
+        ),
+        (
+            lambda o: o["mirror"].__setitem__("perm", [1, 2, 0] + o["mirror"]["perm"][3:]),
+            "mirror.perm",
+            "involution",
+        ),
         (lambda o: o["mirror"].__setitem__("exact", not o["mirror"]["exact"]), "mirror.exact", ""),
         (lambda o: o.__setitem__("format", "x"), "format", ""),
         (lambda o: o["ids"].__setitem__(0, 1.5), "ids", "integers"),
@@ -217,7 +227,9 @@ def test_edit_summary_matches_naive(tpl):
     tm = template_mirror(tpl)
     rng = np.random.default_rng(5)
     side = rng.choice(np.flatnonzero(tpl.pixel_uv[:, 0] < tpl.res // 2 - 2), 30, replace=False)
-    parent = make_set(tpl, np.concatenate([side, tm.ids[side], np.flatnonzero(tm.midline)[:4]]), name="p")
+    parent = make_set(
+        tpl, np.concatenate([side, tm.ids[side], np.flatnonzero(tm.midline)[:4]]), name="p"
+    )
     assert parent.mirror_exact
     outside = np.setdiff1d(np.arange(tpl.n_vertices), parent.ids)
     new = np.concatenate([np.setdiff1d(parent.ids, side[:3]), outside[::97][:4]])
@@ -234,7 +246,11 @@ def test_edit_summary_matches_naive(tpl):
         if v not in p and m not in c:
             unpaired.append(v)
     assert rep["lost_partner"] == lost and len(lost) == 3
-    assert rep["unpaired_added"] == unpaired and rep["added"] == sorted(c - p) and rep["removed"] == sorted(p - c)
+    assert (
+        rep["unpaired_added"] == unpaired
+        and rep["added"] == sorted(c - p)
+        and rep["removed"] == sorted(p - c)
+    )
     assert rep["parent_exact"] and not rep["child_exact"] and not rep["unchanged"]
     assert edit_summary(parent, edit(parent, tpl, parent.ids, source="t"), tpl)["unchanged"]
 
@@ -260,7 +276,9 @@ def test_old_file_without_convention_loads_unchanged(tmp_path, lset, tpl):
     (tmp_path / "old.json").write_text(text)
     back = LandmarkSet.load(tmp_path / "old.json", tpl)
     compact = json.dumps(old, sort_keys=True, separators=(",", ":")).encode()
-    assert back.sha256() == hashlib.sha256(compact).hexdigest()  # the hash a child recorded stays valid
+    assert (
+        back.sha256() == hashlib.sha256(compact).hexdigest()
+    )  # the hash a child recorded stays valid
     assert back.save(tmp_path / "again.json").read_text() == text
     tracked = ROOT / "landmarks" / "embedded-520.json"  # a set written before the field existed
     assert tracked.is_file(), f"{tracked} is tracked in the repository"
@@ -271,7 +289,9 @@ def test_old_file_without_convention_loads_unchanged(tmp_path, lset, tpl):
 def test_template_mismatch_shows_hashes_that_differ(tmp_path, lset, tpl):
     obj = lset.to_dict()
     sha = tpl.sha256()
-    obj["template"]["sha256"] = sha[:20] + ("0" if sha[20] != "0" else "1") + sha[21:]  # same first 20
+    obj["template"]["sha256"] = (
+        sha[:20] + ("0" if sha[20] != "0" else "1") + sha[21:]
+    )  # same first 20
     (tmp_path / "a.json").write_text(json.dumps(obj))
     with pytest.raises(InputError, match="sha256") as ei:
         LandmarkSet.load(tmp_path / "a.json", tpl)

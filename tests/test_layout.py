@@ -42,9 +42,16 @@ def imports_of(path: Path) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("densemark"))
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("densemark") and node.level == 0:
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("densemark")
+            and node.level == 0
+        ):
             found.add(node.module)
-            found.update(f"{node.module}.{a.name}" for a in node.names if node.module == "densemark")
+            found.update(
+                f"{node.module}.{a.name}" for a in node.names if node.module == "densemark"
+            )
     return found
 
 
@@ -86,10 +93,15 @@ def test_checker_catches_a_backward_import(tmp_path):
     """The checker itself, on synthetic modules: an import hidden in a function from a later part
     is reported, one from an earlier or the same part is not."""
     f = tmp_path / "m.py"
-    f.write_text("import numpy\nfrom densemark.core.errors import InputError\n\ndef f():\n    from densemark.datasets.posmap import run_posmap\n")
+    f.write_text(
+        "import numpy\nfrom densemark.core.errors import InputError\n\ndef f():\n    from densemark.datasets.posmap import run_posmap\n"
+    )
     assert backward_imports("densemark.faces.m", f) == ["densemark.datasets.posmap (datasets)"]
     assert backward_imports("densemark.datasets.m", f) == []  # its own part and core
     g = tmp_path / "g.py"
     g.write_text("import densemark.cli\nfrom densemark import config\n")
-    assert backward_imports("densemark.train.g", g) == ["densemark.cli (cli)", "densemark.config (config)"]
+    assert backward_imports("densemark.train.g", g) == [
+        "densemark.cli (cli)",
+        "densemark.config (config)",
+    ]
     assert backward_imports("densemark.config", tmp_path / "m.py") == []

@@ -139,15 +139,28 @@ def test_fingerprint():
     assert fp == b.fingerprint()
     # memory layout is not content; one ulp of one coordinate is
     fortran = MorphableModel(
-        np.asfortranarray(a.mean), a.shape_basis, a.exp_basis, np.asfortranarray(a.triangles), a.kpt_ind, a.uv, name="m"
+        np.asfortranarray(a.mean),
+        a.shape_basis,
+        a.exp_basis,
+        np.asfortranarray(a.triangles),
+        a.kpt_ind,
+        a.uv,
+        name="m",
     )
     assert not a.mean.flags["F_CONTIGUOUS"] and fortran.fingerprint() == fp
     mean = a.mean.copy()
     mean[3, 1] = np.nextafter(mean[3, 1], np.float32(np.inf))
-    assert MorphableModel(mean, a.shape_basis, a.exp_basis, a.triangles, a.kpt_ind, a.uv, name="m").fingerprint() != fp
+    assert (
+        MorphableModel(
+            mean, a.shape_basis, a.exp_basis, a.triangles, a.kpt_ind, a.uv, name="m"
+        ).fingerprint()
+        != fp
+    )
     # no per-process salt: another interpreter gives the same value
     code = "from tests.test_model import make; print(make().fingerprint())"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == fp
     assert make(seed=1).fingerprint() != fp
     tri = a.triangles.copy()
@@ -195,9 +208,22 @@ def test_configured_model_through_the_array_cache(tmp_path):
 
     def same(m):
         assert (m.name, m.generator) == (ref.name, ref.generator) and m.generator
-        for k in ("mean", "shape_basis", "exp_basis", "triangles", "kpt_ind", "uv", "shape_ev", "exp_ev"):
+        for k in (
+            "mean",
+            "shape_basis",
+            "exp_basis",
+            "triangles",
+            "kpt_ind",
+            "uv",
+            "shape_ev",
+            "exp_ev",
+        ):
             a, b = getattr(m, k), getattr(ref, k)
-            assert a.dtype == b.dtype and a.flags["F_CONTIGUOUS"] == b.flags["F_CONTIGUOUS"] and np.array_equal(a, b), k
+            assert (
+                a.dtype == b.dtype
+                and a.flags["F_CONTIGUOUS"] == b.flags["F_CONTIGUOUS"]
+                and np.array_equal(a, b)
+            ), k
 
     same(load_configured_model(mp))  # written
     (copy,) = cache.glob("model-*.npz")

@@ -24,12 +24,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _params(folder: Path) -> Params:
-    return Params.model_validate({"model": {"dir": str(folder), "cache_dir": str(folder.parent / "cache")}, "procedural": {"grid": GRID}})
+    return Params.model_validate(
+        {
+            "model": {"dir": str(folder), "cache_dir": str(folder.parent / "cache")},
+            "procedural": {"grid": GRID},
+        }
+    )
 
 
 def test_every_stage_with_an_output_folder_claims_it():
-    folders = {name: [s.key for s in st.of("out") if not Path(s.path).suffix] for name, st in STAGES.items()}
-    assert folders["model"] == ["out"] and folders["build"] == ["out"] and folders["card"] == ["out"]
+    folders = {
+        name: [s.key for s in st.of("out") if not Path(s.path).suffix]
+        for name, st in STAGES.items()
+    }
+    assert (
+        folders["model"] == ["out"] and folders["build"] == ["out"] and folders["card"] == ["out"]
+    )
     st = STAGES["build"]
     got = st.out_folders({s.key: s.path for s in st.slots})
     assert got == [Path(st.slot("out").path)]
@@ -61,7 +71,12 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path):
         "import sys, time\nfrom densemark.core.outdir import locked\n"
         "with locked(sys.argv[1], 'model'):\n    print('held', flush=True)\n    time.sleep(60)\n"
     )
-    p = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    p = subprocess.Popen(
+        [sys.executable, "-c", code, str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         assert p.stdout.readline().strip() == "held"
         with pytest.raises(InputError, match="another densemark process is writing this folder"):

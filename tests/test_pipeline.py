@@ -26,21 +26,32 @@ def test_committed_dvc_yaml_is_the_generated_one_field_by_field():
     committed, generated = _committed(), yaml.safe_load(dvc_yaml())["stages"]
     assert list(committed) == list(generated) == list(STAGES)
     for name, stage in committed.items():
-        assert set(stage) <= set(FIELDS), f"{name}: fields the registry does not write: {set(stage) - set(FIELDS)}"
+        assert set(stage) <= set(FIELDS), (
+            f"{name}: fields the registry does not write: {set(stage) - set(FIELDS)}"
+        )
         for f in FIELDS:
-            assert stage.get(f) == generated[name].get(f), f"dvc.yaml: {name}.{f} differs from the registry (run `densemark dvc-yaml`)"
+            assert stage.get(f) == generated[name].get(f), (
+                f"dvc.yaml: {name}.{f} differs from the registry (run `densemark dvc-yaml`)"
+            )
     # and byte for byte, comments included: the file is never edited by hand
     assert (ROOT / "dvc.yaml").read_text(encoding="utf-8") == dvc_yaml()
 
 
 def test_dvc_stage_reads_every_declared_path():
     d = dvc_stage(STAGES["train"])
-    assert d["outs"] == ["models/model.pt", "models/checkpoint.pt"]  # files of the folder, not the folder
+    assert d["outs"] == [
+        "models/model.pt",
+        "models/checkpoint.pt",
+    ]  # files of the folder, not the folder
     assert d["plots"] == [{"reports/train_history.csv": {"x": "epoch", "y": "train_loss"}}]
     assert d["metrics"] == [{"metrics/train.json": {"cache": False}}]
     b = dvc_stage(STAGES["build"])
-    assert "data/model" in b["deps"] and "--model-dir" not in b["cmd"]  # read through model.dir, tracked all the same
-    assert b["cmd"].startswith("densemark build --template data/template --set landmarks/embedded-520.json")
+    assert (
+        "data/model" in b["deps"] and "--model-dir" not in b["cmd"]
+    )  # read through model.dir, tracked all the same
+    assert b["cmd"].startswith(
+        "densemark build --template data/template --set landmarks/embedded-520.json"
+    )
 
 
 def test_the_dvc_yaml_command_writes_and_checks(tmp_path):
@@ -64,12 +75,18 @@ def test_each_dvc_command_parses_to_the_registry_paths(name):
     argv = shlex.split(stage.cmd())[1:]
     parser = build_parser()
     want = {k: str(v) for k, v in stage.paths(params).items()}
-    got = {k: str(v) for k, v in paths_from_args(stage, parser.parse_args(argv), params).items() if v is not None}
+    got = {
+        k: str(v)
+        for k, v in paths_from_args(stage, parser.parse_args(argv), params).items()
+        if v is not None
+    }
     assert got == want
     bare = paths_from_args(stage, parser.parse_args(stage.command.split()), params)
     for s in stage.slots:
         if s.cli_default or s.param:
-            assert str(bare[s.key]) == s.path, f"{name}: --{s.key} defaults to {bare[s.key]}, the pipeline keeps {s.path}"
+            assert str(bare[s.key]) == s.path, (
+                f"{name}: --{s.key} defaults to {bare[s.key]}, the pipeline keeps {s.path}"
+            )
         else:
             assert bare[s.key] is None, f"{name}: side file {s.key} written without being asked for"
 
@@ -86,7 +103,9 @@ def test_the_registry_names_what_exists():
         for part in stage.code:
             assert (ROOT / "densemark" / part).is_dir(), f"{name}: no package part {part}"
         assert (ROOT / stage.cli).is_file(), f"{name}: no CLI module {stage.cli}"
-        assert len({s.key for s in stage.slots}) == len(stage.slots), f"{name}: two paths share a key"
+        assert len({s.key for s in stage.slots}) == len(stage.slots), (
+            f"{name}: two paths share a key"
+        )
         module, func = stage.function.split(":")
         assert callable(getattr(importlib.import_module(module), func)), stage.function
     # the params file binds the model folder where the pipeline keeps it
@@ -115,11 +134,21 @@ def test_io_splits_inputs_outputs_and_a_checked_model(tmp_path):
     st = STAGES["model"]
     p = Params()
     paths = st.paths(p, tmp_path)
-    assert st.io(paths, p) == ({}, {"out": str(tmp_path / "data/model"), "metrics": str(tmp_path / "metrics/model.json")})
+    assert st.io(paths, p) == (
+        {},
+        {"out": str(tmp_path / "data/model"), "metrics": str(tmp_path / "metrics/model.json")},
+    )
     real = Params(model={"source": "bfm", "dir": "elsewhere"})
     ins, outs = st.io(st.paths(real, tmp_path), real)
-    assert ins["out"] == str(tmp_path / "elsewhere") and outs == {}  # a real model is read, not written
+    assert (
+        ins["out"] == str(tmp_path / "elsewhere") and outs == {}
+    )  # a real model is read, not written
     ins, outs = STAGES["train"].io(STAGES["train"].paths(p, tmp_path))
-    assert set(outs) == {"out/model.pt", "out/checkpoint.pt", "metrics", "plots"} and set(ins) == {"data"}
+    assert set(outs) == {"out/model.pt", "out/checkpoint.pt", "metrics", "plots"} and set(ins) == {
+        "data"
+    }
     ins, outs = STAGES["template"].io({"model_dir": "m", "out": "t", "report": None})
-    assert (ins, outs) == ({"model_dir": "m"}, {"out": "t"})  # side files not asked for are not stamped
+    assert (ins, outs) == (
+        {"model_dir": "m"},
+        {"out": "t"},
+    )  # side files not asked for are not stamped

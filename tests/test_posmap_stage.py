@@ -20,7 +20,19 @@ def _setup(tmp_path):
     save_bfm_mat(model, mdir / "BFM.mat")
     save_uv_mat(model.uv, mdir / "BFM_UV.mat")
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"model": {"source": "bfm", "dir": str(mdir), "cache_dir": str(tmp_path / "cache"), "uv_res": 64}, "posmap": {"batch": 2}}))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "model": {
+                    "source": "bfm",
+                    "dir": str(mdir),
+                    "cache_dir": str(tmp_path / "cache"),
+                    "uv_res": 64,
+                },
+                "posmap": {"batch": 2},
+            }
+        )
+    )
     src = tmp_path / "src"
     for i in range(3):
         write_fit(src, f"s{i}", [0.1 * i, 0.2, 0.0, 150, 150, 0, 1e-3])
@@ -33,7 +45,19 @@ def _setup(tmp_path):
 
 
 def _run(params, src, out, rep):
-    return main(["--params", str(params), "posmap", "--source", str(src), "--out", str(out), "--report", str(rep)])
+    return main(
+        [
+            "--params",
+            str(params),
+            "posmap",
+            "--source",
+            str(src),
+            "--out",
+            str(out),
+            "--report",
+            str(rep),
+        ]
+    )
 
 
 def test_posmap_quarantine_resume_determinism(tmp_path):
@@ -69,7 +93,9 @@ def test_bad_fit_in_a_batch_quarantines_only_that_sample(tmp_path):
     assert r["counts"]["written"] == 3
     bad = {q["sample"]: q["error"] for q in r["quarantine"]}
     assert "degenerate keypoint box" in bad["s_tiny"]
-    assert sorted(p.name for p in out.glob("*_posmap.npy")) == [f"s{i}_posmap.npy" for i in range(3)]
+    assert sorted(p.name for p in out.glob("*_posmap.npy")) == [
+        f"s{i}_posmap.npy" for i in range(3)
+    ]
 
 
 def test_rerun_with_other_settings_rebuilds_never_mixes(tmp_path):
@@ -140,7 +166,11 @@ def test_non_finite_crop_scale_names_key(tmp_path):
 
 def _files(folder):
     """The stage's outputs by relative path, subfolders included (the folder's fingerprint stamp, a dot file, aside)."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
 
 
 def test_posmap_bytes_do_not_depend_on_the_batch_size(tmp_path):
@@ -152,12 +182,32 @@ def test_posmap_bytes_do_not_depend_on_the_batch_size(tmp_path):
     src = tmp_path / "src"
     rng = np.random.default_rng(5)
     for i in range(9):
-        pose = [rng.normal(0, 0.2), rng.normal(0, 0.6), rng.normal(0, 0.1), 150 + rng.normal(0, 5), 150, 0, 1e-3]
+        pose = [
+            rng.normal(0, 0.2),
+            rng.normal(0, 0.6),
+            rng.normal(0, 0.1),
+            150 + rng.normal(0, 5),
+            150,
+            0,
+            1e-3,
+        ]
         write_fit(src, f"s{i}", pose, shape=rng.normal(0, 300, 199), exp=rng.normal(0, 1, 29))
     outs = {}
     for batch in (1, 7, 32):
         params = tmp_path / f"params{batch}.yaml"
-        params.write_text(yaml.safe_dump({"model": {"source": "bfm", "dir": str(mdir), "cache_dir": str(tmp_path / "cache"), "uv_res": 64}, "posmap": {"batch": batch}}))
+        params.write_text(
+            yaml.safe_dump(
+                {
+                    "model": {
+                        "source": "bfm",
+                        "dir": str(mdir),
+                        "cache_dir": str(tmp_path / "cache"),
+                        "uv_res": 64,
+                    },
+                    "posmap": {"batch": batch},
+                }
+            )
+        )
         out = tmp_path / f"pm{batch}"
         assert _run(params, src, out, tmp_path / f"rep{batch}.json") == 0
         outs[batch] = _files(out)

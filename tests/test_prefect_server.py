@@ -69,7 +69,9 @@ def prefect_server(home: Path) -> Iterator[str]:
                 except OSError:
                     pass
                 if proc.poll() is not None or time.monotonic() - t0 > SERVER_WAIT_S:
-                    raise RuntimeError(f"prefect server did not come up:\n{log_path.read_text()[-3000:]}")
+                    raise RuntimeError(
+                        f"prefect server did not come up:\n{log_path.read_text()[-3000:]}"
+                    )
                 time.sleep(1)
             yield url
         finally:
@@ -82,7 +84,15 @@ def test_prefect_list_commands_succeed_against_the_server(tmp_path):
     home.mkdir()
     with prefect_server(home) as url:
         env = prefect_env(home, url)
-        for cmd in (["deployment", "ls"], ["flow-run", "ls"], ["flow", "ls"], ["artifact", "ls"], ["work-pool", "ls"]):
-            r = subprocess.run([*PREFECT, *cmd], env=env, capture_output=True, text=True, timeout=120)
+        for cmd in (
+            ["deployment", "ls"],
+            ["flow-run", "ls"],
+            ["flow", "ls"],
+            ["artifact", "ls"],
+            ["work-pool", "ls"],
+        ):
+            r = subprocess.run(
+                [*PREFECT, *cmd], env=env, capture_output=True, text=True, timeout=120
+            )
             assert r.returncode == 0, (cmd, r.stdout[-2000:], r.stderr[-2000:])
             assert "422" not in r.stdout + r.stderr, cmd

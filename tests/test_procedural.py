@@ -45,12 +45,18 @@ def fine():
     uv, tri, mirror, _ = fs.uv_grid(81)
     mean = fs.mean_shape(uv)
     basis, raw = fs.shape_basis(uv, mean, mirror, 199, np.random.default_rng((0, 100)))
-    edges = np.unique(np.sort(np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]]), 1), axis=0)
+    edges = np.unique(
+        np.sort(np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]]), 1), axis=0
+    )
     return uv, basis, raw, edges
 
 
 def _bytes(folder):
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_model_shapes(model):
@@ -118,7 +124,9 @@ def _openblas() -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _openblas(), reason="numpy is not linked to OpenBLAS (OPENBLAS_CORETYPE has no effect)")
+@pytest.mark.skipif(
+    not _openblas(), reason="numpy is not linked to OpenBLAS (OPENBLAS_CORETYPE has no effect)"
+)
 def test_model_bytes_identical_across_blas_kernels(tmp_path):
     """The written files do not depend on the BLAS kernel (they did: a rank-deficient basis
     orthonormalised by LAPACK gave other bytes per kernel)."""
@@ -196,7 +204,9 @@ def test_uv_mirror_symmetry(model, proc):
         assert mirror[a21[i]] == a21[j]
     # UV triangles are consistently oriented (no fold-over) and inside the unit square
     p = uv[tri]
-    area = (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 2, 0] - p[:, 0, 0]) * (p[:, 1, 1] - p[:, 0, 1])
+    area = (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 2, 0] - p[:, 0, 0]) * (
+        p[:, 1, 1] - p[:, 0, 1]
+    )
     assert (area > 0).all() and uv.min() >= 0 and uv.max() <= 1
     assert n_mouth > 0
 
@@ -210,7 +220,9 @@ def test_jaw_contour_lines(model):
         assert line[0] == kpt[k]
         assert np.all(uv[line, 1] == uv[kpt[k], 1])  # one horizontal row
         lo, hi = sorted((uv[kpt[k], 0], 1 - uv[kpt[k], 0]))
-        expect = np.flatnonzero((uv[:, 1] == uv[kpt[k], 1]) & (uv[:, 0] >= lo - 1e-12) & (uv[:, 0] <= hi + 1e-12))
+        expect = np.flatnonzero(
+            (uv[:, 1] == uv[kpt[k], 1]) & (uv[:, 0] >= lo - 1e-12) & (uv[:, 0] <= hi + 1e-12)
+        )
         assert sorted(line.tolist()) == expect.tolist()  # the whole row between k and its mirror
         assert sorted(mirror[line].tolist()) == sorted(lines[16 - k].tolist())
     assert len(lines[8]) == 1 and all(len(lines[k]) > 5 for k in range(7))
@@ -244,7 +256,9 @@ def test_params_validation():
 def test_real_parameters_give_a_sane_face(model, real_dir):
     m = sio.loadmat(real_dir / "300wlp" / "IBUG_image_008_1_0.mat")
     x = model.vertices(m["Shape_Para"].ravel(), m["Exp_Para"].ravel())
-    flipped = (triangle_normals(x, model.triangles) * triangle_normals(model.mean, model.triangles)).sum(1) < 0
+    flipped = (
+        triangle_normals(x, model.triangles) * triangle_normals(model.mean, model.triangles)
+    ).sum(1) < 0
     assert flipped.mean() < 0.01
     from densemark.faces.pose import to_image, transform_3ddfa
 

@@ -116,7 +116,9 @@ def test_spread_matches_naive(tpl, mirrored):
 
 def test_rim_distance_matches_naive():
     t = disc_template(24)
-    off = np.argwhere(np.pad(t.id_map < 0, 1, constant_values=True)) - 1  # (row, col), border included
+    off = (
+        np.argwhere(np.pad(t.id_map < 0, 1, constant_values=True)) - 1
+    )  # (row, col), border included
     ref = np.array([np.hypot(off[:, 1] - u, off[:, 0] - v).min() for u, v in t.pixel_uv])
     assert np.allclose(rim_distance(t), ref)
     assert rim_points(t, np.arange(t.n_vertices)).sum() == int((ref <= 2).sum())
@@ -129,7 +131,10 @@ def test_regions(tpl):
     uv = tpl.pixel_uv
     top = np.flatnonzero((uv[:, 1] == uv[:, 1].min() + 1) & (np.abs(uv[:, 0] - 31.5) < 2))
     assert (regions(tpl, top) == "forehead").all()
-    far = np.flatnonzero(cKDTree(uv[tpl.kpt_ids]).query(uv)[0] > 0.3 * np.linalg.norm(uv[tpl.kpt_ids[36]] - uv[tpl.kpt_ids[45]]))
+    far = np.flatnonzero(
+        cKDTree(uv[tpl.kpt_ids]).query(uv)[0]
+        > 0.3 * np.linalg.norm(uv[tpl.kpt_ids[36]] - uv[tpl.kpt_ids[45]])
+    )
     assert set(regions(tpl, far).tolist()) <= {"forehead", "cheeks"}
     c = region_counts(tpl, np.arange(tpl.n_vertices))
     assert list(c) == list(REGIONS) and sum(c.values()) == tpl.n_vertices
@@ -192,9 +197,13 @@ def test_relaxed_set_invariants(tpl, space, domain, init):
 
 
 def test_relax_asymmetric_and_margin(tpl):
-    p = SampleParams(target_count=150, symmetric=False, relax=RelaxParams(iterations=30, rim_margin=4.0))
+    p = SampleParams(
+        target_count=150, symmetric=False, relax=RelaxParams(iterations=30, rim_margin=4.0)
+    )
     s, _ = sample_set(tpl, p)
-    assert len(s) == 150 and len(np.unique(s.ids)) == 150 and np.array_equal(s.kpt68_ids, tpl.kpt_ids)
+    assert (
+        len(s) == 150 and len(np.unique(s.ids)) == 150 and np.array_equal(s.kpt68_ids, tpl.kpt_ids)
+    )
     free = ~np.isin(s.ids, tpl.kpt_ids)
     assert (rim_distance(tpl)[s.ids[free]] > 4.0).all()
 
@@ -218,8 +227,12 @@ def test_relax_converges_and_stops(tpl):
 def _fill(tpl, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
     """(ids, fixed flags) of a 120-point set without relaxation; the keypoints (and, for a
     symmetric set, their mirror images) are the fixed ones."""
-    s, _ = sample_set(tpl, SampleParams(target_count=120, symmetric=symmetric, relax=RelaxParams(iterations=0)))
-    kpt = np.union1d(tpl.kpt_ids, template_mirror(tpl).ids[tpl.kpt_ids]) if symmetric else tpl.kpt_ids
+    s, _ = sample_set(
+        tpl, SampleParams(target_count=120, symmetric=symmetric, relax=RelaxParams(iterations=0))
+    )
+    kpt = (
+        np.union1d(tpl.kpt_ids, template_mirror(tpl).ids[tpl.kpt_ids]) if symmetric else tpl.kpt_ids
+    )
     return s.ids, np.isin(s.ids, kpt)
 
 
@@ -261,18 +274,34 @@ def test_coordinates(tpl):
 
 def test_compare_reports_quality_figures(tmp_path, tpl):
     run_sample(tpl, _params(), tmp_path / "a.json")
-    run_sample(tpl, SampleParams(target_count=160, relax=RelaxParams(iterations=0), name="fill"), tmp_path / "b.json")
-    res = run_compare(tmp_path / "a.json", tmp_path / "b.json", tpl, tmp_path / "c.md", tmp_path / "c.png", tmp_path / "c.json")
+    run_sample(
+        tpl,
+        SampleParams(target_count=160, relax=RelaxParams(iterations=0), name="fill"),
+        tmp_path / "b.json",
+    )
+    res = run_compare(
+        tmp_path / "a.json",
+        tmp_path / "b.json",
+        tpl,
+        tmp_path / "c.md",
+        tmp_path / "c.png",
+        tmp_path / "c.json",
+    )
     rep = json.loads((tmp_path / "c.json").read_text())
     a, b = LandmarkSet.load(tmp_path / "a.json"), LandmarkSet.load(tmp_path / "b.json")
     assert rep["a"]["rim_points"] == int(rim_points(tpl, a.ids).sum())
-    assert rep["b"]["regions"] == region_counts(tpl, b.ids) and sum(rep["b"]["regions"].values()) == 160
+    assert (
+        rep["b"]["regions"] == region_counts(tpl, b.ids)
+        and sum(rep["b"]["regions"].values()) == 160
+    )
     assert rep["matching"] == matching(tpl, a.ids, b.ids)
     md = (tmp_path / "c.md").read_text()
     assert "rim points" in md and "region: forehead" in md and "within A's spacing" in md
     assert (tmp_path / "c.png").stat().st_size > 1000
     same = compare_sets(tpl, a, a)
-    assert same["matching"]["a_near_b"]["within_spacing_a"] == 1.0 and "| region: cheeks |" in report_markdown(same)
+    assert same["matching"]["a_near_b"][
+        "within_spacing_a"
+    ] == 1.0 and "| region: cheeks |" in report_markdown(same)
     assert res.report["a"]["count"] == 160 and res.metrics["b_count"] == 160
 
 
@@ -285,9 +314,13 @@ def test_real_default_matches_paper(real_dir, real_template, tmp_path):
     points, the 68 keypoints inside, an exact mirror permutation, at most 5 rim points, and at
     least 98 % of the paper's points with one of ours within the paper set's median UV spacing
     (the paper-literal rounds + FPS fill: about 83 %, 40 rim points)."""
-    s = LandmarkSet.load(run_sample(real_template, SampleParams(), tmp_path / "s.json").outputs["set"], real_template)
+    s = LandmarkSet.load(
+        run_sample(real_template, SampleParams(), tmp_path / "s.json").outputs["set"], real_template
+    )
     old, _ = sample_set(real_template, SampleParams(relax=RelaxParams(iterations=0)))
-    paper = LandmarkSet.load(run_import_seed(real_dir / "seed", real_template, tmp_path / "p.json").outputs["set"])
+    paper = LandmarkSet.load(
+        run_import_seed(real_dir / "seed", real_template, tmp_path / "p.json").outputs["set"]
+    )
     assert len(s) == 520 and np.array_equal(s.kpt68_ids, real_template.kpt_ids)
     assert s.mirror_exact and np.array_equal(s.mirror_perm[s.mirror_perm], np.arange(520))
     assert rim_points(real_template, s.ids).sum() <= 5

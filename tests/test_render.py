@@ -74,7 +74,11 @@ def test_zbuffer_keeps_closest_regardless_of_order():
         assert tuple(img[5, 5]) == (0, 255, 0)
     # a background shows through outside the mesh
     bg = np.full((24, 24, 3), 7, np.uint8)
-    assert tuple(render(v, np.array([[0, 1, 2]]), col, 24, 24, bg, shade=False)[22, 22]) == (7, 7, 7)
+    assert tuple(render(v, np.array([[0, 1, 2]]), col, 24, 24, bg, shade=False)[22, 22]) == (
+        7,
+        7,
+        7,
+    )
 
 
 def test_normals_and_lambert():
@@ -85,7 +89,9 @@ def test_normals_and_lambert():
     np.testing.assert_allclose(n, [[0, 0, 1]] * 4)
     alb = np.full((4, 3), 0.5)
     np.testing.assert_allclose(lambert(n, alb, (0, 0, 1), 0.2, 0.8), 0.5)
-    np.testing.assert_allclose(lambert(n, alb, (0, 0, -1), 0.2, 0.8), 0.1)  # light from behind: ambient only
+    np.testing.assert_allclose(
+        lambert(n, alb, (0, 0, -1), 0.2, 0.8), 0.1
+    )  # light from behind: ambient only
     np.testing.assert_allclose(lambert(-n, alb, (0, 0, 1), 0.2, 0.8), 0.5)  # two-sided
 
 

@@ -23,7 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tree(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_remove_stale_temps_takes_only_atomic_temps(tmp_path):
@@ -34,7 +38,10 @@ def test_remove_stale_temps_takes_only_atomic_temps(tmp_path):
         "import os, signal, sys\nfrom densemark.core.atomic import atomic_path\n"
         "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_text('{}')\n    os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.json")], env={**os.environ, "PYTHONPATH": str(ROOT)})
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "a.json")],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert r.returncode == -signal.SIGKILL
     stale = [p for p in tmp_path.iterdir() if p.name.startswith(".a.json.")]
     assert len(stale) == 1 and stale[0].suffix == ".tmp" and not (tmp_path / "a.json").exists()
@@ -50,7 +57,18 @@ def test_killed_relabel_rerun_leaves_no_temp_files(build_world, tmp_path):
     B.run_build(mp, small_build_params(), SPLITS, build_paths(w, src))
     clean = tmp_path / "clean"
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"model": {"source": "bfm", "dir": str(mp.dir), "cache_dir": str(mp.cache_dir), "uv_res": mp.uv_res}}))
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "model": {
+                    "source": "bfm",
+                    "dir": str(mp.dir),
+                    "cache_dir": str(mp.cache_dir),
+                    "uv_res": mp.uv_res,
+                }
+            }
+        )
+    )
     cmd = [sys.executable, "-m", "densemark", "--params", str(params), "relabel", str(src), "--set", str(w["set_path"]),
            "--template", str(w["template_dir"]), "--out", None]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -80,9 +98,17 @@ def test_no_output_names_the_folders_it_was_built_from(build_world, tmp_path):
     assert Path(mp.dir).is_absolute() and Path(mp.cache_dir).is_absolute()
     out = tmp_path / "ds"
     B.run_build(mp, small_build_params(), SPLITS, build_paths(w, out))
-    R.relabel(mp, dataset_dir=out, set_path=w["set_path"], model_dir=mp.dir, template_dir=w["template_dir"])
+    R.relabel(
+        mp,
+        dataset_dir=out,
+        set_path=w["set_path"],
+        model_dir=mp.dir,
+        template_dir=w["template_dir"],
+    )
     roots = {str(Path(mp.dir).parent).encode(), str(tmp_path).encode(), str(ROOT).encode()}
     files = [p for p in out.rglob("*") if p.is_file()]
-    assert any(p.name == "report.json" for p in files) and any(p.name == "manifest.json" for p in files)
+    assert any(p.name == "report.json" for p in files) and any(
+        p.name == "manifest.json" for p in files
+    )
     hits = sorted(p.name for p in files for r in roots if r in p.read_bytes())
     assert not hits, hits

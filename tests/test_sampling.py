@@ -100,7 +100,9 @@ def test_fps_symmetric_and_parity(tpl):
     tm = template_mirror(tpl)
     chosen = np.array([tm.ids[10], 10])
     for target in (31, 32):
-        out = farthest_point_sampling(tpl, chosen, np.arange(tpl.n_vertices), target, symmetric=True)
+        out = farthest_point_sampling(
+            tpl, chosen, np.arange(tpl.n_vertices), target, symmetric=True
+        )
         assert len(out) == target and len(np.unique(out)) == target
         assert np.isin(tm.ids[out], out).all()
     with pytest.raises(InputError, match="target_count"):
@@ -168,7 +170,9 @@ def test_compare_and_stages(tmp_path, tpl):
     ra = run_sample(tpl, pa, tmp_path / "a.json", tmp_path / "a_rep.json", tmp_path / "a.png")
     run_sample(tpl, pb, tmp_path / "b.json")
     assert (tmp_path / "a.png").stat().st_size > 1000 and ra.report["stats"]["count"] == 150
-    res = run_compare(tmp_path / "a.json", tmp_path / "b.json", tpl, tmp_path / "c.md", tmp_path / "c.png")
+    res = run_compare(
+        tmp_path / "a.json", tmp_path / "b.json", tpl, tmp_path / "c.md", tmp_path / "c.png"
+    )
     rep = res.report
     assert rep["b"]["symmetry"]["exact"] and rep["b"]["symmetry"]["residual"]["max"] == 0
     assert 0 < rep["a"]["coverage"]["mean"] <= rep["a"]["coverage"]["max"] < np.inf
@@ -180,15 +184,24 @@ def test_compare_and_stages(tmp_path, tpl):
 
 
 def test_cli(tmp_path, capsys):
-    tdir = save_template(disc_template(256, rx=0.1, ry=0.11), tmp_path / "tpl")  # files imply res 256
+    tdir = save_template(
+        disc_template(256, rx=0.1, ry=0.11), tmp_path / "tpl"
+    )  # files imply res 256
     params = tmp_path / "params.yaml"
     params.write_text("sample:\n  target_count: 100\n  symmetric: false\n  name: cli\n")
     out = tmp_path / "s.json"
-    assert main(["--params", str(params), "sample", "--template", str(tdir), "--out", str(out)]) == 0
+    assert (
+        main(["--params", str(params), "sample", "--template", str(tdir), "--out", str(out)]) == 0
+    )
     assert len(LandmarkSet.load(out)) == 100
     assert main(["landmarks", "compare", str(out), str(out), "--template", str(tdir)]) == 0
     assert "Landmark sets" in capsys.readouterr().out
-    assert main(["landmarks", "compare", str(out), str(tmp_path / "nope.json"), "--template", str(tdir)]) == 2
+    assert (
+        main(
+            ["landmarks", "compare", str(out), str(tmp_path / "nope.json"), "--template", str(tdir)]
+        )
+        == 2
+    )
     assert "nope.json" in capsys.readouterr().err
 
 
@@ -198,7 +211,10 @@ def test_cli(tmp_path, capsys):
 @pytest.mark.real
 def test_real_default_rounds(real_template):
     t0 = time.perf_counter()
-    s, rep = sample_set(real_template, SampleParams(symmetric=False, target_count=None, relax=RelaxParams(iterations=0)))
+    s, rep = sample_set(
+        real_template,
+        SampleParams(symmetric=False, target_count=None, relax=RelaxParams(iterations=0)),
+    )
     assert time.perf_counter() - t0 < 5
     assert rep["counts"] == [18, 40, 104, 293]
     assert np.array_equal(s.kpt68_ids, real_template.kpt_ids)
@@ -208,7 +224,9 @@ def test_real_default_rounds(real_template):
 @pytest.mark.parametrize("sym", [False, True])
 def test_real_520(real_dir, real_template, tmp_path, sym):
     t0 = time.perf_counter()
-    p = SampleParams(target_count=520, symmetric=sym, relax=RelaxParams(iterations=0))  # rounds + FPS fill
+    p = SampleParams(
+        target_count=520, symmetric=sym, relax=RelaxParams(iterations=0)
+    )  # rounds + FPS fill
     res = run_sample(real_template, p, tmp_path / "s.json")
     assert time.perf_counter() - t0 < 10
     s = LandmarkSet.load(res.outputs["set"], real_template)
@@ -239,22 +257,69 @@ def test_target_count_bound_is_the_template(tpl):
 def test_sample_cli_options_override_params(tmp_path, capsys, monkeypatch):
     tdir = save_template(disc_template(256, rx=0.1, ry=0.11), tmp_path / "tpl")
     monkeypatch.chdir(tmp_path)  # no params.yaml here
-    assert main(["--params", str(tmp_path / "params.yaml"), "sample", "--template", str(tdir), "--out", "d.json"]) == 2
-    assert "params.yaml: params file not found" in capsys.readouterr().err  # a named file must exist
+    assert (
+        main(
+            [
+                "--params",
+                str(tmp_path / "params.yaml"),
+                "sample",
+                "--template",
+                str(tdir),
+                "--out",
+                "d.json",
+            ]
+        )
+        == 2
+    )
+    assert (
+        "params.yaml: params file not found" in capsys.readouterr().err
+    )  # a named file must exist
     base = ["sample", "--template", str(tdir)]
     assert main([*base, "--out", "d.json"]) == 0
     assert "no params.yaml here" in capsys.readouterr().err
     d = LandmarkSet.load(tmp_path / "d.json")
     want = SampleParams()
     assert len(d) == want.target_count and d.mirror_exact == want.symmetric and d.name == want.name
-    opts = ["--name", "opt", "--rounds", "2", "--space", "frontal", "--no-symmetric", "--target-count", "100"]
+    opts = [
+        "--name",
+        "opt",
+        "--rounds",
+        "2",
+        "--space",
+        "frontal",
+        "--no-symmetric",
+        "--target-count",
+        "100",
+    ]
     assert main([*base, "--out", "o.json", *opts]) == 0
     o = LandmarkSet.load(tmp_path / "o.json")
     used = o.provenance["sampler"]["params"]
-    assert (o.name, len(o), used["rounds"], used["space"], used["symmetric"]) == ("opt", 100, 2, "frontal", False)
+    assert (o.name, len(o), used["rounds"], used["space"], used["symmetric"]) == (
+        "opt",
+        100,
+        2,
+        "frontal",
+        False,
+    )
     (tmp_path / "p.yaml").write_text("sample:\n  target_count: 90\n  symmetric: false\n")
-    assert main(["--params", str(tmp_path / "p.yaml"), "sample", "--template", str(tdir), "--out", "n.json",
-                 "--target-count", "none", "--rounds", "1"]) == 0
+    assert (
+        main(
+            [
+                "--params",
+                str(tmp_path / "p.yaml"),
+                "sample",
+                "--template",
+                str(tdir),
+                "--out",
+                "n.json",
+                "--target-count",
+                "none",
+                "--rounds",
+                "1",
+            ]
+        )
+        == 0
+    )
     n = LandmarkSet.load(tmp_path / "n.json")
     assert n.provenance["sampler"]["params"]["target_count"] is None
     assert len(n) == n.provenance["sampler"]["after_kpt68"]

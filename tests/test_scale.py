@@ -53,7 +53,9 @@ def test_a_cut_plan_carries_only_its_chunk_and_writes_the_same_bytes(build_world
     for k in range(cut_plan.n_chunks):
         cut = cut_plan.for_chunk(k)
         assert cut.items == cut_plan.chunk_items(k) and len(cut.chunk_fingerprints) == 1
-        assert cut.n_chunks == cut_plan.n_chunks and cut.chunk_fingerprint(k) == cut_plan.chunk_fingerprint(k)
+        assert cut.n_chunks == cut_plan.n_chunks and cut.chunk_fingerprint(
+            k
+        ) == cut_plan.chunk_fingerprint(k)
         C.write_chunk(cut, k)
     assert _files(tmp_path / "cut") == _files(tmp_path / "full")
     with pytest.raises(InputError, match="cut to chunk 1"):
@@ -66,9 +68,15 @@ def test_the_bytes_sent_per_chunk_do_not_grow_with_the_source(build_world, tmp_p
     """What a pool or a cluster pickles per chunk task is the cut plan: the same size for a
     source 100x larger (the whole plan sent with every chunk made a build O(samples x chunks))."""
     plan = _plan(build_world, tmp_path / "ds")
-    items = tuple(dataclasses.replace(it, rel=f"copy{i}/{it.rel}") for i in range(100) for it in plan.items)  # distinct objects
+    items = tuple(
+        dataclasses.replace(it, rel=f"copy{i}/{it.rel}") for i in range(100) for it in plan.items
+    )  # distinct objects
     cs = plan.build["chunk_size"]
-    big = dataclasses.replace(plan, items=items, chunk_fingerprints=tuple(f"{k:064x}" for k in range(-(-len(items) // cs))))
+    big = dataclasses.replace(
+        plan,
+        items=items,
+        chunk_fingerprints=tuple(f"{k:064x}" for k in range(-(-len(items) // cs))),
+    )
     small_task, big_task = len(pickle.dumps(plan.for_chunk(0))), len(pickle.dumps(big.for_chunk(0)))
     assert big.n_chunks > 50 * plan.n_chunks
     assert abs(big_task - small_task) < 64, (small_task, big_task)
@@ -79,7 +87,16 @@ def test_the_bytes_sent_per_chunk_do_not_grow_with_the_source(build_world, tmp_p
 
 
 def test_flip_twins_pair_a_subset_with_its_flip_folder():
-    rels = ["AFW/a_1.mat", "AFW_Flip/a_1.mat", "AFW/b_1.mat", "HELEN_Flip/c_0.mat", "x_0.mat", "_Flip/y.mat", "AFW/sub/d.mat", "AFW_Flip/sub/d.mat"]
+    rels = [
+        "AFW/a_1.mat",
+        "AFW_Flip/a_1.mat",
+        "AFW/b_1.mat",
+        "HELEN_Flip/c_0.mat",
+        "x_0.mat",
+        "_Flip/y.mat",
+        "AFW/sub/d.mat",
+        "AFW_Flip/sub/d.mat",
+    ]
     assert P.flip_twins(rels) == [True, True, False, False, False, False, True, True]
 
 
@@ -88,26 +105,53 @@ def twin_tree(build_world, tmp_path_factory):
     """``AFW/`` with 3 samples, ``AFW_Flip/`` with the twins of 2 of them, ``IBUG/`` with 1."""
     mats = list_fit_mats(build_world["source_dir"])
     d = tmp_path_factory.mktemp("twins") / "src"
-    for i, name in enumerate(["AFW/AFW_1_0", "AFW/AFW_2_0", "AFW/AFW_3_0", "AFW_Flip/AFW_1_0", "AFW_Flip/AFW_2_0", "IBUG/IBUG_9_0"]):
+    for i, name in enumerate(
+        [
+            "AFW/AFW_1_0",
+            "AFW/AFW_2_0",
+            "AFW/AFW_3_0",
+            "AFW_Flip/AFW_1_0",
+            "AFW_Flip/AFW_2_0",
+            "IBUG/IBUG_9_0",
+        ]
+    ):
         _link_sample(mats[i], d / f"{name}.mat")
     return d
 
 
 def test_samples_with_a_flip_twin_are_not_mirrored_again(build_world, twin_tree, tmp_path):
     w = {**build_world, "source_dir": twin_tree}
-    r = B.run_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, tmp_path / "ds"))
+    r = B.run_build(
+        w["model_params"], small_build_params(), SPLITS, build_paths(w, tmp_path / "ds")
+    )
     man = r.manifest
     assert man["source_samples"] == 6
     assert man["counts"]["flip"] == {"false": 6, "true": 2}  # AFW_3_0 and IBUG_9_0 only
-    ids = sorted(i for f in (tmp_path / "ds").glob("part-*.json") for i in json.loads(f.read_text())["rows"]["id"])
-    assert [i for i in ids if i.endswith("/flip")] == ["AFW/AFW_3_0/flip", "IBUG/IBUG_9_0/flip"], ids
+    ids = sorted(
+        i
+        for f in (tmp_path / "ds").glob("part-*.json")
+        for i in json.loads(f.read_text())["rows"]["id"]
+    )
+    assert [i for i in ids if i.endswith("/flip")] == ["AFW/AFW_3_0/flip", "IBUG/IBUG_9_0/flip"], (
+        ids
+    )
     mi = man["mirroring"]
-    assert mi["rule"] == "skip_flip_twins" and mi["twin_samples"] == 4 and mi["mirrored_samples"] == 2
+    assert (
+        mi["rule"] == "skip_flip_twins" and mi["twin_samples"] == 4 and mi["mirrored_samples"] == 2
+    )
     assert any("_Flip twin" in n and "skip_flip_twins" in n for n in man["notes"])
     # the params switch: every sample mirrored, as before; recorded
-    r2 = B.run_build(w["model_params"], small_build_params(skip_flip_twins=False), SPLITS, build_paths(w, tmp_path / "all"))
+    r2 = B.run_build(
+        w["model_params"],
+        small_build_params(skip_flip_twins=False),
+        SPLITS,
+        build_paths(w, tmp_path / "all"),
+    )
     assert r2.manifest["counts"]["flip"] == {"false": 6, "true": 6}
-    assert r2.manifest["mirroring"]["rule"] == "all" and r2.manifest["params"]["build"]["skip_flip_twins"] is False
+    assert (
+        r2.manifest["mirroring"]["rule"] == "all"
+        and r2.manifest["params"]["build"]["skip_flip_twins"] is False
+    )
     assert r2.manifest["fingerprint"] != man["fingerprint"]
 
 
@@ -117,18 +161,32 @@ def test_the_card_says_which_rows_are_mirrored():
     assert "2 of them each also as a mirrored copy; 4 are not mirrored again" in _mirrored(
         {"flip": True, "mirroring": {"mirrored_samples": 2, "twin_samples": 4}}
     )
-    assert "none mirrored again" in _mirrored({"flip": True, "mirroring": {"mirrored_samples": 0, "twin_samples": 6}})
-    assert _mirrored({"flip": True, "mirroring": {"mirrored_samples": 6, "twin_samples": 0}}) == ", each also as a mirrored copy"
+    assert "none mirrored again" in _mirrored(
+        {"flip": True, "mirroring": {"mirrored_samples": 0, "twin_samples": 6}}
+    )
+    assert (
+        _mirrored({"flip": True, "mirroring": {"mirrored_samples": 6, "twin_samples": 0}})
+        == ", each also as a mirrored copy"
+    )
     assert _mirrored({"flip": False, "mirroring": {}}) == ""
 
 
 def test_a_source_without_twins_is_flipped_as_before(build_world, tmp_path):
-    r = B.run_build(build_world["model_params"], small_build_params(), SPLITS, build_paths(build_world, tmp_path / "ds"))
+    r = B.run_build(
+        build_world["model_params"],
+        small_build_params(),
+        SPLITS,
+        build_paths(build_world, tmp_path / "ds"),
+    )
     assert r.manifest["counts"]["flip"] == {"false": 8, "true": 8}
-    assert r.manifest["mirroring"]["rule"] == "all" and not any("_Flip twin" in n for n in r.manifest["notes"])
+    assert r.manifest["mirroring"]["rule"] == "all" and not any(
+        "_Flip twin" in n for n in r.manifest["notes"]
+    )
 
 
-def test_a_twin_removed_in_another_chunk_changes_this_chunks_fingerprint(build_world, twin_tree, tmp_path):
+def test_a_twin_removed_in_another_chunk_changes_this_chunks_fingerprint(
+    build_world, twin_tree, tmp_path
+):
     """Resume must not keep a chunk whose rows changed because a twin elsewhere went away."""
     src = tmp_path / "src"
     shutil.copytree(twin_tree, src, copy_function=os.link)
@@ -137,8 +195,13 @@ def test_a_twin_removed_in_another_chunk_changes_this_chunks_fingerprint(build_w
         (src / "AFW_Flip" / f"AFW_1_0{suf}").unlink()
     after = _plan(build_world, tmp_path / "b", source=src, chunk_size=3)
     rel = "AFW/AFW_1_0.mat"
-    kb, ka = (next(k for k in range(p.n_chunks) if any(it.rel == rel for it in p.chunk_items(k))) for p in (before, after))
-    ib, ia = (next(it for it in p.chunk_items(k) if it.rel == rel) for p, k in ((before, kb), (after, ka)))
+    kb, ka = (
+        next(k for k in range(p.n_chunks) if any(it.rel == rel for it in p.chunk_items(k)))
+        for p in (before, after)
+    )
+    ib, ia = (
+        next(it for it in p.chunk_items(k) if it.rel == rel) for p, k in ((before, kb), (after, ka))
+    )
     assert ib.twin and not ia.twin
     assert before.chunk_fingerprint(kb) != after.chunk_fingerprint(ka)
 
@@ -154,7 +217,11 @@ def test_real_300wlp_names_pair_with_their_flip_twin(real_dir, tmp_path):
     rels = [p.relative_to(tmp_path).as_posix() for p in list_fit_mats(tmp_path)]
     assert rels == ["IBUG/IBUG_image_008_1_0.mat", "IBUG_Flip/IBUG_image_008_1_0.mat"]
     assert P.flip_twins(rels) == [True, True]
-    assert P.source_group("IBUG", "IBUG_image_008_1_0") == P.source_group("IBUG_Flip", "IBUG_image_008_1_0") == "IBUG/IBUG_image_008_1"
+    assert (
+        P.source_group("IBUG", "IBUG_image_008_1_0")
+        == P.source_group("IBUG_Flip", "IBUG_image_008_1_0")
+        == "IBUG/IBUG_image_008_1"
+    )
 
 
 # ----------------------------------------------------------------------------- symlinks
@@ -173,8 +240,18 @@ def test_symlinked_subset_folders_are_followed(build_world, twin_tree, tmp_path)
             p.relative_to(twin_tree).as_posix() for p in list_fit_mats(twin_tree)
         ]
         w = build_world
-        real = B.run_build(w["model_params"], small_build_params(), SPLITS, dataclasses.replace(build_paths(w, tmp_path / "r"), source_dir=os.fspath(twin_tree)))
-        via = B.run_build(w["model_params"], small_build_params(), SPLITS, dataclasses.replace(build_paths(w, tmp_path / "l"), source_dir=os.fspath(linked)))
+        real = B.run_build(
+            w["model_params"],
+            small_build_params(),
+            SPLITS,
+            dataclasses.replace(build_paths(w, tmp_path / "r"), source_dir=os.fspath(twin_tree)),
+        )
+        via = B.run_build(
+            w["model_params"],
+            small_build_params(),
+            SPLITS,
+            dataclasses.replace(build_paths(w, tmp_path / "l"), source_dir=os.fspath(linked)),
+        )
     finally:
         (twin_tree / "AFW" / "loop").unlink()
     assert via.manifest["rows"] == real.manifest["rows"] == 8
@@ -187,7 +264,9 @@ def test_symlinked_subset_folders_are_followed(build_world, twin_tree, tmp_path)
 @pytest.fixture(scope="module")
 def small_ds(build_world, tmp_path_factory):
     out = tmp_path_factory.mktemp("ds") / "ds"
-    B.run_build(build_world["model_params"], small_build_params(), SPLITS, build_paths(build_world, out))
+    B.run_build(
+        build_world["model_params"], small_build_params(), SPLITS, build_paths(build_world, out)
+    )
     return out
 
 
@@ -198,7 +277,10 @@ def test_the_loader_keeps_a_bounded_set_of_shards_open(small_ds):
 
     ref = ShardDataset(small_ds)
     n_files = len(ref.files)
-    want = [(ref[i]["id"], ref[i]["landmarks"].tobytes(), ref[i]["image"].tobytes()) for i in range(len(ref))]
+    want = [
+        (ref[i]["id"], ref[i]["landmarks"].tobytes(), ref[i]["image"].tobytes())
+        for i in range(len(ref))
+    ]
     assert len(ref._readers) == n_files >= 3  # the default bound is not reached here
     ds = ShardDataset(small_ds)
     ds.max_open = 2
@@ -218,11 +300,15 @@ def test_blocks_are_computed_once_per_dataset(small_ds, monkeypatch):
     ds = ShardDataset(small_ds)
     calls = []
     orig = shards.ShardReader.group_sizes
-    monkeypatch.setattr(shards.ShardReader, "group_sizes", lambda self: calls.append(self.path) or orig(self))
+    monkeypatch.setattr(
+        shards.ShardReader, "group_sizes", lambda self: calls.append(self.path) or orig(self)
+    )
     first = ds.blocks()
     assert len(calls) == len(ds.files)
     second = ds.blocks()
-    assert len(calls) == len(ds.files) and [b.tolist() for b in first] == [b.tolist() for b in second]
+    assert len(calls) == len(ds.files) and [b.tolist() for b in first] == [
+        b.tolist() for b in second
+    ]
     second.pop()
     assert len(ds.blocks()) == len(first)  # callers get their own list
 
@@ -257,6 +343,12 @@ def test_bench_scale_runs_at_tiny_sizes(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "rows/s" in r.stdout and "plan only, 100 samples" in r.stdout, r.stdout
     fig = json.loads(out.read_text())
-    assert [b["samples"] for b in fig["builds"]] == [40, 120]  # 300W-LP proportions, each subset with its twin
-    assert all(b["rows"] == b["samples"] and b["mirroring"]["rule"] == "skip_flip_twins" for b in fig["builds"])  # every sample has its twin
+    assert [b["samples"] for b in fig["builds"]] == [
+        40,
+        120,
+    ]  # 300W-LP proportions, each subset with its twin
+    assert all(
+        b["rows"] == b["samples"] and b["mirroring"]["rule"] == "skip_flip_twins"
+        for b in fig["builds"]
+    )  # every sample has its twin
     assert fig["plans"][0]["twins"] == 100 and not (tmp_path / "work" / "out-120").exists()

@@ -77,7 +77,9 @@ def test_read_fit_mat_fit_only_reads_the_fit_alone(tmp_path):
     with pytest.raises(InputError, match="Exp_Para") as e:
         read_fit_mat(bad, fit_only=True)
     assert str(bad) in str(e.value)
-    sio.savemat(tmp_path / "missing.mat", {k: v for k, v in fit_fields().items() if k != "Pose_Para"})
+    sio.savemat(
+        tmp_path / "missing.mat", {k: v for k, v in fit_fields().items() if k != "Pose_Para"}
+    )
     with pytest.raises(InputError, match="Pose_Para"):
         read_fit_mat(tmp_path / "missing.mat", fit_only=True)
 

@@ -98,7 +98,9 @@ def test_pt2d_is_the_keypoint_projection(wlp, model, params):
         lines = fs.jaw_contour_lines(model.uv, model.kpt_ind)
         for k in away:  # naive: the line vertex farthest out on that side
             xs = img_v[lines[k], 0] * (1 if yaw < 0 else -1)
-            np.testing.assert_allclose(img_v[lines[k][np.argmax(xs)], :2], m["pt2d"][:, k], atol=1e-6)
+            np.testing.assert_allclose(
+                img_v[lines[k][np.argmax(xs)], :2], m["pt2d"][:, k], atol=1e-6
+            )
 
 
 def test_sources_deterministic(wlp, model, params, tmp_path):
@@ -135,16 +137,22 @@ def test_aflw2000_fields_and_gt(aflw, params, real_dir):
     for i, p in enumerate(sorted(aflw)):
         m = sio.loadmat(p)
         np.testing.assert_array_equal(gt["AFLW2000-3D.pts68.npy"][i], m["pt3d_68"])
-        assert gt["AFLW2000-3D.pose.npy"][i] == pytest.approx(np.degrees(m["Pose_Para"][0, 1]), abs=1e-4)
+        assert gt["AFLW2000-3D.pose.npy"][i] == pytest.approx(
+            np.degrees(m["Pose_Para"][0, 1]), abs=1e-4
+        )
 
 
 def test_aflw_visibility_follows_yaw(model, params):
     ids = fs.aflw21_ids(model)
-    strong = params.model_copy(update={"yaw_core_deg": 70.0, "yaw_max_deg": 80.0, "yaw_tail_prob": 1.0})
+    strong = params.model_copy(
+        update={"yaw_core_deg": 70.0, "yaw_max_deg": 80.0, "yaw_tail_prob": 1.0}
+    )
     for index in range(4):
         s = ds.render_sample(model, strong, ds.TEST_STREAM, index, extra_ids=ids)
         vis = s["extra_visible"]
-        away, toward = (0, 5) if s["mat"]["Pose_Para"][0, 1] > 0 else (5, 0)  # +yaw turns the image-left side away
+        away, toward = (
+            (0, 5) if s["mat"]["Pose_Para"][0, 1] > 0 else (5, 0)
+        )  # +yaw turns the image-left side away
         assert not vis[away] and vis[toward]
         assert vis[14]  # the nose centre stays in view
 
@@ -176,8 +184,26 @@ def test_cli(params, tmp_path):
     synthetic_cli.register(sub)
     for argv in (
         ["--params", str(cfg), "model", "--out", str(tmp_path / "m")],
-        ["--params", str(cfg), "synth-300wlp", "--model-dir", str(tmp_path / "m"), "--out", str(tmp_path / "w"), "--n", "1"],
-        ["--params", str(cfg), "synth-aflw2000", "--model-dir", str(tmp_path / "m"), "--out", str(tmp_path / "t")],
+        [
+            "--params",
+            str(cfg),
+            "synth-300wlp",
+            "--model-dir",
+            str(tmp_path / "m"),
+            "--out",
+            str(tmp_path / "w"),
+            "--n",
+            "1",
+        ],
+        [
+            "--params",
+            str(cfg),
+            "synth-aflw2000",
+            "--model-dir",
+            str(tmp_path / "m"),
+            "--out",
+            str(tmp_path / "t"),
+        ],
     ):
         args = parser.parse_args(argv)
         assert args.func(args) == 0
@@ -219,7 +245,9 @@ def test_profile_pt2d_on_the_outline(model, profile):
         away = np.arange(0, 8) if yaw > 0 else np.arange(9, 17)
         pt2d = s["mat"]["pt2d"].T
         assert (_depth_in(inside, pt2d[away]) <= 3).all()  # on the outline, within two pixels
-        assert _depth_in(inside, np.asarray(s["kpt"])[away]).max() > 10  # the vertices lie inside the cheek
+        assert (
+            _depth_in(inside, np.asarray(s["kpt"])[away]).max() > 10
+        )  # the vertices lie inside the cheek
         # the side facing the camera and the inner points keep the vertices
         kept = np.setdiff1d(np.arange(68), away)
         np.testing.assert_array_equal(pt2d[kept], np.asarray(s["kpt"])[kept, :2])
@@ -242,7 +270,10 @@ def test_draw_rules_follow_the_model_generator(model, params):
     rng = np.random.default_rng(0)
     exp = np.array([ds.draw_coefficients(model, params, rng)[1] for _ in range(200)])
     assert (exp[:, fs.EXP_MOUTH_OPEN] >= 0).all()
-    assert exp[:, fs.EXP_EYE_CLOSE].min() >= -1.0 and exp[:, fs.EXP_EYE_CLOSE].max() <= fs.EYE_CLOSE_FULL
+    assert (
+        exp[:, fs.EXP_EYE_CLOSE].min() >= -1.0
+        and exp[:, fs.EXP_EYE_CLOSE].max() <= fs.EYE_CLOSE_FULL
+    )
     other = replace(model, generator="", name="synthetic")
     rng = np.random.default_rng(0)
     free = np.array([ds.draw_coefficients(other, params, rng)[1] for _ in range(200)])

@@ -12,7 +12,9 @@ def _small(res: int = 32) -> FaceTemplate:
     inside = ((u - res / 2 + 0.5) ** 2 + (v - res / 2 + 0.5) ** 2) < (res / 2 - 2) ** 2
     face_ind = np.flatnonzero(inside.ravel())
     kpt = np.stack([np.full(68, res // 2), np.full(68, res // 2)])
-    verts = np.column_stack([face_ind % res, face_ind // res, np.zeros(len(face_ind))]).astype(float)
+    verts = np.column_stack([face_ind % res, face_ind // res, np.zeros(len(face_ind))]).astype(
+        float
+    )
     return FaceTemplate(face_ind, kpt, verts, grid_triangles(face_ind, res), res)
 
 
@@ -29,7 +31,13 @@ def test_saved_resolution_is_read_back(tmp_path):
 
 @pytest.mark.parametrize(
     "text,match",
-    [("1\n2\n", None), ("1 2\n3 4\n", "one number per line"), ("1\n-2\n", "out of range"), ("1\n2.5\n", "whole numbers"), ("1\n9\n", "out of range")],
+    [
+        ("1\n2\n", None),
+        ("1 2\n3 4\n", "one number per line"),
+        ("1\n-2\n", "out of range"),
+        ("1\n2.5\n", "whole numbers"),
+        ("1\n9\n", "out of range"),
+    ],
 )
 def test_read_index_list(tmp_path, text, match):
     from densemark.faces.template import read_index_list

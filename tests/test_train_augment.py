@@ -37,7 +37,9 @@ def _scene_transform(points: np.ndarray, d: AugmentDraw, res: int, size: int) ->
 @pytest.mark.parametrize("angle", [0.0, 45.0, -30.0, 90.0])
 def test_labels_follow_3d_scene_transform(angle):
     rng = np.random.default_rng(1)
-    pts = np.column_stack([rng.uniform(20, 230, (50, 2)), rng.uniform(0, 120, 50)]).astype(np.float32)
+    pts = np.column_stack([rng.uniform(20, 230, (50, 2)), rng.uniform(0, 120, 50)]).astype(
+        np.float32
+    )
     d = AugmentDraw(angle_deg=angle, scale=0.87, shift=(0.03, -0.04))
     _, got = apply_augment(np.zeros((256, 256, 3), np.uint8), pts, d, 128)
     ref = _scene_transform(pts.astype(np.float64), d, 256, 128)
@@ -98,7 +100,13 @@ def test_draws_are_seeded_per_sample_and_within_bounds():
 def test_photometric_changes_leave_labels():
     ds = SyntheticLandmarks(n=1, n_points=20, res=128)
     item = ds[0]
-    d = AugmentDraw(gains=(1.3, 0.7, 1.0), brightness=0.1, contrast=1.2, blur_sigma=1.0, occlusion=(0.1, 0.1, 0.3, 0.3))
+    d = AugmentDraw(
+        gains=(1.3, 0.7, 1.0),
+        brightness=0.1,
+        contrast=1.2,
+        blur_sigma=1.0,
+        occlusion=(0.1, 0.1, 0.3, 0.3),
+    )
     img, lab = apply_augment(item["image"], item["landmarks"], d, 128)
     np.testing.assert_allclose(lab, item["landmarks"], atol=1e-4)
     assert not np.array_equal(img, item["image"])
@@ -113,10 +121,16 @@ def test_samples_targets_and_seeded_loader():
     s = plain[3]
     assert s["image"].shape == (3, 64, 64) and s["image"].dtype == torch.uint8
     np.testing.assert_allclose(
-        s["target"].numpy().reshape(-1, 3), ds[3]["landmarks"] * (63 / 127) / 64, rtol=1e-5, atol=1e-6
+        s["target"].numpy().reshape(-1, 3),
+        ds[3]["landmarks"] * (63 / 127) / 64,
+        rtol=1e-5,
+        atol=1e-6,
     )
     aug = LandmarkSamples(ds, 64, AugmentParams(), seed=5)
-    order = [torch.cat([b["index"] for b in make_loader(aug, 4, True, seed=5, epoch=e)]).tolist() for e in (0, 0, 1)]
+    order = [
+        torch.cat([b["index"] for b in make_loader(aug, 4, True, seed=5, epoch=e)]).tolist()
+        for e in (0, 0, 1)
+    ]
     assert order[0] == order[1] and order[0] != order[2] and sorted(order[0]) == list(range(10))
     b0 = next(iter(make_loader(aug, 4, True, seed=5, epoch=2)))
     b2 = next(iter(make_loader(aug, 4, True, seed=5, epoch=2, workers=2)))
@@ -134,7 +148,9 @@ def test_device_colour_equals_the_per_sample_colour_change():
     from densemark.train.data import to_input
 
     ds = SyntheticLandmarks(n=4, n_points=20, res=128)
-    p = AugmentParams(blur_prob=0.0, occlusion_prob=0.0, channel_gain=0.4, brightness=0.1, contrast=0.2)
+    p = AugmentParams(
+        blur_prob=0.0, occlusion_prob=0.0, channel_gain=0.4, brightness=0.1, contrast=0.2
+    )
     on_cpu = LandmarkSamples(ds, 96, p, seed=3)
     on_dev = LandmarkSamples(ds, 96, p, seed=3, device_colour=True)
     for i in range(4):
@@ -158,4 +174,6 @@ def test_chw_is_the_transpose():
 
     img = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
     np.testing.assert_array_equal(chw(img), img.transpose(2, 0, 1))
-    np.testing.assert_array_equal(chw(img[:, ::-1]), img[:, ::-1].transpose(2, 0, 1))  # non-contiguous input
+    np.testing.assert_array_equal(
+        chw(img[:, ::-1]), img[:, ::-1].transpose(2, 0, 1)
+    )  # non-contiguous input

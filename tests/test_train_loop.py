@@ -23,7 +23,9 @@ def _params(**kw) -> TrainParams:
 
 @pytest.fixture(scope="module")
 def data():
-    return SyntheticLandmarks(n=12, n_points=24, res=64), SyntheticLandmarks(n=4, n_points=24, res=64, seed=1)
+    return SyntheticLandmarks(n=12, n_points=24, res=64), SyntheticLandmarks(
+        n=4, n_points=24, res=64, seed=1
+    )
 
 
 def test_interrupted_run_resumes_exactly(tmp_path, data, monkeypatch):
@@ -53,7 +55,9 @@ def test_interrupted_run_resumes_exactly(tmp_path, data, monkeypatch):
     assert a["epoch"] == b["epoch"] == 2
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
-    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+    for sa, sb in zip(
+        a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True
+    ):
         assert torch.equal(sa["exp_avg"], sb["exp_avg"])
     assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
     # and the same bytes: the pickle of a reloaded history equals that of one built in-process
@@ -64,7 +68,15 @@ def test_interrupted_run_resumes_exactly(tmp_path, data, monkeypatch):
 def test_checkpoint_contents_metrics_and_plots(tmp_path, data):
     train, val = data
     m, p = tmp_path / "metrics.json", tmp_path / "plots.csv"
-    last = run_train(_params(epochs=3), train, tmp_path / "run", val, metrics_path=m, plots_path=p, progress=False)
+    last = run_train(
+        _params(epochs=3),
+        train,
+        tmp_path / "run",
+        val,
+        metrics_path=m,
+        plots_path=p,
+        progress=False,
+    )
     ck = load_checkpoint(tmp_path / "run" / "model.pt")
     assert ck["config"]["n_points"] == 24 and ck["config"]["input_size"] == 32
     assert ck["landmark_set_sha256"] == train.landmark_set["sha256"]
@@ -77,7 +89,9 @@ def test_checkpoint_contents_metrics_and_plots(tmp_path, data):
     assert {"train_loss", "val_loss", "val_nme_2d", "val_err3d_px", "lr"} <= set(rows[0])
     # a resume with other params is refused, naming what differs
     with pytest.raises(ConfigError, match="lr"):
-        run_train(_params(epochs=3, lr=1e-3), train, tmp_path / "run", val, progress=False, resume=True)
+        run_train(
+            _params(epochs=3, lr=1e-3), train, tmp_path / "run", val, progress=False, resume=True
+        )
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="bad.pt"):
         load_checkpoint(tmp_path / "bad.pt")
@@ -103,23 +117,57 @@ def test_train_command_on_a_built_dataset(tmp_path):
     from tests.factories import SPLITS, build_paths, make_world, small_build_params
 
     w = make_world(tmp_path / "world", n=6)
-    B.run_build(w["model_params"], small_build_params(formats=["parquet"]), SPLITS, build_paths(w, tmp_path / "ds"))
+    B.run_build(
+        w["model_params"],
+        small_build_params(formats=["parquet"]),
+        SPLITS,
+        build_paths(w, tmp_path / "ds"),
+    )
     params = tmp_path / "params.yaml"
     train = dict(width=0.25, input_size=32, epochs=1, batch_size=4, workers=2, threads=1)
     params.write_text(yaml.safe_dump({"train": train}))
-    args = ["--params", str(params), "train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "m")]
-    assert main([*args, "--metrics", str(tmp_path / "t.json"), "--plots", str(tmp_path / "t.csv")]) == 0
+    args = [
+        "--params",
+        str(params),
+        "train",
+        "--data",
+        str(tmp_path / "ds"),
+        "--out",
+        str(tmp_path / "m"),
+    ]
+    assert (
+        main([*args, "--metrics", str(tmp_path / "t.json"), "--plots", str(tmp_path / "t.csv")])
+        == 0
+    )
     ds = ShardDataset(tmp_path / "ds", split="train")
     ck = load_checkpoint(tmp_path / "m" / "model.pt")
     assert ck["manifest_sha256"] == ds.manifest_sha256
-    assert ck["landmark_set_sha256"] == ds.landmark_set["sha256"] and ck["landmark_set"] == ds.landmark_set
+    assert (
+        ck["landmark_set_sha256"] == ds.landmark_set["sha256"]
+        and ck["landmark_set"] == ds.landmark_set
+    )
     assert ck["config"]["n_points"] == ds[0]["landmarks"].shape[0]
     # resuming with other params is refused, naming the key
     with pytest.raises(ConfigError, match="epochs"):  # a changed schedule is not the same run
-        run_train(TrainParams(**{**train, "epochs": 2}), ds, tmp_path / "m", resume=True, progress=False)
+        run_train(
+            TrainParams(**{**train, "epochs": 2}), ds, tmp_path / "m", resume=True, progress=False
+        )
     empty = tmp_path / "params2.yaml"
     empty.write_text(yaml.safe_dump({"train": {**train, "train_split": "nope"}}))
-    assert main(["--params", str(empty), "train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "--params",
+                str(empty),
+                "train",
+                "--data",
+                str(tmp_path / "ds"),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_two_runs_write_the_same_bytes(tmp_path, data):

@@ -37,8 +37,13 @@ def test_wing_mse_matches_loop_and_module():
     pred = torch.rand(3, 12, generator=g, dtype=torch.float64)
     target = torch.rand(3, 12, generator=g, dtype=torch.float64)
     scale, w1, w2 = 256.0, 1.5, 0.5
-    errs = [(p - t) * scale for p, t in zip(pred.flatten().tolist(), target.flatten().tolist(), strict=True)]
-    ref = w1 * sum(_wing_ref(e, 15, 3) for e in errs) / len(errs) + w2 * sum(e * e for e in errs) / len(errs)
+    errs = [
+        (p - t) * scale
+        for p, t in zip(pred.flatten().tolist(), target.flatten().tolist(), strict=True)
+    ]
+    ref = w1 * sum(_wing_ref(e, 15, 3) for e in errs) / len(errs) + w2 * sum(
+        e * e for e in errs
+    ) / len(errs)
     got = wing_mse_loss(pred, target)
     assert abs(got.item() - ref) < 1e-6 * ref
     assert torch.equal(WingMSELoss()(pred, target), got)

@@ -41,7 +41,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     torch.set_num_threads(1)
-    run_train(TrainParams(width=0.25, input_size=32, epochs=1, batch_size=4, workers=0), SyntheticLandmarks(8, 24, 64), out, progress=False)
+    run_train(
+        TrainParams(width=0.25, input_size=32, epochs=1, batch_size=4, workers=0),
+        SyntheticLandmarks(8, 24, 64),
+        out,
+        progress=False,
+    )
     export_onnx(out / "model.pt", out / "model.onnx")
     return out
 
@@ -53,8 +58,11 @@ def _photo(path: Path, h: int = 120, w: int = 160, seed: int = 0) -> Path:
 
 def _png_header(path: Path, w: int, h: int) -> Path:
     """A PNG whose IHDR claims w x h (the data is a few bytes: decoding would allocate w*h*3)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
                      + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))  # fmt: skip
@@ -96,14 +104,21 @@ def test_given_boxes_are_used_and_each_input_stands_alone(tmp_path, trained, cap
     assert sorted(p.name for p in out.glob("*.json")) == ["one_face.json", "two_face.json"]
     r1, r2 = (json.loads((out / f"{n}_face.json").read_text()) for n in ("one", "two"))
     assert r1["faces"][0]["box"] == [40, 30, 100, 95] and r1["box_source"] == "given"
-    assert r1["faces"][0]["landmarks"] != r2["faces"][0]["landmarks"]  # different pixels, not overwritten
+    assert (
+        r1["faces"][0]["landmarks"] != r2["faces"][0]["landmarks"]
+    )  # different pixels, not overwritten
     boxes = tmp_path / "boxes.csv"
     boxes.write_text(f"image,x0,y0,x1,y1\n{a},10,10,60,70\n")
     rc = main(["predict", str(a), str(b), "--checkpoint", str(trained / "model.pt"), "--out", str(tmp_path / "o2"),
                "--boxes", str(boxes)])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 1 and "no box for this image" in err and str(b) in err
-    assert json.loads((tmp_path / "o2" / "one_face.json").read_text())["faces"][0]["box"] == [10, 10, 60, 70]
+    assert json.loads((tmp_path / "o2" / "one_face.json").read_text())["faces"][0]["box"] == [
+        10,
+        10,
+        60,
+        70,
+    ]
 
 
 def test_output_stems_are_distinct():
@@ -137,11 +152,21 @@ def test_overlay_scales_points_and_marks_the_68(tmp_path):
     out = draw_overlay(img, pts, np.array([[300.0, 800, 1700, 1200]]), kpt)
     r = 2000 // 250
     x_k = int(pts[0, 10, 0])
-    assert tuple(out[1000, x_k]) == (255, 40, 40) and tuple(out[1000, x_k + r + 2]) == (255, 40, 40)  # big red keypoint
-    assert tuple(out[1500, 1000]) == (40, 255, 80) and tuple(out[1500, 1000 + r - 1]) == (40, 255, 80)
+    assert tuple(out[1000, x_k]) == (255, 40, 40) and tuple(out[1000, x_k + r + 2]) == (
+        255,
+        40,
+        40,
+    )  # big red keypoint
+    assert tuple(out[1500, 1000]) == (40, 255, 80) and tuple(out[1500, 1000 + r - 1]) == (
+        40,
+        255,
+        80,
+    )
     assert out[1500, 1000 + r + 3].sum() == 0  # dense dots are smaller than keypoints
     assert out[5:60, 5:400].any()  # legend panel text
-    small = draw_overlay(np.zeros((100, 100, 3), np.uint8), pts[:, :5] / 20, np.array([[0.0, 0, 99, 99]]))
+    small = draw_overlay(
+        np.zeros((100, 100, 3), np.uint8), pts[:, :5] / 20, np.array([[0.0, 0, 99, 99]])
+    )
     assert small.shape == (100, 100, 3)
 
 
@@ -150,7 +175,9 @@ def test_onnx_predicts_like_torch(trained):
     assert op.landmark_set == tp.landmark_set and op.input_size == tp.input_size
     img = np.random.default_rng(3).integers(0, 255, (90, 120, 3), dtype=np.uint8)
     boxes = np.array([[20.0, 15, 80, 70], [0, 0, 50, 40]])
-    np.testing.assert_allclose(op.predict([img, img], boxes), tp.predict([img, img], boxes), atol=1e-3)
+    np.testing.assert_allclose(
+        op.predict([img, img], boxes), tp.predict([img, img], boxes), atol=1e-3
+    )
 
 
 def test_onnx_predict_runs_without_torch(tmp_path, trained):
@@ -165,7 +192,14 @@ def test_onnx_predict_runs_without_torch(tmp_path, trained):
         "print('ok')\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
     assert np.load(tmp_path / "o" / "p.npy").shape == (24, 3)
     assert load_onnx_predictor(trained / "model.onnx").config["n_points"] == 24
@@ -207,7 +241,19 @@ def test_detector_finds_every_real_face_and_its_mirror(tmp_path, trained, real_d
         write_jpeg(m, np.ascontiguousarray(img[:, ::-1]), 98)
         inputs.append(m)
     out = tmp_path / "out"
-    assert main(["predict", *map(str, inputs), "--checkpoint", str(trained / "model.onnx"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                *map(str, inputs),
+                "--checkpoint",
+                str(trained / "model.onnx"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     for f in files:
         width = read_image(f).shape[1]
         for mirrored in (False, True):
@@ -245,7 +291,10 @@ def test_tilted_head_found_by_the_rotated_pass(real_dir):
     m = cv2.getRotationMatrix2D((w / 2, h / 2), 20, 1.0)
     tilted = cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT)
     gt = _gt_box(f.with_suffix(".mat"), w, False)
-    corners = np.array([[gt[0], gt[1]], [gt[2], gt[1]], [gt[0], gt[3]], [gt[2], gt[3]]]) @ m[:, :2].T + m[:, 2]
+    corners = (
+        np.array([[gt[0], gt[1]], [gt[2], gt[1]], [gt[0], gt[3]], [gt[2], gt[3]]]) @ m[:, :2].T
+        + m[:, 2]
+    )
     lo, hi = corners.min(0), corners.max(0)
     faces = detect_faces(tilted)
     assert faces, "no face on the tilted photo"
@@ -262,5 +311,16 @@ def test_onnx_without_densemark_metadata_reads_its_shapes(tmp_path, trained):
     p = load_predictor(plain)
     assert p.config == {"input_size": 32, "n_points": 24} and p.landmark_set == {}
     img = _photo(tmp_path / "x.jpg")
-    rc = main(["predict", str(img), "--checkpoint", str(plain), "--out", str(tmp_path / "o"), "--box", "20,20,90,90"])
+    rc = main(
+        [
+            "predict",
+            str(img),
+            "--checkpoint",
+            str(plain),
+            "--out",
+            str(tmp_path / "o"),
+            "--box",
+            "20,20,90,90",
+        ]
+    )
     assert rc == 0 and np.load(tmp_path / "o" / "x.npy").shape == (24, 3)

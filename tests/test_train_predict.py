@@ -49,7 +49,13 @@ class _Constant(torch.nn.Module):
 def test_predictions_map_crop_points_back_to_the_image():
     size, k = 64, 5
     crop_pts = np.random.default_rng(1).uniform(0, 63, (k, 3))
-    pred = Predictor(_Constant(crop_pts / size), {"input_size": size, "n_points": k}, {}, torch.device("cpu"), batch_size=1)
+    pred = Predictor(
+        _Constant(crop_pts / size),
+        {"input_size": size, "n_points": k},
+        {},
+        torch.device("cpu"),
+        batch_size=1,
+    )
     boxes = np.array([[10.0, 20.0, 110.0, 140.0], [300.0, 40.0, 360.0, 90.0]])
     img = np.zeros((400, 500, 3), np.uint8)
     got = pred.predict([img, img], boxes)
@@ -78,7 +84,17 @@ def test_predict_command_errors_name_the_file(tmp_path, checkpoint, capsys):
     bad.write_bytes(b"\xff\xd8 not a jpeg")
     blank = tmp_path / "blank.jpg"
     write_jpeg(blank, np.full((120, 160, 3), 128, np.uint8))
-    rc = main(["predict", str(bad), str(blank), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")])
+    rc = main(
+        [
+            "predict",
+            str(bad),
+            str(blank),
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc != 0
     assert "broken.jpg" in err and "cannot decode" in err

@@ -55,7 +55,13 @@ VERSION = 1
 FIGURES = {"pose": "pose.png", "layout": "layout.png", "samples": "samples.png"}
 
 PathLike = str | os.PathLike
-__all__ = ["licence_chain", "size_category", "run_card", "markdown", "inline_images"]  # the first two: datasets.hub
+__all__ = [
+    "licence_chain",
+    "size_category",
+    "run_card",
+    "markdown",
+    "inline_images",
+]  # the first two: datasets.hub
 
 
 # ----------------------------------------------------------------------------- reading
@@ -86,7 +92,9 @@ def load_build(dataset_dir: PathLike) -> tuple[Manifest, dict, list[Path]]:
     return man, report, paths
 
 
-def read_columns(path: Path, columns: list[str], rows: np.ndarray | None = None) -> dict[str, object]:
+def read_columns(
+    path: Path, columns: list[str], rows: np.ndarray | None = None
+) -> dict[str, object]:
     """Columns of one shard (:func:`densemark.datasets.shards.read_columns`), the label arrays
     ``landmarks`` and ``kpt68`` as (n, K, 3)."""
     out = shards.read_columns(path, columns, rows)
@@ -114,7 +122,12 @@ def set_provenance(ls: LandmarkSet) -> dict:
     prov = ls.provenance
     sampler = prov.get("sampler") or {}
     edits = [
-        {"op": e["op"], "n_ids": len(e["ids"]), "source": e.get("source", ""), "note": e.get("note", "")}
+        {
+            "op": e["op"],
+            "n_ids": len(e["ids"]),
+            "source": e.get("source", ""),
+            "note": e.get("note", ""),
+        }
         for e in prov.get("edits", [])
     ]
     return {
@@ -127,7 +140,11 @@ def set_provenance(ls: LandmarkSet) -> dict:
         "template_sha256": ls.template_sha256,
         "n_template_vertices": int(ls.n_template),
         "parent": prov.get("parent"),
-        "sampler": {k: sampler[k] for k in ("method", "params", "counts", "final", "filled", "thinned", "source") if k in sampler},
+        "sampler": {
+            k: sampler[k]
+            for k in ("method", "params", "counts", "final", "filled", "thinned", "source")
+            if k in sampler
+        },
         "edits": edits,
         "created_by": prov.get("created_by"),
     }
@@ -137,7 +154,12 @@ def quarantine_summary(report: dict, limit: int) -> dict:
     """Counts of the quarantined samples by field, and the first ``limit`` entries."""
     q = sorted(report.get("quarantine", []), key=lambda e: str(e.get("sample", "")))
     by_field = Counter(str(e.get("field") or "-") for e in q)
-    return {"count": len(q), "by_field": dict(sorted(by_field.items())), "entries": q[:limit], "listed": min(limit, len(q))}
+    return {
+        "count": len(q),
+        "by_field": dict(sorted(by_field.items())),
+        "entries": q[:limit],
+        "listed": min(limit, len(q)),
+    }
 
 
 def counts_table(subset: list[str], split: np.ndarray, flip: np.ndarray) -> list[dict]:
@@ -145,7 +167,10 @@ def counts_table(subset: list[str], split: np.ndarray, flip: np.ndarray) -> list
     order = {"train": 0, "val": 1, "test": 2}
     keys = Counter(zip(subset, split.tolist(), flip.tolist(), strict=True))
     groups = sorted({(a, b) for a, b, _ in keys}, key=lambda g: (g[0], order.get(g[1], 9), g[1]))
-    return [{"subset": a, "split": b, "original": keys[(a, b, False)], "flipped": keys[(a, b, True)]} for a, b in groups]
+    return [
+        {"subset": a, "split": b, "original": keys[(a, b, False)], "flipped": keys[(a, b, True)]}
+        for a, b in groups
+    ]
 
 
 def grid_rows(yaw: np.ndarray, ids: list[str], valid: np.ndarray, n: int) -> np.ndarray:
@@ -160,7 +185,12 @@ def grid_rows(yaw: np.ndarray, ids: list[str], valid: np.ndarray, n: int) -> np.
 
 
 def run_card(
-    card: CardParams, *, dataset_dir: PathLike, set_path: PathLike, template_dir: PathLike, out_dir: PathLike
+    card: CardParams,
+    *,
+    dataset_dir: PathLike,
+    set_path: PathLike,
+    template_dir: PathLike,
+    out_dir: PathLike,
 ) -> StageResult:
     """Write the dataset card of the build in ``dataset_dir`` into ``out_dir`` (see module docstring).
 
@@ -177,22 +207,42 @@ def run_card(
     tpl = load_template(template_dir)
     ls = LandmarkSet.load(set_path, tpl)
     if ls.sha256() != man["landmark_set"].get("sha256"):
-        raise InputError(set_path, "sha256", f"set {ls.sha256()[:12]}... is not the build's ({str(man['landmark_set'].get('sha256'))[:12]}...)")
+        raise InputError(
+            set_path,
+            "sha256",
+            f"set {ls.sha256()[:12]}... is not the build's ({str(man['landmark_set'].get('sha256'))[:12]}...)",
+        )
     out.mkdir(parents=True, exist_ok=True)
 
     cols = ["id", "split", "flip", "subset", "pose", "valid"]
     per = [read_columns(p, cols) for p in shard_paths]
-    shard_of = np.concatenate([np.full(len(c["id"]), i) for i, c in enumerate(per)]) if per else np.zeros(0, int)
+    shard_of = (
+        np.concatenate([np.full(len(c["id"]), i) for i, c in enumerate(per)])
+        if per
+        else np.zeros(0, int)
+    )
     row_in = np.concatenate([np.arange(len(c["id"])) for c in per]) if per else np.zeros(0, int)
     ids = [x for c in per for x in c["id"]]
     split = np.array([x for c in per for x in c["split"]], dtype=object)
-    pose = np.concatenate([np.asarray(c["pose"], np.float64).reshape(-1, 3) for c in per]) if per else np.zeros((0, 3))
-    valid = np.concatenate([np.asarray(c["valid"], bool) for c in per]) if per else np.zeros(0, bool)
+    pose = (
+        np.concatenate([np.asarray(c["pose"], np.float64).reshape(-1, 3) for c in per])
+        if per
+        else np.zeros((0, 3))
+    )
+    valid = (
+        np.concatenate([np.asarray(c["valid"], bool) for c in per]) if per else np.zeros(0, bool)
+    )
     flip = np.concatenate([np.asarray(c["flip"], bool) for c in per]) if per else np.zeros(0, bool)
     if len(ids) != man["rows"]:
-        raise InputError(d / "manifest.json", "rows", f"manifest says {man['rows']} rows, the shards hold {len(ids)}")
+        raise InputError(
+            d / "manifest.json",
+            "rows",
+            f"manifest says {man['rows']} rows, the shards hold {len(ids)}",
+        )
 
-    pose_stats = pose_figure(pose, split.astype(str), card.yaw_bin_deg, out / FIGURES["pose"], card.dpi)
+    pose_stats = pose_figure(
+        pose, split.astype(str), card.yaw_bin_deg, out / FIGURES["pose"], card.dpi
+    )
     layout_figure(
         tpl.vertices, tpl.pixel_uv, ls.ids, ls.kpt68_ids,
         f"{ls.name}: {len(ls)} landmarks on the {tpl.n_vertices}-vertex template" + (" (exact mirror pairs)" if ls.mirror_exact else ""),
@@ -201,7 +251,9 @@ def run_card(
     pick = grid_rows(pose[:, 1], ids, valid, card.n_samples)
     samples = []
     for i in pick:
-        c = read_columns(shard_paths[shard_of[i]], ["image", "landmarks", "kpt68"], np.array([row_in[i]]))
+        c = read_columns(
+            shard_paths[shard_of[i]], ["image", "landmarks", "kpt68"], np.array([row_in[i]])
+        )
         samples.append({
             "image": _decode(c["image"][0]), "landmarks": c["landmarks"][0], "kpt68": c["kpt68"][0],
             "label": f"{ids[i]}\n{split[i]}  yaw {pose[i, 1]:+.0f}°" + ("  flipped" if flip[i] else ""),
@@ -233,8 +285,13 @@ def run_card(
             "extra_sets": man.get("extra_sets", {}),
         },
         "counts": man["counts"],
-        "counts_table": counts_table([x for c in per for x in c["subset"]], split.astype(str), flip),
-        "pose": {**pose_stats, **{k: _stats(pose[:, i]) for i, k in enumerate(("pitch", "yaw", "roll"))}},
+        "counts_table": counts_table(
+            [x for c in per for x in c["subset"]], split.astype(str), flip
+        ),
+        "pose": {
+            **pose_stats,
+            **{k: _stats(pose[:, i]) for i, k in enumerate(("pitch", "yaw", "roll"))},
+        },
         "landmark_set": set_provenance(ls),
         "conventions": man.get("conventions", {}),
         "quarantine": quarantine_summary(report, card.max_quarantine),
@@ -244,7 +301,10 @@ def run_card(
         "hub": card_metadata(manifest, d, card.pretty_name),
     }
     md = markdown(obj, sorted({str(e["path"]) for e in man["files"]}))
-    outputs = {"card": write_text(out / "README.md", md), "json": write_json(out / "card.json", obj)}
+    outputs = {
+        "card": write_text(out / "README.md", md),
+        "json": write_json(out / "card.json", obj),
+    }
     outputs.update({k: out / v for k, v in FIGURES.items()})
     metrics = {"rows": obj["dataset"]["rows"], "quarantined": obj["quarantine"]["count"]}
     return StageResult(outputs=outputs, report=obj, metrics=metrics, value=md)
@@ -253,7 +313,11 @@ def run_card(
 def _stats(x: np.ndarray) -> dict:
     if len(x) == 0:
         return {}
-    return {"min": round(float(x.min()), 3), "mean": round(float(x.mean()), 3), "max": round(float(x.max()), 3)}
+    return {
+        "min": round(float(x.min()), 3),
+        "mean": round(float(x.mean()), 3),
+        "max": round(float(x.max()), 3),
+    }
 
 
 # ----------------------------------------------------------------------------- markdown
@@ -261,7 +325,10 @@ def _stats(x: np.ndarray) -> dict:
 
 def _table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows]
+    lines += [
+        "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |"
+        for r in rows
+    ]
     return "\n".join(lines)
 
 
@@ -283,7 +350,13 @@ def _mirrored(ds: dict) -> str:
 
 def markdown(c: dict, files: list[str]) -> str:
     """The card's Markdown (YAML header + Datasheets sections) from the card.json object."""
-    ds, counts, ls, q, lic = c["dataset"], c["counts"], c["landmark_set"], c["quarantine"], c["licence"]
+    ds, counts, ls, q, lic = (
+        c["dataset"],
+        c["counts"],
+        c["landmark_set"],
+        c["quarantine"],
+        c["licence"],
+    )
     model = ds["model"]
     synthetic = model.get("source") == "embedded"
     sampler = ls["sampler"]
@@ -303,29 +376,61 @@ def markdown(c: dict, files: list[str]) -> str:
         "(*A lightweight 3D dense facial landmark estimation model from position map data*): landmarks are "
         "taken straight from posed 3D morphable-model geometry, so any landmark set (any density, or one edited "
         "by hand) can label the same images without re-rendering. "
-        + ("This build is the embedded default: a procedural face model and synthetic sources, so the whole pipeline "
-           "can be run, tested and shared without licensed data. It is not a substitute for real faces."
-           if synthetic else "This build uses the configured real face model and source."),
+        + (
+            "This build is the embedded default: a procedural face model and synthetic sources, so the whole pipeline "
+            "can be run, tested and shared without licensed data. It is not a substitute for real faces."
+            if synthetic
+            else "This build uses the configured real face model and source."
+        ),
         "\n## Composition\n",
         "Each row is one face crop with its labels. Rows per subset, split and flip (mirrored copy):\n",
-        _table(["subset", "split", "original", "flipped", "total"],
-               [[r["subset"], r["split"], r["original"], r["flipped"], r["original"] + r["flipped"]] for r in c["counts_table"]]) + "\n",
-        _table(["valid (all landmarks inside the crop)", "rows"], [[k, v] for k, v in counts.get("valid", {}).items()]) + "\n",
-        ("Extra label columns (`densemark relabel`, same images): "
-         + ", ".join(f"`{v.get('column', 'landmarks__' + k)}` ({k}, {v.get('n_points')} points)" for k, v in sorted(ds["extra_sets"].items())) + "\n") if ds["extra_sets"] else "",
-        "Pose (degrees): " + "; ".join(f"{k} {c['pose'][k]['min']:+.1f} .. {c['pose'][k]['max']:+.1f} (mean {c['pose'][k]['mean']:+.1f})"
-                                       for k in ("yaw", "pitch", "roll") if c["pose"].get(k)) + "\n",  # fmt: skip
+        _table(
+            ["subset", "split", "original", "flipped", "total"],
+            [
+                [r["subset"], r["split"], r["original"], r["flipped"], r["original"] + r["flipped"]]
+                for r in c["counts_table"]
+            ],
+        )
+        + "\n",
+        _table(
+            ["valid (all landmarks inside the crop)", "rows"],
+            [[k, v] for k, v in counts.get("valid", {}).items()],
+        )
+        + "\n",
+        (
+            "Extra label columns (`densemark relabel`, same images): "
+            + ", ".join(
+                f"`{v.get('column', 'landmarks__' + k)}` ({k}, {v.get('n_points')} points)"
+                for k, v in sorted(ds["extra_sets"].items())
+            )
+            + "\n"
+        )
+        if ds["extra_sets"]
+        else "",
+        "Pose (degrees): "
+        + "; ".join(
+            f"{k} {c['pose'][k]['min']:+.1f} .. {c['pose'][k]['max']:+.1f} (mean {c['pose'][k]['mean']:+.1f})"
+            for k in ("yaw", "pitch", "roll")
+            if c["pose"].get(k)
+        )
+        + "\n",  # fmt: skip
         f"![rows per yaw bin by split, pitch and roll]({c['figures']['pose']})\n",
         f"Columns: {', '.join('`' + x + '`' for x in ds['columns'])}. Shards: {ds['files']} files, "
         f"{ds['bytes'] / 1e6:.1f} MB, format(s) {', '.join(ds['formats'])}; readable with pyarrow / pandas / h5py alone.\n",
         "Samples spread over yaw, with their landmarks (cyan) and 68 keypoints (red), read from the shards:\n",
         f"![samples]({c['figures']['samples']})\n",
         "### Coordinate conventions\n",
-        _table(["field", "convention"], [[f"`{k}`", v] for k, v in sorted(c["conventions"].items())]) + "\n",
+        _table(
+            ["field", "convention"], [[f"`{k}`", v] for k, v in sorted(c["conventions"].items())]
+        )
+        + "\n",
         "## Collection Process\n",
-        ("Images and 3DMM fits come from the synthetic 300W-LP-style source rendered by densemark from the procedural model "
-         "(random identity, expression, pose, lighting, background, JPEG quality; every draw seeded)."
-         if synthetic else "Images and 3DMM fits come from a 300W-LP-format source (image + Shape_Para, Exp_Para, Pose_Para per sample).")
+        (
+            "Images and 3DMM fits come from the synthetic 300W-LP-style source rendered by densemark from the procedural model "
+            "(random identity, expression, pose, lighting, background, JPEG quality; every draw seeded)."
+            if synthetic
+            else "Images and 3DMM fits come from a 300W-LP-format source (image + Shape_Para, Exp_Para, Pose_Para per sample)."
+        )
         + f" Face model: `{model.get('source')}` (sha256 `{str(model.get('sha256', ''))[:16]}`, UV map {model.get('uv_res')} px). "
         "Splits are drawn per source image group (all pose variants of one image and its `_Flip` twin share a split), seeded; "
         "the split of each row is in the `split` column.\n",
@@ -337,33 +442,90 @@ def markdown(c: dict, files: list[str]) -> str:
         "Samples that fail checks (non-finite values, landmarks outside the crop, 68 subset inconsistent with the set, unreadable "
         "files) are quarantined and listed, the build goes on.\n",
         f"### Landmark set `{ls['name']}`\n",
-        _table(["property", "value"], [
-            ["points", ls["n_points"]], ["sha256", f"`{ls['sha256']}`"], ["68 keypoints included", ls["kpt68"]],
-            ["exact mirror permutation", ls["mirror_exact"]], ["mirror pairs", ls["mirror_pairs"]],
-            ["template", f"{ls['n_template_vertices']} vertices, sha256 `{ls['template_sha256'][:16]}`"],
-            ["parent", "none" if not ls["parent"] else f"{ls['parent'].get('name')} (`{str(ls['parent'].get('sha256', ''))[:16]}`)"],
-            ["method", sampler.get("method", "?")], ["created by", ls["created_by"]],
-        ]) + "\n",  # fmt: skip
-        ("Sampler parameters: " + ", ".join(f"`{k}`={json.dumps(v)}" for k, v in sorted(sp.items())) + "\n") if sp else "",
-        ("Hand edits (Blender round trip):\n\n" + _table(["op", "ids", "source", "note"], [[e["op"], e["n_ids"], e["source"], e["note"]] for e in ls["edits"]]) + "\n")
-        if ls["edits"] else "Hand edits: none.\n",
+        _table(
+            ["property", "value"],
+            [
+                ["points", ls["n_points"]],
+                ["sha256", f"`{ls['sha256']}`"],
+                ["68 keypoints included", ls["kpt68"]],
+                ["exact mirror permutation", ls["mirror_exact"]],
+                ["mirror pairs", ls["mirror_pairs"]],
+                [
+                    "template",
+                    f"{ls['n_template_vertices']} vertices, sha256 `{ls['template_sha256'][:16]}`",
+                ],
+                [
+                    "parent",
+                    "none"
+                    if not ls["parent"]
+                    else f"{ls['parent'].get('name')} (`{str(ls['parent'].get('sha256', ''))[:16]}`)",
+                ],
+                ["method", sampler.get("method", "?")],
+                ["created by", ls["created_by"]],
+            ],
+        )
+        + "\n",  # fmt: skip
+        (
+            "Sampler parameters: "
+            + ", ".join(f"`{k}`={json.dumps(v)}" for k, v in sorted(sp.items()))
+            + "\n"
+        )
+        if sp
+        else "",
+        (
+            "Hand edits (Blender round trip):\n\n"
+            + _table(
+                ["op", "ids", "source", "note"],
+                [[e["op"], e["n_ids"], e["source"], e["note"]] for e in ls["edits"]],
+            )
+            + "\n"
+        )
+        if ls["edits"]
+        else "Hand edits: none.\n",
         f"![landmark layout on the template]({c['figures']['layout']})\n",
         f"### Quarantine\n\n{q['count']} sample(s) quarantined"
-        + (": " + ", ".join(f"{k}: {v}" for k, v in q["by_field"].items()) if q["count"] else ".") + "\n",
-        (_table(["sample", "file", "field", "error"], [[e.get("sample", ""), e.get("file", ""), e.get("field", ""), e.get("error", "")]
-                                                       for e in q["entries"]]) + "\n") if q["entries"] else "",  # fmt: skip
-        ("" if q["listed"] >= q["count"] else f"(first {q['listed']} listed; all in `card.json` / `report.json`)\n"),
+        + (": " + ", ".join(f"{k}: {v}" for k, v in q["by_field"].items()) if q["count"] else ".")
+        + "\n",
+        (
+            _table(
+                ["sample", "file", "field", "error"],
+                [
+                    [e.get("sample", ""), e.get("file", ""), e.get("field", ""), e.get("error", "")]
+                    for e in q["entries"]
+                ],
+            )
+            + "\n"
+        )
+        if q["entries"]
+        else "",  # fmt: skip
+        (
+            ""
+            if q["listed"] >= q["count"]
+            else f"(first {q['listed']} listed; all in `card.json` / `report.json`)\n"
+        ),
         "## Uses\n",
         "Training and evaluating dense 3D facial-landmark regressors (e.g. `densemark train`, NME on AFLW2000-3D with "
         "`densemark evaluate`); relabelling with other landmark sets (`densemark relabel`). "
-        + ("Synthetic faces differ from real photographs: measure on real data before relying on a model trained here. " if synthetic else "")
+        + (
+            "Synthetic faces differ from real photographs: measure on real data before relying on a model trained here. "
+            if synthetic
+            else ""
+        )
         + "Not for identifying people, and not for any use the licence chain below excludes.\n",
         "## Distribution\n",
         f"Terms: **{lic['overall']}**. Licence chain:\n",
-        _table(["component", "name", "used in this build", "terms"], [[e["component"], e["name"], "yes" if e["used"] else "no", e["terms"]] for e in lic["chain"]]) + "\n",
+        _table(
+            ["component", "name", "used in this build", "terms"],
+            [
+                [e["component"], e["name"], "yes" if e["used"] else "no", e["terms"]]
+                for e in lic["chain"]
+            ],
+        )
+        + "\n",
         "Shared as DVC outputs (`dvc pull` restores them byte-identical from a remote) or as a Hugging Face dataset: "
         "the build folder is a dataset repository as it is (its own `README.md` card with `configs` per split, "
-        "`LICENSE.md`, shards under `data/`" + (f": {', '.join(files[:3])}{', ...' if len(files) > 3 else ''}" if files else "")
+        "`LICENSE.md`, shards under `data/`"
+        + (f": {', '.join(files[:3])}{', ...' if len(files) > 3 else ''}" if files else "")
         + "); `datasets.load_dataset(folder)` loads it, `push_to_hub` / `upload_folder` publish it.\n",
         "## Maintenance\n",
         "The card is rebuilt by the `card` stage of `dvc.yaml` whenever the build changes; the dataset is identified by its "
@@ -372,7 +534,12 @@ def markdown(c: dict, files: list[str]) -> str:
     ]
     if ds["notes"]:
         parts.append("Build notes: " + " ".join(ds["notes"]) + "\n")
-    parts += ["## Bias, risks and limitations\n", BIAS, "## Citation\n", "```bibtex\n" + CITATION + "```\n"]
+    parts += [
+        "## Bias, risks and limitations\n",
+        BIAS,
+        "## Citation\n",
+        "```bibtex\n" + CITATION + "```\n",
+    ]
     return "\n".join(p for p in parts if p != "")
 
 

@@ -22,7 +22,14 @@ def _save(fig, path: str | os.PathLike, dpi: int) -> None:
     from densemark.core.atomic import atomic_path
 
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.15, metadata={"Software": None})
+        fig.savefig(
+            tmp,
+            format="png",
+            dpi=dpi,
+            bbox_inches="tight",
+            pad_inches=0.15,
+            metadata={"Software": None},
+        )
     _plt().close(fig)
 
 
@@ -32,7 +39,9 @@ def yaw_edges(bin_deg: float) -> np.ndarray:
     return np.append(e, 90.0)
 
 
-def pose_figure(pose: np.ndarray, split: np.ndarray, bin_deg: float, path: str | os.PathLike, dpi: int = 100) -> dict:
+def pose_figure(
+    pose: np.ndarray, split: np.ndarray, bin_deg: float, path: str | os.PathLike, dpi: int = 100
+) -> dict:
     """Pose histograms: rows per yaw bin stacked by split, and pitch and roll.
 
     Args:
@@ -81,7 +90,10 @@ def layout_figure(vertices: np.ndarray, uv: np.ndarray, ids: np.ndarray, kpt_ids
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.6))
     z = vertices[ids, 2]
-    for ax, base, flip, lab in ((axes[0], vertices[:, :2], False, "frontal (x, y)"), (axes[1], uv, True, "UV (u, v)")):
+    for ax, base, flip, lab in (
+        (axes[0], vertices[:, :2], False, "frontal (x, y)"),
+        (axes[1], uv, True, "UV (u, v)"),
+    ):
         step = max(1, len(base) // 15000)
         ax.scatter(base[::step, 0], base[::step, 1], s=0.4, c="0.86", rasterized=True)
         sc = ax.scatter(base[ids, 0], base[ids, 1], s=7, c=z, cmap="viridis", linewidths=0)

@@ -30,7 +30,11 @@ _PARTS = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="densemark", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default=None, help="parameters file, which must exist (default: ./params.yaml when present, else the built-in defaults)")
+    parser.add_argument(
+        "--params",
+        default=None,
+        help="parameters file, which must exist (default: ./params.yaml when present, else the built-in defaults)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
     for mod in _PARTS:
         try:
@@ -72,7 +76,10 @@ _OS_ADVICE = {
 
 def os_error_line(exc: OSError) -> str:
     """One line for an operating-system error: the path, what went wrong, what to do."""
-    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None) or "(no path given)"
+    where = (
+        " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        or "(no path given)"
+    )
     what = _OS_ADVICE.get(exc.errno) if exc.errno is not None else None
     if what is None:
         what = f"{exc.strerror or exc}"

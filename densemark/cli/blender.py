@@ -19,21 +19,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     bsub = p.add_subparsers(dest="blender_command", required=True, metavar="<action>")
 
-    e = bsub.add_parser("export", help="build a .blend holding the template and the set as vertex group 'landmarks'")
-    e.add_argument("--set", dest="set_path", required=True, metavar="SET.json", help="landmark set file")
-    e.add_argument("--template", required=True, metavar="DIR", help="template folder (PRNet format)")
+    e = bsub.add_parser(
+        "export", help="build a .blend holding the template and the set as vertex group 'landmarks'"
+    )
+    e.add_argument(
+        "--set", dest="set_path", required=True, metavar="SET.json", help="landmark set file"
+    )
+    e.add_argument(
+        "--template", required=True, metavar="DIR", help="template folder (PRNet format)"
+    )
     e.add_argument("--out", required=True, metavar="FILE.blend", help="the .blend to write")
     e.set_defaults(func=_export)
 
-    i = bsub.add_parser("import", help="turn the edited vertex group into a child set with its edit list")
+    i = bsub.add_parser(
+        "import", help="turn the edited vertex group into a child set with its edit list"
+    )
     i.add_argument("blend", metavar="FILE.blend", help="the edited .blend")
-    i.add_argument("--parent", required=True, metavar="SET.json", help="the set the .blend was exported from")
-    i.add_argument("--template", required=True, metavar="DIR", help="template folder (PRNet format)")
+    i.add_argument(
+        "--parent", required=True, metavar="SET.json", help="the set the .blend was exported from"
+    )
+    i.add_argument(
+        "--template", required=True, metavar="DIR", help="template folder (PRNet format)"
+    )
     i.add_argument("--out", required=True, metavar="NEW.json", help="the child set to write")
     i.add_argument("--note", default="", help="note recorded with the edit")
     i.add_argument("--name", default=None, help="child set name (default: the parent's)")
     i.add_argument(
-        "--allow-drop-kpt", action="store_true", help="accept an edit that removes keypoints (the child then has no kpt68)"
+        "--allow-drop-kpt",
+        action="store_true",
+        help="accept an edit that removes keypoints (the child then has no kpt68)",
     )
     i.add_argument(
         "--allow-large-edit",
@@ -50,7 +64,11 @@ def _export(args: argparse.Namespace) -> int:
     for msg in res["messages"]:
         print(f"densemark: {msg}", file=sys.stderr)
     out, ver = res["outputs"]["blend"], res["blender_version"]
-    opens = f" (saved by Blender {ver[0]}.{ver[1]}: open it in Blender {ver[0]}.{ver[1]} or newer)" if ver else ""
+    opens = (
+        f" (saved by Blender {ver[0]}.{ver[1]}: open it in Blender {ver[0]}.{ver[1]} or newer)"
+        if ver
+        else ""
+    )
     print(f"wrote {out}{opens}")
     return 0
 

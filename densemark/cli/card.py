@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _card(args: argparse.Namespace) -> int:
     res = run_from_args(STAGES["card"], args, load_params(args.params))
     c = res.report_dict()
-    print(f"card: {c['dataset']['rows']} rows, {c['quarantine']['count']} quarantined, terms: {c['licence']['overall']}")
+    print(
+        f"card: {c['dataset']['rows']} rows, {c['quarantine']['count']} quarantined, terms: {c['licence']['overall']}"
+    )
     for name, path in res.outputs.items():
         print(f"{name}: {path}")
     return 0

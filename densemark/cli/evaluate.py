@@ -18,19 +18,37 @@ def register(sub: argparse._SubParsersAction) -> None:
         "file is an .npz with names (N,) image stems, points (N, 68, 2|3) image pixels and one_based (bool).",
     )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--predictions", type=Path, default=None, help="predictions .npz of any predictor")
+    src.add_argument(
+        "--predictions", type=Path, default=None, help="predictions .npz of any predictor"
+    )
     add_path_options(p, STAGES["evaluate"], into={"checkpoint": src})
-    p.add_argument("--boxes-from", choices=("gt", "detector"), default="gt",
-                   help="crops from the ground-truth 68-point boxes (the benchmark protocol, default) or from the face "
-                        "detector, as `densemark predict` gets them (misses counted and reported)")
-    p.add_argument("--detector", default="auto", choices=("auto", "haar", "haar-frontal", "dlib"),
-                   help="the detector of --boxes-from detector")
+    p.add_argument(
+        "--boxes-from",
+        choices=("gt", "detector"),
+        default="gt",
+        help="crops from the ground-truth 68-point boxes (the benchmark protocol, default) or from the face "
+        "detector, as `densemark predict` gets them (misses counted and reported)",
+    )
+    p.add_argument(
+        "--detector",
+        default="auto",
+        choices=("auto", "haar", "haar-frontal", "dlib"),
+        help="the detector of --boxes-from detector",
+    )
     p.set_defaults(func=_evaluate)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    res = run_from_args(STAGES["evaluate"], args, load_params(args.params), predictions=args.predictions,
-                        boxes_from=args.boxes_from, detector=args.detector)
+    res = run_from_args(
+        STAGES["evaluate"],
+        args,
+        load_params(args.params),
+        predictions=args.predictions,
+        boxes_from=args.boxes_from,
+        detector=args.detector,
+    )
     print(json.dumps(res.metrics, indent=2, sort_keys=True))
-    print(f"report: {res.outputs['report']}  table: {res.outputs['table']}  curves: {res.outputs['ced']}")
+    print(
+        f"report: {res.outputs['report']}  table: {res.outputs['table']}  curves: {res.outputs['ced']}"
+    )
     return 0

@@ -61,9 +61,15 @@ _TWO_OVER_SQRTPI = float.fromhex("0x1.20dd750429b6dp+0")
 
 # Taylor coefficients as exact rationals rounded once: 1/k! and the odd series below.
 _EXP_C = [1.0 / float(np.prod(np.arange(1, k + 1, dtype=np.float64))) for k in range(14)]
-_SIN_C = [(-1.0) ** k / float(np.prod(np.arange(1, 2 * k + 2, dtype=np.float64))) for k in range(10)]
-_COS_C = [(-1.0) ** k / float(np.prod(np.arange(1, 2 * k + 1, dtype=np.float64))) for k in range(10)]
-_LOG_C = [2.0 / (2 * k + 3) for k in range(12)]  # log1p(f) = 2s + s * z * (2/3 + z (2/5 + ...)), z = s^2
+_SIN_C = [
+    (-1.0) ** k / float(np.prod(np.arange(1, 2 * k + 2, dtype=np.float64))) for k in range(10)
+]
+_COS_C = [
+    (-1.0) ** k / float(np.prod(np.arange(1, 2 * k + 1, dtype=np.float64))) for k in range(10)
+]
+_LOG_C = [
+    2.0 / (2 * k + 3) for k in range(12)
+]  # log1p(f) = 2s + s * z * (2/3 + z (2/5 + ...)), z = s^2
 _ATAN_C = [(-1.0) ** k / (2 * k + 1) for k in range(9)]
 
 
@@ -140,7 +146,9 @@ def _reduce_pio2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``x = n pi/2 + r`` with ``|r| <~ pi/4``: (r, n mod 4 as int64)."""
     big = np.abs(x) > _SIN_MAX
     if np.any(big & np.isfinite(x)):
-        raise ValueError(f"detmath: sin/cos argument beyond +-2**19 ({float(np.max(np.abs(x[big]))):g})")
+        raise ValueError(
+            f"detmath: sin/cos argument beyond +-2**19 ({float(np.max(np.abs(x[big]))):g})"
+        )
     n = np.rint(x * _TWO_OVER_PI)
     n = np.where(np.isfinite(n), n, 0.0)
     r = ((x - n * _PIO2_1) - n * _PIO2_2) - n * _PIO2_3

@@ -35,7 +35,9 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
     """Encode (H, W, 3) uint8 RGB as JPEG bytes (the same input gives the same bytes)."""
     import cv2
 
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    )
     if not ok:
         raise InputError(None, "image", f"JPEG encoding failed for an image of shape {rgb.shape}")
     return buf.tobytes()
@@ -107,7 +109,9 @@ def header_size(data: bytes | memoryview, path: str | os.PathLike | None = None)
             break
         (length,) = struct.unpack(">H", b[i : i + 2])
         if length < 2:
-            raise InputError(path, "image", f"JPEG header damaged (segment length {length} at byte {i})")
+            raise InputError(
+                path, "image", f"JPEG header damaged (segment length {length} at byte {i})"
+            )
         if marker in _SOF:
             if i + 7 > n:
                 break
@@ -130,7 +134,12 @@ def probe_image(path: str | os.PathLike, max_header: int = 1 << 20) -> tuple[int
         return header_size(f.read(max_header), path)
 
 
-def check_pixels(size: tuple[int, int], max_pixels: int, path: str | os.PathLike | None, key: str = "max_image_pixels") -> None:
+def check_pixels(
+    size: tuple[int, int],
+    max_pixels: int,
+    path: str | os.PathLike | None,
+    key: str = "max_image_pixels",
+) -> None:
     """Refuse an image whose header claims more than ``max_pixels`` pixels (before decoding it).
 
     Raises:
@@ -138,4 +147,8 @@ def check_pixels(size: tuple[int, int], max_pixels: int, path: str | os.PathLike
     """
     w, h = size
     if w * h > max_pixels:
-        raise InputError(path, "image", f"header claims {w}x{h} = {w * h / 1e6:.1f} MP, over {key} = {max_pixels / 1e6:.1f} MP (not decoded)")
+        raise InputError(
+            path,
+            "image",
+            f"header claims {w}x{h} = {w * h / 1e6:.1f} MP, over {key} = {max_pixels / 1e6:.1f} MP (not decoded)",
+        )

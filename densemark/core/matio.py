@@ -40,15 +40,34 @@ def read_mat(path: PathLike, variable_names: list[str] | None = None) -> dict[st
         if fast is not None:
             return fast
     try:
-        return {k: v for k, v in sio.loadmat(io.BytesIO(data), variable_names=variable_names).items() if not k.startswith("__")}
+        return {
+            k: v
+            for k, v in sio.loadmat(io.BytesIO(data), variable_names=variable_names).items()
+            if not k.startswith("__")
+        }
     except NotImplementedError:  # v7.3 files are HDF5
         out = _read_mat73(p)
-        return out if variable_names is None else {k: v for k, v in out.items() if k in variable_names}
+        return (
+            out if variable_names is None else {k: v for k, v in out.items() if k in variable_names}
+        )
     except Exception as exc:  # noqa: BLE001 - scipy raises many kinds on corrupt input
-        raise InputError(p, None, f"cannot read as a MATLAB file ({type(exc).__name__}: {exc})") from exc
+        raise InputError(
+            p, None, f"cannot read as a MATLAB file ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
-_MI_DTYPE = {1: "i1", 2: "u1", 3: "<i2", 4: "<u2", 5: "<i4", 6: "<u4", 7: "<f4", 9: "<f8", 12: "<i8", 13: "<u8"}
+_MI_DTYPE = {
+    1: "i1",
+    2: "u1",
+    3: "<i2",
+    4: "<u2",
+    5: "<i4",
+    6: "<u4",
+    7: "<f4",
+    9: "<f8",
+    12: "<i8",
+    13: "<u8",
+}
 _NUMERIC_CLASSES = frozenset(range(6, 16))  # mxDOUBLE .. mxUINT64
 _TAG = struct.Struct("<II")
 
@@ -144,7 +163,9 @@ def _read_mat73(p: Path) -> dict[str, object]:
                 if isinstance(v, h5py.Dataset):
                     out[k] = np.asarray(v).T  # MATLAB stores column-major
                 else:
-                    out[k] = {kk: np.asarray(vv).T for kk, vv in v.items() if isinstance(vv, h5py.Dataset)}
+                    out[k] = {
+                        kk: np.asarray(vv).T for kk, vv in v.items() if isinstance(vv, h5py.Dataset)
+                    }
             return out
     except Exception as exc:  # noqa: BLE001
         raise InputError(p, None, f"cannot read as a MATLAB v7.3 file ({exc})") from exc
@@ -177,7 +198,6 @@ def load_npy(path: PathLike, field: str | None = None, shape=None, kind: str = "
     except Exception as exc:  # noqa: BLE001
         raise InputError(p, field, f"cannot read as .npy ({type(exc).__name__}: {exc})") from exc
     return check_array(arr, p, field or p.name, shape, kind=kind)
-
 
 
 MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: densemark, Created by: densemark"

@@ -69,7 +69,11 @@ def locked(folder: str | Path, stage: str) -> Iterator[Path]:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise InputError(d, None, f"another densemark process is writing this folder now (its lock {LOCK} is held); wait for it to finish, or give the {stage} stage another folder") from None
+        raise InputError(
+            d,
+            None,
+            f"another densemark process is writing this folder now (its lock {LOCK} is held); wait for it to finish, or give the {stage} stage another folder",
+        ) from None
     except BaseException:
         os.close(fd)
         raise
@@ -99,9 +103,15 @@ def claimed(folder: str | Path, stage: str) -> Iterator[Path]:
         owner = _stamp_stage(stamp)
         foreign = sorted(p.name for p in d.iterdir() if not p.name.startswith("."))
         if foreign and owner != stage:
-            names = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            names = ", ".join(foreign[:3]) + (
+                f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            )
             whose = f"the {owner} stage's" if owner else f"no {STAMP}"
-            raise InputError(d, None, f"holds {len(foreign)} file(s) not written by the {stage} stage ({names}; {whose}): choose an empty folder or remove them")
+            raise InputError(
+                d,
+                None,
+                f"holds {len(foreign)} file(s) not written by the {stage} stage ({names}; {whose}): choose an empty folder or remove them",
+            )
         yield d
         if _stamp_stage(stamp) is None:
             write_json(stamp, {"stage": stage})
@@ -126,7 +136,9 @@ def remove_temp_files(folder: str | Path) -> int:
     return n
 
 
-def prepare(folder: str | Path, stage: str, inputs: dict, outputs: tuple[str, ...]) -> dict[str, object]:
+def prepare(
+    folder: str | Path, stage: str, inputs: dict, outputs: tuple[str, ...]
+) -> dict[str, object]:
     """Make ``folder`` ready for a (re)run of ``stage`` whose outputs depend on ``inputs``.
 
     Args:
@@ -159,9 +171,20 @@ def _prepare(d: Path, stage: str, inputs: dict, outputs: tuple[str, ...]) -> dic
     if not isinstance(old, dict):
         old = None
     if existing and (old is None or old.get("stage") != stage):
-        names = ", ".join(p.name for p in existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
-        raise InputError(d, None, f"holds {len(existing)} file(s) not written by the {stage} stage ({names}; no {STAMP} of it): choose an empty folder or remove them")
-    info: dict[str, object] = {"fingerprint": fp, "temp_removed": remove_temp_files(d), "rebuilt": False, "stale_removed": 0}
+        names = ", ".join(p.name for p in existing[:3]) + (
+            f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+        )
+        raise InputError(
+            d,
+            None,
+            f"holds {len(existing)} file(s) not written by the {stage} stage ({names}; no {STAMP} of it): choose an empty folder or remove them",
+        )
+    info: dict[str, object] = {
+        "fingerprint": fp,
+        "temp_removed": remove_temp_files(d),
+        "rebuilt": False,
+        "stale_removed": 0,
+    }
     if old is not None and old.get("fingerprint") != fp:
         for p in existing:
             p.unlink()

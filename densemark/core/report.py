@@ -43,7 +43,9 @@ class RunReport:
 
     def write(self, path: str | Path) -> Path:
         """Write the report (atomically). Wall time is printed, not stored, so reports are reproducible."""
-        print(f"{self.stage}: {dict(sorted(self.counts.items()))} in {time.time() - self.started:.1f} s")
+        print(
+            f"{self.stage}: {dict(sorted(self.counts.items()))} in {time.time() - self.started:.1f} s"
+        )
         return write_json(path, self.to_dict())
 
 
@@ -82,5 +84,9 @@ class StageResult:
     def summary(self) -> dict[str, Any]:
         """JSON-able ``{"outputs": {name: path}, "metrics": {...}, "notes": [...]}``: what a flow
         task returns and stores (the report and value stay in files and memory)."""
-        doc = {"outputs": {k: os.fspath(v) for k, v in self.outputs.items()}, "metrics": self.metrics, "notes": list(self.notes)}
+        doc = {
+            "outputs": {k: os.fspath(v) for k, v in self.outputs.items()},
+            "metrics": self.metrics,
+            "notes": list(self.notes),
+        }
         return json.loads(json.dumps(doc, default=jsonable))

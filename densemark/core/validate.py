@@ -124,7 +124,9 @@ def check_ids(
     out = arr.astype(np.int64)
     bad = out[(out < 0) | (out >= n)]
     if bad.size:
-        raise InputError(path, field, f"{bad.size} id(s) out of range 0..{n - 1}, e.g. {bad[:5].tolist()}")
+        raise InputError(
+            path, field, f"{bad.size} id(s) out of range 0..{n - 1}, e.g. {bad[:5].tolist()}"
+        )
     if unique:
         uniq, counts = np.unique(out, return_counts=True)
         if (counts > 1).any():

@@ -81,7 +81,13 @@ class BuildResult(StageResult):
 SHOW_QUARANTINED = 5  # quarantined files the console names (all are in report.json)
 
 
-def finish_build(plan: BuildPlan, results: list[ChunkResult], report_path: str | Path | None = None, *, started: float | None = None) -> BuildResult:
+def finish_build(
+    plan: BuildPlan,
+    results: list[ChunkResult],
+    report_path: str | Path | None = None,
+    *,
+    started: float | None = None,
+) -> BuildResult:
     """Check every chunk is there, remove files outside the plan, write ``report.json`` and
     ``manifest.json`` (byte-identical for the same inputs, whoever wrote the chunks).
 
@@ -95,25 +101,45 @@ def finish_build(plan: BuildPlan, results: list[ChunkResult], report_path: str |
     by_k = {r.k: r for r in results}
     missing = sorted(set(range(plan.n_chunks)) - set(by_k))
     if missing:
-        raise InputError(plan.out_dir, "chunks", f"{len(missing)} chunk(s) not written, e.g. {missing[:5]}")
+        raise InputError(
+            plan.out_dir, "chunks", f"{len(missing)} chunk(s) not written, e.g. {missing[:5]}"
+        )
     for k, r in by_k.items():
         if r.fingerprint != plan.chunk_fingerprints[k]:
             raise InputError(plan.out_dir, "chunks", f"chunk {k} was written for other inputs")
     out = plan.out_dir
-    keep = {p.relative_to(out).as_posix() for k in range(plan.n_chunks) for p in [*plan.shard_paths(k).values(), plan.record_path(k)]}
+    keep = {
+        p.relative_to(out).as_posix()
+        for k in range(plan.n_chunks)
+        for p in [*plan.shard_paths(k).values(), plan.record_path(k)]
+    }
     prev = Manifest.load_same(out, plan.fingerprint)
     if prev is not None:
         keep |= {f["path"] for f in prev.sidecar_files()}
     remove_outside(out, keep)
     res = [by_k[k] for k in range(plan.n_chunks)]
-    rep = RunReport("build", params={"build": plan.output_params, "splits": plan.splits, "model": recorded_model_params(plan.model)})
+    rep = RunReport(
+        "build",
+        params={
+            "build": plan.output_params,
+            "splits": plan.splits,
+            "model": recorded_model_params(plan.model),
+        },
+    )
     if started is not None:
         rep.started = started
     for rel in plan.orphans:
         p = Path(rel)
         parts = p.parts
         subset = parts[0] if len(parts) > 1 else plan.build["root_subset"]
-        rep.quarantine.append({"sample": f"{subset}/{p.stem}", "file": rel, "field": "mat", "error": "image without its .mat (no 3DMM fit): not built"})
+        rep.quarantine.append(
+            {
+                "sample": f"{subset}/{p.stem}",
+                "file": rel,
+                "field": "mat",
+                "error": "image without its .mat (no 3DMM fit): not built",
+            }
+        )
         rep.count("quarantined")
     for r in res:
         for key, n in r.counts.items():
@@ -224,14 +250,21 @@ def _run_build(model, build, splits, paths, report_path, workers, hook, started)
         keep_freed_memory()
         plan = plan_build(model, build, splits, paths, rels=rels)
         _notes(plan)
-        results = [write(plan, k) for k in tqdm(range(plan.n_chunks), desc="build", unit="chunk", disable=None)]
+        results = [
+            write(plan, k)
+            for k in tqdm(range(plan.n_chunks), desc="build", unit="chunk", disable=None)
+        ]
         return finish_build(plan, results, report_path, started=started)
     import multiprocessing as mp
 
     import cv2
 
-    saved = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    os.environ.update({k: "1" for k in saved})  # one BLAS thread per worker; spawned children inherit it
+    saved = {
+        k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    }
+    os.environ.update(
+        {k: "1" for k in saved}
+    )  # one BLAS thread per worker; spawned children inherit it
     spec = (model.model_dump(mode="json"), paths.model_dir, paths.template_dir, paths.set_path)
     cv_threads = cv2.getNumThreads()
     try:
@@ -250,7 +283,9 @@ def _run_build(model, build, splits, paths, report_path, workers, hook, started)
         else:  # threads are running (a flow, a server): forking could deadlock, so spawn
             ctx, args = mp.get_context("spawn"), (spec,)
         with ProcessPoolExecutor(w, mp_context=ctx, initializer=_init_worker, initargs=args) as ex:
-            if not fork:  # spawned workers start (imports, model, label geometry) while this process plans
+            if (
+                not fork
+            ):  # spawned workers start (imports, model, label geometry) while this process plans
                 for _ in range(w):
                     ex.submit(int)
             plan = plan_build(model, build, splits, paths, rels=rels, pmap=ex.map if fork else None)
@@ -297,7 +332,9 @@ def keep_freed_memory() -> bool:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 64 << 20)) and bool(libc.mallopt(m_trim_threshold, 256 << 20))
+        return bool(libc.mallopt(m_mmap_threshold, 64 << 20)) and bool(
+            libc.mallopt(m_trim_threshold, 256 << 20)
+        )
     except (OSError, AttributeError):
         return False
 
@@ -322,7 +359,15 @@ def _preload(formats: list[str]) -> None:
     if "parquet" in formats:
         import pyarrow.parquet as pq
 
-        t = shards.to_table({"id": ["a"], "image": [b"x"], "landmarks": np.zeros((1, 3), np.float32), "shape_para": [np.zeros(2)]}, {})
+        t = shards.to_table(
+            {
+                "id": ["a"],
+                "image": [b"x"],
+                "landmarks": np.zeros((1, 3), np.float32),
+                "shape_para": [np.zeros(2)],
+            },
+            {},
+        )
         pq.write_table(t, io.BytesIO(), compression="zstd")
     if "hdf5" in formats:
         import h5py  # noqa: F401

@@ -43,7 +43,9 @@ from densemark.faces.model import KPT68_MIRROR
 from densemark.sampling.landmark_set import LandmarkSet
 from densemark.sources.readers import read_fit_mat
 
-ShardHook = Callable[[int, Path], None]  # (chunk, temp file of a shard about to be renamed into place)
+ShardHook = Callable[
+    [int, Path], None
+]  # (chunk, temp file of a shard about to be renamed into place)
 
 
 @dataclass
@@ -120,22 +122,44 @@ def write_chunk(plan: BuildPlan, k: int, hook: ShardHook | None = None) -> Chunk
             shards.write_parquet(p, shards.to_table(cols, meta), bp.row_group_size, hook=shard_hook)
         else:
             shards.write_hdf5(p, cols, meta, bp.hdf5_compression, hook=shard_hook)
-        files[f] = {"name": p.name, "sha256": sha256_file(p), "bytes": p.stat().st_size, "rows": len(cols["id"])}
-    yaw = np.asarray(cols["pose"], np.float64).reshape(-1, 3)[:, 1] if len(cols["id"]) else np.zeros(0)
+        files[f] = {
+            "name": p.name,
+            "sha256": sha256_file(p),
+            "bytes": p.stat().st_size,
+            "rows": len(cols["id"]),
+        }
+    yaw = (
+        np.asarray(cols["pose"], np.float64).reshape(-1, 3)[:, 1]
+        if len(cols["id"])
+        else np.zeros(0)
+    )
     rows = {
         "id": list(cols["id"]), "subset": list(cols["subset"]), "split": list(cols["split"]),
         "flip": [bool(x) for x in cols["flip"]], "yaw": [round(float(y), 3) for y in yaw],
         "valid": [bool(x) for x in cols["valid"]],
     }  # fmt: skip
-    res = ChunkResult(k, plan.chunk_fingerprint(k), files, dict(sorted(counts.items())), quarantine, rows)
+    res = ChunkResult(
+        k, plan.chunk_fingerprint(k), files, dict(sorted(counts.items())), quarantine, rows
+    )
     write_json(plan.record_path(k), res.to_dict())
     return res
 
 
-def _q(item: SourceItem, field_: str | None, error: BaseException | str, row_id: str | None = None, file: str | None = None) -> dict:
+def _q(
+    item: SourceItem,
+    field_: str | None,
+    error: BaseException | str,
+    row_id: str | None = None,
+    file: str | None = None,
+) -> dict:
     """A quarantine record: the sample, the file at fault (``file``, else the sample's ``.mat``;
     relative to the source), the field and the reason."""
-    return {"sample": row_id or f"{item.subset}/{item.stem}", "file": file or item.rel, "field": field_ or "", "error": str(getattr(error, "message", error))}
+    return {
+        "sample": row_id or f"{item.subset}/{item.stem}",
+        "file": file or item.rel,
+        "field": field_ or "",
+        "error": str(getattr(error, "message", error)),
+    }
 
 
 def _rel_to(src: Path, path: str | None, default: str) -> str:
@@ -165,7 +189,11 @@ def read_source_image(path: Path, bp: BuildParams) -> np.ndarray:
     w, h = header_size(data, path)
     check_pixels((w, h), bp.max_image_pixels, path, "build.max_image_pixels")
     if min(w, h) < bp.min_image_side:
-        raise InputError(path, "image", f"{w}x{h} is too small for a crop (a side under build.min_image_side = {bp.min_image_side})")
+        raise InputError(
+            path,
+            "image",
+            f"{w}x{h} is too small for a crop (a side under build.min_image_side = {bp.min_image_side})",
+        )
     try:
         img = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error:
@@ -225,12 +253,17 @@ def _chunk_rows(ctx: Context, plan: BuildPlan, k: int) -> tuple[dict, dict[str, 
         count("flipped" if flip else "original")
 
     items = plan.chunk_items(k)
-    crop_buf, flipped = np.empty((res, res, 3), np.uint8), np.empty((res, res, 3), np.uint8)  # reused: no fresh pages per sample
+    crop_buf, flipped = (
+        np.empty((res, res, 3), np.uint8),
+        np.empty((res, res, 3), np.uint8),
+    )  # reused: no fresh pages per sample
     for b0 in range(0, len(items), bp.batch):
         batch = []
         for item in items[b0 : b0 + bp.batch]:
             try:
-                fit = read_fit_mat(src / item.rel, m.n_shape or None, m.n_exp or None, fit_only=True)
+                fit = read_fit_mat(
+                    src / item.rel, m.n_shape or None, m.n_exp or None, fit_only=True
+                )
                 if fit.image_path is None:
                     raise InputError(src / item.rel, "image", "no image beside the .mat")
                 img = read_source_image(fit.image_path, bp)
@@ -238,7 +271,13 @@ def _chunk_rows(ctx: Context, plan: BuildPlan, k: int) -> tuple[dict, dict[str, 
                 quarantine.append(_q(item, exc.field, exc, file=_rel_to(src, exc.path, item.rel)))
                 continue
             image_rel = _rel_to(src, str(fit.image_path), item.rel)
-            batch.append((item, _Fit(fit.shape_para, fit.exp_para, fit.pose_para, img.shape[:2], image_rel), img))
+            batch.append(
+                (
+                    item,
+                    _Fit(fit.shape_para, fit.exp_para, fit.pose_para, img.shape[:2], image_rel),
+                    img,
+                )
+            )
         for group in _label_groups(ctx, bp, batch, quarantine):
             labels, pms = group["labels"], group["posmaps"]
             lms, kps = labels.landmarks, labels.kpt68  # (B, K, 3), (B, 68, 3): checked batch-wise
@@ -255,26 +294,71 @@ def _chunk_rows(ctx: Context, plan: BuildPlan, k: int) -> tuple[dict, dict[str, 
                     quarantine.append(_q(item, "landmarks", "non-finite landmarks"))
                     continue
                 if gap[i] > tol:
-                    quarantine.append(_q(item, "kpt68", f"the set's 68 subset is {gap[i]:.2f} px from the model keypoints (> {tol:.2f})"))
+                    quarantine.append(
+                        _q(
+                            item,
+                            "kpt68",
+                            f"the set's 68 subset is {gap[i]:.2f} px from the model keypoints (> {tol:.2f})",
+                        )
+                    )
                     continue
-                crop = cv2.warpAffine(img, tf.affine, (res, res), crop_buf, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                crop = cv2.warpAffine(
+                    img,
+                    tf.affine,
+                    (res, res),
+                    crop_buf,
+                    flags=cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_CONSTANT,
+                    borderValue=0,
+                )
                 if bp.blank_crop_std > 0 and (sd := _crop_std(crop)) < bp.blank_crop_std:
-                    quarantine.append(_q(item, "image", f"the crop is blank (pixel std {sd:.2f} < build.blank_crop_std = {bp.blank_crop_std})", file=fit.image))
+                    quarantine.append(
+                        _q(
+                            item,
+                            "image",
+                            f"the crop is blank (pixel std {sd:.2f} < build.blank_crop_std = {bp.blank_crop_std})",
+                            file=fit.image,
+                        )
+                    )
                     continue
                 jpeg = _jpeg(crop, bp.jpeg_quality)
                 count("outside_crop", int(no > 0))
-                add(item, fit, False, jpeg, lm, kp, tf, no == 0, no, None if pms is None else pms[i])
+                add(
+                    item, fit, False, jpeg, lm, kp, tf, no == 0, no, None if pms is None else pms[i]
+                )
                 if not plan.flip or item.twin:  # a twin's mirror is its _Flip twin's own row
                     continue
                 # the flipped labels are read at the mirrored UV pixels (exact on the centre columns too)
                 if fgap[i] > tol:
-                    quarantine.append(_q(item, "flip", f"flipped 68 subset is {fgap[i]:.2f} px from the flipped keypoints", f"{item.subset}/{item.stem}/flip"))
+                    quarantine.append(
+                        _q(
+                            item,
+                            "flip",
+                            f"flipped 68 subset is {fgap[i]:.2f} px from the flipped keypoints",
+                            f"{item.subset}/{item.stem}/flip",
+                        )
+                    )
                     continue
                 fpm = None
                 if pms is not None:
                     mir = ctx.template.mirror_ids
-                    fpm = flip_points(pms[i].astype(np.float32), mir, res).astype(np.float16) if (mir >= 0).all() else np.full_like(pms[i], np.nan)
-                add(item, fit, True, _jpeg(cv2.flip(crop, 1, flipped), bp.jpeg_quality), labels.flipped[i], fkps[i], tf, no == 0, no, fpm)
+                    fpm = (
+                        flip_points(pms[i].astype(np.float32), mir, res).astype(np.float16)
+                        if (mir >= 0).all()
+                        else np.full_like(pms[i], np.nan)
+                    )
+                add(
+                    item,
+                    fit,
+                    True,
+                    _jpeg(cv2.flip(crop, 1, flipped), bp.jpeg_quality),
+                    labels.flipped[i],
+                    fkps[i],
+                    tf,
+                    no == 0,
+                    no,
+                    fpm,
+                )
     count("quarantined", len(quarantine))
     cols = _columns(rows, lset, bp)
     return cols, counts, quarantine
@@ -330,10 +414,16 @@ def _labels(ctx: Context, bp: BuildParams, batch: list) -> dict:
         res=bp.res, crop_scale=bp.crop_scale, jitter=bp.jitter, size_jitter=bp.size_jitter,
     )  # fmt: skip
     jit = bp.jitter > 0 or bp.size_jitter > 0
-    labels = ctx.geo.compute(**args, rngs=[rng_for(bp.seed, it.subset, it.stem) for it, _, _ in batch] if jit else None)
+    labels = ctx.geo.compute(
+        **args, rngs=[rng_for(bp.seed, it.subset, it.stem) for it, _, _ in batch] if jit else None
+    )
     pms = None
     if bp.posmaps:
-        g = pose_batch(ctx.model, **args, rngs=[rng_for(bp.seed, it.subset, it.stem) for it, _, _ in batch] if jit else None)
+        g = pose_batch(
+            ctx.model,
+            **args,
+            rngs=[rng_for(bp.seed, it.subset, it.stem) for it, _, _ in batch] if jit else None,
+        )
         maps = ctx.uvm.render(g.vertices, vertex_major=True).reshape(len(batch), -1, 3)
         pms = maps[:, ctx.template.face_ind].astype(np.float16)
     return {"batch": batch, "labels": labels, "posmaps": pms}

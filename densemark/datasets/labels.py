@@ -56,7 +56,9 @@ class Labels:
     flipped: np.ndarray | None = None
 
 
-def mirror_sources(template: FaceTemplate, ids: np.ndarray, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def mirror_sources(
+    template: FaceTemplate, ids: np.ndarray, perm: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Where each landmark of a mirrored crop is read: the UV pixel mirror ``(u, v) -> (res-1-u, v)``.
 
     In the crop mirrored left-right, landmark ``j`` (UV pixel ``(u, v)`` of the mirrored face)
@@ -119,10 +121,14 @@ class LabelGeometry:
         err_scale: float = 1.0, matmul_ratio: float = 32,
     ):  # fmt: skip
         if not err_scale >= 1:
-            raise InputError(None, "err_scale", f"must be >= 1 (a smaller bound is not exact), got {err_scale}")
+            raise InputError(
+                None, "err_scale", f"must be >= 1 (a smaller bound is not exact), got {err_scale}"
+            )
         self.err_scale, self.matmul_ratio = float(err_scale), float(matmul_ratio)
         if template.res != uvmap.res:
-            raise InputError(None, "template", f"template side {template.res} != UV map side {uvmap.res}")
+            raise InputError(
+                None, "template", f"template side {template.res} != UV map side {uvmap.res}"
+            )
         pix = template.face_ind[np.asarray(ids, np.int64)]
         self.n_points = int(pix.shape[0])
         self.flip_index: np.ndarray | None = None
@@ -131,7 +137,9 @@ class LabelGeometry:
             pix = np.concatenate([pix, template.face_ind[extra]])
         vids, w = uvmap.rows(pix)
         self.model = model
-        self.rows = BasisRows(model, vids, w)  # the landmarks (+ extra mirror pixels): barycentric rows of the bases
+        self.rows = BasisRows(
+            model, vids, w
+        )  # the landmarks (+ extra mirror pixels): barycentric rows of the bases
         self.kpt_rows = BasisRows(model, model.kpt_ind)
         if full_mesh:
             self._patches = _Patches.cached(model, patches_cache)
@@ -162,9 +170,17 @@ class LabelGeometry:
         kpt[:, :, 2] -= zmin
         lm = apply_affine32(self.rows(c).reshape(-1, 3, b), a, off)
         lm[:, :, 2] -= zmin
-        crops = [CropTransform(tf.scale, tf.tx, tf.ty, float(-zmin[i]), tf.size) for i, tf in enumerate(tfs)]
+        crops = [
+            CropTransform(tf.scale, tf.tx, tf.ty, float(-zmin[i]), tf.size)
+            for i, tf in enumerate(tfs)
+        ]
         lm = lm.transpose(1, 0, 2)
-        return Labels(np.ascontiguousarray(lm[:, : self.n_points]), np.ascontiguousarray(kpt.transpose(1, 0, 2)), crops, self._flipped(lm, res))
+        return Labels(
+            np.ascontiguousarray(lm[:, : self.n_points]),
+            np.ascontiguousarray(kpt.transpose(1, 0, 2)),
+            crops,
+            self._flipped(lm, res),
+        )
 
     def _flipped(self, lm: np.ndarray, res: int | np.ndarray) -> np.ndarray | None:
         """(B, K, 3) labels of the mirrored crops (sides ``res``: int or (B,)) from (B, K + E, 3)
@@ -172,10 +188,14 @@ class LabelGeometry:
         if self.flip_index is None:
             return None
         out = np.array(lm[:, self.flip_index], copy=True)
-        out[..., 0] = (np.asarray(res, np.float64) - 1).astype(out.dtype).reshape(-1, 1) - out[..., 0]
+        out[..., 0] = (np.asarray(res, np.float64) - 1).astype(out.dtype).reshape(-1, 1) - out[
+            ..., 0
+        ]
         return out
 
-    def relabel(self, coeffs: np.ndarray, pose_para: np.ndarray, image_height: np.ndarray, crops: np.ndarray) -> Labels:
+    def relabel(
+        self, coeffs: np.ndarray, pose_para: np.ndarray, image_height: np.ndarray, crops: np.ndarray
+    ) -> Labels:
         """Labels from stored fits and crop transforms, no mesh minimum needed.
 
         Args:
@@ -191,9 +211,16 @@ class LabelGeometry:
         lm = apply_affine32(self.rows(coeffs).reshape(-1, 3, cr.shape[0]), a, off)
         lm[:, :, 2] -= (-cr[:, 3]).astype(np.float32)
         lm = lm.transpose(1, 0, 2)
-        crop_list = [CropTransform(sc, tx, ty, tz, int(round(size))) for sc, tx, ty, tz, size in cr.tolist()]
+        crop_list = [
+            CropTransform(sc, tx, ty, tz, int(round(size))) for sc, tx, ty, tz, size in cr.tolist()
+        ]
         flipped = self._flipped(lm, np.round(cr[:, 4]))
-        return Labels(np.ascontiguousarray(lm[:, : self.n_points]), np.zeros((cr.shape[0], 0, 3), np.float32), crop_list, flipped)
+        return Labels(
+            np.ascontiguousarray(lm[:, : self.n_points]),
+            np.zeros((cr.shape[0], 0, 3), np.float32),
+            crop_list,
+            flipped,
+        )
 
     def mesh_zmin(self, coeffs: np.ndarray, a: np.ndarray, off: np.ndarray) -> np.ndarray:
         """(B,) float32 exact minimum over the whole mesh of the posed float32 z (as pose_batch computes it).
@@ -209,10 +236,14 @@ class LabelGeometry:
         # (candidate row, sample) product with one matrix product
         uv, inv = np.unique(cand_v, return_inverse=True)
         rows_u = (3 * uv[:, None] + np.arange(3)).ravel()
-        basis = np.concatenate([m.shape_basis[rows_u], m.exp_basis[rows_u]], 1).astype(np.float64)  # (3U, C)
+        basis = np.concatenate([m.shape_basis[rows_u], m.exp_basis[rows_u]], 1).astype(
+            np.float64
+        )  # (3U, C)
         mean = m.mean.reshape(-1)[rows_u].astype(np.float64)
         c64 = coeffs.astype(np.float64)
-        ri = (3 * inv[:, None] + np.arange(3)).ravel()  # each candidate's 3 rows in the unique block
+        ri = (
+            3 * inv[:, None] + np.arange(3)
+        ).ravel()  # each candidate's 3 rows in the unique block
         cb = np.repeat(cand_b, 3)
         # the vertex coordinates are *defined* by left-to-right float64 sums (BasisRows); a dot
         # product in any order (BLAS, FMA) is within ``err`` of that sum, which settles the
@@ -225,7 +256,9 @@ class LabelGeometry:
         cmax = np.abs(c64[:, :ks]).max(1, initial=0)[cb], np.abs(c64[:, ks:]).max(1, initial=0)[cb]
         big = self._patches.amax + self._patches.rsum[0] * cmax[0] + self._patches.rsum[1] * cmax[1]
         err = self.err_scale * dot_error(c64.shape[1], big)
-        ye = settle_float32(acc, err, lambda f: left_to_right(mean[ri[f]], basis[ri[f]], c64[cb[f]])).reshape(-1, 3)
+        ye = settle_float32(
+            acc, err, lambda f: left_to_right(mean[ri[f]], basis[ri[f]], c64[cb[f]])
+        ).reshape(-1, 3)
         a32, off32 = a.astype(np.float32), off.astype(np.float32)
         ze = ye[:, 0] * a32[cand_b, 2, 0]
         ze += ye[:, 1] * a32[cand_b, 2, 1]
@@ -245,7 +278,18 @@ class _Patches:
     lower bound does not exceed the smallest upper bound (plus a float slack) hold the minimum.
     """
 
-    FIELDS = ("patch", "rho", "centre", "order", "starts", "ends", "mean_sorted", "n_shape", "amax", "rsum")
+    FIELDS = (
+        "patch",
+        "rho",
+        "centre",
+        "order",
+        "starts",
+        "ends",
+        "mean_sorted",
+        "n_shape",
+        "amax",
+        "rsum",
+    )
 
     @classmethod
     def cached(cls, model: MorphableModel, path: str | os.PathLike | None) -> _Patches:
@@ -259,8 +303,15 @@ class _Patches:
                 obj = cls.__new__(cls)
                 for f in cls.FIELDS:
                     setattr(obj, f, z[f])
-                obj.n_shape, obj.amax, obj.rsum = int(obj.n_shape), float(obj.amax), (float(obj.rsum[0]), float(obj.rsum[1]))
-                if obj.order.shape == (model.n_vertices,) and obj.rho.shape[1] == model.n_shape + model.n_exp:
+                obj.n_shape, obj.amax, obj.rsum = (
+                    int(obj.n_shape),
+                    float(obj.amax),
+                    (float(obj.rsum[0]), float(obj.rsum[1])),
+                )
+                if (
+                    obj.order.shape == (model.n_vertices,)
+                    and obj.rho.shape[1] == model.n_shape + model.n_exp
+                ):
                     return obj
             except (ValueError, KeyError, IndexError):
                 pass  # inconsistent: rebuilt below
@@ -271,49 +322,76 @@ class _Patches:
     def __init__(self, model: MorphableModel, cells: int = 32):
         n = model.n_vertices
         xy = model.mean[:, :2].astype(np.float64)
-        g = np.floor((xy - xy.min(0)) / (np.ptp(xy, 0) + 1e-12) * cells).clip(0, cells - 1).astype(np.int64)
+        g = (
+            np.floor((xy - xy.min(0)) / (np.ptp(xy, 0) + 1e-12) * cells)
+            .clip(0, cells - 1)
+            .astype(np.int64)
+        )
         _, self.patch = np.unique(g[:, 0] * cells + g[:, 1], return_inverse=True)
         order = np.argsort(self.patch, kind="stable")
         starts = np.flatnonzero(np.r_[True, np.diff(self.patch[order]) != 0])
         count = np.diff(np.r_[starts, n])
-        basis = np.concatenate([model.shape_basis, model.exp_basis], 1).reshape(n, 3, -1)[order]  # (n, 3, K) float32
+        basis = np.concatenate([model.shape_basis, model.exp_basis], 1).reshape(n, 3, -1)[
+            order
+        ]  # (n, 3, K) float32
         k = basis.shape[2]
         # any centre works (rho is measured from the very centre stored): float32 keeps this cheap
-        centre = (np.add.reduceat(basis, starts, axis=0) / count[:, None, None].astype(np.float32)).astype(np.float32)
+        centre = (
+            np.add.reduceat(basis, starts, axis=0) / count[:, None, None].astype(np.float32)
+        ).astype(np.float32)
         pidx = np.repeat(np.arange(len(starts)), count)
         dev = np.zeros((n, k), np.float32)
         for j in range(3):
             d = basis[:, j] - centre[pidx, j]
             dev += d * d
         np.sqrt(dev, out=dev)
-        self.rho = np.maximum.reduceat(dev, starts, axis=0).astype(np.float64) * (1 + 1e-4) + 1e-30  # (P, K)
+        self.rho = (
+            np.maximum.reduceat(dev, starts, axis=0).astype(np.float64) * (1 + 1e-4) + 1e-30
+        )  # (P, K)
         self.centre = centre.reshape(3 * len(starts), k).astype(np.float64)  # (3P, K)
         self.order, self.starts, self.ends = order, starts, np.r_[starts[1:], n]
         self.mean_sorted = model.mean[order].astype(np.float64)
         self.n_shape = model.n_shape
         self.amax = float(np.abs(model.mean).max())
-        self.rsum = (float(np.abs(model.shape_basis).sum(1).max(initial=0)), float(np.abs(model.exp_basis).sum(1).max(initial=0)))
+        self.rsum = (
+            float(np.abs(model.shape_basis).sum(1).max(initial=0)),
+            float(np.abs(model.exp_basis).sum(1).max(initial=0)),
+        )
 
-    def candidates(self, coeffs: np.ndarray, a: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def candidates(
+        self, coeffs: np.ndarray, a: np.ndarray, off: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(vertex ids, sample index) pairs that may hold each sample's minimum posed z."""
         c = coeffs.astype(np.float64)  # (B, K)
         a2 = a[:, 2, :]  # (B, 3)
-        zm = a2 @ self.mean_sorted.T  # (B, n), vertices in patch order (sample-major: contiguous reductions)
+        zm = (
+            a2 @ self.mean_sorted.T
+        )  # (B, n), vertices in patch order (sample-major: contiguous reductions)
         zc = np.einsum("bpj,bj->bp", (c @ self.centre.T).reshape(c.shape[0], -1, 3), a2)  # (B, P)
         rad = np.linalg.norm(a2, axis=1)[:, None] * (np.abs(c) @ self.rho.T)  # (B, P)
-        pmin = np.minimum.reduceat(zm, self.starts, axis=1) + zc  # (B, P) patch minimum of the mean part
+        pmin = (
+            np.minimum.reduceat(zm, self.starts, axis=1) + zc
+        )  # (B, P) patch minimum of the mean part
         hi = (pmin + rad).min(1)  # an upper bound of each sample's minimum
         # slack for the float32 steps that define z and the rounding of these bounds
         ac, ks = np.abs(c), self.n_shape
-        xmax = self.amax + self.rsum[0] * ac[:, :ks].max(1, initial=0) + self.rsum[1] * ac[:, ks:].max(1, initial=0)
+        xmax = (
+            self.amax
+            + self.rsum[0] * ac[:, :ks].max(1, initial=0)
+            + self.rsum[1] * ac[:, ks:].max(1, initial=0)
+        )
         lim = hi + 1e-5 * (np.abs(a2).sum(1) * xmax + np.abs(off[:, 2]))
-        pb, pp = np.nonzero(pmin - rad <= lim[:, None])  # candidate (sample, patch) pairs, then their vertices
+        pb, pp = np.nonzero(
+            pmin - rad <= lim[:, None]
+        )  # candidate (sample, patch) pairs, then their vertices
         lens = self.ends[pp] - self.starts[pp]
         total = int(lens.sum())
         if not total:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         first = np.cumsum(lens) - lens  # where each pair's run starts in the flat list
-        idx = np.repeat(self.starts[pp] - first, lens) + np.arange(total)  # patch-order vertex positions
+        idx = np.repeat(self.starts[pp] - first, lens) + np.arange(
+            total
+        )  # patch-order vertex positions
         rp, rb = np.repeat(pp, lens), np.repeat(pb, lens)
         ok = zm[rb, idx] + (zc[rb, rp] - rad[rb, rp]) <= lim[rb]
         return self.order[idx[ok]], rb[ok]

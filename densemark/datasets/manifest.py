@@ -155,7 +155,9 @@ class Manifest:
         return Path(folder) / MANIFEST
 
     @classmethod
-    def from_dict(cls, d: dict, source: str | os.PathLike | None = None, sha256: str | None = None) -> Manifest:
+    def from_dict(
+        cls, d: dict, source: str | os.PathLike | None = None, sha256: str | None = None
+    ) -> Manifest:
         """A manifest from its JSON object; ``source`` names the file in errors.
 
         Raises:
@@ -165,12 +167,20 @@ class Manifest:
             got = d.get("format") if isinstance(d, dict) else type(d).__name__
             raise InputError(source, "format", f"expected {FORMAT!r}, got {got!r}")
         if d.get("version") != VERSION:
-            raise InputError(source, "version", f"format version {d.get('version')!r}; this code reads version {VERSION} (rebuild the dataset)")
+            raise InputError(
+                source,
+                "version",
+                f"format version {d.get('version')!r}; this code reads version {VERSION} (rebuild the dataset)",
+            )
         names = [f.name for f in fields(cls) if f.name not in _NOT_IN_FILE]
         for key in names:
             if key not in d and key not in ("extra_sets", "mirroring", "conventions"):
                 raise InputError(source, key, "missing")
-        return cls(**{k: d[k] for k in names if k in d}, sha256=sha256, source=None if source is None else os.fspath(source))
+        return cls(
+            **{k: d[k] for k in names if k in d},
+            sha256=sha256,
+            source=None if source is None else os.fspath(source),
+        )
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> Manifest:
@@ -237,7 +247,11 @@ class Manifest:
             return self.landmark_set
         sets = {v["column"]: v for v in self.extra_sets.values()}
         if column not in sets:
-            raise InputError(self.source or MANIFEST, "columns", f"no column {column!r}; have landmarks, {', '.join(sets) or 'no extra sets'}")
+            raise InputError(
+                self.source or MANIFEST,
+                "columns",
+                f"no column {column!r}; have landmarks, {', '.join(sets) or 'no extra sets'}",
+            )
         return sets[column]
 
     def sidecars(self, column: str, fmt: str | None = None) -> list[str]:
@@ -251,10 +265,16 @@ class Manifest:
         side = {f["shard"]: f["path"] for f in self.label_set(column).get("files", [])}
         missing = [e["path"] for e in self.shards(fmt) if e["path"] not in side]
         if missing:
-            raise InputError(self.source or MANIFEST, "extra_sets", f"column {column!r} has no {fmt} sidecar for {missing[0]} (and {len(missing) - 1} more)")
+            raise InputError(
+                self.source or MANIFEST,
+                "extra_sets",
+                f"column {column!r} has no {fmt} sidecar for {missing[0]} (and {len(missing) - 1} more)",
+            )
         return [side[e["path"]] for e in self.shards(fmt)]
 
-    def with_extra_set(self, summary: dict[str, Any], column: str, files: list[dict[str, Any]]) -> Manifest:
+    def with_extra_set(
+        self, summary: dict[str, Any], column: str, files: list[dict[str, Any]]
+    ) -> Manifest:
         """A copy recording an extra label set (replacing one of the same name), column last."""
         extra = dict(self.extra_sets)
         extra[summary["name"]] = {**summary, "column": column, "files": files}
@@ -264,7 +284,11 @@ class Manifest:
     def metrics(self) -> dict[str, int]:
         """DVC metrics of a build: row, sample and quarantine counts, rows per split and flip."""
         c = self.counts
-        m = {"rows": self.rows, "source_samples": self.source_samples, "quarantined": self.quarantined}
+        m = {
+            "rows": self.rows,
+            "source_samples": self.source_samples,
+            "quarantined": self.quarantined,
+        }
         m.update({f"rows_{k}": v for k, v in c.get("split", {}).items()})
         m["rows_flipped"] = c.get("flip", {}).get("true", 0)
         m["rows_invalid"] = c.get("valid", {}).get("false", 0)
@@ -278,11 +302,24 @@ def count_rows(rows: list[dict[str, list]]) -> dict[str, dict[str, int]]:
     """The manifest's ``counts`` from per-chunk row summaries (``id``, ``subset``, ``split``,
     ``flip``, ``yaw`` degrees, ``valid``): rows per subset, split, flip, subset/split, yaw bin
     (:data:`YAW_BINS`, 15 degrees), valid; values sorted."""
-    counts: dict[str, dict[str, int]] = {"subset": {}, "split": {}, "flip": {}, "subset_split": {}, "yaw_bins": {}, "valid": {}}
+    counts: dict[str, dict[str, int]] = {
+        "subset": {},
+        "split": {},
+        "flip": {},
+        "subset_split": {},
+        "yaw_bins": {},
+        "valid": {},
+    }
     for r in rows:
         n = len(r["id"])
         flips, valid = [str(x).lower() for x in r["flip"]], [str(x).lower() for x in r["valid"]]
-        bins = np.clip(np.digitize(np.asarray(r["yaw"], np.float64), YAW_BINS) - 1, 0, len(YAW_BINS) - 2) if n else []
+        bins = (
+            np.clip(
+                np.digitize(np.asarray(r["yaw"], np.float64), YAW_BINS) - 1, 0, len(YAW_BINS) - 2
+            )
+            if n
+            else []
+        )
         for key, vals in (("subset", r["subset"]), ("split", r["split"]), ("flip", flips), ("valid", valid),
                           ("subset_split", [f"{a}/{b}" for a, b in zip(r["subset"], r["split"], strict=True)]),
                           ("yaw_bins", [f"{YAW_BINS[b]}..{YAW_BINS[b + 1]}" for b in bins])):  # fmt: skip

@@ -76,7 +76,14 @@ class SourceItem:
     def record(self) -> dict[str, str]:
         """The fields as a dict (what ``dataclasses.asdict`` gives, without its deep copies)."""
         # ``twin`` is in the chunk fingerprint: a twin added or removed in another chunk changes this chunk's rows
-        return {"rel": self.rel, "subset": self.subset, "source_id": self.source_id, "split": self.split, "sha256": self.sha256, "twin": self.twin}
+        return {
+            "rel": self.rel,
+            "subset": self.subset,
+            "source_id": self.source_id,
+            "split": self.split,
+            "sha256": self.sha256,
+            "twin": self.twin,
+        }
 
 
 def source_group(subset: str, stem: str) -> str:
@@ -141,8 +148,14 @@ PMap = Callable[..., Iterable]  # map(fn, iterable): builtins.map or an executor
 
 
 def list_items(
-    source_dir: str | Path, root_subset: str, splits: SplitParams, *, mats: list[Path] | None = None, pmap: PMap | None = None,
-    mark_twins: bool = False, rels: list[str] | None = None,
+    source_dir: str | Path,
+    root_subset: str,
+    splits: SplitParams,
+    *,
+    mats: list[Path] | None = None,
+    pmap: PMap | None = None,
+    mark_twins: bool = False,
+    rels: list[str] | None = None,
 ) -> list[SourceItem]:
     """Every ``.mat`` sample of a source folder (sorted), with subset, group, split and content hash.
 
@@ -159,7 +172,8 @@ def list_items(
     twins = flip_twins(rels) if mark_twins else [False] * len(rels)
     step = 64
     batches = (
-        [os.path.join(d, *rels[j].split("/")) for j in range(i, min(i + step, len(rels)))] for i in range(0, len(rels), step)
+        [os.path.join(d, *rels[j].split("/")) for j in range(i, min(i + step, len(rels)))]
+        for i in range(0, len(rels), step)
     )  # built as the hashing consumes them: no second list of full paths
     hashes = [h for b in (pmap or map)(_file_hashes, batches) for h in b]
     out = []
@@ -217,7 +231,9 @@ class BuildPlan:
     landmark_set: dict
     flip: bool
     notes: tuple[str, ...] = ()
-    orphans: tuple[str, ...] = ()  # images of the source without a .mat (relative, posix): reported, never built
+    orphans: tuple[
+        str, ...
+    ] = ()  # images of the source without a .mat (relative, posix): reported, never built
     chunk_bounds: tuple[tuple[int, int], ...] = ()  # chunk k: items[start:stop]
     chunk_stems: tuple[str, ...] = ()  # chunk k's file stem (:func:`chunk_stem`)
     mirroring: dict = field(default_factory=dict)
@@ -234,7 +250,9 @@ class BuildPlan:
 
     @property
     def n_chunks(self) -> int:
-        return len(self.chunk_fingerprints) if self.only_chunk is None else int(self.total_chunks or 0)
+        return (
+            len(self.chunk_fingerprints) if self.only_chunk is None else int(self.total_chunks or 0)
+        )
 
     @property
     def output_params(self) -> dict:
@@ -268,11 +286,19 @@ class BuildPlan:
             return self
         if not 0 <= k < self.n_chunks:
             raise InputError(None, "chunk", f"chunk {k} outside 0..{self.n_chunks - 1}")
-        return replace(self, items=self.chunk_items(k), chunk_fingerprints=(self.chunk_fingerprints[k],), only_chunk=k, total_chunks=self.n_chunks)
+        return replace(
+            self,
+            items=self.chunk_items(k),
+            chunk_fingerprints=(self.chunk_fingerprints[k],),
+            only_chunk=k,
+            total_chunks=self.n_chunks,
+        )
 
     def _check_cut(self, k: int) -> None:
         if k != self.only_chunk:
-            raise InputError(None, "chunk", f"this plan is cut to chunk {self.only_chunk}, not chunk {k}")
+            raise InputError(
+                None, "chunk", f"this plan is cut to chunk {self.only_chunk}, not chunk {k}"
+            )
 
     def shard_paths(self, k: int) -> dict[str, Path]:
         return {f: self.out_dir / shard_name(self.chunk_stems[k], f) for f in self.build["formats"]}
@@ -291,12 +317,22 @@ def set_summary(lset: LandmarkSet) -> dict:
         "mirror_perm": [int(x) for x in lset.mirror_perm],
         "mirror_exact": bool(lset.mirror_exact),
         "template_sha256": lset.template_sha256,
-        "sampler": {k: v for k, v in (lset.provenance.get("sampler") or {}).items() if k in ("method", "source")},
+        "sampler": {
+            k: v
+            for k, v in (lset.provenance.get("sampler") or {}).items()
+            if k in ("method", "source")
+        },
     }
 
 
 def plan_build(
-    model: ModelParams, build: BuildParams, splits: SplitParams, paths: BuildPaths, *, mats: list[Path] | None = None, pmap: PMap | None = None,
+    model: ModelParams,
+    build: BuildParams,
+    splits: SplitParams,
+    paths: BuildPaths,
+    *,
+    mats: list[Path] | None = None,
+    pmap: PMap | None = None,
     rels: list[str] | None = None,
 ) -> BuildPlan:
     """Plan a build: list and hash the source, split it, cut it into chunks, fingerprint everything.
@@ -310,12 +346,24 @@ def plan_build(
         InputError: a missing model / template / set / source, a set made on another template,
             an output folder holding files no build wrote, or one another process is writing.
     """
-    ctx = load_context(model.model_dump(mode="json"), paths.model_dir, paths.template_dir, paths.set_path)
+    ctx = load_context(
+        model.model_dump(mode="json"), paths.model_dir, paths.template_dir, paths.set_path
+    )
     template, lset = ctx.template, ctx.lset
     flip = build.flip and bool(lset.mirror_exact)
     src = Path(paths.source_dir)
-    listed = list_items(src, build.root_subset, splits, mats=mats, pmap=pmap, mark_twins=flip and build.skip_flip_twins, rels=rels)
-    items = tuple(sorted(listed, key=lambda it: split_key(it.split)))  # stable: listing order within a split
+    listed = list_items(
+        src,
+        build.root_subset,
+        splits,
+        mats=mats,
+        pmap=pmap,
+        mark_twins=flip and build.skip_flip_twins,
+        rels=rels,
+    )
+    items = tuple(
+        sorted(listed, key=lambda it: split_key(it.split))
+    )  # stable: listing order within a split
     known = mats if mats is not None else ([src / r for r in rels] if rels is not None else None)
     orphans = tuple(p.relative_to(src).as_posix() for p in orphan_images(src, mats=known))
     notes = []
@@ -335,7 +383,8 @@ def plan_build(
     }  # fmt: skip
     bounds, stems = split_chunks([it.split for it in items], build.chunk_size)
     chunk_fps = tuple(
-        sha256_json({"base": base, "chunk": k, "items": [it.record() for it in items[a:b]]}) for k, (a, b) in enumerate(bounds)
+        sha256_json({"base": base, "chunk": k, "items": [it.record() for it in items[a:b]]})
+        for k, (a, b) in enumerate(bounds)
     )
     plan = BuildPlan(
         paths=paths, model=model.model_dump(mode="json"), build=bdump, splits=splits.model_dump(mode="json"), items=items,
@@ -354,21 +403,56 @@ def mirroring_of(items: tuple[SourceItem, ...], build: BuildParams, flip: bool) 
     n_twin = sum(it.twin for it in items)
     n = len(items)
     if not flip:
-        why = "build.flip is false" if not build.flip else "the landmark set has no exact mirror permutation"
-        return {"rule": "none", "mirrored_samples": 0, "twin_samples": 0, "reason": f"no mirrored rows: {why}"}
+        why = (
+            "build.flip is false"
+            if not build.flip
+            else "the landmark set has no exact mirror permutation"
+        )
+        return {
+            "rule": "none",
+            "mirrored_samples": 0,
+            "twin_samples": 0,
+            "reason": f"no mirrored rows: {why}",
+        }
     if n_twin:
         reason = (
             f"{n_twin} of {n} source samples have their _Flip twin in the source (e.g. AFW/x.mat and AFW_Flip/x.mat: "
             "300W-LP's refitted mirrored copies), so they are not mirrored again (build.skip_flip_twins: true); "
-            + (f"the other {n - n_twin} each also give a mirrored row (flip = true)" if n > n_twin else "no row is a mirrored copy")
+            + (
+                f"the other {n - n_twin} each also give a mirrored row (flip = true)"
+                if n > n_twin
+                else "no row is a mirrored copy"
+            )
         )
-        return {"rule": "skip_flip_twins", "mirrored_samples": n - n_twin, "twin_samples": n_twin, "reason": reason}
-    twins_kept = " (build.skip_flip_twins is false: samples with a _Flip twin are mirrored too)" if not build.skip_flip_twins else ""
-    return {"rule": "all", "mirrored_samples": n, "twin_samples": 0, "reason": f"every source sample also gives a mirrored row (flip = true){twins_kept}"}
+        return {
+            "rule": "skip_flip_twins",
+            "mirrored_samples": n - n_twin,
+            "twin_samples": n_twin,
+            "reason": reason,
+        }
+    twins_kept = (
+        " (build.skip_flip_twins is false: samples with a _Flip twin are mirrored too)"
+        if not build.skip_flip_twins
+        else ""
+    )
+    return {
+        "rule": "all",
+        "mirrored_samples": n,
+        "twin_samples": 0,
+        "reason": f"every source sample also gives a mirrored row (flip = true){twins_kept}",
+    }
 
 
-
-BUILD_OUTPUTS = ("part-*", "manifest.json", "report.json", "README.md", "LICENSE.md", "data/*", "hdf5/*", "labels/*/*")  # what a build (and a relabel in place) writes
+BUILD_OUTPUTS = (
+    "part-*",
+    "manifest.json",
+    "report.json",
+    "README.md",
+    "LICENSE.md",
+    "data/*",
+    "hdf5/*",
+    "labels/*/*",
+)  # what a build (and a relabel in place) writes
 
 
 def prepare_out(plan: BuildPlan, inputs: dict) -> None:
@@ -390,7 +474,9 @@ def prepare_out(plan: BuildPlan, inputs: dict) -> None:
             man.unlink()
 
 
-def split_chunks(splits: list[str], chunk_size: int) -> tuple[tuple[tuple[int, int], ...], tuple[str, ...]]:
+def split_chunks(
+    splits: list[str], chunk_size: int
+) -> tuple[tuple[tuple[int, int], ...], tuple[str, ...]]:
     """Cut samples ordered by split into chunks of at most ``chunk_size`` that never cross a split.
 
     Args:
@@ -418,7 +504,6 @@ def split_chunks(splits: list[str], chunk_size: int) -> tuple[tuple[tuple[int, i
     if len(set(stems)) != len(stems):
         raise InputError(None, "split", "samples are not grouped by split")
     return tuple(bounds), tuple(stems)
-
 
 
 # ----------------------------------------------------------------------------- per-process context
@@ -463,7 +548,13 @@ def load_context(model: dict, model_dir: str, template_dir: str, set_path: str) 
     """Model, template, landmark set, UV map and label geometry, loaded once per process and
     inputs (the planner and the chunk writers of one process share them; a pool's workers load
     theirs while the parent plans)."""
-    key = (sha256_json(model), model_dir, template_dir, set_path, _stat_key(model_dir, template_dir, set_path))
+    key = (
+        sha256_json(model),
+        model_dir,
+        template_dir,
+        set_path,
+        _stat_key(model_dir, template_dir, set_path),
+    )
     if key not in _CTX:
         mp = ModelParams.model_validate(model)
         m = load_configured_model(mp, model_dir)
@@ -471,9 +562,20 @@ def load_context(model: dict, model_dir: str, template_dir: str, set_path: str) 
         lset = LandmarkSet.load(set_path, template)
         msha = m.content_hash()
         uvm = UVMap.for_model(m, mp.uv_res, mp.cache_dir)
-        cache = None if mp.cache_dir is None else Path(mp.cache_dir) / f"mesh-patches-{msha[:16]}.npz"
+        cache = (
+            None if mp.cache_dir is None else Path(mp.cache_dir) / f"mesh-patches-{msha[:16]}.npz"
+        )
         _CTX.clear()
-        _CTX[key] = Context(m, template, lset, uvm, LabelGeometry(m, uvm, template, lset.ids, patches_cache=cache, mirror_perm=mirror_of(lset)), msha)
+        _CTX[key] = Context(
+            m,
+            template,
+            lset,
+            uvm,
+            LabelGeometry(
+                m, uvm, template, lset.ids, patches_cache=cache, mirror_perm=mirror_of(lset)
+            ),
+            msha,
+        )
     return _CTX[key]
 
 
@@ -486,5 +588,7 @@ def plan_context(plan: BuildPlan) -> Context:
     p = plan.paths
     ctx = load_context(plan.model, p.model_dir, p.template_dir, p.set_path)
     if ctx.model_sha256 != plan.model_sha256 or ctx.lset.sha256() != plan.landmark_set["sha256"]:
-        raise InputError(p.set_path, None, "the model or landmark set changed since the build was planned")
+        raise InputError(
+            p.set_path, None, "the model or landmark set changed since the build was planned"
+        )
     return ctx

@@ -55,9 +55,13 @@ def run_posmap(
     inputs = {"posmap": p.model_dump(mode="json", exclude={"batch"}), "uv_res": res,
               "model": model.content_hash(), "densemark": __version__}  # fmt: skip
     state = outdir.prepare(out, "posmap", inputs, ("*.jpg", "*_posmap.npy"))
-    rep = RunReport("posmap", params=p.model_dump(mode="json"), extra={"fingerprint": state["fingerprint"]})
+    rep = RunReport(
+        "posmap", params=p.model_dump(mode="json"), extra={"fingerprint": state["fingerprint"]}
+    )
     if state["rebuilt"]:
-        print(f"posmap: settings changed since the last run into {out}: rebuilding ({state['stale_removed']} old files removed)")
+        print(
+            f"posmap: settings changed since the last run into {out}: rebuilding ({state['stale_removed']} old files removed)"
+        )
     for img in orphans:
         rep.quarantined(img, InputError(img, None, "image without its .mat (no 3DMM fit)"))
     pending: list[tuple[FitSample, np.ndarray]] = []  # (sample, its decoded image)
@@ -88,11 +92,17 @@ def run_posmap(
             _write_pair(out, s.sample_id, crop_image(img, geo.crops[i]), maps[i])
             rep.count("written")
 
-    for item in tqdm(iter_source(source_dir, model.n_shape or None, model.n_exp or None), total=len(mats), desc="posmap"):
+    for item in tqdm(
+        iter_source(source_dir, model.n_shape or None, model.n_exp or None),
+        total=len(mats),
+        desc="posmap",
+    ):
         if isinstance(item, InputError):
             rep.quarantined(item.path or "?", item)
             continue
-        if (out / f"{item.sample_id}_posmap.npy").exists() and (out / f"{item.sample_id}.jpg").exists():
+        if (out / f"{item.sample_id}_posmap.npy").exists() and (
+            out / f"{item.sample_id}.jpg"
+        ).exists():
             rep.count("skipped_existing")
             continue
         try:

@@ -76,7 +76,9 @@ def run_relabel(
     manifest = Manifest.load(src)
     m = load_configured_model(model, model_dir)
     if m.content_hash() != manifest.model["sha256"]:
-        raise InputError(model_dir, "model", "not the model the dataset was built with (sha256 differs)")
+        raise InputError(
+            model_dir, "model", "not the model the dataset was built with (sha256 differs)"
+        )
     template = load_template(template_dir, res=model.uv_res)
     lset = LandmarkSet.load(set_path, template)
     uvm = UVMap.for_model(m, model.uv_res, model.cache_dir)
@@ -91,7 +93,11 @@ def run_relabel(
         if d.is_dir():
             remove_stale_temps(d)  # a killed relabel's half-written sidecars
     if dst.resolve() != src.resolve():
-        keep = [e["path"] for e in manifest.files] + [p.name for p in src.glob("part-*.json")] + [REPORT]
+        keep = (
+            [e["path"] for e in manifest.files]
+            + [p.name for p in src.glob("part-*.json")]
+            + [REPORT]
+        )
         keep += [f["path"] for f in manifest.sidecar_files()]
         for name in keep:
             (dst / name).parent.mkdir(parents=True, exist_ok=True)
@@ -108,10 +114,22 @@ def run_relabel(
         cols = {"id": data["id"], col: lab.reshape(len(lab), -1)}
         shard_meta = {**meta, "shard": {"path": e["path"], "sha256": e["sha256"]}}
         if e["format"] == "parquet":
-            shards.write_parquet(q, shards.to_table(cols, shard_meta), int(bp["row_group_size"]), compression="none")  # label floats: lz4 saves ~4 % at 1.5x the write time
+            shards.write_parquet(
+                q, shards.to_table(cols, shard_meta), int(bp["row_group_size"]), compression="none"
+            )  # label floats: lz4 saves ~4 % at 1.5x the write time
         else:
             shards.write_hdf5(q, cols, shard_meta, int(bp["hdf5_compression"]))
-        files.append({"path": q.relative_to(dst).as_posix(), "format": e["format"], "chunk": e["chunk"], "shard": e["path"], "rows": len(lab), "bytes": q.stat().st_size, "sha256": sha256_file(q)})
+        files.append(
+            {
+                "path": q.relative_to(dst).as_posix(),
+                "format": e["format"],
+                "chunk": e["chunk"],
+                "shard": e["path"],
+                "rows": len(lab),
+                "bytes": q.stat().st_size,
+                "sha256": sha256_file(q),
+            }
+        )
         rep.count("sidecars")
     rep.count("rows", manifest.rows)
     out = manifest.with_extra_set(set_summary(lset), col, files).write(dst)
@@ -132,8 +150,16 @@ def relabel_rows(geo: LabelGeometry, data: dict, lset: LandmarkSet, batch: int) 
     n = len(data["flip"])
     flip = np.asarray(data["flip"], bool)
     row_of = {rid: i for i, rid in enumerate(data["id"]) if not flip[i]}
-    src = np.array([row_of.get(rid[: -len("/flip")], -1) if flip[i] else i for i, rid in enumerate(data["id"])], np.int64)
-    todo = np.flatnonzero(src < 0)  # a flipped row without its original in the shard: computed itself
+    src = np.array(
+        [
+            row_of.get(rid[: -len("/flip")], -1) if flip[i] else i
+            for i, rid in enumerate(data["id"])
+        ],
+        np.int64,
+    )
+    todo = np.flatnonzero(
+        src < 0
+    )  # a flipped row without its original in the shard: computed itself
     src[todo] = todo
     need = np.unique(src)
     lab = np.empty((n, geo.n_points, 3), np.float32)
@@ -143,7 +169,11 @@ def relabel_rows(geo: LabelGeometry, data: dict, lset: LandmarkSet, batch: int) 
     crop = np.asarray(data["crop"], np.float64).reshape(n, 5)
     for b0 in range(0, len(need), batch):
         rows = need[b0 : b0 + batch]
-        c = geo.rows.coefficients(_stack(data["shape_para"], rows, geo.rows.k_shape), _stack(data["exp_para"], rows, geo.rows.k_exp), len(rows))
+        c = geo.rows.coefficients(
+            _stack(data["shape_para"], rows, geo.rows.k_shape),
+            _stack(data["exp_para"], rows, geo.rows.k_exp),
+            len(rows),
+        )
         got = geo.relabel(c, pose[rows], h[rows], crop[rows])
         lab[rows] = got.landmarks
         if flab is not None:

@@ -59,14 +59,19 @@ def fsl(values: np.ndarray, dtype, inner: int | None = None) -> object:
         return pa.FixedSizeListArray.from_arrays(flat, width)
     if width % inner:
         raise ValueError(f"rows of {width} values are not groups of {inner}")
-    return pa.FixedSizeListArray.from_arrays(pa.FixedSizeListArray.from_arrays(flat, inner), width // inner)
+    return pa.FixedSizeListArray.from_arrays(
+        pa.FixedSizeListArray.from_arrays(flat, inner), width // inner
+    )
 
 
 def image_array(values: list[bytes]) -> object:
     """JPEG bytes as the Hugging Face image struct column ``{bytes, path}`` (path null)."""
     import pyarrow as pa
 
-    return pa.StructArray.from_arrays([pa.array(list(values), pa.binary()), pa.nulls(len(values), pa.string())], names=["bytes", "path"])
+    return pa.StructArray.from_arrays(
+        [pa.array(list(values), pa.binary()), pa.nulls(len(values), pa.string())],
+        names=["bytes", "path"],
+    )
 
 
 def hf_feature(name: str, t) -> dict:
@@ -80,7 +85,14 @@ def hf_feature(name: str, t) -> dict:
         return {"feature": hf_feature("", t.value_type), "length": t.list_size, "_type": "List"}
     if pa.types.is_list(t):
         return {"feature": hf_feature("", t.value_type), "_type": "List"}
-    dtype = {"string": "string", "binary": "binary", "bool": "bool", "halffloat": "float16", "float": "float32", "double": "float64"}.get(str(t), str(t))
+    dtype = {
+        "string": "string",
+        "binary": "binary",
+        "bool": "bool",
+        "halffloat": "float16",
+        "float": "float32",
+        "double": "float64",
+    }.get(str(t), str(t))
     return {"dtype": dtype, "_type": "Value"}
 
 
@@ -111,10 +123,14 @@ def to_table(cols: dict[str, object], meta: dict):
     table = pa.Table.from_arrays(arrays, names=names)
     hf = {"info": {"features": hf_features(table.schema)}}
     dump = partial(json.dumps, sort_keys=True, separators=(",", ":"))
-    return table.replace_schema_metadata({META_KEY: dump(meta), HF_KEY: json.dumps(hf, separators=(",", ":"))})
+    return table.replace_schema_metadata(
+        {META_KEY: dump(meta), HF_KEY: json.dumps(hf, separators=(",", ":"))}
+    )
 
 
-def write_parquet(path: str | Path, table, row_group_size: int, hook=None, compression: str = "zstd") -> Path:
+def write_parquet(
+    path: str | Path, table, row_group_size: int, hook=None, compression: str = "zstd"
+) -> Path:
     """Atomically write a Parquet shard from a Table (:func:`to_table`). ``hook(tmp)`` runs
     before the rename (tests kill the process there). ``compression``: zstd (shards; it still
     saves ~15 % on baseline-Huffman JPEG bytes) or none (label sidecars: float32 labels compress by a few per cent only)."""
@@ -138,14 +154,19 @@ def _fixed_utf8(values) -> np.ndarray:
 
 def _flat(values: list, dtype) -> tuple[np.ndarray, np.ndarray]:
     """Ragged rows as one flat (total,) array and (n + 1,) int64 offsets."""
-    parts = [np.frombuffer(x, np.uint8) if isinstance(x, bytes) else np.asarray(x, dtype).reshape(-1) for x in values]
+    parts = [
+        np.frombuffer(x, np.uint8) if isinstance(x, bytes) else np.asarray(x, dtype).reshape(-1)
+        for x in values
+    ]
     off = np.zeros(len(parts) + 1, np.int64)
     np.cumsum([len(x) for x in parts], out=off[1:])
     flat = np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
     return flat, off
 
 
-def write_hdf5(path: str | Path, cols: dict[str, object], meta: dict, level: int, hook=None) -> Path:
+def write_hdf5(
+    path: str | Path, cols: dict[str, object], meta: dict, level: int, hook=None
+) -> Path:
     """Atomically write an HDF5 shard (same columns; label arrays reshaped to (n, K, 3); layout
     in the module docstring). No variable-length types; storage allocated in column order."""
     import h5py
@@ -156,12 +177,17 @@ def write_hdf5(path: str | Path, cols: dict[str, object], meta: dict, level: int
         # dataset closes, and h5py may defer that close while another thread holds its lock,
         # which reorders the file (seen in threaded Dask builds).
         with h5py.File(tmp, "w", libver=("earliest", "v110"), rdcc_nbytes=0) as f:
-            f.attrs.create(META_KEY, np.bytes_(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()))
+            f.attrs.create(
+                META_KEY,
+                np.bytes_(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()),
+            )
             for name, val in cols.items():
                 kw: dict = {"track_times": False}
                 if name in STR_COLUMNS:
                     a = _fixed_utf8(val)
-                    f.create_dataset(name, data=a.astype(h5py.string_dtype("utf-8", a.dtype.itemsize)), **kw).flush()
+                    f.create_dataset(
+                        name, data=a.astype(h5py.string_dtype("utf-8", a.dtype.itemsize)), **kw
+                    ).flush()
                     continue
                 if name == "image" or isinstance(val, list):
                     lens = {len(x) for x in val}
@@ -177,7 +203,12 @@ def write_hdf5(path: str | Path, cols: dict[str, object], meta: dict, level: int
                 if v.ndim > 1 and is_points(name):
                     v = v.reshape(v.shape[0], v.shape[1] // 3, 3)
                 if v.ndim > 1 and v.shape[0] and level:
-                    kw.update(chunks=(min(v.shape[0], 64), *v.shape[1:]), compression="gzip", compression_opts=level, shuffle=True)
+                    kw.update(
+                        chunks=(min(v.shape[0], 64), *v.shape[1:]),
+                        compression="gzip",
+                        compression_opts=level,
+                        shuffle=True,
+                    )
                 f.create_dataset(name, data=v, **kw).flush()
         if hook is not None:
             hook(tmp)
@@ -287,7 +318,10 @@ class ShardReader:
         g = int(np.searchsorted(ends, i, side="right"))
         key = (g, tuple(columns))
         if self._group is None or self._group[0] != key:
-            self._group = (key, _table_columns(self._file().read_row_group(g, columns=columns), columns))
+            self._group = (
+                key,
+                _table_columns(self._file().read_row_group(g, columns=columns), columns),
+            )
         j = i - (int(ends[g - 1]) if g else 0)
         return {c: v[j] for c, v in self._group[1].items()}
 
@@ -302,7 +336,10 @@ class ShardReader:
                 flat = ds[()]
                 vals = [flat[off[i] : off[i + 1]] for i in range(len(off) - 1)]
             else:
-                vals = [ds[int(off[i]) : int(off[i + 1])] for i in np.asarray(rows, np.int64).reshape(-1)]
+                vals = [
+                    ds[int(off[i]) : int(off[i + 1])]
+                    for i in np.asarray(rows, np.int64).reshape(-1)
+                ]
             if ds.dtype == np.uint8:
                 return [x.tobytes() for x in vals]
             return _uniform([np.asarray(x, np.float64) for x in vals])
@@ -358,7 +395,11 @@ def _table_columns(t, columns: list[str]) -> dict[str, object]:
                 out[name] = [vals[a:b] for a, b in zip(off[:-1], off[1:], strict=True)]
         elif pa.types.is_struct(c.type):  # the image struct {bytes, path}
             out[name] = c.field("bytes").to_pylist()
-        elif pa.types.is_binary(c.type) or pa.types.is_string(c.type) or pa.types.is_dictionary(c.type):
+        elif (
+            pa.types.is_binary(c.type)
+            or pa.types.is_string(c.type)
+            or pa.types.is_dictionary(c.type)
+        ):
             out[name] = [x if isinstance(x, bytes) else str(x) for x in c.to_pylist()]
         else:
             out[name] = c.to_numpy(zero_copy_only=False)

@@ -47,7 +47,13 @@ class ShardDataset(_Base):
 
     max_open = 8  # open shard readers per process (each keeps one decoded row group)
 
-    def __init__(self, root: str | os.PathLike, split: str | None = None, column: str = "landmarks", with_image: bool = True):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str | None = None,
+        column: str = "landmarks",
+        with_image: bool = True,
+    ):
         self.root = Path(root)
         man = Manifest.load(self.root)
         self.manifest = man.to_dict()
@@ -57,13 +63,26 @@ class ShardDataset(_Base):
         self.format = man.read_format
         self.files = [self.root / e["path"] for e in man.shards()]
         # an extra set's column lives in one sidecar per shard (same rows, same order)
-        self.label_files = None if column == "landmarks" else [self.root / p for p in man.sidecars(column)]
+        self.label_files = (
+            None if column == "landmarks" else [self.root / p for p in man.sidecars(column)]
+        )
         index = []
         for fi, path in enumerate(self.files):
-            d = shards.read_columns(path, ["split"] + (["id"] if self.label_files is not None else []))
-            if self.label_files is not None and shards.read_columns(self.label_files[fi], ["id"])["id"] != d["id"]:
-                raise InputError(self.label_files[fi], "id", f"rows do not match the shard {path.name}")
-            rows = np.arange(len(d["split"])) if split is None else np.flatnonzero(np.asarray(d["split"]) == split)
+            d = shards.read_columns(
+                path, ["split"] + (["id"] if self.label_files is not None else [])
+            )
+            if (
+                self.label_files is not None
+                and shards.read_columns(self.label_files[fi], ["id"])["id"] != d["id"]
+            ):
+                raise InputError(
+                    self.label_files[fi], "id", f"rows do not match the shard {path.name}"
+                )
+            rows = (
+                np.arange(len(d["split"]))
+                if split is None
+                else np.flatnonzero(np.asarray(d["split"]) == split)
+            )
             index.append(np.stack([np.full(len(rows), fi), rows], 1))
         self.index = np.concatenate(index).astype(np.int64) if index else np.zeros((0, 2), np.int64)
         self._pid = None
@@ -117,18 +136,31 @@ class ShardDataset(_Base):
                 unit[sel] = np.searchsorted(ends, row[sel], side="right")
         key = fi * (1 << 32) + unit
         cuts = np.flatnonzero(np.diff(key)) + 1
-        return [np.arange(len(self))[a:b] for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(self)], strict=True)] if len(self) else []
+        return (
+            [
+                np.arange(len(self))[a:b]
+                for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(self)], strict=True)
+            ]
+            if len(self)
+            else []
+        )
 
     # -- file access, per process
 
     def _reader(self, fi: int, sidecar: bool = False) -> shards.ShardReader:
-        if self._pid != os.getpid():  # a new DataLoader worker: never share handles across processes
+        if (
+            self._pid != os.getpid()
+        ):  # a new DataLoader worker: never share handles across processes
             self._pid, self._readers = os.getpid(), OrderedDict()
         key = (fi, sidecar)
         r = self._readers.get(key)
         if r is None:
-            r = self._readers[key] = shards.ShardReader(self.label_files[fi] if sidecar else self.files[fi])
-            while len(self._readers) > max(int(self.max_open), 2):  # a shard and its sidecar may both be in use
+            r = self._readers[key] = shards.ShardReader(
+                self.label_files[fi] if sidecar else self.files[fi]
+            )
+            while len(self._readers) > max(
+                int(self.max_open), 2
+            ):  # a shard and its sidecar may both be in use
                 self._readers.popitem(last=False)[1].close()
         else:
             self._readers.move_to_end(key)

@@ -113,7 +113,9 @@ def load_truth(
     if source == "auto":
         source = "arrays" if adir is not None else "mat"
     if reannotated and source != "arrays":
-        raise InputError(r, "reannotated", "the re-annotated points come from 3DDFA's arrays; none found")
+        raise InputError(
+            r, "reannotated", "the re-annotated points come from 3DDFA's arrays; none found"
+        )
     mats = list_fit_mats(r, "*.mat")
     if source == "mat":
         truth = _from_mats(r, mats)
@@ -122,7 +124,9 @@ def load_truth(
         if adir is None:
             raise InputError(r / "gt" / PTS68_FILE, "pts68", "3DDFA's AFLW2000-3D arrays not found")
         truth = _from_arrays(r, adir, mats, reannotated)
-        synthetic = (adir / "files.json").is_file() or (bool(mats) and written_by_densemark(mats[0]))
+        synthetic = (adir / "files.json").is_file() or (
+            bool(mats) and written_by_densemark(mats[0])
+        )
     else:
         raise InputError(r, "gt_source", f"unknown source {source!r} (arrays, mat or auto)")
     ob = (not synthetic) if one_based == "auto" else bool(one_based)
@@ -142,7 +146,9 @@ def _from_mats(root: Path, mats: list[Path]) -> AFLW2000Truth:
         yaw.append(s.yaw_degrees)
         p21.append(s.pt2d.T if s.pt2d is not None and s.pt2d.shape == (2, 21) else None)
     pts21 = np.stack(p21) if all(x is not None for x in p21) else None
-    return AFLW2000Truth(np.array(names), np.stack(p68), pts21, np.array(yaw, np.float64), True, "mat", root)
+    return AFLW2000Truth(
+        np.array(names), np.stack(p68), pts21, np.array(yaw, np.float64), True, "mat", root
+    )
 
 
 def _row_names(adir: Path, mats: list[Path], pts68: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +159,11 @@ def _row_names(adir: Path, mats: list[Path], pts68: np.ndarray) -> tuple[np.ndar
     if listed.is_file() or lists:
         src = listed if listed.is_file() else lists[0]
         try:
-            items = json.loads(src.read_text("utf-8")) if src.suffix == ".json" else src.read_text("utf-8").split()
+            items = (
+                json.loads(src.read_text("utf-8"))
+                if src.suffix == ".json"
+                else src.read_text("utf-8").split()
+            )
         except (OSError, ValueError) as exc:
             raise InputError(src, None, f"cannot read the name list ({exc})") from exc
         if not isinstance(items, list) or len(items) != n:
@@ -162,7 +172,11 @@ def _row_names(adir: Path, mats: list[Path], pts68: np.ndarray) -> tuple[np.ndar
     if len(mats) == n:
         return np.array([p.stem for p in mats]), np.arange(n)
     if not mats:
-        raise InputError(adir, None, f"cannot name the {n} array rows: no name list (files.json, *.list) and no .mat files")
+        raise InputError(
+            adir,
+            None,
+            f"cannot name the {n} array rows: no name list (files.json, *.list) and no .mat files",
+        )
     flat = pts68.reshape(n, -1).astype(np.float64)
     rows = []
     for p in mats:
@@ -172,7 +186,11 @@ def _row_names(adir: Path, mats: list[Path], pts68: np.ndarray) -> tuple[np.ndar
         d = np.abs(flat - s.pt3d_68.reshape(1, -1)).max(axis=1)
         i = int(d.argmin())
         if d[i] > _MATCH_TOL:
-            raise InputError(p, "pt3d_68", f"matches no row of {PTS68_FILE} (closest row {i}, {d[i]:.3g} px apart)")
+            raise InputError(
+                p,
+                "pt3d_68",
+                f"matches no row of {PTS68_FILE} (closest row {i}, {d[i]:.3g} px apart)",
+            )
         rows.append(i)
     return np.array([p.stem for p in mats]), np.array(rows, np.int64)
 
@@ -184,7 +202,9 @@ def _from_arrays(root: Path, adir: Path, mats: list[Path], reannotated: bool) ->
     names, rows = _row_names(adir, mats, gt.pts68)
     if reannotated:
         if gt.pts68_reannotated is None:
-            raise InputError(adir / "AFLW2000-3D-Reannotated.pts68.npy", "pts68_reannotated", "file not found")
+            raise InputError(
+                adir / "AFLW2000-3D-Reannotated.pts68.npy", "pts68_reannotated", "file not found"
+            )
         p68 = gt.pts68_reannotated[rows].transpose(0, 2, 1)
     else:
         p68 = gt.pts68[rows].transpose(0, 2, 1)

@@ -20,12 +20,31 @@ class EvaluateParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    gt_source: Literal["auto", "arrays", "mat"] = Field("auto", description="AFLW2000-3D labels: 3DDFA's arrays, each .mat, or auto (arrays when present)")
-    reannotated: bool = Field(False, description="score against the re-annotated 68 points (arrays only; 2D)")
-    gt_one_based: bool | Literal["auto"] = Field("auto", description="whether the labels' pixels count from 1 (auto: from the files)")
-    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|auto)$", description="where the model runs: cpu, cuda[:i] or auto")
+    gt_source: Literal["auto", "arrays", "mat"] = Field(
+        "auto",
+        description="AFLW2000-3D labels: 3DDFA's arrays, each .mat, or auto (arrays when present)",
+    )
+    reannotated: bool = Field(
+        False, description="score against the re-annotated 68 points (arrays only; 2D)"
+    )
+    gt_one_based: bool | Literal["auto"] = Field(
+        "auto", description="whether the labels' pixels count from 1 (auto: from the files)"
+    )
+    device: str = Field(
+        "cpu",
+        pattern=r"^(cpu|cuda(:\d+)?|auto)$",
+        description="where the model runs: cpu, cuda[:i] or auto",
+    )
     batch_size: int = Field(16, ge=1, le=4096, description="images per prediction batch")
-    dense_split: Literal["test", "val"] = Field("test", description="dataset split scored by the dense NME")
-    dense_max_samples: int | None = Field(None, ge=1, description="score at most this many held-out rows (None: all)")
-    ced_max_pct: float = Field(10.0, gt=0, le=100, allow_inf_nan=False, description="x range of the CED plot, NME in %")
-    method_name: str = Field("densemark", min_length=1, max_length=80, description="row label in the results table")
+    dense_split: Literal["test", "val"] = Field(
+        "test", description="dataset split scored by the dense NME"
+    )
+    dense_max_samples: int | None = Field(
+        None, ge=1, description="score at most this many held-out rows (None: all)"
+    )
+    ced_max_pct: float = Field(
+        10.0, gt=0, le=100, allow_inf_nan=False, description="x range of the CED plot, NME in %"
+    )
+    method_name: str = Field(
+        "densemark", min_length=1, max_length=80, description="row label in the results table"
+    )

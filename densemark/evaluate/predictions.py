@@ -67,13 +67,19 @@ def read_predictions(path: str | os.PathLike) -> Predictions:
         with np.load(p, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except Exception as exc:  # noqa: BLE001 - np.load raises many kinds on bad input
-        raise InputError(p, None, f"cannot read as an .npz without pickles ({type(exc).__name__}: {exc})") from exc
+        raise InputError(
+            p, None, f"cannot read as an .npz without pickles ({type(exc).__name__}: {exc})"
+        ) from exc
     for k in FIELDS:
         if k not in data:
-            raise InputError(p, k, f"missing (the file has: {', '.join(sorted(data)) or 'nothing'})")
+            raise InputError(
+                p, k, f"missing (the file has: {', '.join(sorted(data)) or 'nothing'})"
+            )
     names = data["names"]
     if names.dtype.kind != "U" or names.ndim != 1:
-        raise InputError(p, "names", f"expected a (N,) array of strings, got {names.dtype} {names.shape}")
+        raise InputError(
+            p, "names", f"expected a (N,) array of strings, got {names.dtype} {names.shape}"
+        )
     if names.size == 0:
         raise InputError(p, "names", "is empty")
     if (names == "").any():
@@ -86,9 +92,17 @@ def read_predictions(path: str | os.PathLike) -> Predictions:
         raise InputError(p, "points", f"expected shape (N, 68, 2 or 3), got {pts.shape}")
     bad = ~np.isfinite(pts.astype(np.float64)).all(axis=(1, 2))
     if bad.any():
-        raise InputError(p, "points", f"NaN or infinite values for {int(bad.sum())} images, first {names[bad][0]!r}")
+        raise InputError(
+            p,
+            "points",
+            f"NaN or infinite values for {int(bad.sum())} images, first {names[bad][0]!r}",
+        )
     ob = data["one_based"]
-    if ob.shape not in ((), (1,)) or ob.dtype.kind not in "biu" or int(ob.reshape(-1)[0]) not in (0, 1):
+    if (
+        ob.shape not in ((), (1,))
+        or ob.dtype.kind not in "biu"
+        or int(ob.reshape(-1)[0]) not in (0, 1)
+    ):
         raise InputError(p, "one_based", f"expected a bool scalar, got {ob.dtype} {ob.shape}")
     return Predictions(names.astype(str), pts.astype(np.float64), bool(ob.reshape(-1)[0]), p)
 

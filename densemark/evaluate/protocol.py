@@ -58,7 +58,9 @@ def box_size(gt68: np.ndarray) -> np.ndarray:
     return np.sqrt(ext[:, 0] * ext[:, 1])
 
 
-def nme(pred: np.ndarray, gt: np.ndarray, norm: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+def nme(
+    pred: np.ndarray, gt: np.ndarray, norm: np.ndarray, mask: np.ndarray | None = None
+) -> np.ndarray:
     """(N,) per-image NME: mean point distance / ``norm``.
 
     Args:

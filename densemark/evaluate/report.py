@@ -51,11 +51,16 @@ def metrics(aflw: AFLW2000Score | None, dense: DenseScore | None) -> dict[str, o
 def _pct_tree(d: object) -> object:
     """Summaries with every ``mean``/``std``/``image_mean`` in percent."""
     if isinstance(d, dict):
-        return {k: (_pct(v) if k in ("mean", "std", "image_mean") else _pct_tree(v)) for k, v in d.items()}
+        return {
+            k: (_pct(v) if k in ("mean", "std", "image_mean") else _pct_tree(v))
+            for k, v in d.items()
+        }
     return d
 
 
-def full_report(aflw: AFLW2000Score | None, dense: DenseScore | None, info: dict[str, object]) -> dict[str, object]:
+def full_report(
+    aflw: AFLW2000Score | None, dense: DenseScore | None, info: dict[str, object]
+) -> dict[str, object]:
     """Everything: conventions, inputs (``info``), summaries per metric and bin, per-image rows."""
     rep: dict[str, object] = {
         "units": "NME in percent of sqrt(w * h) of the ground-truth 68-point box",
@@ -71,7 +76,10 @@ def full_report(aflw: AFLW2000Score | None, dense: DenseScore | None, info: dict
     if aflw is not None:
         rep["aflw2000"] = {
             "summary": _pct_tree(aflw.summaries()),
-            "images": [{k: (_pct(v) if k.startswith("nme") else v) for k, v in r.items()} for r in aflw.per_image()],
+            "images": [
+                {k: (_pct(v) if k.startswith("nme") else v) for k, v in r.items()}
+                for r in aflw.per_image()
+            ],
             "unscored_predictions": list(aflw.unscored),
         }
     if dense is not None:
@@ -102,7 +110,11 @@ def markdown_table(aflw: AFLW2000Score | None, dense: DenseScore | None, method:
         lines += ["", f"Published rows: all 2,000 images. This run: {m['n']} images ({counts}).", "",
                   "| metric | [0, 30] | (30, 60] | (60, 90] | mean of bins | mean over images |",
                   "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-        for key, label in (("nme68", "68 points, 2D"), ("nme21", "AFLW 21 points, 2D"), ("nme3d", "68 points, 3D")):
+        for key, label in (
+            ("nme68", "68 points, 2D"),
+            ("nme21", "AFLW 21 points, 2D"),
+            ("nme3d", "68 points, 3D"),
+        ):
             if key in s:
                 v = s[key]
                 cells = [v["bins"][k]["mean"] for k in pr.BIN_KEYS] + [v["mean"], v["image_mean"]]
@@ -115,7 +127,9 @@ def markdown_table(aflw: AFLW2000Score | None, dense: DenseScore | None, method:
     return "\n".join(lines) + "\n"
 
 
-def plot_ced(path: str | os.PathLike, curves: dict[str, np.ndarray], x_max_pct: float = 10.0) -> Path:
+def plot_ced(
+    path: str | os.PathLike, curves: dict[str, np.ndarray], x_max_pct: float = 10.0
+) -> Path:
     """Write CED curves (fraction of images with NME <= x) as a PNG with stable bytes.
 
     Args:

@@ -45,7 +45,12 @@ class AFLW2000Score:
     def per_image(self) -> list[dict[str, object]]:
         rows = []
         for i, n in enumerate(self.names.tolist()):
-            r = {"name": n, "yaw": float(self.yaw[i]), "bin": pr.BIN_LABELS[int(self.bins[i])], "nme68": float(self.nme68[i])}
+            r = {
+                "name": n,
+                "yaw": float(self.yaw[i]),
+                "bin": pr.BIN_LABELS[int(self.bins[i])],
+                "nme68": float(self.nme68[i]),
+            }
             for k in ("nme21", "nme3d"):
                 a = getattr(self, k)
                 if a is not None:
@@ -76,9 +81,13 @@ def score_aflw2000(pred: Predictions, truth: AFLW2000Truth) -> AFLW2000Score:
     nme68 = pr.nme(pts[..., :2], gt[..., :2], norm)
     nme21 = None
     if truth.pts21 is not None:
-        nme21 = pr.nme(pr.pts68_to_aflw21(pts[..., :2]), truth.pts21, norm, pr.aflw21_visible(truth.pts21))
+        nme21 = pr.nme(
+            pr.pts68_to_aflw21(pts[..., :2]), truth.pts21, norm, pr.aflw21_visible(truth.pts21)
+        )
     nme3d = pr.nme_3d(pts, gt, norm) if pts.shape[-1] == 3 and truth.has_depth else None
-    return AFLW2000Score(truth.names, truth.yaw, pr.yaw_bin(truth.yaw), nme68, nme21, nme3d, unscored)
+    return AFLW2000Score(
+        truth.names, truth.yaw, pr.yaw_bin(truth.yaw), nme68, nme21, nme3d, unscored
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,15 +105,22 @@ class DenseScore:
     nme3d: np.ndarray
 
     def summaries(self) -> dict[str, dict]:
-        return {"nme2d": pr.summarise(self.nme2d, self.yaw), "nme3d": pr.summarise(self.nme3d, self.yaw)}
+        return {
+            "nme2d": pr.summarise(self.nme2d, self.yaw),
+            "nme3d": pr.summarise(self.nme3d, self.yaw),
+        }
 
 
-def score_dense(ids, pred: np.ndarray, gt: np.ndarray, kpt68: np.ndarray, yaw: np.ndarray) -> DenseScore:
+def score_dense(
+    ids, pred: np.ndarray, gt: np.ndarray, kpt68: np.ndarray, yaw: np.ndarray
+) -> DenseScore:
     """Dense NME of (N, K, 3) predictions against (N, K, 3) labels, each row normalised by
     ``sqrt(w * h)`` of its ground-truth 68-point box ``kpt68: (N, 68, >=2)``."""
     pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
     if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[-1] != 3:
-        raise ValueError(f"dense predictions {pred.shape} and labels {gt.shape} must both be (N, K, 3)")
+        raise ValueError(
+            f"dense predictions {pred.shape} and labels {gt.shape} must both be (N, K, 3)"
+        )
     norm = pr.box_size(kpt68)
     return DenseScore(np.asarray(ids, str), np.asarray(yaw, np.float64), pr.nme(pred[..., :2], gt[..., :2], norm),
                       pr.nme_3d(pred, gt, norm))  # fmt: skip

@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 class PredictorLike(Protocol):
     landmark_set: dict
 
-    def predict(self, images: list[np.ndarray], boxes: np.ndarray, box_kind: str = "landmarks") -> np.ndarray: ...
+    def predict(
+        self, images: list[np.ndarray], boxes: np.ndarray, box_kind: str = "landmarks"
+    ) -> np.ndarray: ...
 
 
 def landmark_box(pts: np.ndarray) -> np.ndarray:
@@ -41,16 +43,23 @@ def landmark_box(pts: np.ndarray) -> np.ndarray:
     return np.concatenate([p.min(axis=1), p.max(axis=1)], axis=1)
 
 
-def kpt68_positions(predictor: PredictorLike, source: str | os.PathLike | None = None) -> np.ndarray:
+def kpt68_positions(
+    predictor: PredictorLike, source: str | os.PathLike | None = None
+) -> np.ndarray:
     """(68,) int positions of the 68 keypoints among the predictor's K landmarks."""
     k = np.asarray(predictor.landmark_set.get("kpt68", ()), np.int64).reshape(-1)
     if k.size != 68:
-        raise InputError(source, "landmark_set.kpt68", f"expected 68 keypoint positions, got {k.size}")
+        raise InputError(
+            source, "landmark_set.kpt68", f"expected 68 keypoint positions, got {k.size}"
+        )
     return k
 
 
 def predict_aflw2000(
-    predictor: PredictorLike, truth: AFLW2000Truth, batch_size: int = 16, report: RunReport | None = None
+    predictor: PredictorLike,
+    truth: AFLW2000Truth,
+    batch_size: int = 16,
+    report: RunReport | None = None,
 ) -> Predictions:
     """Our model's 68 points on every AFLW2000-3D image found beside the ground truth.
 
@@ -62,7 +71,9 @@ def predict_aflw2000(
         0-based :class:`Predictions` (N, 68, 3) in image pixels.
     """
     kpt = kpt68_positions(predictor)
-    gt0 = truth.pts68[..., :2] - float(truth.one_based)  # box in 0-based pixels, the predictor's frame
+    gt0 = truth.pts68[..., :2] - float(
+        truth.one_based
+    )  # box in 0-based pixels, the predictor's frame
     names, points = [], []
     todo = []
     for i, n in enumerate(truth.names.tolist()):
@@ -72,7 +83,9 @@ def predict_aflw2000(
                 report.quarantined(n, "image file not found")
             continue
         todo.append((i, n, p))
-    for s in tqdm(range(0, len(todo), batch_size), desc="predict AFLW2000-3D", unit="batch", disable=None):
+    for s in tqdm(
+        range(0, len(todo), batch_size), desc="predict AFLW2000-3D", unit="batch", disable=None
+    ):
         chunk = todo[s : s + batch_size]
         imgs, keep = [], []
         for i, n, p in chunk:
@@ -86,7 +99,9 @@ def predict_aflw2000(
         if not keep:
             continue
         rows = np.array([i for i, _ in keep])
-        out = np.asarray(predictor.predict(imgs, landmark_box(gt0[rows]), box_kind="landmarks"), np.float64)
+        out = np.asarray(
+            predictor.predict(imgs, landmark_box(gt0[rows]), box_kind="landmarks"), np.float64
+        )
         points.append(out[:, kpt])
         names += [n for _, n in keep]
     if report is not None:
@@ -96,7 +111,10 @@ def predict_aflw2000(
 
 
 def predict_aflw2000_detected(
-    predictor: PredictorLike, truth: AFLW2000Truth, detector: str = "auto", report: RunReport | None = None
+    predictor: PredictorLike,
+    truth: AFLW2000Truth,
+    detector: str = "auto",
+    report: RunReport | None = None,
 ) -> tuple[Predictions, dict[str, object]]:
     """Like :func:`predict_aflw2000`, but each crop comes from the face detector (as ``densemark
     predict`` gets it on a user's photo) instead of the ground-truth box.
@@ -115,7 +133,9 @@ def predict_aflw2000_detected(
     gt0 = truth.pts68[..., :2] - float(truth.one_based)
     gt_box = landmark_box(gt0)
     names, points, missed = [], [], []
-    for i, n in enumerate(tqdm(truth.names.tolist(), desc="detect + predict AFLW2000-3D", unit="img", disable=None)):
+    for i, n in enumerate(
+        tqdm(truth.names.tolist(), desc="detect + predict AFLW2000-3D", unit="img", disable=None)
+    ):
         p = truth.image_path(n)
         if p is None:
             if report is not None:
@@ -133,7 +153,9 @@ def predict_aflw2000_detected(
         if c is None or not ((gt_box[i, :2] <= c).all() and (c <= gt_box[i, 2:]).all()):
             missed.append(n)
             continue
-        out = np.asarray(predictor.predict([img], faces[0].box[None], box_kind="landmarks"), np.float64)
+        out = np.asarray(
+            predictor.predict([img], faces[0].box[None], box_kind="landmarks"), np.float64
+        )
         points.append(out[:, kpt])
         names.append(n)
     total = len(names) + len(missed)
@@ -159,7 +181,9 @@ def predict_dense(
     """
     want, have = dataset.landmark_set.get("sha256"), predictor.landmark_set.get("sha256")
     if want != have:
-        raise DensemarkError(f"refusing to evaluate: the model's landmark set ({have}) differs from the data's ({want})")
+        raise DensemarkError(
+            f"refusing to evaluate: the model's landmark set ({have}) differs from the data's ({want})"
+        )
     n = len(dataset) if max_samples is None else min(len(dataset), max_samples)
     if n == 0:
         return None
@@ -173,7 +197,9 @@ def predict_dense(
         kpts.append(k68)
         ids += [str(r["id"]) for r in rows]
         yaws += [float(r["yaw"]) for r in rows]
-    return score_dense(ids, np.concatenate(preds), np.concatenate(gts), np.concatenate(kpts), np.array(yaws))
+    return score_dense(
+        ids, np.concatenate(preds), np.concatenate(gts), np.concatenate(kpts), np.array(yaws)
+    )
 
 
 def _device(name: str) -> str:
@@ -270,13 +296,21 @@ def run_evaluate(
             else:
                 pred = predict_aflw2000(predictor, truth, params.batch_size, rep)
             if len(pred.names) == 0 and boxes_from == "detector":
-                raise InputError(gt_dir, None, f"the detector found no face on the {info['detection']['n_images']} images")
+                raise InputError(
+                    gt_dir,
+                    None,
+                    f"the detector found no face on the {info['detection']['n_images']} images",
+                )
             if len(pred.names) == 0:
                 raise InputError(gt_dir, None, "no AFLW2000-3D image could be read to predict on")
             truth = truth.subset(pred.names)
             dst = Path(out_predictions) if out_predictions else out / "predictions_aflw2000.npz"
             files["predictions"] = write_predictions(dst, pred.names, pred.points, pred.one_based)
-        info["predictions"] = {"one_based": pred.one_based, "n": len(pred.names), "dims": int(pred.points.shape[-1])}
+        info["predictions"] = {
+            "one_based": pred.one_based,
+            "n": len(pred.names),
+            "dims": int(pred.points.shape[-1]),
+        }
         aflw = score_aflw2000(pred, truth)
         rep.count("aflw2000_scored", len(aflw.names))
     if data_dir is not None or dataset is not None:
@@ -298,15 +332,22 @@ def run_evaluate(
     m = metrics(aflw, dense)
     if "detection" in info:
         det = info["detection"]
-        m = {**m, "detection": {k: det[k] for k in ("detector", "n_images", "detected", "misses", "miss_rate")}}
+        m = {
+            **m,
+            "detection": {
+                k: det[k] for k in ("detector", "n_images", "detected", "misses", "miss_rate")
+            },
+        }
     files["metrics"] = write_json(metrics_path or out / "metrics.json", m)
     rep.extra = full_report(aflw, dense, info)
     files["report"] = rep.write(out / "report.json")
     table = markdown_table(aflw, dense, params.method_name)
     if "detection" in info:
         d = info["detection"]
-        table += (f"\nCrops from the face detector ({d['detector']!r}), not the ground-truth boxes: {d['detected']} of "
-                  f"{d['n_images']} images detected, {d['misses']} detection misses (left out of the scores).\n")
+        table += (
+            f"\nCrops from the face detector ({d['detector']!r}), not the ground-truth boxes: {d['detected']} of "
+            f"{d['n_images']} images detected, {d['misses']} detection misses (left out of the scores).\n"
+        )
     files["table"] = write_markdown(out / "results.md", table)
     curves: dict[str, np.ndarray] = {}
     if aflw is not None:

@@ -95,14 +95,18 @@ def crop_square(
     return center, side
 
 
-def crop_transform(center: np.ndarray, side: float, res: int = 256, z_min: float = 0.0) -> CropTransform:
+def crop_transform(
+    center: np.ndarray, side: float, res: int = 256, z_min: float = 0.0
+) -> CropTransform:
     """The similarity that maps the square (centre, side) onto ``[0, res-1]^2``.
 
     ``z_min`` is the minimum scaled z over the mesh, so crop-space z starts at 0.
     """
     sc = (res - 1) / side
     x0, y0 = center[0] - side / 2.0, center[1] - side / 2.0
-    return CropTransform(scale=float(sc), tx=float(-sc * x0), ty=float(-sc * y0), tz=float(-z_min), size=int(res))
+    return CropTransform(
+        scale=float(sc), tx=float(-sc * x0), ty=float(-sc * y0), tz=float(-z_min), size=int(res)
+    )
 
 
 def crop_image(image: np.ndarray, tf: CropTransform) -> np.ndarray:
@@ -110,5 +114,10 @@ def crop_image(image: np.ndarray, tf: CropTransform) -> np.ndarray:
     import cv2
 
     return cv2.warpAffine(
-        image, tf.affine, (tf.size, tf.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        image,
+        tf.affine,
+        (tf.size, tf.size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
     )

@@ -32,9 +32,9 @@ from densemark.faces.pose import rotation_3ddfa
 @dataclass(frozen=True, eq=False)
 class BatchGeometry:
     """Attributes:
-        vertices: (N, B, 3) float32 crop-space vertices (vertex-major).
-        crops: B crop transforms (image pixels -> crop pixels; z shifted so min z is 0).
-        image_kpt: (B, 68, 3) float64 image-space keypoints (x, y_img, z).
+    vertices: (N, B, 3) float32 crop-space vertices (vertex-major).
+    crops: B crop transforms (image pixels -> crop pixels; z shifted so min z is 0).
+    image_kpt: (B, 68, 3) float64 image-space keypoints (x, y_img, z).
     """
 
     vertices: np.ndarray
@@ -73,9 +73,16 @@ class BasisRows:
             (their float64 mean and basis rows are fixed once, so the definition above still holds).
     """
 
-    def __init__(self, model: MorphableModel, vids: np.ndarray | None = None, weights: np.ndarray | None = None):
+    def __init__(
+        self,
+        model: MorphableModel,
+        vids: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+    ):
         self.k_shape, self.k_exp = model.n_shape, model.n_exp
-        if weights is not None:  # rows of barycentric combinations: point k = sum_j w[k, j] vertex vids[k, j]
+        if (
+            weights is not None
+        ):  # rows of barycentric combinations: point k = sum_j w[k, j] vertex vids[k, j]
             v, w = np.asarray(vids, np.int64), np.asarray(weights, np.float64)
             n = model.n_vertices
             mean = np.zeros((v.shape[0], 3))
@@ -83,7 +90,9 @@ class BasisRows:
             full = (model.shape_basis.reshape(n, 3, -1), model.exp_basis.reshape(n, 3, -1))
             for j in range(v.shape[1]):
                 mean += w[:, j, None] * model.mean[v[:, j]]
-                basis += w[:, j, None, None] * np.concatenate([full[0][v[:, j]], full[1][v[:, j]]], 2)
+                basis += w[:, j, None, None] * np.concatenate(
+                    [full[0][v[:, j]], full[1][v[:, j]]], 2
+                )
             self.mean, self.basis = mean.reshape(-1), basis.reshape(mean.size, basis.shape[2])
             self.n_rows = self.mean.size
         else:
@@ -95,20 +104,34 @@ class BasisRows:
                 rows = (3 * v[:, None] + np.arange(3)).ravel()
                 self.n_rows = rows.size
             self.mean = model.mean.reshape(-1)[rows].astype(np.float64)
-            self.basis = np.concatenate([model.shape_basis[rows], model.exp_basis[rows]], 1).astype(np.float64)
+            self.basis = np.concatenate([model.shape_basis[rows], model.exp_basis[rows]], 1).astype(
+                np.float64
+            )
         self._abs_mean = np.abs(self.mean)
         # row sums of |basis| per block (identity, expression): their coefficients differ by orders of magnitude
-        self._abs_rows = np.stack([np.abs(self.basis[:, : self.k_shape]).sum(1), np.abs(self.basis[:, self.k_shape :]).sum(1)], 1)
+        self._abs_rows = np.stack(
+            [
+                np.abs(self.basis[:, : self.k_shape]).sum(1),
+                np.abs(self.basis[:, self.k_shape :]).sum(1),
+            ],
+            1,
+        )
 
     def _cmax(self, c: np.ndarray) -> np.ndarray:
         """(2, B) max |coefficient| per block."""
         ks = self.k_shape
         z = np.zeros(c.shape[0])
-        return np.stack([np.abs(c[:, :ks]).max(1) if ks else z, np.abs(c[:, ks:]).max(1) if self.k_exp else z])
+        return np.stack(
+            [np.abs(c[:, :ks]).max(1) if ks else z, np.abs(c[:, ks:]).max(1) if self.k_exp else z]
+        )
 
-    def coefficients(self, shape_para: np.ndarray | None, exp_para: np.ndarray | None, b: int) -> np.ndarray:
+    def coefficients(
+        self, shape_para: np.ndarray | None, exp_para: np.ndarray | None, b: int
+    ) -> np.ndarray:
         """(B, K) float32 concatenated coefficients (missing trailing ones are zero)."""
-        c = np.concatenate([_coeffs(shape_para, self.k_shape, b), _coeffs(exp_para, self.k_exp, b)], 1)
+        c = np.concatenate(
+            [_coeffs(shape_para, self.k_shape, b), _coeffs(exp_para, self.k_exp, b)], 1
+        )
         if not np.isfinite(c).all():
             raise InputError(None, "coefficients", "non-finite shape or expression coefficients")
         return c
@@ -193,7 +216,9 @@ def pose_affine(
         cr = crops.astype(np.float64).reshape(-1, 5)
         scale, tx, ty = cr[:, 0], cr[:, 1], cr[:, 2]
     else:
-        scale, tx, ty = (np.array([getattr(tf, n) for tf in crops], np.float64) for n in ("scale", "tx", "ty"))
+        scale, tx, ty = (
+            np.array([getattr(tf, n) for tf in crops], np.float64) for n in ("scale", "tx", "ty")
+        )
     flip = np.stack([scale, -scale, scale], 1)  # crop scale with the image y flip
     a = (flip * pose[:, 6, None])[:, :, None] * rot
     off = flip * pose[:, 3:6] + np.stack([tx, scale * (h - 1) + ty, np.zeros(b)], 1)
@@ -217,7 +242,9 @@ def apply_affine32(y: np.ndarray, a: np.ndarray, off: np.ndarray) -> np.ndarray:
     return out
 
 
-def image_keypoints(kpt_model: np.ndarray, pose_para: np.ndarray, image_height: np.ndarray) -> np.ndarray:
+def image_keypoints(
+    kpt_model: np.ndarray, pose_para: np.ndarray, image_height: np.ndarray
+) -> np.ndarray:
     """(B, 68, 3) float64 image-space keypoints (x, y_img, z) from float32 model-space ones, elementwise."""
     pose = np.asarray(pose_para, np.float64).reshape(-1, 7)
     rot = rotation_exact(pose[:, :3])
@@ -225,7 +252,15 @@ def image_keypoints(kpt_model: np.ndarray, pose_para: np.ndarray, image_height: 
     s = pose[:, 6, None]
     out = np.empty_like(k)
     for r in range(3):
-        out[..., r] = s * (rot[:, None, r, 0] * k[..., 0] + rot[:, None, r, 1] * k[..., 1] + rot[:, None, r, 2] * k[..., 2]) + pose[:, None, 3 + r]
+        out[..., r] = (
+            s
+            * (
+                rot[:, None, r, 0] * k[..., 0]
+                + rot[:, None, r, 1] * k[..., 1]
+                + rot[:, None, r, 2] * k[..., 2]
+            )
+            + pose[:, None, 3 + r]
+        )
     h = np.broadcast_to(np.asarray(image_height, np.float64), (pose.shape[0],))
     out[..., 1] = (h[:, None] - 1) - out[..., 1]
     return out
@@ -296,7 +331,8 @@ def crops_from_keypoints(
     """One crop transform per sample from (B, 68, >=2) image keypoints (tz = 0 until the z shift is known)."""
     out = []
     for i in range(kpt.shape[0]):
-        center, side = crop_square(kpt[i, :, :2], crop_scale, jitter, size_jitter, rngs[i] if rngs else None)
+        center, side = crop_square(
+            kpt[i, :, :2], crop_scale, jitter, size_jitter, rngs[i] if rngs else None
+        )
         out.append(crop_transform(center, side, res))
     return out
-

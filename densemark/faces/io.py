@@ -70,7 +70,9 @@ def load_bfm_mat(path: PathLike, name: str | None = None) -> MorphableModel:
     exp_mu = get("expMU", (n3, 1))
     shape_pc = get("shapePC", (n3, None)).astype(np.float32)
     exp_pc = get("expPC", (n3, None)).astype(np.float32)
-    shape_ev = check_array(field("shapeEV"), path, "model.shapeEV", (shape_pc.shape[1],), squeeze=True)
+    shape_ev = check_array(
+        field("shapeEV"), path, "model.shapeEV", (shape_pc.shape[1],), squeeze=True
+    )
     exp_ev = check_array(field("expEV"), path, "model.expEV", (exp_pc.shape[1],), squeeze=True)
     tri = load_triangles(field("tri"), path, "model.tri", n, one_based=True, layout="3T")
     tri_mouth = (
@@ -119,9 +121,13 @@ def save_bfm_mat(model: MorphableModel, path: PathLike, n_mouth: int = 0) -> Pat
 def load_uv_mat(path: PathLike, n_vertices: int | None = None, key: str = "UV") -> np.ndarray:
     """Read ``BFM_UV.mat``: (N, 2) float64 UV coordinates in [0, 1]."""
     mat = read_mat(path)
-    uv = check_array(_field(mat, path, key), path, key, (n_vertices, 2), kind="f").astype(np.float64)
+    uv = check_array(_field(mat, path, key), path, key, (n_vertices, 2), kind="f").astype(
+        np.float64
+    )
     if uv.min() < -1e-6 or uv.max() > 1 + 1e-6:
-        raise InputError(path, key, f"UV coordinates outside [0, 1]: [{uv.min():.3g}, {uv.max():.3g}]")
+        raise InputError(
+            path, key, f"UV coordinates outside [0, 1]: [{uv.min():.3g}, {uv.max():.3g}]"
+        )
     return uv
 
 
@@ -150,7 +156,9 @@ def load_triangles(
 def load_tri_mat(path: PathLike, n_vertices: int) -> np.ndarray:
     """Read BFM ``tri.mat`` (key ``tri``, (3, T) 1-based): (T, 3) int64 0-based."""
     mat = read_mat(path)
-    return load_triangles(_field(mat, path, "tri"), path, "tri", n_vertices, one_based=True, layout="3T")
+    return load_triangles(
+        _field(mat, path, "tri"), path, "tri", n_vertices, one_based=True, layout="3T"
+    )
 
 
 @dataclass(frozen=True)
@@ -176,9 +184,16 @@ def load_bfm_info(path: PathLike) -> BFMInfo:
     info = _struct(mat, path, "model_info")
     trim = check_array(_field(info, path, "trimIndex"), path, "model_info.trimIndex", (None, 1))
     n = int(trim.shape[0])
-    kpt = check_array(_field(info, path, "kpt_ind"), path, "model_info.kpt_ind", (68,), squeeze=True)
+    kpt = check_array(
+        _field(info, path, "kpt_ind"), path, "model_info.kpt_ind", (68,), squeeze=True
+    )
     tri_mouth = load_triangles(
-        _field(info, path, "tri_mouth"), path, "model_info.tri_mouth", n, one_based=True, layout="3T"
+        _field(info, path, "tri_mouth"),
+        path,
+        "model_info.tri_mouth",
+        n,
+        one_based=True,
+        layout="3T",
     )
     sym = check_array(_field(info, path, "symlist"), path, "model_info.symlist", (2, None))
     return BFMInfo(
@@ -200,7 +215,11 @@ def load_mean_shape(u_shp: PathLike, u_exp: PathLike | None = None) -> np.ndarra
 
 
 def model_from_mean(
-    mean: np.ndarray, triangles: np.ndarray, kpt_ind: np.ndarray, uv: np.ndarray | None = None, name: str = "mean"
+    mean: np.ndarray,
+    triangles: np.ndarray,
+    kpt_ind: np.ndarray,
+    uv: np.ndarray | None = None,
+    name: str = "mean",
 ) -> MorphableModel:
     """A basis-free model (every instance is the mean), e.g. from 3DDFA's mean arrays."""
     n3 = 3 * mean.shape[0]
@@ -223,7 +242,9 @@ def load_bfm_mean_model(bfm_dir: PathLike) -> MorphableModel:
     n = mean.shape[0]
     info = load_bfm_info(d / "BFM_info.mat")
     if info.n_vertices != n:
-        raise InputError(d / "BFM_info.mat", "model_info.trimIndex", f"{info.n_vertices} vertices, mean has {n}")
+        raise InputError(
+            d / "BFM_info.mat", "model_info.trimIndex", f"{info.n_vertices} vertices, mean has {n}"
+        )
     tri = np.concatenate([load_tri_mat(d / "tri.mat", n), info.tri_mouth])
     uv = load_uv_mat(d / "BFM_UV.mat", n)
     return model_from_mean(mean, tri, info.kpt_ind, uv, name="bfm-mean")
@@ -233,5 +254,3 @@ def load_model(bfm_mat: PathLike, uv_mat: PathLike) -> MorphableModel:
     """A full model: face3d ``BFM.mat`` plus its ``BFM_UV.mat``."""
     model = load_bfm_mat(bfm_mat)
     return model.with_uv(load_uv_mat(uv_mat, model.n_vertices))
-
-

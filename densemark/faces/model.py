@@ -88,7 +88,9 @@ class MorphableModel:
         """A copy of this model with per-vertex UV coordinates ``uv: (N, 2)``."""
         return replace(self, uv=np.asarray(uv, np.float64))
 
-    def vertices(self, shape_para: np.ndarray | None = None, exp_para: np.ndarray | None = None) -> np.ndarray:
+    def vertices(
+        self, shape_para: np.ndarray | None = None, exp_para: np.ndarray | None = None
+    ) -> np.ndarray:
         """Model instances.
 
         Args:
@@ -104,7 +106,11 @@ class MorphableModel:
         ep = self._coeffs(exp_para, self.n_exp, "exp_para")
         b = max(sp.shape[0], ep.shape[0])
         if {sp.shape[0], ep.shape[0]} - {1, b}:
-            raise InputError(None, "exp_para", f"batch {ep.shape[0]} does not match shape_para batch {sp.shape[0]}")
+            raise InputError(
+                None,
+                "exp_para",
+                f"batch {ep.shape[0]} does not match shape_para batch {sp.shape[0]}",
+            )
         offs = np.zeros((b, 3 * self.n_vertices), np.float32)
         if self.n_shape:
             offs += sp @ self.shape_basis.T

@@ -21,10 +21,17 @@ class ModelParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: Literal["embedded", "bfm", "bfm-mean"] = Field("embedded", description="the face model: embedded (procedural, no licence needed), bfm or bfm-mean")
+    source: Literal["embedded", "bfm", "bfm-mean"] = Field(
+        "embedded",
+        description="the face model: embedded (procedural, no licence needed), bfm or bfm-mean",
+    )
     dir: Path = Field(Path("data/model"), description="folder of the model files")
-    template_dir: Path | None = Field(None, description="PRNet template folder; null: derived from the model")
-    cache_dir: Path = Field(Path("data/cache"), description="cache of per-model computations (UV rasterization)")
+    template_dir: Path | None = Field(
+        None, description="PRNet template folder; null: derived from the model"
+    )
+    cache_dir: Path = Field(
+        Path("data/cache"), description="cache of per-model computations (UV rasterization)"
+    )
     uv_res: int = Field(256, ge=16, le=2048, description="UV map / crop side in pixels")
 
     def recorded(self) -> dict:

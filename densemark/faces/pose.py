@@ -60,7 +60,13 @@ def transform_3ddfa(vertices: np.ndarray, pose_para: np.ndarray) -> np.ndarray:
     s, r, t = pose_para_to_srt(pose_para)
     v = np.asarray(vertices, np.float64)
     r = r[..., None, :, :]  # (..., 1, 3, 3) against (..., N, 3)
-    rot = np.stack([v[..., 0] * r[..., i, 0] + v[..., 1] * r[..., i, 1] + v[..., 2] * r[..., i, 2] for i in range(3)], -1)
+    rot = np.stack(
+        [
+            v[..., 0] * r[..., i, 0] + v[..., 1] * r[..., i, 1] + v[..., 2] * r[..., i, 2]
+            for i in range(3)
+        ],
+        -1,
+    )
     return s[..., None, None] * rot + t[..., None, :]
 
 

@@ -264,7 +264,9 @@ def render_with_raster(
     else:
         out = np.array(background, np.uint8, copy=True)
         if out.shape != (height, width, 3):
-            raise InputError(None, "background", f"expected ({height}, {width}, 3), got {out.shape}")
+            raise InputError(
+                None, "background", f"expected ({height}, {width}, 3), got {out.shape}"
+            )
     if shade:
         up = v * np.array([1.0, -1.0, 1.0])  # undo the row flip: normals in the y-up camera frame
         col = lambert(vertex_normals(up, tri), col, light_dir, ambient, diffuse)

@@ -37,11 +37,18 @@ def run_model(model: ModelParams, procedural: ProceduralParams, out_dir: str | P
         rep.params["procedural"] = procedural.model_dump(mode="json")
         outputs = write_model(procedural, out_dir)
     m = load_configured_model(model, out_dir)
-    rep.counts.update(n_vertices=m.n_vertices, n_triangles=int(m.triangles.shape[0]), n_shape=m.n_shape, n_exp=m.n_exp)
+    rep.counts.update(
+        n_vertices=m.n_vertices,
+        n_triangles=int(m.triangles.shape[0]),
+        n_shape=m.n_shape,
+        n_exp=m.n_exp,
+    )
     return StageResult(outputs=outputs, report=rep, metrics=dict(rep.counts))
 
 
-def load_configured_model(params: ModelParams, model_dir: str | Path | None = None) -> MorphableModel:
+def load_configured_model(
+    params: ModelParams, model_dir: str | Path | None = None
+) -> MorphableModel:
     """The model the ``model`` section names, from ``model_dir`` (default ``params.dir``).
 
     The one loader of the configured model: ``bfm`` and ``embedded`` folders hold ``BFM.mat`` +
@@ -57,7 +64,16 @@ def load_configured_model(params: ModelParams, model_dir: str | Path | None = No
 
 
 _MODEL_FILES = ("BFM.mat", "BFM_UV.mat", "model_info.json")
-_MODEL_ARRAYS = ("mean", "shape_basis", "exp_basis", "triangles", "kpt_ind", "uv", "shape_ev", "exp_ev")
+_MODEL_ARRAYS = (
+    "mean",
+    "shape_basis",
+    "exp_basis",
+    "triangles",
+    "kpt_ind",
+    "uv",
+    "shape_ev",
+    "exp_ev",
+)
 
 
 def _cached_model_dir(d: Path, cache_dir: Path) -> MorphableModel:
@@ -93,7 +109,12 @@ def _cached_model_dir(d: Path, cache_dir: Path) -> MorphableModel:
     return m
 
 
-def run_template(params: ModelParams, model_dir: str | Path, out_dir: str | Path, report_path: str | Path | None = None) -> StageResult:
+def run_template(
+    params: ModelParams,
+    model_dir: str | Path,
+    out_dir: str | Path,
+    report_path: str | Path | None = None,
+) -> StageResult:
     """The face template the pipeline samples landmarks on, written in PRNet's file format.
 
     With ``model.template_dir`` set (e.g. PRNet's ``Data/uv-data``), that template is read and
@@ -110,13 +131,21 @@ def run_template(params: ModelParams, model_dir: str | Path, out_dir: str | Path
         tpl = load_template(params.template_dir, params.uv_res)
         missing = int((~uvm.coverage.ravel()[tpl.face_ind]).sum())
         if missing:
-            raise InputError(params.template_dir, "face_ind", f"{missing} face pixels not covered by the model's UV mesh")
+            raise InputError(
+                params.template_dir,
+                "face_ind",
+                f"{missing} face pixels not covered by the model's UV mesh",
+            )
         rep.extra["source"] = "template_dir"
     else:
         tpl = derive_template(model, uvm)
         rep.extra["source"] = "derived"
     outputs = {"template": save_template(tpl, out_dir)}
-    rep.counts.update(n_vertices=tpl.n_vertices, n_triangles=int(tpl.triangles.shape[0]), covered_pixels=int(uvm.coverage.sum()))
+    rep.counts.update(
+        n_vertices=tpl.n_vertices,
+        n_triangles=int(tpl.triangles.shape[0]),
+        covered_pixels=int(uvm.coverage.sum()),
+    )
     rep.extra["template_sha256"] = tpl.sha256()
     if report_path is not None:
         outputs["report"] = rep.write(report_path)

@@ -31,11 +31,11 @@ from densemark.core.validate import check_array, check_indices
 @dataclass(frozen=True, eq=False)
 class FaceTemplate:
     """Attributes:
-        face_ind: (V,) int64 flat UV pixel index of each template vertex, strictly increasing.
-        uv_kpt_ind: (2, 68) int64 UV pixel (u, v) of each of the 68 keypoints.
-        vertices: (V, 3) float64 template geometry (PRNet's canonical frame for the BFM).
-        triangles: (T, 3) int64 0-based triangles over template vertices.
-        res: UV map side in pixels (256).
+    face_ind: (V,) int64 flat UV pixel index of each template vertex, strictly increasing.
+    uv_kpt_ind: (2, 68) int64 UV pixel (u, v) of each of the 68 keypoints.
+    vertices: (V, 3) float64 template geometry (PRNet's canonical frame for the BFM).
+    triangles: (T, 3) int64 0-based triangles over template vertices.
+    res: UV map side in pixels (256).
     """
 
     face_ind: np.ndarray
@@ -115,7 +115,9 @@ def read_index_list(path: str | os.PathLike, field: str, n: int | None = None) -
     p = Path(path)
     arr = _read_txt(p, field)
     if arr.shape[0] != 1 and arr.shape[1] != 1:
-        raise InputError(p, field, f"expected one number per line, got a {arr.shape[0]}x{arr.shape[1]} table")
+        raise InputError(
+            p, field, f"expected one number per line, got a {arr.shape[0]}x{arr.shape[1]} table"
+        )
     arr = check_array(arr.reshape(-1), p, field, (None,))
     return check_indices(arr, p, field, np.iinfo(np.int64).max if n is None else n)
 
@@ -140,11 +142,17 @@ def load_template(folder: str | os.PathLike, res: int | None = None) -> FaceTemp
     res = 256 if res is None else res
     face_ind = read_index_list(d / "face_ind.txt", "face_ind", res * res)
     if np.any(np.diff(face_ind) <= 0):
-        raise InputError(d / "face_ind.txt", "face_ind", "pixel indices must be strictly increasing (no repeats)")
-    kpt = check_array(_read_txt(d / "uv_kpt_ind.txt", "uv_kpt_ind"), d / "uv_kpt_ind.txt", "uv_kpt_ind", (2, 68))
+        raise InputError(
+            d / "face_ind.txt", "face_ind", "pixel indices must be strictly increasing (no repeats)"
+        )
+    kpt = check_array(
+        _read_txt(d / "uv_kpt_ind.txt", "uv_kpt_ind"), d / "uv_kpt_ind.txt", "uv_kpt_ind", (2, 68)
+    )
     kpt = check_indices(kpt, d / "uv_kpt_ind.txt", "uv_kpt_ind", res)
     n = face_ind.shape[0]
-    verts = load_npy(d / "canonical_vertices.npy", "canonical_vertices", (n, 3), kind="f").astype(np.float64)
+    verts = load_npy(d / "canonical_vertices.npy", "canonical_vertices", (n, 3), kind="f").astype(
+        np.float64
+    )
     tri_path = d / "triangles.txt"
     if tri_path.exists():
         tri = check_array(_read_txt(tri_path, "triangles"), tri_path, "triangles", (None, 3))
@@ -166,7 +174,9 @@ def save_template(t: FaceTemplate, folder: str | os.PathLike) -> Path:
         with atomic_path(d / name) as tmp:
             np.savetxt(tmp, arr, fmt=fmt)
     save_npy(d / "canonical_vertices.npy", t.vertices.astype(np.float64))
-    write_json(d / "template_info.json", {"res": t.res, "n_vertices": t.n_vertices, "sha256": t.sha256()})
+    write_json(
+        d / "template_info.json", {"res": t.res, "n_vertices": t.n_vertices, "sha256": t.sha256()}
+    )
     return d
 
 

@@ -35,7 +35,9 @@ def uv_to_pixels(uv: np.ndarray, res: int) -> np.ndarray:
     return np.stack([uv[:, 0] * (res - 1), (res - 1) - uv[:, 1] * (res - 1)], 1)
 
 
-def _barycentric(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _barycentric(
+    p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """face3d's barycentrics of points p (..., 2) in triangles (a, b, c): returns (w_a, w_b, w_c, deno)."""
     v0, v1, v2 = c - a, b - a, p - a
 
@@ -71,7 +73,9 @@ class UVRaster:
     tri: np.ndarray
 
 
-def rasterize_uv(uv_px: np.ndarray, triangles: np.ndarray, res: int, n_vertices: int | None = None) -> UVRaster:
+def rasterize_uv(
+    uv_px: np.ndarray, triangles: np.ndarray, res: int, n_vertices: int | None = None
+) -> UVRaster:
     """Rasterize a mesh laid out in UV pixel space, vectorised over triangles.
 
     Args:
@@ -147,16 +151,24 @@ class UVMap:
         self._row_of_pixel[raster.pixels] = np.arange(len(raster.pixels))
 
     @classmethod
-    def for_model(cls, model: MorphableModel, res: int = 256, cache_dir: str | os.PathLike | None = None) -> UVMap:
+    def for_model(
+        cls, model: MorphableModel, res: int = 256, cache_dir: str | os.PathLike | None = None
+    ) -> UVMap:
         """The UV map of ``model`` (which must carry UV), loaded from / saved to ``cache_dir`` by content hash."""
         if model.uv is None:
-            raise InputError(model.name, "uv", "the model has no UV coordinates (load a BFM_UV.mat)")
+            raise InputError(
+                model.name, "uv", "the model has no UV coordinates (load a BFM_UV.mat)"
+            )
         path = None
         if cache_dir is not None:
             path = Path(cache_dir) / f"uvraster-{model.fingerprint()}-{res}.npz"
             if path.is_file():
                 cached = _load_raster(path)
-                if cached is not None and cached.res == res and cached.n_vertices == model.n_vertices:
+                if (
+                    cached is not None
+                    and cached.res == res
+                    and cached.n_vertices == model.n_vertices
+                ):
                     return cls(cached)  # a corrupt or mismatched cache file is rebuilt below
         raster = rasterize_uv(uv_to_pixels(model.uv, res), model.triangles, res, model.n_vertices)
         if path is not None:
@@ -183,11 +195,19 @@ class UVMap:
         """
         p = np.asarray(pixels, np.int64)
         if p.size and (p.min() < 0 or p.max() >= self.res * self.res):
-            raise InputError(None, "pixels", f"flat pixel index outside [0, {self.res * self.res}): min {p.min()}, max {p.max()}")
+            raise InputError(
+                None,
+                "pixels",
+                f"flat pixel index outside [0, {self.res * self.res}): min {p.min()}, max {p.max()}",
+            )
         r = self._row_of_pixel[p]
         if (r < 0).any():
             bad = np.asarray(pixels)[r < 0]
-            raise InputError(None, "pixels", f"{len(bad)} pixel(s) not covered by the UV mesh, e.g. {bad[:5].tolist()}")
+            raise InputError(
+                None,
+                "pixels",
+                f"{len(bad)} pixel(s) not covered by the UV mesh, e.g. {bad[:5].tolist()}",
+            )
         return self.raster.vids[r], self.raster.bary[r].astype(np.float32)
 
     def sample(self, vertices: np.ndarray, pixels: np.ndarray | None = None) -> np.ndarray:
@@ -207,7 +227,11 @@ class UVMap:
         return barycentric_gather(vertices, vids, w)
 
     def render(
-        self, vertices: np.ndarray, chunk: int = 8, out: np.ndarray | None = None, vertex_major: bool = False
+        self,
+        vertices: np.ndarray,
+        chunk: int = 8,
+        out: np.ndarray | None = None,
+        vertex_major: bool = False,
     ) -> np.ndarray:
         """Position maps: (N, 3) -> (res, res, 3) or (B, N, 3) -> (B, res, res, 3) float32; zero off the face.
 
@@ -221,7 +245,9 @@ class UVMap:
         # xyz triples move as 12-byte items: numpy transposes those far faster than float triples
         if vertex_major:
             if v.ndim != 3 or v.shape[0] != n or v.shape[2] != 3:
-                raise InputError(None, "vertices", f"expected vertex-major ({n}, B, 3), got {v.shape}")
+                raise InputError(
+                    None, "vertices", f"expected vertex-major ({n}, B, 3), got {v.shape}"
+                )
             src = np.ascontiguousarray(v).view(_XYZ).reshape(n, v.shape[1])
             return self._render_chunks(src, chunk, out)
         single = v.ndim == 2
@@ -248,8 +274,16 @@ class UVMap:
     def _out_buffer(self, out: np.ndarray | None, b: int) -> np.ndarray:
         if out is None:
             return np.empty((b, self.res, self.res, 3), np.float32)
-        if out.shape != (b, self.res, self.res, 3) or out.dtype != np.float32 or not out.flags.c_contiguous:
-            raise InputError(None, "out", f"expected a C-contiguous ({b}, {self.res}, {self.res}, 3) float32 buffer")
+        if (
+            out.shape != (b, self.res, self.res, 3)
+            or out.dtype != np.float32
+            or not out.flags.c_contiguous
+        ):
+            raise InputError(
+                None,
+                "out",
+                f"expected a C-contiguous ({b}, {self.res}, {self.res}, 3) float32 buffer",
+            )
         return out
 
     @cached_property
@@ -258,7 +292,8 @@ class UVMap:
         r = self.raster
         rows = np.repeat(r.pixels, 3)
         return sp.csr_matrix(
-            (r.bary.astype(np.float32).ravel(), (rows, r.vids.ravel())), shape=(self.res * self.res, r.n_vertices)
+            (r.bary.astype(np.float32).ravel(), (rows, r.vids.ravel())),
+            shape=(self.res * self.res, r.n_vertices),
         )
 
 
@@ -281,19 +316,32 @@ def barycentric_gather(vertices: np.ndarray, vids: np.ndarray, w: np.ndarray) ->
 
 
 def _save_raster(r: UVRaster, path: Path) -> None:
-    save_npz_cache(path, dict(res=r.res, n_vertices=r.n_vertices, pixels=r.pixels, vids=r.vids, bary=r.bary, tri=r.tri))
+    save_npz_cache(
+        path,
+        dict(
+            res=r.res, n_vertices=r.n_vertices, pixels=r.pixels, vids=r.vids, bary=r.bary, tri=r.tri
+        ),
+    )
 
 
 def _load_raster(path: Path) -> UVRaster | None:
     """A cached raster, or None when the file is unreadable (then the caller rebuilds it)."""
     z = load_npz_cache(path)
     try:
-        return None if z is None else UVRaster(int(z["res"]), int(z["n_vertices"]), z["pixels"], z["vids"], z["bary"], z["tri"])
+        return (
+            None
+            if z is None
+            else UVRaster(
+                int(z["res"]), int(z["n_vertices"]), z["pixels"], z["vids"], z["bary"], z["tri"]
+            )
+        )
     except (KeyError, TypeError, ValueError):
         return None
 
 
-def derive_template(model: MorphableModel, uvmap: UVMap, mask: np.ndarray | None = None) -> FaceTemplate:
+def derive_template(
+    model: MorphableModel, uvmap: UVMap, mask: np.ndarray | None = None
+) -> FaceTemplate:
     """The face template of a model: its covered UV pixels (optionally within ``mask``).
 
     Template vertices are the mean shape read at those pixels (model units); keypoints are the
@@ -306,4 +354,10 @@ def derive_template(model: MorphableModel, uvmap: UVMap, mask: np.ndarray | None
     face_ind = np.flatnonzero(cov).astype(np.int64)
     verts = uvmap.sample(model.mean, face_ind).astype(np.float64)
     kpt = np.rint(uv_to_pixels(model.uv[model.kpt_ind], res)).astype(np.int64).T
-    return FaceTemplate(face_ind=face_ind, uv_kpt_ind=kpt, vertices=verts, triangles=grid_triangles(face_ind, res), res=res)
+    return FaceTemplate(
+        face_ind=face_ind,
+        uv_kpt_ind=kpt,
+        vertices=verts,
+        triangles=grid_triangles(face_ind, res),
+        res=res,
+    )

@@ -61,30 +61,57 @@ def plan_task(model: ModelParams, build: BuildParams, splits: SplitParams, io: d
     return plan_build(model, build, splits, BuildPaths(**io))
 
 
-@task(name="write_chunk", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=retry_transient)
+@task(
+    name="write_chunk",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retry_condition_fn=retry_transient,
+)
 def chunk_task(plan: BuildPlan, k: int) -> dict:
     """:func:`write_chunk` for chunk ``k`` (returns the chunk on disk when it is already written)."""
     return write_chunk(plan, k).to_dict()
 
 
-@task(name="finish", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=retry_transient, log_prints=False)
+@task(
+    name="finish",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retry_condition_fn=retry_transient,
+    log_prints=False,
+)
 def finish_task(plan: BuildPlan, results: list[dict], report_path: str | None) -> dict:
     """`finish_build`: manifest + run report (its own timing line is not logged: the flow logs
     the build's, from the plan to the manifest)."""
     with redirect_stdout(StringIO()):
         res = finish_build(plan, [ChunkResult.from_dict(r) for r in results], report_path)
-    return {**res.summary(), "manifest_sha256": res.manifest_sha256, "manifest": res.manifest, "report": res.report_dict()}
+    return {
+        **res.summary(),
+        "manifest_sha256": res.manifest_sha256,
+        "manifest": res.manifest,
+        "report": res.report_dict(),
+    }
 
 
 @flow(name="densemark-build-chunks", log_prints=True)
-def build_chunks_flow(model: ModelParams, build: BuildParams, splits: SplitParams, flows: FlowParams, io: dict, report_path: str | None) -> dict:
+def build_chunks_flow(
+    model: ModelParams,
+    build: BuildParams,
+    splits: SplitParams,
+    flows: FlowParams,
+    io: dict,
+    report_path: str | None,
+) -> dict:
     """Plan, map `write_chunk` over the chunks on this flow's task runner, finish."""
     t0 = time.perf_counter()
-    plan = plan_task.with_options(retries=flows.retries, retry_delay_seconds=flows.retry_delay_s)(model, build, splits, io)
+    plan = plan_task.with_options(retries=flows.retries, retry_delay_seconds=flows.retry_delay_s)(
+        model, build, splits, io
+    )
     for note in plan.notes:
         print(f"build: note: {note}")
     opts = dict(retries=flows.retries, retry_delay_seconds=flows.retry_delay_s)
-    ks = list(range(plan.n_chunks))  # each task gets its own chunk of the plan, never the whole plan
+    ks = list(
+        range(plan.n_chunks)
+    )  # each task gets its own chunk of the plan, never the whole plan
     futures = chunk_task.with_options(**opts).map([plan.for_chunk(k) for k in ks], ks) if ks else []
     results = [f.result() for f in futures]
     res = finish_task.with_options(**opts)(plan, results, report_path)
@@ -92,20 +119,39 @@ def build_chunks_flow(model: ModelParams, build: BuildParams, splits: SplitParam
     return res
 
 
-def _dask_build(p: Params, io: dict[str, Path], runner: dict[str, Any] | None = None) -> BuildResult:
+def _dask_build(
+    p: Params, io: dict[str, Path], runner: dict[str, Any] | None = None
+) -> BuildResult:
     """Runner of the `build` stage with its chunks on Dask (`runner`: the `flows` section)."""
     fp = FlowParams.model_validate(runner or {})
-    at = {k: os.path.abspath(v) for k, v in io.items()}  # Dask workers may run in another folder (the build records no folder)
-    paths = BuildPaths(model_dir=at["model_dir"], template_dir=at["template"], set_path=at["set"], source_dir=at["source"], out_dir=at["out"])
+    at = {
+        k: os.path.abspath(v) for k, v in io.items()
+    }  # Dask workers may run in another folder (the build records no folder)
+    paths = BuildPaths(
+        model_dir=at["model_dir"],
+        template_dir=at["template"],
+        set_path=at["set"],
+        source_dir=at["source"],
+        out_dir=at["out"],
+    )
     report = at.get("report")
     with _quiet_dask():
-        res = build_chunks_flow.with_options(task_runner=task_runner(fp))(p.model, p.build, p.splits, fp, asdict(paths), report)
+        res = build_chunks_flow.with_options(task_runner=task_runner(fp))(
+            p.model, p.build, p.splits, fp, asdict(paths), report
+        )
     manifest = Manifest.from_dict(res["manifest"], sha256=res["manifest_sha256"])
-    return BuildResult(outputs={k: Path(v) for k, v in res["outputs"].items()}, report=res["report"], metrics=manifest.metrics(), value=manifest)
+    return BuildResult(
+        outputs={k: Path(v) for k, v in res["outputs"].items()},
+        report=res["report"],
+        metrics=manifest.metrics(),
+        value=manifest,
+    )
 
 
 # The `build` stage of the registry (its inputs, outputs, params, cache key), its chunks on Dask.
-DASK_BUILD = replace(STAGES["build"], function="densemark.flows.build:build_chunks_flow", runner=_dask_build)
+DASK_BUILD = replace(
+    STAGES["build"], function="densemark.flows.build:build_chunks_flow", runner=_dask_build
+)
 
 
 @contextmanager
@@ -159,7 +205,9 @@ def run_build_stage(p: Params, base: Path, **paths: str | None) -> dict:
     the build's artifacts when it ran."""
     kw = stage_call("build", p, base, **paths)
     with in_root(base):
-        res, state, seconds = timed_call(DASK_BUILD, p.flows, **kw, runner=p.flows.model_dump(mode="json"))
+        res, state, seconds = timed_call(
+            DASK_BUILD, p.flows, **kw, runner=p.flows.model_dump(mode="json")
+        )
     res = absolute(res, base)
     manifest = Manifest.load(res["outputs"]["dataset"])
     if state != "Cached":
@@ -171,11 +219,19 @@ def run_build_stage(p: Params, base: Path, **paths: str | None) -> dict:
 def publish_build(manifest: Manifest, report: dict, out: Path) -> None:
     """Prefect artifacts of a build: counts table, quarantine table, summary."""
     sha = str(manifest.sha256)
-    rows = [{"group": g, "value": v, "rows": n} for g in ("subset", "split", "flip", "subset_split", "valid") for v, n in manifest.counts.get(g, {}).items()]
-    create_table_artifact(rows, key="densemark-build-counts", description=f"rows of dataset {sha[:12]}")
+    rows = [
+        {"group": g, "value": v, "rows": n}
+        for g in ("subset", "split", "flip", "subset_split", "valid")
+        for v, n in manifest.counts.get(g, {}).items()
+    ]
+    create_table_artifact(
+        rows, key="densemark-build-counts", description=f"rows of dataset {sha[:12]}"
+    )
     q = report.get("quarantine", [])
     create_table_artifact(
-        q or [{"sample": "", "file": "", "field": "", "error": "(none)"}], key="densemark-quarantine", description=f"{len(q)} quarantined samples"
+        q or [{"sample": "", "file": "", "field": "", "error": "(none)"}],
+        key="densemark-quarantine",
+        description=f"{len(q)} quarantined samples",
     )
     create_markdown_artifact(
         f"# Dataset build\n\n`{out}`: **{manifest.rows} rows** from {manifest.source_samples} source samples, "

@@ -36,10 +36,16 @@ def card_flow(
         The card stage's summary (`outputs`, `metrics`, `notes`), its `state` and `seconds`.
     """
     p, base = load(params_path, overrides, root)
-    done = run_stages(["card"], p, base, {"card": {"dataset": dataset, "set": landmark_set, "out": out}})["card"]
+    done = run_stages(
+        ["card"], p, base, {"card": {"dataset": dataset, "set": landmark_set, "out": out}}
+    )["card"]
     res = done["result"]
     card = json.loads(Path(res["outputs"]["json"]).read_text(encoding="utf-8"))
     create_markdown_artifact(card_markdown(Path(res["outputs"]["card"])), key="densemark-card",
                              description=f"dataset card of {card['dataset']['manifest_sha256'][:12]}")  # fmt: skip
-    create_table_artifact(card["counts_table"], key="densemark-card-counts", description="rows per subset, split and flip")
+    create_table_artifact(
+        card["counts_table"],
+        key="densemark-card-counts",
+        description="rows per subset, split and flip",
+    )
     return {**res, "state": done["state"], "seconds": done["seconds"]}

@@ -30,10 +30,26 @@ from densemark.flows.overrides import Sections, as_dict
 from densemark.flows.params import FlowParams
 from densemark.pipeline import LAYOUT, STAGES, Stage
 
-__all__ = ["LAYOUT", "call", "in_root", "load", "options", "paths", "retry_transient", "stage_call", "stage_task", "submit", "timed_call"]
+__all__ = [
+    "LAYOUT",
+    "call",
+    "in_root",
+    "load",
+    "options",
+    "paths",
+    "retry_transient",
+    "stage_call",
+    "stage_task",
+    "submit",
+    "timed_call",
+]
 
 
-def load(params_path: str | os.PathLike, overrides: Sections | dict | None = None, root: str | os.PathLike | None = None) -> tuple[Params, Path]:
+def load(
+    params_path: str | os.PathLike,
+    overrides: Sections | dict | None = None,
+    root: str | os.PathLike | None = None,
+) -> tuple[Params, Path]:
     """Params from ``params_path`` (+ overrides, validated first) and the absolute root folder of the pipeline.
 
     ``root`` defaults to the folder of ``params_path``. Relative paths inside the params stay
@@ -42,20 +58,29 @@ def load(params_path: str | os.PathLike, overrides: Sections | dict | None = Non
     """
     base = (Path(root) if root is not None else Path(params_path).parent).resolve()
     over = as_dict(overrides)
-    if over and Path(params_path).is_file():  # nested keys (sample.relax.iterations) merge into the file's, not over them
+    if (
+        over and Path(params_path).is_file()
+    ):  # nested keys (sample.relax.iterations) merge into the file's, not over them
         try:
             raw = yaml.safe_load(Path(params_path).read_text(encoding="utf-8")) or {}
         except yaml.YAMLError:
             raw = {}  # load_params names the file's error
         if isinstance(raw, dict):
-            over = {k: _deep_merge(raw[k], v) if isinstance(v, dict) and isinstance(raw.get(k), dict) else v for k, v in over.items()}
+            over = {
+                k: _deep_merge(raw[k], v)
+                if isinstance(v, dict) and isinstance(raw.get(k), dict)
+                else v
+                for k, v in over.items()
+            }
     return load_params(params_path, over), base
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
-        out[k] = _deep_merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+        out[k] = (
+            _deep_merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+        )
     return out
 
 
@@ -103,10 +128,20 @@ def stage_task(stage: str | Stage):
     if (name, stage.function) in _TASKS:
         return _TASKS[name, stage.function]
 
-    def run(paths: dict[str, str], sections: dict[str, Any], extra: dict[str, Any] | None = None, runner: dict[str, Any] | None = None) -> dict[str, Any]:
+    def run(
+        paths: dict[str, str],
+        sections: dict[str, Any],
+        extra: dict[str, Any] | None = None,
+        runner: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         params = _params(sections)
-        res = stage.run(params, paths, **(extra or {}), **({"runner": runner} if runner is not None else {}))
-        write_stamp(call_key(stage, {"paths": paths, "sections": sections, "extra": extra}), stage.io(paths, params)[1])
+        res = stage.run(
+            params, paths, **(extra or {}), **({"runner": runner} if runner is not None else {})
+        )
+        write_stamp(
+            call_key(stage, {"paths": paths, "sections": sections, "extra": extra}),
+            stage.io(paths, params)[1],
+        )
         return res.summary()
 
     run.__doc__ = f"`{stage.cmd()}` (`{stage.function}`)."
@@ -123,7 +158,9 @@ def stage_task(stage: str | Stage):
     return _TASKS[name, stage.function]
 
 
-def stage_call(name: str, p: Params, base: Path, **overrides: str | os.PathLike | None) -> dict[str, Any]:
+def stage_call(
+    name: str, p: Params, base: Path, **overrides: str | os.PathLike | None
+) -> dict[str, Any]:
     """The keyword arguments of a call of stage ``name``'s task: its paths as the registry lays
     them out under ``base`` (``overrides`` by key, relative to ``base``), written relative to
     ``base`` (the task runs there), and its params sections."""
@@ -142,7 +179,10 @@ def _under(path: Path, base: Path) -> str:
 
 def absolute(summary: dict[str, Any], base: Path) -> dict[str, Any]:
     """A stage summary with its output paths made absolute (read from outside ``base``)."""
-    return {**summary, "outputs": {k: os.fspath(base / v) for k, v in summary.get("outputs", {}).items()}}
+    return {
+        **summary,
+        "outputs": {k: os.fspath(base / v) for k, v in summary.get("outputs", {}).items()},
+    }
 
 
 def options(name: str | Stage, fp: FlowParams, **kwargs):
@@ -154,7 +194,11 @@ def options(name: str | Stage, fp: FlowParams, **kwargs):
     stage = _stage(name)
     outs = stage.io(kwargs["paths"], _params(kwargs["sections"]))[1]
     fresh = stamp_matches(call_key(stage, kwargs), outs)
-    return stage_task(stage).with_options(retries=fp.retries, retry_delay_seconds=fp.retry_delay_s, refresh_cache=None if fresh else True)
+    return stage_task(stage).with_options(
+        retries=fp.retries,
+        retry_delay_seconds=fp.retry_delay_s,
+        refresh_cache=None if fresh else True,
+    )
 
 
 def call(name: str | Stage, fp: FlowParams, **kwargs) -> tuple[dict[str, Any], str]:
@@ -181,7 +225,12 @@ def paths(d: dict[str, Any]) -> dict[str, str]:
     return {k: os.fspath(v) for k, v in d.items() if v is not None}
 
 
-def run_stages(names: list[str] | tuple[str, ...], p: Params, base: Path, paths_of: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+def run_stages(
+    names: list[str] | tuple[str, ...],
+    p: Params,
+    base: Path,
+    paths_of: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Run the stage tasks ``names`` in order on the registry's paths under ``base`` (inside it,
     as ``dvc repro`` runs them; ``paths_of[name]`` overrides paths of a stage).
 
@@ -191,7 +240,9 @@ def run_stages(names: list[str] | tuple[str, ...], p: Params, base: Path, paths_
     done: dict[str, dict[str, Any]] = {}
     with in_root(base):
         for name in names:
-            res, state, seconds = timed_call(name, p.flows, **stage_call(name, p, base, **(paths_of or {}).get(name, {})))
+            res, state, seconds = timed_call(
+                name, p.flows, **stage_call(name, p, base, **(paths_of or {}).get(name, {}))
+            )
             print(f"{name}: {state} in {seconds:.1f} s")
             done[name] = {"state": state, "seconds": seconds, "result": absolute(res, base)}
     return done

@@ -32,7 +32,9 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 @flow(name="densemark-pipeline", log_prints=True)
-def pipeline_flow(params_path: str = "params.yaml", root: str | None = None, overrides: Sections | None = None) -> dict:
+def pipeline_flow(
+    params_path: str = "params.yaml", root: str | None = None, overrides: Sections | None = None
+) -> dict:
     """Every `dvc.yaml` stage, in `dvc repro`'s order, each a task named after it, with the same
     outputs (byte for byte), params and caching; stage table, metrics, card, CED curve and
     sample crops are published on this run.
@@ -56,7 +58,12 @@ def pipeline_flow(params_path: str = "params.yaml", root: str | None = None, ove
         if group == "pipeline":
             groups[group] = run_stages(["relabel"], p, base)
             continue
-        sub = {"prepare": prepare_flow, "build": build_flow, "card": card_flow, "train": train_flow}[group]
+        sub = {
+            "prepare": prepare_flow,
+            "build": build_flow,
+            "card": card_flow,
+            "train": train_flow,
+        }[group]
         state = sub(**kw, return_state=True)
         runs[sub.name] = str(state.state_details.flow_run_id)
         res = state.result()
@@ -67,13 +74,25 @@ def pipeline_flow(params_path: str = "params.yaml", root: str | None = None, ove
             res = {"card": {"state": res["state"], "seconds": res["seconds"], "result": res}}
         groups[group] = res
     publish_pipeline(groups, runs, PREFECT_UI_URL.value())
-    return {"stages": {name: d["state"] for g in groups.values() for name, d in g.items()}, "manifest_sha256": sha, "runs": runs}
+    return {
+        "stages": {name: d["state"] for g in groups.values() for name, d in g.items()},
+        "manifest_sha256": sha,
+        "runs": runs,
+    }
 
 
-FLOWS = {"prepare": prepare_flow, "build": build_flow, "card": card_flow, "train": train_flow, "pipeline": pipeline_flow}
+FLOWS = {
+    "prepare": prepare_flow,
+    "build": build_flow,
+    "card": card_flow,
+    "train": train_flow,
+    "pipeline": pipeline_flow,
+}
 
 
-def deployments(names: list[str] | None = None, params_path: str | os.PathLike = "params.yaml") -> list:
+def deployments(
+    names: list[str] | None = None, params_path: str | os.PathLike = "params.yaml"
+) -> list:
     """One deployment per flow (`densemark-<name>`), tagged `densemark`, defaulting to
     `params_path` (made absolute); its entrypoint is the flow's module path
     (`densemark.flows.deploy.pipeline_flow`), so a run imports it like the stage code."""
@@ -86,7 +105,11 @@ def deployments(names: list[str] | None = None, params_path: str | os.PathLike =
     return out
 
 
-def serve_flows(names: list[str] | None = None, params_path: str | os.PathLike = "params.yaml", limit: int | None = None) -> None:
+def serve_flows(
+    names: list[str] | None = None,
+    params_path: str | os.PathLike = "params.yaml",
+    limit: int | None = None,
+) -> None:
     """Serve the deployments (blocks): each run started from the UI or API runs here."""
     from prefect import serve
 

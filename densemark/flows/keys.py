@@ -45,7 +45,11 @@ def tree_sha256(path: str | os.PathLike) -> str:
     if p.is_file():
         h.update(b"file\0" + file_sha256(p).encode())
     elif p.is_dir():
-        for f in sorted(q for q in p.rglob("*") if q.is_file() and not any(s.startswith(".") for s in q.relative_to(p).parts)):
+        for f in sorted(
+            q
+            for q in p.rglob("*")
+            if q.is_file() and not any(s.startswith(".") for s in q.relative_to(p).parts)
+        ):
             h.update(f.relative_to(p).as_posix().encode() + b"\0" + file_sha256(f).encode() + b"\n")
     else:
         h.update(b"missing")
@@ -57,7 +61,11 @@ def code_sha256(parts: Iterable[str]) -> str:
     h = hashlib.sha256(densemark.__version__.encode())
     for part in sorted(parts):
         root = _PACKAGE / part
-        files = [root.with_suffix(".py")] if root.with_suffix(".py").is_file() else sorted(root.rglob("*.py"))
+        files = (
+            [root.with_suffix(".py")]
+            if root.with_suffix(".py").is_file()
+            else sorted(root.rglob("*.py"))
+        )
         for f in files:
             h.update(f.relative_to(_PACKAGE).as_posix().encode() + b"\0" + file_sha256(f).encode())
     return h.hexdigest()

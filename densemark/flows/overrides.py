@@ -29,8 +29,12 @@ class Sections(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: ModelParams | None = Field(None, description="the face model (`model` section)")
-    procedural: ProceduralParams | None = Field(None, description="the embedded procedural model (`procedural`)")
-    synthetic: SyntheticParams | None = Field(None, description="synthetic 300W-LP / AFLW2000-3D sources (`synthetic`)")
+    procedural: ProceduralParams | None = Field(
+        None, description="the embedded procedural model (`procedural`)"
+    )
+    synthetic: SyntheticParams | None = Field(
+        None, description="synthetic 300W-LP / AFLW2000-3D sources (`synthetic`)"
+    )
     posmap: PosmapParams | None = Field(None, description="position maps (`posmap`)")
     sample: SampleParams | None = Field(None, description="landmark sampling (`sample`)")
     build: BuildParams | None = Field(None, description="the dataset build (`build`)")

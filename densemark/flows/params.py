@@ -16,9 +16,19 @@ class FlowParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    address: str | None = Field(None, min_length=1, description="dask scheduler address; null = LocalCluster")
+    address: str | None = Field(
+        None, min_length=1, description="dask scheduler address; null = LocalCluster"
+    )
     n_workers: int = Field(2, ge=1, le=1024, description="LocalCluster workers")
-    threads_per_worker: int = Field(1, ge=1, le=64, description="threads of each LocalCluster worker")
+    threads_per_worker: int = Field(
+        1, ge=1, le=64, description="threads of each LocalCluster worker"
+    )
     processes: bool = Field(True, description="LocalCluster workers as processes (false: threads)")
     retries: int = Field(2, ge=0, le=20, description="retries of a failed task")
-    retry_delay_s: float = Field(2.0, ge=0, le=3600, allow_inf_nan=False, description="seconds between retries of a failed task")
+    retry_delay_s: float = Field(
+        2.0,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="seconds between retries of a failed task",
+    )

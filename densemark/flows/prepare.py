@@ -20,7 +20,12 @@ STAGE_NAMES = ("model", "template", "synth_300wlp", "synth_aflw2000", "posmap", 
 
 
 @flow(name="densemark-prepare", log_prints=True)
-def prepare_flow(params_path: str = "params.yaml", root: str | None = None, overrides: Sections | None = None, chosen_set: str | None = None) -> dict:
+def prepare_flow(
+    params_path: str = "params.yaml",
+    root: str | None = None,
+    overrides: Sections | None = None,
+    chosen_set: str | None = None,
+) -> dict:
     """Model, template, synthetic sources, position maps and landmark set, as `dvc repro compare` makes them.
 
     Args:
@@ -42,5 +47,7 @@ def prepare_flow(params_path: str = "params.yaml", root: str | None = None, over
     done = run_stages(names, p, base, {"compare": {"a": chosen_set}})
     if "compare" in done:
         md = Path(done["compare"]["result"]["outputs"]["markdown"]).read_text(encoding="utf-8")
-        create_markdown_artifact(md, key="densemark-compare", description="chosen set vs sampled set")
+        create_markdown_artifact(
+            md, key="densemark-compare", description="chosen set vs sampled set"
+        )
     return done

@@ -52,31 +52,47 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def publish_pipeline(groups: dict[str, dict[str, dict[str, Any]]], runs: dict[str, str], ui_url: str | None) -> None:
+def publish_pipeline(
+    groups: dict[str, dict[str, dict[str, Any]]], runs: dict[str, str], ui_url: str | None
+) -> None:
     """The top-level run's artifacts: stage table, metrics, results table + CED curve, card,
     sample crops, links to the subflow runs."""
     rows = stage_rows(groups)
     ran = sum(r["state"] != "cached" for r in rows)
-    create_table_artifact(rows, key="densemark-stages", description=f"{len(rows)} stages: {ran} ran, {len(rows) - ran} cached")
-    create_table_artifact(metric_rows(groups), key="densemark-metrics", description="the stages' metrics")
+    create_table_artifact(
+        rows,
+        key="densemark-stages",
+        description=f"{len(rows)} stages: {ran} ran, {len(rows) - ran} cached",
+    )
+    create_table_artifact(
+        metric_rows(groups), key="densemark-metrics", description="the stages' metrics"
+    )
     ev = _find(groups, "evaluate")
     if ev is not None:
         out = ev["result"]["outputs"]
         md = "# Evaluation\n\n" + Path(out["table"]).read_text(encoding="utf-8")
         if Path(out.get("ced", "")).is_file():
             md += f"\n\n## CED curve\n\n![CED]({data_uri(Path(out['ced']))})\n"
-        create_markdown_artifact(md, key="densemark-results", description="NME table and CED curve (reports/evaluate)")
+        create_markdown_artifact(
+            md, key="densemark-results", description="NME table and CED curve (reports/evaluate)"
+        )
     card = _find(groups, "card")
     if card is not None:
         readme = Path(card["result"]["outputs"]["card"])
-        create_markdown_artifact(card_markdown(readme), key="densemark-card", description="the dataset card (data/card)")
+        create_markdown_artifact(
+            card_markdown(readme), key="densemark-card", description="the dataset card (data/card)"
+        )
         samples = readme.parent / "samples.png"
         if samples.is_file():
             create_markdown_artifact(f"# Sample crops\n\n![samples]({data_uri(samples)})\n", key="densemark-samples",
                                      description="crops of the dataset with their landmarks")  # fmt: skip
     base = (ui_url or "").rstrip("/")
     links = "\n".join(f"- [{name}]({base}/runs/flow-run/{rid})" for name, rid in runs.items())
-    create_markdown_artifact(f"# Subflow runs\n\n{links}\n", key="densemark-subflows", description="the runs this pipeline run started")
+    create_markdown_artifact(
+        f"# Subflow runs\n\n{links}\n",
+        key="densemark-subflows",
+        description="the runs this pipeline run started",
+    )
 
 
 def _find(groups: dict[str, dict[str, dict[str, Any]]], stage: str) -> dict[str, Any] | None:

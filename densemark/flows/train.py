@@ -12,7 +12,9 @@ STAGE_NAMES = ("train", "export", "evaluate")
 
 
 @flow(name="densemark-train", log_prints=True)
-def train_flow(params_path: str = "params.yaml", root: str | None = None, overrides: Sections | None = None) -> dict:
+def train_flow(
+    params_path: str = "params.yaml", root: str | None = None, overrides: Sections | None = None
+) -> dict:
     """Train the landmark regressor on the dataset, export it to ONNX and evaluate it.
 
     Args:

@@ -25,4 +25,14 @@ from densemark.pipeline.dvc import dvc_stage, dvc_yaml
 from densemark.pipeline.stage import Slot, Stage, add_path_options, paths_from_args, run_from_args
 from densemark.pipeline.stages import LAYOUT, STAGES
 
-__all__ = ["LAYOUT", "STAGES", "Slot", "Stage", "add_path_options", "dvc_stage", "dvc_yaml", "paths_from_args", "run_from_args"]
+__all__ = [
+    "LAYOUT",
+    "STAGES",
+    "Slot",
+    "Stage",
+    "add_path_options",
+    "dvc_stage",
+    "dvc_yaml",
+    "paths_from_args",
+    "run_from_args",
+]

@@ -37,7 +37,10 @@ def _yaml_list(key: str, items: Iterable[Any]) -> list[str]:
         if isinstance(it, dict):
             ((name, props),) = it.items()
             lines.append(f"      - {name}:")
-            lines += [f"          {k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in props.items()]
+            lines += [
+                f"          {k}: {str(v).lower() if isinstance(v, bool) else v}"
+                for k, v in props.items()
+            ]
         else:
             lines.append(f"      - {it}")
     return lines

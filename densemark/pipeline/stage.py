@@ -147,7 +147,11 @@ class Stage:
 
     def deps(self) -> list[str]:
         """``dvc.yaml`` dependencies: input paths, then the code it runs."""
-        return [s.path for s in self.of("dep")] + [f"densemark/{c}" for c in self.code] + ["densemark/pipeline", self.cli]
+        return (
+            [s.path for s in self.of("dep")]
+            + [f"densemark/{c}" for c in self.code]
+            + ["densemark/pipeline", self.cli]
+        )
 
     def paths(self, params: Params | None = None, root: PathLike | None = None) -> dict[str, Path]:
         """Every path of the stage by key, as the pipeline lays it out (under ``root`` when given).
@@ -161,7 +165,9 @@ class Stage:
             out[s.key] = base / p if base is not None and not p.is_absolute() else p
         return out
 
-    def io(self, paths: dict[str, PathLike | None], params: Params | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    def io(
+        self, paths: dict[str, PathLike | None], params: Params | None = None
+    ) -> tuple[dict[str, str], dict[str, str]]:
         """(inputs, outputs) of a call on ``paths`` as ``{name: path}`` strings: what a flow task
         hashes and stamps (the files DVC tracks; side files not asked for are left out).
 
@@ -169,20 +175,36 @@ class Stage:
         configured real model): they count as inputs.
         """
         given = {s.key: paths[s.key] for s in self.slots if paths.get(s.key) is not None}
-        ins = {k: v for s in self.of("dep") if s.key in given for k, v in s.tracked(given[s.key]).items()}
-        outs = {k: v for s in self.of("out", "metrics", "plot") if s.key in given for k, v in s.tracked(given[s.key]).items()}
+        ins = {
+            k: v
+            for s in self.of("dep")
+            if s.key in given
+            for k, v in s.tracked(given[s.key]).items()
+        }
+        outs = {
+            k: v
+            for s in self.of("out", "metrics", "plot")
+            if s.key in given
+            for k, v in s.tracked(given[s.key]).items()
+        }
         if params is not None and self.checks_only is not None and self.checks_only(params):
             ins.update(outs)
             outs = {}
         return ins, outs
 
-    def out_folders(self, paths: dict[str, PathLike | None], params: Params | None = None) -> list[Path]:
+    def out_folders(
+        self, paths: dict[str, PathLike | None], params: Params | None = None
+    ) -> list[Path]:
         """The output folders of a call (``out`` slots without a file suffix), which
         :meth:`run` holds (:func:`~densemark.core.outdir.claimed`); none when the stage only
         checks its outputs (:attr:`checks_only`)."""
         if params is not None and self.checks_only is not None and self.checks_only(params):
             return []
-        return [Path(paths[s.key]) for s in self.of("out") if paths.get(s.key) is not None and not Path(paths[s.key]).suffix]
+        return [
+            Path(paths[s.key])
+            for s in self.of("out")
+            if paths.get(s.key) is not None and not Path(paths[s.key]).suffix
+        ]
 
     def run(self, params: Params, paths: dict[str, PathLike | None], **extra: Any) -> StageResult:
         """Run the stage function on ``paths`` (keys of :attr:`slots`; a missing or None side
@@ -197,7 +219,9 @@ class Stage:
         with ExitStack() as held:
             for folder in self.out_folders(paths, params):
                 held.enter_context(claimed(folder, self.name))
-            res = self.runner(params, {k: Path(v) for k, v in paths.items() if v is not None}, **extra)
+            res = self.runner(
+                params, {k: Path(v) for k, v in paths.items() if v is not None}, **extra
+            )
         target = paths.get("metrics")
         if target is not None and "metrics" not in res.outputs:  # after the folders are released
             res.write_metrics(target)
@@ -217,7 +241,11 @@ def param_value(params: Any, dotted: str) -> Any:
 
 
 def add_path_options(
-    parser: argparse.ArgumentParser, stage: Stage, *, required: Iterable[str] = (), into: dict[str, Any] | None = None
+    parser: argparse.ArgumentParser,
+    stage: Stage,
+    *,
+    required: Iterable[str] = (),
+    into: dict[str, Any] | None = None,
 ) -> None:
     """Add the stage's path options to its ``densemark`` subcommand, in command-line order.
 
@@ -232,12 +260,22 @@ def add_path_options(
         note = f" (default: {s.path})" if default is not None and "default:" not in s.help else ""
         where = into.get(s.key, parser)
         if s.option is None:
-            where.add_argument(s.key, nargs=None if s.key in req else "?", default=default, metavar=s.key.upper(), help=s.help + note)
+            where.add_argument(
+                s.key,
+                nargs=None if s.key in req else "?",
+                default=default,
+                metavar=s.key.upper(),
+                help=s.help + note,
+            )
         else:
-            where.add_argument(s.option, dest=s.key, default=default, required=s.key in req, help=s.help + note)
+            where.add_argument(
+                s.option, dest=s.key, default=default, required=s.key in req, help=s.help + note
+            )
 
 
-def paths_from_args(stage: Stage, args: argparse.Namespace, params: Params) -> dict[str, PathLike | None]:
+def paths_from_args(
+    stage: Stage, args: argparse.Namespace, params: Params
+) -> dict[str, PathLike | None]:
     """The stage's paths from parsed options; options bound to a params key fall back to it."""
     out: dict[str, PathLike | None] = {}
     for s in stage.slots:
@@ -248,6 +286,8 @@ def paths_from_args(stage: Stage, args: argparse.Namespace, params: Params) -> d
     return out
 
 
-def run_from_args(stage: Stage, args: argparse.Namespace, params: Params, **extra: Any) -> StageResult:
+def run_from_args(
+    stage: Stage, args: argparse.Namespace, params: Params, **extra: Any
+) -> StageResult:
     """:meth:`Stage.run` on the paths of a parsed ``densemark <stage>`` command line."""
     return stage.run(params, paths_from_args(stage, args, params), **extra)

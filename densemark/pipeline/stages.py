@@ -66,39 +66,71 @@ def _posmap(p: Params, io: dict[str, Path]) -> StageResult:
 def _sample(p: Params, io: dict[str, Path]) -> StageResult:
     from densemark.sampling.stages import run_sample
 
-    return run_sample(io["template"], p.sample, io["out"], report_json=io.get("report"), plot_png=io.get("plot"))
+    return run_sample(
+        io["template"], p.sample, io["out"], report_json=io.get("report"), plot_png=io.get("plot")
+    )
 
 
 def _compare(p: Params, io: dict[str, Path]) -> StageResult:
     from densemark.sampling.stages import run_compare
 
-    return run_compare(io["a"], io["b"], io["template"], out_md=io.get("markdown"), out_png=io.get("plot"), out_json=io.get("report"))
+    return run_compare(
+        io["a"],
+        io["b"],
+        io["template"],
+        out_md=io.get("markdown"),
+        out_png=io.get("plot"),
+        out_json=io.get("report"),
+    )
 
 
 def _build(p: Params, io: dict[str, Path], workers: int | None = None) -> StageResult:
     from densemark.datasets.build import run_build
     from densemark.datasets.plan import BuildPaths
 
-    paths = BuildPaths(model_dir=io["model_dir"], template_dir=io["template"], set_path=io["set"], source_dir=io["source"], out_dir=io["out"])
-    return run_build(p.model, p.build, p.splits, paths, report_path=io.get("report"), workers=workers)
+    paths = BuildPaths(
+        model_dir=io["model_dir"],
+        template_dir=io["template"],
+        set_path=io["set"],
+        source_dir=io["source"],
+        out_dir=io["out"],
+    )
+    return run_build(
+        p.model, p.build, p.splits, paths, report_path=io.get("report"), workers=workers
+    )
 
 
 def _relabel(p: Params, io: dict[str, Path]) -> StageResult:
     from densemark.datasets.relabel import run_relabel
 
-    return run_relabel(p.model, dataset_dir=io["dataset"], set_path=io["set"], model_dir=io["model_dir"], template_dir=io["template"], out_dir=io.get("out"))
+    return run_relabel(
+        p.model,
+        dataset_dir=io["dataset"],
+        set_path=io["set"],
+        model_dir=io["model_dir"],
+        template_dir=io["template"],
+        out_dir=io.get("out"),
+    )
 
 
 def _card(p: Params, io: dict[str, Path]) -> StageResult:
     from densemark.card.card import run_card
 
-    return run_card(p.card, dataset_dir=io["dataset"], set_path=io["set"], template_dir=io["template"], out_dir=io["out"])
+    return run_card(
+        p.card,
+        dataset_dir=io["dataset"],
+        set_path=io["set"],
+        template_dir=io["template"],
+        out_dir=io["out"],
+    )
 
 
 def _train(p: Params, io: dict[str, Path], resume: bool = False) -> StageResult:
     from densemark.train.loop import train_from_dataset
 
-    return train_from_dataset(p.train, io["data"], io["out"], io.get("metrics"), io.get("plots"), resume=resume)
+    return train_from_dataset(
+        p.train, io["data"], io["out"], io.get("metrics"), io.get("plots"), resume=resume
+    )
 
 
 def _export(p: Params, io: dict[str, Path]) -> StageResult:
@@ -108,7 +140,11 @@ def _export(p: Params, io: dict[str, Path]) -> StageResult:
 
 
 def _evaluate(
-    p: Params, io: dict[str, Path], predictions: PathLike | None = None, boxes_from: str = "gt", detector: str = "auto"
+    p: Params,
+    io: dict[str, Path],
+    predictions: PathLike | None = None,
+    boxes_from: str = "gt",
+    detector: str = "auto",
 ) -> StageResult:
     from densemark.evaluate.stages import run_evaluate
 

@@ -116,7 +116,13 @@ def rx_ry_rz(pitch: float, yaw: float, roll: float) -> np.ndarray:
 
 
 def pose_reference(
-    model: MorphableModel, shape_para, exp_para, pose_para, image_height: int, res: int = 256, crop_scale: float = 1.5
+    model: MorphableModel,
+    shape_para,
+    exp_para,
+    pose_para,
+    image_height: int,
+    res: int = 256,
+    crop_scale: float = 1.5,
 ) -> tuple[np.ndarray, CropTransform]:
     """One sample the plain way (face3d's steps one by one); the reference :func:`pose_batch` must match.
 

@@ -83,8 +83,15 @@ def blender_frame(vertices: np.ndarray) -> dict:
     v = np.asarray(vertices, np.float64)
     lo, hi = v.min(axis=0), v.max(axis=0)
     extent = float((hi - lo).max())
-    k = math.frexp(VIEW_EXTENT_M / extent)[1] - 1 if extent > 0 else 0  # floor(log2(ratio)), exactly
-    return {"axes": "x,-z,-y", "offset": ((lo + hi) / 2).tolist(), "scale": math.ldexp(1.0, k), "units": "m"}
+    k = (
+        math.frexp(VIEW_EXTENT_M / extent)[1] - 1 if extent > 0 else 0
+    )  # floor(log2(ratio)), exactly
+    return {
+        "axes": "x,-z,-y",
+        "offset": ((lo + hi) / 2).tolist(),
+        "scale": math.ldexp(1.0, k),
+        "units": "m",
+    }
 
 
 def write_bundle(lset: LandmarkSet, template: FaceTemplate, path: str | os.PathLike) -> Path:
@@ -115,7 +122,11 @@ def write_bundle(lset: LandmarkSet, template: FaceTemplate, path: str | os.PathL
             "n_ids": len(lset),
             "parent": lset.provenance.get("parent"),
         },
-        "template": {"sha256": template.sha256(), "n_vertices": template.n_vertices, "res": template.res},
+        "template": {
+            "sha256": template.sha256(),
+            "n_vertices": template.n_vertices,
+            "res": template.res,
+        },
         "kpt68_source": kpt_src,
         "mirror_space": MIRROR_SPACE,
         "frame": blender_frame(template.vertices),
@@ -136,7 +147,11 @@ def write_bundle(lset: LandmarkSet, template: FaceTemplate, path: str | os.PathL
 
 
 def read_export(
-    path: str | os.PathLike, parent: LandmarkSet, template: FaceTemplate, *, source: str | os.PathLike | None = None
+    path: str | os.PathLike,
+    parent: LandmarkSet,
+    template: FaceTemplate,
+    *,
+    source: str | os.PathLike | None = None,
 ) -> np.ndarray:
     """Read ``export_landmarks.py``'s JSON and check it against the template, then the parent set.
 
@@ -159,7 +174,9 @@ def read_export(
     try:
         obj = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise InputError(where, None, f"cannot read the Blender export ({type(exc).__name__})") from exc
+        raise InputError(
+            where, None, f"cannot read the Blender export ({type(exc).__name__})"
+        ) from exc
     if not isinstance(obj, dict) or obj.get("format") != EXPORT_FORMAT:
         got = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise InputError(where, "format", f"expected {EXPORT_FORMAT!r}, got {got!r}")
@@ -168,19 +185,29 @@ def read_export(
     want_tpl = str(src.get("template", {}).get("sha256"))
     if want_tpl != template.sha256():
         a, b = distinct_prefixes(want_tpl, template.sha256())
-        raise InputError(where, "source.template.sha256", f"{blend} was built on template {a}, not the given one ({b})")
+        raise InputError(
+            where,
+            "source.template.sha256",
+            f"{blend} was built on template {a}, not the given one ({b})",
+        )
     want_set = str(src.get("set", {}).get("sha256"))
     if want_set != parent.sha256():
         a, b = distinct_prefixes(want_set, parent.sha256())
         raise InputError(
-            where, "source.set.sha256", f"{blend} was built from set {a}, not the given parent {parent.name!r} ({b})"
+            where,
+            "source.set.sha256",
+            f"{blend} was built from set {a}, not the given parent {parent.name!r} ({b})",
         )
     if obj.get("n_vertices") != template.n_vertices:
         raise InputError(
-            where, "n_vertices", f"the mesh has {obj.get('n_vertices')} vertices, the template {template.n_vertices} (vertices added or deleted?)"
+            where,
+            "n_vertices",
+            f"the mesh has {obj.get('n_vertices')} vertices, the template {template.n_vertices} (vertices added or deleted?)",
         )
     ids = obj.get("ids")
-    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+    if not isinstance(ids, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in ids
+    ):
         raise InputError(where, "ids", "expected a list of integers")
     arr = check_ids(ids, where, "ids", template.n_vertices, unique=False, allow_empty=True)
     if arr.size == 0:
@@ -200,7 +227,11 @@ def check_blend_file(path: str | os.PathLike) -> Path:
     with open(p, "rb") as f:
         head = f.read(8)
     if not head.startswith(BLEND_MAGIC):
-        raise InputError(p, None, f"not a Blender file (starts with {head[:7]!r}, not 'BLENDER' or a gzip/zstd header)")
+        raise InputError(
+            p,
+            None,
+            f"not a Blender file (starts with {head[:7]!r}, not 'BLENDER' or a gzip/zstd header)",
+        )
     return p
 
 
@@ -298,6 +329,7 @@ def run_script(
         raise BlenderError(f"{script}: timed out after {timeout:.0f} s") from exc
     except OSError as exc:
         raise BlenderError(f"{script}: cannot start {cmd[0]} ({exc}); {SETUP_HINT}") from exc
+
     def rename(msg: str) -> str:
         for old, new in (names or {}).items():
             msg = msg.replace(old, new)
@@ -306,7 +338,9 @@ def run_script(
     if warnings is not None:
         wtag = f"{Path(script).stem}: warning: "
         lines = (r.stderr or "").splitlines() + (r.stdout or "").splitlines()
-        warnings.extend(rename(f"{script}: {ln[len(wtag):]}") for ln in lines if ln.startswith(wtag))
+        warnings.extend(
+            rename(f"{script}: {ln[len(wtag) :]}") for ln in lines if ln.startswith(wtag)
+        )
     if r.returncode != 0:
         tag = f"{Path(script).stem}: error: "
         own = [ln[len(tag) :] for ln in (r.stderr or "").splitlines() if ln.startswith(tag)]
@@ -322,7 +356,9 @@ def run_script(
 # ----------------------------------------------------------------------------- round trip
 
 
-def export_blend(set_path: str | os.PathLike, template_dir: str | os.PathLike, out_blend: str | os.PathLike) -> Path:
+def export_blend(
+    set_path: str | os.PathLike, template_dir: str | os.PathLike, out_blend: str | os.PathLike
+) -> Path:
     """Make the editing ``.blend`` for the set at ``set_path`` on the template in ``template_dir``.
 
     Returns the ``.blend``; :func:`run_export` also returns the build's warnings.
@@ -334,7 +370,9 @@ def export_blend(set_path: str | os.PathLike, template_dir: str | os.PathLike, o
     return run_export(set_path, template_dir, out_blend)["outputs"]["blend"]
 
 
-def run_export(set_path: str | os.PathLike, template_dir: str | os.PathLike, out_blend: str | os.PathLike) -> dict:
+def run_export(
+    set_path: str | os.PathLike, template_dir: str | os.PathLike, out_blend: str | os.PathLike
+) -> dict:
     """:func:`export_blend` with its report.
 
     Returns:
@@ -391,7 +429,13 @@ def import_blend(
             saved by a newer Blender than the one that runs the import).
     """
     return run_import(
-        blend, parent_path, template_dir, out_json, note, name=name, allow_drop_kpt=allow_drop_kpt,
+        blend,
+        parent_path,
+        template_dir,
+        out_json,
+        note,
+        name=name,
+        allow_drop_kpt=allow_drop_kpt,
         allow_large_edit=allow_large_edit,
     ).value
 
@@ -422,7 +466,10 @@ def run_import(
         exp = Path(tmp) / "export.json"
         warnings: list[str] = []
         run_script(
-            "export_landmarks.py", [str(b.resolve()), str(exp)], names={str(exp): "the export JSON"}, warnings=warnings
+            "export_landmarks.py",
+            [str(b.resolve()), str(exp)],
+            names={str(exp): "the export JSON"},
+            warnings=warnings,
         )
         ids = read_export(exp, parent, template, source=b)
     if not allow_large_edit:
@@ -438,11 +485,21 @@ def run_import(
                 f"{np.flatnonzero(lost).tolist()}); put them back, or pass --allow-drop-kpt to accept a "
                 "child without kpt68",
             )
-    child = edit(parent, template, ids, source=f"blender:{b.name}", note=note, name=name, allow_drop_kpt=allow_drop_kpt)
+    child = edit(
+        parent,
+        template,
+        ids,
+        source=f"blender:{b.name}",
+        note=note,
+        name=name,
+        allow_drop_kpt=allow_drop_kpt,
+    )
     path = child.save(out_json)
     rep = edit_summary(parent, child, template)
     notes = [f"warning: {w}" for w in warnings] + edit_messages(rep)
-    return StageResult(outputs={"set": path}, report={**rep, "parent_name": parent.name}, value=child, notes=notes)
+    return StageResult(
+        outputs={"set": path}, report={**rep, "parent_name": parent.name}, value=child, notes=notes
+    )
 
 
 def check_edit_size(blend: Path, parent: LandmarkSet, ids: np.ndarray, n_vertices: int) -> None:
@@ -476,17 +533,27 @@ def edit_messages(rep: dict) -> list[str]:
     """Plain-language notes on an :func:`~densemark.sampling.landmark_set.edit_summary`."""
     out = []
     if rep["unchanged"]:
-        out.append("no change: the vertex group 'landmarks' holds exactly the parent's landmarks (the child records no edit)")
+        out.append(
+            "no change: the vertex group 'landmarks' holds exactly the parent's landmarks (the child records no edit)"
+        )
     lost, unp = rep["lost_partner"], rep["unpaired_added"]
     if lost or unp:
         parts = []
         if lost:
             parts.append(f"{len(lost)} landmark(s) lost their mirror partner (e.g. ids {lost[:8]})")
         if unp:
-            parts.append(f"{len(unp)} added landmark(s) have no mirror partner in the set (e.g. ids {unp[:8]})")
-        was = "; the parent was exactly mirror-symmetric, the child is not" if rep["parent_exact"] and not rep["child_exact"] else ""
+            parts.append(
+                f"{len(unp)} added landmark(s) have no mirror partner in the set (e.g. ids {unp[:8]})"
+            )
+        was = (
+            "; the parent was exactly mirror-symmetric, the child is not"
+            if rep["parent_exact"] and not rep["child_exact"]
+            else ""
+        )
         out.append(
-            "warning: the edit breaks the mirror symmetry: " + ", ".join(parts) + was
+            "warning: the edit breaks the mirror symmetry: "
+            + ", ".join(parts)
+            + was
             + " (the add-on's 'Mirror selection' adds partners)"
         )
     return out

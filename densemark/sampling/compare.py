@@ -43,7 +43,9 @@ def voronoi(template: FaceTemplate, ids: np.ndarray) -> tuple[np.ndarray, np.nda
         dist: (V,) float64; owner: (V,) int64 positions into ``ids``.
     """
     ids = np.asarray(ids, np.int64)
-    dist, _, src = dijkstra(edge_graph(template), directed=False, indices=ids, min_only=True, return_predecessors=True)
+    dist, _, src = dijkstra(
+        edge_graph(template), directed=False, indices=ids, min_only=True, return_predecessors=True
+    )
     pos = np.full(template.n_vertices, -1, np.int64)
     pos[ids] = np.arange(len(ids))
     return dist, pos[src]
@@ -139,7 +141,11 @@ def compare_sets(template: FaceTemplate, a: LandmarkSet, b: LandmarkSet) -> dict
     step = float(np.median(edge_graph(template).data))
     a_to_b, b_to_a = db[a.ids], da[b.ids]
     return {
-        "template": {"sha256": template.sha256(), "n_vertices": template.n_vertices, "grid_step": step},
+        "template": {
+            "sha256": template.sha256(),
+            "n_vertices": template.n_vertices,
+            "grid_step": step,
+        },
         "definitions": {
             "rim_px": RIM_PX,
             "region_radius": REGION_RADIUS,
@@ -181,7 +187,11 @@ def report_markdown(rep: dict) -> str:
         f"| points | {a['count']} | {b['count']} |",
         f"| 68 keypoints | {a['has_kpt68']} | {b['has_kpt68']} |",
         row("coverage: vertex to nearest landmark", a["coverage"], b["coverage"]),
-        row("spacing: geodesic nearest neighbour", a["spacing_geodesic_nn"], b["spacing_geodesic_nn"]),
+        row(
+            "spacing: geodesic nearest neighbour",
+            a["spacing_geodesic_nn"],
+            b["spacing_geodesic_nn"],
+        ),
         row("spacing: 3D nearest neighbour", a["spacing_3d_nn"], b["spacing_3d_nn"]),
         row("spacing: UV nearest neighbour (px)", a["spacing_uv_nn"], b["spacing_uv_nn"]),
         f"| rim points (within {rim_px:g} UV px of the face-mask boundary) | {a['rim_points']} | {b['rim_points']} |",
@@ -191,10 +201,17 @@ def report_markdown(rep: dict) -> str:
         f"| self-paired points | {a['symmetry']['self_paired']} | {b['symmetry']['self_paired']} |",
         f"| unpaired (self-paired off the midline) | {a['symmetry']['unpaired']} | {b['symmetry']['unpaired']} |",
         row("mirror residual (3D)", a["symmetry"]["residual"], b["symmetry"]["residual"]),
-        row("mirror residual, paired points", a["symmetry"]["residual_paired"], b["symmetry"]["residual_paired"]),
+        row(
+            "mirror residual, paired points",
+            a["symmetry"]["residual_paired"],
+            b["symmetry"]["residual_paired"],
+        ),
         "",
-        "Cross distances (geodesic): " + "A to nearest B {mean:.2f} / {median:.2f} / {p95:.2f} / {max:.2f}".format(**rep["a_to_b"])
-        + "; B to nearest A {mean:.2f} / {median:.2f} / {p95:.2f} / {max:.2f}.".format(**rep["b_to_a"]),
+        "Cross distances (geodesic): "
+        + "A to nearest B {mean:.2f} / {median:.2f} / {p95:.2f} / {max:.2f}".format(**rep["a_to_b"])
+        + "; B to nearest A {mean:.2f} / {median:.2f} / {p95:.2f} / {max:.2f}.".format(
+            **rep["b_to_a"]
+        ),
         "",
         f"Overlap: {rep['overlap']['same_ids']} identical ids; {rep['overlap']['a_within_2_steps_of_b']} of A "
         f"within 2 grid steps of B; {rep['overlap']['b_within_2_steps_of_a']} of B within 2 steps of A.",
@@ -207,7 +224,10 @@ def report_markdown(rep: dict) -> str:
         "|---|---|---|---|---|",
         *[
             f"| {lab} | {x['within_spacing_a']:.1%} | {x['within_spacing_b']:.1%} | {x['median']:.2f} | {x['max']:.2f} |"
-            for lab, x in (("A's points near B", m["a_near_b"]), ("B's points near A", m["b_near_a"]))
+            for lab, x in (
+                ("A's points near B", m["a_near_b"]),
+                ("B's points near A", m["b_near_a"]),
+            )
         ],
         "",
         f"Regions: {rep['definitions']['regions']} (region_radius {rep['definitions']['region_radius']:g}).",
@@ -233,7 +253,11 @@ def plot_sets(template: FaceTemplate, sets: list[LandmarkSet], path, title: str 
     from densemark.sampling.regions import rim_distance
 
     uv, xy = template.pixel_uv, template.vertices[:, :2]
-    styles = [dict(c="tab:blue", marker="o", s=9), dict(c="tab:red", marker="x", s=12), dict(c="tab:green", marker="+", s=14)]
+    styles = [
+        dict(c="tab:blue", marker="o", s=9),
+        dict(c="tab:red", marker="x", s=12),
+        dict(c="tab:green", marker="+", s=14),
+    ]
     edge = rim_distance(template) <= 1.0
     rim = [rim_points(template, s.ids) for s in sets]
     far: list[np.ndarray | None] = [None] * len(sets)
@@ -245,7 +269,10 @@ def plot_sets(template: FaceTemplate, sets: list[LandmarkSet], path, title: str 
             far[i] = cKDTree(other).query(own)[0] > sp + 1e-9
             share[i] = m[key]["within_spacing_a" if i == 0 else "within_spacing_b"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 7.4))
-    for ax, base, flip, lab in ((axes[0], uv, True, "UV (u, v)"), (axes[1], xy, False, "frontal (x, y)")):
+    for ax, base, flip, lab in (
+        (axes[0], uv, True, "UV (u, v)"),
+        (axes[1], xy, False, "frontal (x, y)"),
+    ):
         ax.scatter(base[::7, 0], base[::7, 1], s=0.3, c="0.85", rasterized=True)
         ax.scatter(base[edge, 0], base[edge, 1], s=0.4, c="0.45", rasterized=True)
         for i, (s, st) in enumerate(zip(sets, styles, strict=False)):
@@ -253,11 +280,28 @@ def plot_sets(template: FaceTemplate, sets: list[LandmarkSet], path, title: str 
             ax.scatter(p[:, 0], p[:, 1], label=f"{s.name} ({len(s)})", linewidths=0.8, **st)
             if s.kpt68 is not None:
                 k = base[s.kpt68_ids]
-                ax.scatter(k[:, 0], k[:, 1], s=30, facecolors="none", edgecolors=st["c"], linewidths=0.6)
+                ax.scatter(
+                    k[:, 0], k[:, 1], s=30, facecolors="none", edgecolors=st["c"], linewidths=0.6
+                )
             if rim[i].any():
-                ax.scatter(p[rim[i], 0], p[rim[i], 1], s=40, marker="s", facecolors="none", edgecolors="k", linewidths=0.7)
+                ax.scatter(
+                    p[rim[i], 0],
+                    p[rim[i], 1],
+                    s=40,
+                    marker="s",
+                    facecolors="none",
+                    edgecolors="k",
+                    linewidths=0.7,
+                )
             if far[i] is not None and far[i].any():
-                ax.scatter(p[far[i], 0], p[far[i], 1], s=110, facecolors="none", edgecolors=st["c"], linewidths=0.9)
+                ax.scatter(
+                    p[far[i], 0],
+                    p[far[i], 1],
+                    s=110,
+                    facecolors="none",
+                    edgecolors=st["c"],
+                    linewidths=0.9,
+                )
         ax.set_aspect("equal")
         if flip:
             ax.invert_yaxis()
@@ -268,7 +312,11 @@ def plot_sets(template: FaceTemplate, sets: list[LandmarkSet], path, title: str 
     lines = []
     for i, s in enumerate(sets):
         rc = region_counts(template, s.ids)
-        near = "" if share[i] is None else f"; {share[i]:.1%} have a point of the other set within their median UV spacing"
+        near = (
+            ""
+            if share[i] is None
+            else f"; {share[i]:.1%} have a point of the other set within their median UV spacing"
+        )
         lines.append(
             f"{s.name}: {len(s)} points, {int(rim[i].sum())} rim points (squares, within {RIM_PX:g} UV px of the mask "
             f"boundary){near}\n    " + ", ".join(f"{r} {rc[r]}" for r in REGIONS)

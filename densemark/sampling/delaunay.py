@@ -31,14 +31,16 @@ from densemark.faces.template import FaceTemplate
 from densemark.sampling.symmetry import template_mirror
 
 SPACES = ("uv", "frontal", "geodesic")
-_TREES: weakref.WeakKeyDictionary[FaceTemplate, dict[str, tuple[cKDTree, float]]] = weakref.WeakKeyDictionary()
+_TREES: weakref.WeakKeyDictionary[FaceTemplate, dict[str, tuple[cKDTree, float]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @dataclass(frozen=True)
 class DelaunayResult:
     """Attributes:
-        ids: (K,) int64 ids: the seeds, then each round's new ids (sorted within the round).
-        rounds: per round ``{round, points_in, triangles, on_face, added, points_out}``.
+    ids: (K,) int64 ids: the seeds, then each round's new ids (sorted within the round).
+    rounds: per round ``{round, points_in, triangles, on_face, added, points_out}``.
     """
 
     ids: np.ndarray
@@ -47,7 +49,11 @@ class DelaunayResult:
     @property
     def counts(self) -> list[int]:
         """Point counts: after the seeds, then after each round."""
-        return [self.rounds[0]["points_in"]] + [r["points_out"] for r in self.rounds] if self.rounds else [len(self.ids)]
+        return (
+            [self.rounds[0]["points_in"]] + [r["points_out"] for r in self.rounds]
+            if self.rounds
+            else [len(self.ids)]
+        )
 
 
 def _tree(template: FaceTemplate, space: str) -> tuple[cKDTree, float]:
@@ -84,11 +90,17 @@ def centroids(template: FaceTemplate, ids: np.ndarray, space: str) -> tuple[np.n
     if space not in SPACES:
         raise InputError(None, "space", f"unknown space {space!r}; expected one of {SPACES}")
     ids = np.asarray(ids, np.int64)
-    coords = template.vertices[ids, :2] if space == "frontal" else template.pixel_uv[ids].astype(np.float64)
+    coords = (
+        template.vertices[ids, :2]
+        if space == "frontal"
+        else template.pixel_uv[ids].astype(np.float64)
+    )
     try:
         simp = Delaunay(coords).simplices
     except (QhullError, ValueError) as exc:
-        raise InputError(None, "seeds", f"cannot triangulate {len(ids)} points in {space} space ({exc})") from exc
+        raise InputError(
+            None, "seeds", f"cannot triangulate {len(ids)} points in {space} space ({exc})"
+        ) from exc
     corner = ids[simp]  # (T, 3)
     uvc = template.pixel_uv[corner].mean(1)
     pix = np.floor(uvc + 0.5).astype(np.int64)
@@ -107,7 +119,12 @@ def centroids(template: FaceTemplate, ids: np.ndarray, space: str) -> tuple[np.n
 
 
 def delaunay_sample(
-    template: FaceTemplate, seed_ids: np.ndarray, rounds: int = 3, space: str = "uv", *, symmetric: bool = False
+    template: FaceTemplate,
+    seed_ids: np.ndarray,
+    rounds: int = 3,
+    space: str = "uv",
+    *,
+    symmetric: bool = False,
 ) -> DelaunayResult:
     """Seeds plus ``rounds`` rounds of Delaunay centroids (see module docstring).
 
@@ -121,7 +138,9 @@ def delaunay_sample(
     Returns:
         The ids and per-round statistics.
     """
-    seed_ids = check_ids(seed_ids, None, "seeds", template.n_vertices, unique=False, allow_empty=True)
+    seed_ids = check_ids(
+        seed_ids, None, "seeds", template.n_vertices, unique=False, allow_empty=True
+    )
     _, first = np.unique(seed_ids, return_index=True)
     cur = seed_ids[np.sort(first)]
     if symmetric:
@@ -137,8 +156,14 @@ def delaunay_sample(
             new = new[left[new]]
             new = np.setdiff1d(symmetrize(template, new), cur)
         stats.append(
-            {"round": r, "points_in": len(cur), "triangles": n_tri, "on_face": n_on, "added": len(new),
-             "points_out": len(cur) + len(new)}
+            {
+                "round": r,
+                "points_in": len(cur),
+                "triangles": n_tri,
+                "on_face": n_on,
+                "added": len(new),
+                "points_out": len(cur) + len(new),
+            }
         )
         cur = np.concatenate([cur, new])
     return DelaunayResult(ids=cur, rounds=stats)

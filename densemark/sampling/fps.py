@@ -39,15 +39,21 @@ def edge_graph(template: FaceTemplate) -> sp.csr_matrix:
         w = np.linalg.norm(template.vertices[e[:, 0]] - template.vertices[e[:, 1]], axis=1)
         w = np.maximum(w, 1e-12)  # csgraph treats explicit zeros as missing edges
         n = template.n_vertices
-        _, lab = connected_components(sp.coo_matrix((w, (e[:, 0], e[:, 1])), shape=(n, n)), directed=False)
+        _, lab = connected_components(
+            sp.coo_matrix((w, (e[:, 0], e[:, 1])), shape=(n, n)), directed=False
+        )
         main = lab == np.bincount(lab).argmax()
-        if not main.all():  # e.g. a face pixel in no triangle: link it to its 3D-nearest main vertex
+        if (
+            not main.all()
+        ):  # e.g. a face pixel in no triangle: link it to its 3D-nearest main vertex
             off = np.flatnonzero(~main)
             on = np.flatnonzero(main)
             d, nn = cKDTree(template.vertices[on]).query(template.vertices[off])
             e = np.concatenate([e, np.stack([off, on[nn]], 1)])
             w = np.concatenate([w, np.maximum(d, 1e-12)])
-        g = sp.coo_matrix((np.r_[w, w], (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), shape=(n, n)).tocsr()
+        g = sp.coo_matrix(
+            (np.r_[w, w], (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), shape=(n, n)
+        ).tocsr()
         _GRAPHS[template] = g
     return g
 
@@ -62,7 +68,9 @@ def distance_to(
     if len(sources) == 0:
         return np.full(n, np.inf)
     if metric == "geodesic":
-        return dijkstra(edge_graph(template), directed=False, indices=sources, min_only=True, limit=limit)
+        return dijkstra(
+            edge_graph(template), directed=False, indices=sources, min_only=True, limit=limit
+        )
     if metric == "euclidean":
         d, _ = cKDTree(template.vertices[sources]).query(template.vertices)
         return np.where(d <= limit, d, np.inf)
@@ -111,17 +119,25 @@ def farthest_point_sampling(
         mid = np.ones(len(cand), bool)
         cap = len(cand)
     if need > cap:
-        raise InputError(None, "target_count", f"{target} needs {need} more points, only {cap} candidates")
+        raise InputError(
+            None, "target_count", f"{target} needs {need} more points, only {cap} candidates"
+        )
     prio = np.random.default_rng(seed).permutation(template.n_vertices)
     out = [chosen]
     if need == 0:
         return chosen.copy()
-    dist = distance_to(template, chosen, metric) if len(chosen) else np.full(template.n_vertices, np.inf)
+    dist = (
+        distance_to(template, chosen, metric)
+        if len(chosen)
+        else np.full(template.n_vertices, np.inf)
+    )
     alive = np.ones(len(cand), bool)
     while need > 0:
         ok = alive & (mid if (symmetric and need == 1) else True)
         if not ok.any():
-            raise InputError(None, "target_count", "symmetric mode: no midline candidate left for an odd count")
+            raise InputError(
+                None, "target_count", "symmetric mode: no midline candidate left for an odd count"
+            )
         d = np.where(ok, dist[cand], -1.0)
         best = d.max()
         ties = np.flatnonzero(d == best)

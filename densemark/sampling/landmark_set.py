@@ -103,7 +103,9 @@ class LandmarkSet:
                 "residual": [float(x) for x in self.mirror_residual],
                 "exact": bool(self.mirror_exact),
                 "space": self.mirror_space,
-                **({} if self.mirror_convention is None else {"convention": self.mirror_convention}),
+                **(
+                    {} if self.mirror_convention is None else {"convention": self.mirror_convention}
+                ),
             },
             "provenance": _plain(self.provenance),
         }
@@ -148,7 +150,11 @@ class LandmarkSet:
         if obj.get("format") != FORMAT:
             raise InputError(path, "format", f"expected {FORMAT!r}, got {obj.get('format')!r}")
         if obj.get("version") != VERSION:
-            raise InputError(path, "version", f"unsupported version {obj.get('version')!r} (this reads {VERSION})")
+            raise InputError(
+                path,
+                "version",
+                f"unsupported version {obj.get('version')!r} (this reads {VERSION})",
+            )
         for key in ("name", "template", "ids", "kpt68", "mirror", "provenance"):
             if key not in obj:
                 raise InputError(path, key, "missing")
@@ -220,29 +226,51 @@ class LandmarkSet:
         check_ids(perm, path, "mirror.perm", k, unique=False)
         if not np.array_equal(perm[perm], np.arange(k)):
             bad = np.flatnonzero(perm[perm] != np.arange(k))
-            raise InputError(path, "mirror.perm", f"not an involution (perm[perm[i]] != i at i = {bad[:5].tolist()})")
+            raise InputError(
+                path,
+                "mirror.perm",
+                f"not an involution (perm[perm[i]] != i at i = {bad[:5].tolist()})",
+            )
         if res.shape != (k,):
             raise InputError(path, "mirror.residual", f"expected length {k}, got {res.shape[0]}")
         if not np.isfinite(res).all() or (res < 0).any():
             raise InputError(path, "mirror.residual", "residuals must be finite and >= 0")
         if self.mirror_convention is not None and self.mirror_convention != MIRROR_CONVENTION:
             raise InputError(
-                path, "mirror.convention", f"unknown convention {self.mirror_convention!r}; this reads {MIRROR_CONVENTION!r}"
+                path,
+                "mirror.convention",
+                f"unknown convention {self.mirror_convention!r}; this reads {MIRROR_CONVENTION!r}",
             )
         if bool(self.mirror_exact) != bool((res == 0).all()):
-            raise InputError(path, "mirror.exact", f"is {self.mirror_exact} but residuals say {bool((res == 0).all())}")
+            raise InputError(
+                path,
+                "mirror.exact",
+                f"is {self.mirror_exact} but residuals say {bool((res == 0).all())}",
+            )
         for i, e in enumerate(self.provenance.get("edits", [])):
-            if not isinstance(e, dict) or e.get("op") not in _EDIT_OPS or not isinstance(e.get("ids"), list):
-                raise InputError(path, f"provenance.edits[{i}]", "expected {op: add|remove, ids: [int], source, note}")
+            if (
+                not isinstance(e, dict)
+                or e.get("op") not in _EDIT_OPS
+                or not isinstance(e.get("ids"), list)
+            ):
+                raise InputError(
+                    path,
+                    f"provenance.edits[{i}]",
+                    "expected {op: add|remove, ids: [int], source, note}",
+                )
         if template is not None:
             if template.n_vertices != self.n_template:
                 raise InputError(
-                    path, "template.n_vertices", f"set is for {self.n_template} vertices, template has {template.n_vertices}"
+                    path,
+                    "template.n_vertices",
+                    f"set is for {self.n_template} vertices, template has {template.n_vertices}",
                 )
             sha = template.sha256()
             if sha != self.template_sha256:
                 want, got = distinct_prefixes(self.template_sha256, sha)
-                raise InputError(path, "template.sha256", f"set is for template {want}, given template {got}")
+                raise InputError(
+                    path, "template.sha256", f"set is for template {want}, given template {got}"
+                )
         return self
 
 
@@ -431,6 +459,8 @@ def _int_list(v: object, path: object, fld: str) -> np.ndarray:
 
 
 def _float_list(v: object, path: object, fld: str) -> np.ndarray:
-    if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+    if not isinstance(v, list) or not all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v
+    ):
         raise InputError(path, fld, "expected a list of numbers")
     return np.asarray(v, np.float64).reshape(-1)

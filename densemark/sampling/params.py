@@ -32,17 +32,26 @@ class RelaxParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    iterations: int = Field(60, ge=0, le=1000, description="most Lloyd iterations; 0: no relaxation (the paper's procedure)")
+    iterations: int = Field(
+        60,
+        ge=0,
+        le=1000,
+        description="most Lloyd iterations; 0: no relaxation (the paper's procedure)",
+    )
     space: Literal["uv", "uv-area", "frontal"] = Field(
         "uv",
         description="uv: even over UV pixels; uv-area: UV cells, pixels weighted by their 3D area; "
         "frontal: even over the template's frontal (x, y) view",
     )
     domain: Literal["face", "jaw"] = Field(
-        "jaw", description="face: every template pixel; jaw: the pixels on or above the jaw keypoints' line"
+        "jaw",
+        description="face: every template pixel; jaw: the pixels on or above the jaw keypoints' line",
     )
     rim_margin: float = Field(
-        3.0, ge=0.0, le=32.0, description="relaxed landmarks keep a UV distance > this from off-face pixels (px)"
+        3.0,
+        ge=0.0,
+        le=32.0,
+        description="relaxed landmarks keep a UV distance > this from off-face pixels (px)",
     )
     init: Literal["set", "spread"] = Field(
         "spread",
@@ -50,7 +59,10 @@ class RelaxParams(BaseModel):
         "sampling over the allowed pixels first (an even start)",
     )
     tol: float = Field(
-        0.01, gt=0.0, le=10.0, description="stop once no landmark moves this far in an iteration (grid steps; UV px)"
+        0.01,
+        gt=0.0,
+        le=10.0,
+        description="stop once no landmark moves this far in an iteration (grid steps; UV px)",
     )
 
 
@@ -59,14 +71,23 @@ class SampleParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("delaunay-dense", min_length=1, max_length=200, description="name recorded in the landmark-set file")
+    name: str = Field(
+        "delaunay-dense",
+        min_length=1,
+        max_length=200,
+        description="name recorded in the landmark-set file",
+    )
     seeds: list[int] = Field(
         default_factory=lambda: list(JAW_AND_NOSE_TIP),
         min_length=3,
         description="seed keypoints, indices 0..67 into the template's 68 keypoints",
     )
-    seed_ids: list[int] = Field(default_factory=list, description="extra seeds as template vertex ids")
-    boundary_seeds: int = Field(0, ge=0, le=200, description="extra seeds spread on the template rim (FPS)")
+    seed_ids: list[int] = Field(
+        default_factory=list, description="extra seeds as template vertex ids"
+    )
+    boundary_seeds: int = Field(
+        0, ge=0, le=200, description="extra seeds spread on the template rim (FPS)"
+    )
     rounds: int = Field(3, ge=0, le=8, description="Delaunay centroid rounds")
     space: Literal["uv", "frontal", "geodesic"] = Field(
         "uv",
@@ -74,7 +95,9 @@ class SampleParams(BaseModel):
         "template's frontal (x, y) projection; geodesic: triangulate in UV, place the new point at "
         "the 3D centroid of the triangle's corners snapped to the nearest template vertex",
     )
-    symmetric: bool = Field(True, description="sample one half + midline and mirror: exact mirror pairs")
+    symmetric: bool = Field(
+        True, description="sample one half + midline and mirror: exact mirror pairs"
+    )
     include_kpt68: bool = Field(True, description="force the 68 keypoints into the set")
     target_count: int | None = Field(
         520,
@@ -83,7 +106,10 @@ class SampleParams(BaseModel):
         "at most the vertex count of the template in use, checked when sampling",
     )
     fill: Literal["fps-geodesic", "fps-euclidean"] = Field(
-        "fps-geodesic", description="distance of the farthest-point fill/thin: mesh-edge geodesic or 3D"
+        "fps-geodesic",
+        description="distance of the farthest-point fill/thin: mesh-edge geodesic or 3D",
     )
     seed: int = Field(0, ge=0, description="breaks exact distance ties in farthest-point sampling")
-    relax: RelaxParams = Field(default_factory=RelaxParams, description="Lloyd relaxation after the fill")
+    relax: RelaxParams = Field(
+        default_factory=RelaxParams, description="Lloyd relaxation after the fill"
+    )

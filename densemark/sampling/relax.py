@@ -53,17 +53,19 @@ from densemark.sampling.symmetry import template_mirror
 
 SPACES = ("uv", "uv-area", "frontal")
 DOMAINS = ("face", "jaw")
-_WEIGHTS: weakref.WeakKeyDictionary[FaceTemplate, dict[str, np.ndarray]] = weakref.WeakKeyDictionary()
+_WEIGHTS: weakref.WeakKeyDictionary[FaceTemplate, dict[str, np.ndarray]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @dataclass(frozen=True)
 class RelaxResult:
     """Attributes:
-        ids: (K,) int64 relaxed template ids, same order; fixed landmarks unchanged.
-        iterations: Lloyd iterations run.
-        last_move: largest landmark move in the last iteration (grid steps of the space).
-        moved: landmarks whose template vertex changed.
-        mean_shift: mean UV distance between the old and new pixels of the free landmarks.
+    ids: (K,) int64 relaxed template ids, same order; fixed landmarks unchanged.
+    iterations: Lloyd iterations run.
+    last_move: largest landmark move in the last iteration (grid steps of the space).
+    moved: landmarks whose template vertex changed.
+    mean_shift: mean UV distance between the old and new pixels of the free landmarks.
     """
 
     ids: np.ndarray
@@ -97,7 +99,9 @@ def coordinates(template: FaceTemplate, space: str) -> tuple[np.ndarray, np.ndar
     v, t = template.vertices, template.triangles
     if space not in cache:
         if space == "uv-area":
-            area = 0.5 * np.linalg.norm(np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]]), axis=1)
+            area = 0.5 * np.linalg.norm(
+                np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]]), axis=1
+            )
         else:
             e1, e2 = v[t[:, 1], :2] - v[t[:, 0], :2], v[t[:, 2], :2] - v[t[:, 0], :2]
             area = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
@@ -116,7 +120,9 @@ def domain_mask(template: FaceTemplate, domain: str) -> np.ndarray:
     if domain == "face":
         return np.ones(template.n_vertices, bool)
     if domain != "jaw":
-        raise InputError(None, "relax.domain", f"unknown domain {domain!r}; expected one of {DOMAINS}")
+        raise InputError(
+            None, "relax.domain", f"unknown domain {domain!r}; expected one of {DOMAINS}"
+        )
     j = template.pixel_uv[template.kpt_ids[:17]].astype(np.float64)
     o = np.argsort(j[:, 0], kind="stable")
     line = np.interp(template.pixel_uv[:, 0], j[o, 0], j[o, 1])
@@ -139,7 +145,9 @@ def nearest_generator(points: np.ndarray, gens: np.ndarray) -> tuple[np.ndarray,
     return np.where(tie, i, len(gens)).min(1).astype(np.int64), d[:, 0]
 
 
-def lloyd_step(points: np.ndarray, weights: np.ndarray, gens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def lloyd_step(
+    points: np.ndarray, weights: np.ndarray, gens: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """One Lloyd step.
 
     Args:
@@ -168,7 +176,9 @@ class _Region:
         self.mask = mask
         self.ids = np.flatnonzero(mask)
         if len(self.ids) == 0:
-            raise InputError(None, "relax.rim_margin", f"no template vertex {what} is farther from the rim")
+            raise InputError(
+                None, "relax.rim_margin", f"no template vertex {what} is farther from the rim"
+            )
         self.xy = xy[self.ids]
         self.tree = cKDTree(self.xy)
         self.all_tree = all_tree
@@ -197,7 +207,11 @@ class _Region:
         ids, xy = self.ids[free], self.xy[free]
         n = len(x)
         if n > len(ids):
-            raise InputError(None, "relax.rim_margin", f"{n} landmarks to place, only {len(ids)} allowed vertices")
+            raise InputError(
+                None,
+                "relax.rim_margin",
+                f"{n} landmarks to place, only {len(ids)} allowed vertices",
+            )
         if n == 0:
             return np.zeros(0, np.int64)
         tree = cKDTree(xy)
@@ -242,7 +256,9 @@ def spread(
     pool = np.repeat(np.arange(len(pools)), [len(p) for p in pools])
     left = np.array(counts)
     if (left > np.array([len(p) for p in pools])).any():
-        raise InputError(None, "relax.rim_margin", "too few allowed vertices to place the landmarks")
+        raise InputError(
+            None, "relax.rim_margin", "too few allowed vertices to place the landmarks"
+        )
     c = xy[cand]
     d = np.full(len(cand), np.inf)
     if len(fixed_xy):
@@ -320,7 +336,7 @@ def relax_set(
             x = xy[spread(xy, fx, [region.ids], [len(free)])[0]]
         for it in range(1, iterations + 1):
             cent, _ = lloyd_step(dom, w, np.concatenate([fx, x]))
-            new = region.project(cent[len(fx):])
+            new = region.project(cent[len(fx) :])
             n_it, move = it, float(np.abs(new - x).max()) if len(x) else 0.0
             x = new
             if move < thresh:
@@ -338,7 +354,11 @@ def relax_set(
         right = pos[tm.ids[ids[left]]]
         ok = (right >= 0) & (tm.ids[tm.ids[ids[left]]] == ids[left])
         if not ok.all() or 2 * len(left) + len(mid) != len(free) or fixed[right].any():
-            raise InputError(None, "ids", "symmetric relaxation needs a mirror-closed set (free landmarks in exact mirror pairs)")
+            raise InputError(
+                None,
+                "ids",
+                "symmetric relaxation needs a mirror-closed set (free landmarks in exact mirror pairs)",
+            )
         paired = tm.exact & (tm.ids[tm.ids] == np.arange(template.n_vertices)) & allowed[tm.ids]
         r_left = _Region(xy, all_tree, allowed & paired & (u < c - 0.5), "left of the midline")
         r_mid = _Region(xy, all_tree, allowed & tm.midline, "on the midline") if len(mid) else None
@@ -352,7 +372,7 @@ def relax_set(
         nl, nm = len(xl), len(xm)
         for it in range(1, iterations + 1):
             cent, _ = lloyd_step(dom, w, np.concatenate([fx, xl, xm, mirror(xl)]))
-            cl, cm, cr = np.split(cent[len(fx):], [nl, nl + nm])
+            cl, cm, cr = np.split(cent[len(fx) :], [nl, nl + nm])
             new_l = r_left.project(0.5 * (cl + mirror(cr)))
             new_m = r_mid.project(0.5 * (cm + mirror(cm))) if nm else cm
             new_m = 0.5 * (new_m + mirror(new_m))

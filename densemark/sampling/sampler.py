@@ -33,7 +33,14 @@ def rim_ids(template: FaceTemplate) -> np.ndarray:
 def seed_ids(template: FaceTemplate, params: SampleParams) -> np.ndarray:
     """(S,) the seed template ids: keypoint seeds, explicit ids, then rim seeds (FPS, 3D)."""
     kp = check_ids(params.seeds, None, "sample.seeds", 68, unique=False)
-    extra = check_ids(params.seed_ids, None, "sample.seed_ids", template.n_vertices, unique=False, allow_empty=True)
+    extra = check_ids(
+        params.seed_ids,
+        None,
+        "sample.seed_ids",
+        template.n_vertices,
+        unique=False,
+        allow_empty=True,
+    )
     s = np.concatenate([template.kpt_ids[kp], extra])
     _, first = np.unique(s, return_index=True)
     s = s[np.sort(first)]
@@ -71,7 +78,9 @@ def sample_set(template: FaceTemplate, params: SampleParams) -> tuple[LandmarkSe
         forced = symmetrize(template, forced)
         missing = np.setdiff1d(kpt, forced)
         if missing.size:
-            raise InputError(None, "sample.symmetric", f"keypoint ids {missing.tolist()} have no exact mirror")
+            raise InputError(
+                None, "sample.symmetric", f"keypoint ids {missing.tolist()} have no exact mirror"
+            )
     ids = np.concatenate([ids, forced[~np.isin(forced, ids)]]) if forced.size else ids
     n_before = len(ids)
     metric = "geodesic" if params.fill == "fps-geodesic" else "euclidean"
@@ -79,8 +88,13 @@ def sample_set(template: FaceTemplate, params: SampleParams) -> tuple[LandmarkSe
         t = params.target_count
         if t > len(ids):
             ids = farthest_point_sampling(
-                template, ids, np.arange(template.n_vertices), t,
-                metric=metric, symmetric=params.symmetric, seed=params.seed,
+                template,
+                ids,
+                np.arange(template.n_vertices),
+                t,
+                metric=metric,
+                symmetric=params.symmetric,
+                seed=params.seed,
             )
         else:
             keep = np.union1d(forced, symmetrize(template, seeds) if params.symmetric else seeds)
@@ -93,10 +107,20 @@ def sample_set(template: FaceTemplate, params: SampleParams) -> tuple[LandmarkSe
             ids = ids[np.isin(ids, kept)]
     relax = None
     if params.relax.iterations > 0:
-        fixed = np.isin(ids, np.union1d(forced, symmetrize(template, seeds) if params.symmetric else seeds))
+        fixed = np.isin(
+            ids, np.union1d(forced, symmetrize(template, seeds) if params.symmetric else seeds)
+        )
         r = params.relax
         rr = relax_set(
-            template, ids, fixed, iterations=r.iterations, space=r.space, domain=r.domain, rim_margin=r.rim_margin, tol=r.tol, init=r.init,
+            template,
+            ids,
+            fixed,
+            iterations=r.iterations,
+            space=r.space,
+            domain=r.domain,
+            rim_margin=r.rim_margin,
+            tol=r.tol,
+            init=r.init,
             symmetric=params.symmetric,
         )
         ids, relax = rr.ids, {"fixed": int(fixed.sum()), **rr.report()}
@@ -115,8 +139,15 @@ def sample_set(template: FaceTemplate, params: SampleParams) -> tuple[LandmarkSe
         "thinned": max(0, n_before - len(ids)),
         "relax": relax,
     }
-    sampler = {"method": "delaunay", "params": params.model_dump(mode="json"), "seed_ids": seeds.tolist(), **report}
+    sampler = {
+        "method": "delaunay",
+        "params": params.model_dump(mode="json"),
+        "seed_ids": seeds.tolist(),
+        **report,
+    }
     ls = make_set(template, ids, name=params.name, kpt68=kpt68, sampler=sampler, raw_ids=dl.ids)
     if params.symmetric and not ls.mirror_exact:
-        raise InputError(None, "sample.symmetric", "internal error: symmetric sampling gave an inexact mirror")
+        raise InputError(
+            None, "sample.symmetric", "internal error: symmetric sampling gave an inexact mirror"
+        )
     return ls, report

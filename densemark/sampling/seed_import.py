@@ -27,7 +27,9 @@ KPT_POS_FILE = "vertices_68_fil_520.txt"
 KPT_IDS_FILE = "vertices_68.txt"
 
 
-def import_seed(seed_dir: str | os.PathLike, template: FaceTemplate, *, name: str = "basak2023-520") -> LandmarkSet:
+def import_seed(
+    seed_dir: str | os.PathLike, template: FaceTemplate, *, name: str = "basak2023-520"
+) -> LandmarkSet:
     """The paper's set as a :class:`LandmarkSet` on ``template``.
 
     Raises:
@@ -44,7 +46,9 @@ def import_seed(seed_dir: str | os.PathLike, template: FaceTemplate, *, name: st
     if (d / KPT_IDS_FILE).is_file():
         k68 = read_index_list(d / KPT_IDS_FILE, "vertices_68")
         if k68.shape != (68,) or not np.array_equal(ids[pos], k68):
-            raise InputError(d / KPT_IDS_FILE, "vertices_68", f"disagrees with {IDS_FILE}[{KPT_POS_FILE}]")
+            raise InputError(
+                d / KPT_IDS_FILE, "vertices_68", f"disagrees with {IDS_FILE}[{KPT_POS_FILE}]"
+            )
     return make_set(
         template,
         ids,

@@ -43,7 +43,9 @@ def run_sample(
     tpl = _template(template_dir)
     t0 = time.perf_counter()
     ls, rep = sample_set(tpl, params)
-    print(f"sample: {len(ls)} landmarks in {time.perf_counter() - t0:.2f} s")  # wall time: logs only
+    print(
+        f"sample: {len(ls)} landmarks in {time.perf_counter() - t0:.2f} s"
+    )  # wall time: logs only
     outputs = {"set": ls.save(out_json)}
     rep["set_sha256"] = ls.sha256()
     if report_json is not None or plot_png is not None:
@@ -86,7 +88,11 @@ def run_compare(
 
 
 def run_import_seed(
-    seed_dir: PathLike, template_dir: PathLike | FaceTemplate, out_json: PathLike, *, name: str = "basak2023-520"
+    seed_dir: PathLike,
+    template_dir: PathLike | FaceTemplate,
+    out_json: PathLike,
+    *,
+    name: str = "basak2023-520",
 ) -> StageResult:
     """Import the paper's published set (see :mod:`densemark.sampling.seed_import`) and write it.
 
@@ -122,7 +128,10 @@ def _set_metrics(st: dict) -> dict[str, float | int]:
 
 def sample_metrics(report: dict) -> dict[str, float | int]:
     """DVC metrics of the ``sample`` stage: counts per round and the set's quality figures."""
-    m: dict[str, float | int] = {"final": report["final"], "after_delaunay": report["after_delaunay"]}
+    m: dict[str, float | int] = {
+        "final": report["final"],
+        "after_delaunay": report["after_delaunay"],
+    }
     if "stats" in report:
         m.update(_set_metrics(report["stats"]))
     return m

@@ -33,11 +33,11 @@ MIRROR_CONVENTION = (  # recorded in landmark sets (mirror.convention): the rule
 @dataclass(frozen=True)
 class TemplateMirror:
     """Attributes:
-        ids: (V,) int64 mirror vertex of each template vertex.
-        exact: (V,) bool, True where the UV mirror (or the midline rule) gives it.
-        midline: (V,) bool, vertices on the two centre UV columns (their own mirror).
-        normal: (3,) unit normal of the fitted 3D symmetry plane ``normal @ x = offset``.
-        offset: plane offset.
+    ids: (V,) int64 mirror vertex of each template vertex.
+    exact: (V,) bool, True where the UV mirror (or the midline rule) gives it.
+    midline: (V,) bool, vertices on the two centre UV columns (their own mirror).
+    normal: (3,) unit normal of the fitted 3D symmetry plane ``normal @ x = offset``.
+    offset: plane offset.
     """
 
     ids: np.ndarray
@@ -87,7 +87,9 @@ def template_mirror(template: FaceTemplate) -> TemplateMirror:
     return tm
 
 
-def mirror_match(template: FaceTemplate, ids: np.ndarray, *, k: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def mirror_match(
+    template: FaceTemplate, ids: np.ndarray, *, k: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
     """Best one-to-one mirror matching of a landmark set.
 
     Each member's mirror position (the template position of its mirror vertex) is matched to a

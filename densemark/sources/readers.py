@@ -56,7 +56,9 @@ class FitSample:
 
     def load_image(self) -> np.ndarray:
         """The image as (H, W, 3) uint8 RGB."""
-        return read_image(self.image_path if self.image_path is not None else self.mat_path.with_suffix(".jpg"))
+        return read_image(
+            self.image_path if self.image_path is not None else self.mat_path.with_suffix(".jpg")
+        )
 
 
 def _opt(mat: dict, path: Path, key: str, shape) -> np.ndarray | None:
@@ -68,7 +70,12 @@ def _opt(mat: dict, path: Path, key: str, shape) -> np.ndarray | None:
 FIT_FIELDS = ("Shape_Para", "Exp_Para", "Pose_Para")
 
 
-def read_fit_mat(path: str | os.PathLike, n_shape: int | None = None, n_exp: int | None = None, fit_only: bool = False) -> FitSample:
+def read_fit_mat(
+    path: str | os.PathLike,
+    n_shape: int | None = None,
+    n_exp: int | None = None,
+    fit_only: bool = False,
+) -> FitSample:
     """Read a 300W-LP / AFLW2000-3D ``.mat`` (and locate its image beside it).
 
     Args:
@@ -84,7 +91,9 @@ def read_fit_mat(path: str | os.PathLike, n_shape: int | None = None, n_exp: int
     for key in ("Shape_Para", "Exp_Para", "Pose_Para"):
         if key not in mat:
             raise InputError(p, key, "missing")
-    shape = check_array(mat["Shape_Para"], p, "Shape_Para", (n_shape,), squeeze=True).astype(np.float64)
+    shape = check_array(mat["Shape_Para"], p, "Shape_Para", (n_shape,), squeeze=True).astype(
+        np.float64
+    )
     exp = check_array(mat["Exp_Para"], p, "Exp_Para", (n_exp,), squeeze=True).astype(np.float64)
     pose = check_array(mat["Pose_Para"], p, "Pose_Para", (7,), squeeze=True).astype(np.float64)
     if pose[6] <= 0:
@@ -110,7 +119,10 @@ def list_fit_mats(folder: str | os.PathLike, pattern: str = "**/*.mat") -> list[
     if pattern != "**/*.mat":
         if not d.is_dir():
             raise InputError(d, None, "source folder not found")
-        return sorted((p for p in d.glob(pattern) if p.is_file() and not p.name.startswith(".")), key=lambda q: q.relative_to(d).as_posix())
+        return sorted(
+            (p for p in d.glob(pattern) if p.is_file() and not p.name.startswith(".")),
+            key=lambda q: q.relative_to(d).as_posix(),
+        )
     return [d / r for r in list_fit_rels(d)]
 
 
@@ -127,18 +139,26 @@ def list_fit_rels(folder: str | os.PathLike) -> list[str]:
         keep = []
         for name in dirs:
             real = os.path.realpath(os.path.join(top, name))
-            if not name.startswith(".") and not (here == real or here.startswith(real + os.sep)):  # a link to an ancestor: a cycle
+            if not name.startswith(".") and not (
+                here == real or here.startswith(real + os.sep)
+            ):  # a link to an ancestor: a cycle
                 keep.append(name)
         dirs[:] = keep
         rel_top = os.path.relpath(top, d)
         for f in files:
-            if f.endswith(".mat") and not f.startswith(".") and os.path.isfile(os.path.join(top, f)):
+            if (
+                f.endswith(".mat")
+                and not f.startswith(".")
+                and os.path.isfile(os.path.join(top, f))
+            ):
                 rels.append(f if rel_top == "." else f"{rel_top}/{f}".replace(os.sep, "/"))
     rels.sort()
     return rels
 
 
-def orphan_images(folder: str | os.PathLike, pattern: str = "**/*", mats: list[Path] | None = None) -> list[Path]:
+def orphan_images(
+    folder: str | os.PathLike, pattern: str = "**/*", mats: list[Path] | None = None
+) -> list[Path]:
     """Images of a source folder with no ``.mat`` beside them (sorted): samples without a fit.
 
     Args:
@@ -147,10 +167,16 @@ def orphan_images(folder: str | os.PathLike, pattern: str = "**/*", mats: list[P
     d = Path(folder)
     if not d.is_dir():
         raise InputError(d, None, "source folder not found")
-    stems = None if mats is None else {Path(m).relative_to(d).with_suffix("").as_posix() for m in mats}
+    stems = (
+        None if mats is None else {Path(m).relative_to(d).with_suffix("").as_posix() for m in mats}
+    )
 
     def has_mat(p: Path) -> bool:
-        return p.with_suffix(".mat").is_file() if stems is None else p.relative_to(d).with_suffix("").as_posix() in stems
+        return (
+            p.with_suffix(".mat").is_file()
+            if stems is None
+            else p.relative_to(d).with_suffix("").as_posix() in stems
+        )
 
     return sorted(
         (p for p in d.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
@@ -159,7 +185,9 @@ def orphan_images(folder: str | os.PathLike, pattern: str = "**/*", mats: list[P
     )  # fmt: skip
 
 
-def iter_source(folder: str | os.PathLike, n_shape: int | None = None, n_exp: int | None = None) -> Iterator[FitSample | InputError]:
+def iter_source(
+    folder: str | os.PathLike, n_shape: int | None = None, n_exp: int | None = None
+) -> Iterator[FitSample | InputError]:
     """Yield each sample of a folder, or the :class:`InputError` that kept it from loading
     (so long builds can quarantine bad samples and go on)."""
     for p in list_fit_mats(folder):

@@ -124,7 +124,9 @@ def _rbf_noise(uv: np.ndarray, w: np.ndarray, level: int) -> np.ndarray:
     cu, cv = np.meshgrid(c, c)
     d2 = (uv[:, None, 0] - cu.ravel()) ** 2 + (uv[:, None, 1] - cv.ravel()) ** 2
     phi = detmath.exp(-0.5 * d2 / (1.0 / level) ** 2)
-    return np.add.reduce(phi * w, axis=1) / np.sqrt(phi.sum(1) + 1e-9)  # numpy's fixed-order sum, no BLAS
+    return np.add.reduce(phi * w, axis=1) / np.sqrt(
+        phi.sum(1) + 1e-9
+    )  # numpy's fixed-order sum, no BLAS
 
 
 def albedo(uv: np.ndarray, tex: np.ndarray) -> np.ndarray:
@@ -140,8 +142,12 @@ def albedo(uv: np.ndarray, tex: np.ndarray) -> np.ndarray:
     skin = light + (dark - light) * detmath.power(q[0], 1.3)
     skin = skin * (1 + 0.04 * np.array([tex[1], 0.5 * tex[2], 0.5 * tex[3]]))
     col = np.tile(skin, (uv.shape[0], 1))
-    col *= 1 + 0.06 * np.stack([_rbf_noise(uv, tex[4 + 16 * k : 20 + 16 * k], 4) for k in range(3)], 1)
-    red = 0.5 * fs.gauss_bump(du, v, 0.17, 0.57, 0.07, 0.06) + 0.4 * fs.gauss_bump(du, v, 0.0, 0.63, 0.035, 0.05)
+    col *= 1 + 0.06 * np.stack(
+        [_rbf_noise(uv, tex[4 + 16 * k : 20 + 16 * k], 4) for k in range(3)], 1
+    )
+    red = 0.5 * fs.gauss_bump(du, v, 0.17, 0.57, 0.07, 0.06) + 0.4 * fs.gauss_bump(
+        du, v, 0.0, 0.63, 0.035, 0.05
+    )
     col = col * (1 - 0.12 * red[:, None]) + 0.12 * red[:, None] * np.array([0.85, 0.35, 0.3])
     neck = fs.uv_frame(uv)["jaw_out"]
     col *= (1 - 0.25 * np.clip(neck * 4, 0, 1))[:, None]
@@ -154,7 +160,11 @@ def albedo(uv: np.ndarray, tex: np.ndarray) -> np.ndarray:
     hair_col = np.array([0.08, 0.06, 0.05]) + q[53] * np.array([0.45, 0.32, 0.18])
     vb = 0.835 + 0.014 * (1 - ((du - 0.16) / 0.15) ** 2)
     thick = 0.008 + 0.006 * q[54]
-    brow = detmath.exp(-0.5 * detmath.powi((v - vb) / thick, 4)) * fs.smoothstep(0.30, 0.24, du) * fs.smoothstep(0.05, 0.075, du)
+    brow = (
+        detmath.exp(-0.5 * detmath.powi((v - vb) / thick, 4))
+        * fs.smoothstep(0.30, 0.24, du)
+        * fs.smoothstep(0.05, 0.075, du)
+    )
     blend(brow * (0.75 + 0.2 * q[55]), hair_col)
     # eyes: white almond, iris, pupil, lash line
     eu = (du - fs.EYE_C[0]) / fs.EYE_HALF_W
@@ -173,7 +183,9 @@ def albedo(uv: np.ndarray, tex: np.ndarray) -> np.ndarray:
     blend(lash * 0.8, hair_col * 0.6)
     # lips, mouth interior, teeth
     lipc = np.array([0.75, 0.32, 0.32]) * (0.8 + 0.3 * q[62]) + 0.05 * tex[63:66]
-    lips = fs.flat_bump(du, v, 0.0, 0.483, 0.068, 0.017) + fs.flat_bump(du, v, 0.0, 0.428, 0.062, 0.018)
+    lips = fs.flat_bump(du, v, 0.0, 0.483, 0.068, 0.017) + fs.flat_bump(
+        du, v, 0.0, 0.428, 0.062, 0.018
+    )
     blend(lips * 0.75, lipc)
     band = (du < fs.MOUTH_DU * np.sqrt(np.clip(1 - ((v - fs.MOUTH_V) / 0.02) ** 2, 0, 1))) & (
         v > fs.LIP_LO_V + 0.002) & (v < fs.LIP_UP_V - 0.002)  # fmt: skip
@@ -182,7 +194,10 @@ def albedo(uv: np.ndarray, tex: np.ndarray) -> np.ndarray:
     blend(teeth * 0.9, np.array([0.88, 0.86, 0.8]))
     blend(fs.gauss_bump(du, v, 0.0, fs.MOUTH_V, 0.07, 0.0025) * 0.7, np.array([0.2, 0.06, 0.06]))
     # nostrils
-    blend(0.9 * fs.gauss_bump(du, v, fs.NOSTRIL[0], fs.NOSTRIL[1], 0.007, 0.005), np.array([0.12, 0.06, 0.05]))
+    blend(
+        0.9 * fs.gauss_bump(du, v, fs.NOSTRIL[0], fs.NOSTRIL[1], 0.007, 0.005),
+        np.array([0.12, 0.06, 0.05]),
+    )
     # hair: hairline height and side burns
     if q[66] > 0.25:
         hairline = 0.93 - 0.06 * q[67] + 0.03 * detmath.cos(du * 12 + 6 * q[68])
@@ -217,7 +232,9 @@ def background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
             cv2.circle(img, (int(p[0]), int(p[1])), int(rng.integers(5, max(h, w) // 3)), color, -1)
         else:
             q = rng.integers(0, [w, h])
-            cv2.line(img, (int(p[0]), int(p[1])), (int(q[0]), int(q[1])), color, int(rng.integers(1, 12)))
+            cv2.line(
+                img, (int(p[0]), int(p[1])), (int(q[0]), int(q[1])), color, int(rng.integers(1, 12))
+            )
     k = int(rng.integers(0, 4)) * 2 + 1
     if k > 1:
         img = cv2.GaussianBlur(img, (k, k), 0)
@@ -233,7 +250,9 @@ def _visible(pts_img: np.ndarray, normals_z: np.ndarray, raster: Raster, tol: fl
     x, y = np.rint(pts_img[:, 0]).astype(np.int64), np.rint(pts_img[:, 1]).astype(np.int64)
     inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
     vis = inside & (normals_z > 0)
-    depth = np.pad(np.where(np.isfinite(raster.depth), raster.depth, np.inf), 1, constant_values=np.inf)
+    depth = np.pad(
+        np.where(np.isfinite(raster.depth), raster.depth, np.inf), 1, constant_values=np.inf
+    )
     xi, yi = x.clip(0, w - 1) + 1, y.clip(0, h - 1) + 1
     near = np.stack([depth[yi + dy, xi + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
     lo = near.min(0)  # the farthest-back surface drawn in the 3x3 neighbourhood
@@ -268,7 +287,11 @@ def contour_keypoints(
 
 
 def render_sample(
-    model: MorphableModel, params: SyntheticParams, stream: int, index: int, extra_ids: np.ndarray | None = None
+    model: MorphableModel,
+    params: SyntheticParams,
+    stream: int,
+    index: int,
+    extra_ids: np.ndarray | None = None,
 ) -> dict[str, object]:
     """Draw and render sample ``index`` of ``stream`` (0 = train, 1 = test).
 
@@ -303,14 +326,24 @@ def render_sample(
     dif = rng.uniform(params.diffuse_min, params.diffuse_max) * np.ones(3)
     gain = np.clip(1 + 0.04 * rng.standard_normal(3), 0.88, 1.12)
     bg = background(rng, h, w)
-    col = albedo(model.uv, tex) * gain if model.uv is not None else np.full((model.n_vertices, 3), 0.7) * gain
-    img, raster = render_with_raster(img_v, model.triangles, col, h, w, bg, light_dir=ldir, ambient=amb, diffuse=dif)
+    col = (
+        albedo(model.uv, tex) * gain
+        if model.uv is not None
+        else np.full((model.n_vertices, 3), 0.7) * gain
+    )
+    img, raster = render_with_raster(
+        img_v, model.triangles, col, h, w, bg, light_dir=ldir, ambient=amb, diffuse=dif
+    )
     sigma = rng.uniform(0, 4)
     noise = rng.normal(0, sigma, img.shape)
     img = np.clip(img + noise, 0, 255).astype(np.uint8)
     quality = int(rng.integers(params.jpeg_quality_min, params.jpeg_quality_max + 1))
     kpt = img_v[model.kpt_ind]
-    lines = fs.jaw_contour_lines(model.uv, model.kpt_ind) if model.generator == fs.GENERATOR and model.uv is not None else None
+    lines = (
+        fs.jaw_contour_lines(model.uv, model.kpt_ind)
+        if model.generator == fs.GENERATOR and model.uv is not None
+        else None
+    )
     contour = contour_keypoints(img_v, model.kpt_ind, lines, float(pose[1]))
     illum = np.array([*amb, *dif, el, az, 0.0, 20.0])
     mat = {
@@ -337,9 +370,7 @@ def render_sample(
 # ----------------------------------------------------------------------------- sources
 
 
-def _run(
-    n: int, start: int, desc: str, one: Callable[[int], Path], out_dir: Path
-) -> list[Path]:
+def _run(n: int, start: int, desc: str, one: Callable[[int], Path], out_dir: Path) -> list[Path]:
     """Generate samples ``start .. start + n - 1``; a failing sample is logged and quarantined
     in a run report ``failures_<start>_<end>.json`` (written when any failed), the others go on."""
     paths = []
@@ -377,7 +408,9 @@ def generate_300wlp(
     return _run(n, start, "synthetic 300W-LP", one, out)
 
 
-def generate_aflw2000(model: MorphableModel, params: SyntheticParams, out_dir: str | Path, n: int) -> list[Path]:
+def generate_aflw2000(
+    model: MorphableModel, params: SyntheticParams, out_dir: str | Path, n: int
+) -> list[Path]:
     """Write ``n`` AFLW2000-3D style samples ``image{i:05d}.{jpg,mat}`` (keys ``(seed, 1, i)``)
     and 3DDFA's benchmark arrays into ``out_dir/gt/`` in sorted file-name order:
     ``AFLW2000-3D.pts68.npy`` (n, 3, 68), ``AFLW2000-3D.pts21.npy`` (n, 2, 21),
@@ -398,7 +431,9 @@ def generate_aflw2000(model: MorphableModel, params: SyntheticParams, out_dir: s
         pts[0, ~vis] = INVISIBLE_X
         pts[1, ~vis] = h + 2
         mat = dict(s["mat"])
-        del mat["roi"]  # re-added below: AFLW2000-3D keeps it after Pose_Para, boxing the 68 vertices
+        del mat[
+            "roi"
+        ]  # re-added below: AFLW2000-3D keeps it after Pose_Para, boxing the 68 vertices
         mat["pt2d"] = pts.astype(np.float64)
         mat["roi"] = np.rint(roi_box(np.asarray(s["kpt"])[:, :2].T)).astype(np.int16).reshape(1, 4)
         mat["pt3d_68"] = np.asarray(s["kpt"]).T.astype(np.float32)
@@ -438,7 +473,12 @@ def write_aflw2000_gt(folder: str | Path) -> dict[str, Path]:
 
 
 def run_synthetic(
-    kind: str, model_dir: str | Path, params: SyntheticParams, out_dir: str | Path, n: int | None = None, start: int = 0
+    kind: str,
+    model_dir: str | Path,
+    params: SyntheticParams,
+    out_dir: str | Path,
+    n: int | None = None,
+    start: int = 0,
 ) -> StageResult:
     """Stage ``synth-300wlp`` (``kind="300wlp"``) or ``synth-aflw2000`` (``kind="aflw2000"``).
 
@@ -462,4 +502,8 @@ def run_synthetic(
         written = generate_300wlp(model, params, out_dir, n, start=start)
     else:
         written = generate_aflw2000(model, params, out_dir, n)
-    return StageResult(outputs={"source": Path(out_dir)}, metrics={"asked": n, "written": len(written)}, value=written)
+    return StageResult(
+        outputs={"source": Path(out_dir)},
+        metrics={"asked": n, "written": len(written)},
+        value=written,
+    )

@@ -39,7 +39,9 @@ class AugmentDraw:
     brightness: float = 0.0  # added, in units of 255
     contrast: float = 1.0
     blur_sigma: float = 0.0  # 0: no blur
-    occlusion: tuple[float, float, float, float] | None = None  # x0, y0, w, h as fractions of the side
+    occlusion: tuple[float, float, float, float] | None = (
+        None  # x0, y0, w, h as fractions of the side
+    )
     occlusion_rgb: tuple[int, int, int] = (0, 0, 0)
 
 
@@ -60,7 +62,11 @@ def draw_augment(rng: np.random.Generator, p: AugmentParams) -> AugmentDraw:
         angle_deg=float(u[0] * p.rotation_deg),
         scale=float(1.0 + u[1] * p.scale),
         shift=(float(u[2] * p.shift), float(u[3] * p.shift)),
-        gains=(float(1 + u[4] * p.channel_gain), float(1 + u[5] * p.channel_gain), float(1 + u[6] * p.channel_gain)),
+        gains=(
+            float(1 + u[4] * p.channel_gain),
+            float(1 + u[5] * p.channel_gain),
+            float(1 + u[6] * p.channel_gain),
+        ),
         brightness=float(u[7] * p.brightness),
         contrast=float(1.0 + u[8] * p.contrast),
         blur_sigma=float(blur_u * p.blur_sigma) if blur_on < p.blur_prob else 0.0,
@@ -76,7 +82,11 @@ def similarity(d: AugmentDraw, res: int, size: int) -> tuple[np.ndarray, float]:
     s, c = (float(v) for v in detmath.sincos(np.deg2rad(d.angle_deg)))
     rot = k * np.array([[c, -s], [s, c]])
     c_in = (res - 1) / 2.0
-    t = np.full(2, (size - 1) / 2.0) + np.asarray(d.shift) * size - (rot[:, 0] * c_in + rot[:, 1] * c_in)
+    t = (
+        np.full(2, (size - 1) / 2.0)
+        + np.asarray(d.shift) * size
+        - (rot[:, 0] * c_in + rot[:, 1] * c_in)
+    )
     return np.concatenate([rot, t[:, None]], axis=1), float(k)
 
 
@@ -95,7 +105,9 @@ def colour_affine(d: AugmentDraw) -> np.ndarray:
     ``x' = clip(scale x + offset, 0, 1)``, i.e. gain, then contrast about 128/255, then brightness
     (the map :func:`apply_augment` applies to uint8 values, without its rounding)."""
     g = np.asarray(d.gains, np.float64)
-    return np.stack([g * d.contrast, np.full(3, (128.0 * (1.0 - d.contrast)) / 255.0 + d.brightness)], 1).astype(np.float32)
+    return np.stack(
+        [g * d.contrast, np.full(3, (128.0 * (1.0 - d.contrast)) / 255.0 + d.brightness)], 1
+    ).astype(np.float32)
 
 
 def apply_augment(
@@ -110,7 +122,14 @@ def apply_augment(
     """
     res = image.shape[0]
     a, k = similarity(d, res, size)
-    out = cv2.warpAffine(image, a, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    out = cv2.warpAffine(
+        image,
+        a,
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
     if colour and (d.gains != (1.0, 1.0, 1.0) or d.brightness != 0.0 or d.contrast != 1.0):
         v = np.arange(256, dtype=np.float32)[:, None] * np.asarray(d.gains, np.float32)[None]
         lut = np.clip((v - 128.0) * d.contrast + 128.0 + d.brightness * 255.0, 0, 255)

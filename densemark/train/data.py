@@ -67,7 +67,13 @@ class LandmarkSamples(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.base[index]
         d = self.draw(index)
-        img, pts = apply_augment(np.asarray(item["image"]), np.asarray(item["landmarks"], np.float32), d, self.size, not self.device_colour)
+        img, pts = apply_augment(
+            np.asarray(item["image"]),
+            np.asarray(item["landmarks"], np.float32),
+            d,
+            self.size,
+            not self.device_colour,
+        )
         out = {
             "image": torch.from_numpy(chw(img)),
             "target": torch.from_numpy(pts.reshape(-1) / np.float32(self.size)),
@@ -124,7 +130,13 @@ def _worker_context() -> Any:
 
 
 def make_loader(
-    samples: LandmarkSamples, batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0, workers: int = 0, drop_last: bool = False
+    samples: LandmarkSamples,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    workers: int = 0,
+    drop_last: bool = False,
 ) -> DataLoader:
     """A DataLoader over ``samples`` for one epoch, shuffled by :func:`loader_generator`.
 
@@ -150,7 +162,9 @@ def make_loader(
     )
 
 
-def to_input(images: torch.Tensor, device: torch.device | str = "cpu", colour: torch.Tensor | None = None) -> torch.Tensor:
+def to_input(
+    images: torch.Tensor, device: torch.device | str = "cpu", colour: torch.Tensor | None = None
+) -> torch.Tensor:
     """(N, 3, H, W) uint8 -> float32 in [0, 1] on ``device``; ``colour`` (N, 3, 2) per-sample
     per-channel ``[scale, offset]`` (``LandmarkSamples(device_colour=True)``): ``clip(scale x + offset, 0, 1)``."""
     x = images.to(device, non_blocking=True).float().div_(255.0)

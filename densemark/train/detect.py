@@ -117,22 +117,35 @@ def mirror_boxes(b: np.ndarray, width: int) -> np.ndarray:
     return np.column_stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]])
 
 
-def haar_boxes(gray: np.ndarray, view: str, min_size: int = 30, min_neighbors: int = HAAR_NEIGHBOURS) -> np.ndarray:
+def haar_boxes(
+    gray: np.ndarray, view: str, min_size: int = 30, min_neighbors: int = HAAR_NEIGHBOURS
+) -> np.ndarray:
     """(F, 4) float64 [x0, y0, x1, y1] boxes of one bundled Haar cascade on a (H, W) uint8 image."""
-    det = _cascade(view).detectMultiScale(gray, scaleFactor=1.1, minNeighbors=min_neighbors, minSize=(min_size, min_size))
+    det = _cascade(view).detectMultiScale(
+        gray, scaleFactor=1.1, minNeighbors=min_neighbors, minSize=(min_size, min_size)
+    )
     det = np.asarray(det, np.float64).reshape(-1, 4)
     return np.column_stack([det[:, :2], det[:, :2] + det[:, 2:]])
 
 
-def dlib_boxes(rgb: np.ndarray, upsample: int = 1, threshold: float = 0.0) -> list[tuple[np.ndarray, str]]:
+def dlib_boxes(
+    rgb: np.ndarray, upsample: int = 1, threshold: float = 0.0
+) -> list[tuple[np.ndarray, str]]:
     """dlib HOG faces of a (H, W, 3) uint8 RGB image: [(box (4,), view)] (``threshold``: dlib's
     detection-score adjustment; below 0 finds more)."""
     rects, _, idx = _dlib_detector().run(np.ascontiguousarray(rgb), upsample, threshold)
-    return [(np.array([r.left(), r.top(), r.right() + 1.0, r.bottom() + 1.0]), _DLIB_VIEWS[int(i)]) for r, i in zip(rects, idx, strict=True)]
+    return [
+        (np.array([r.left(), r.top(), r.right() + 1.0, r.bottom() + 1.0]), _DLIB_VIEWS[int(i)])
+        for r, i in zip(rects, idx, strict=True)
+    ]
 
 
 def raw_detections(
-    image: np.ndarray, method: str = "auto", min_size: int = 30, max_side: int = DETECT_MAX_SIDE, relaxed: bool = False
+    image: np.ndarray,
+    method: str = "auto",
+    min_size: int = 30,
+    max_side: int = DETECT_MAX_SIDE,
+    relaxed: bool = False,
 ) -> list[RawBox]:
     """Every detector's boxes on (H, W, 3) uint8 RGB ``image`` (and its mirror, except
     ``haar-frontal``), in image pixels. A larger image is searched at ``max_side`` pixels
@@ -142,20 +155,31 @@ def raw_detections(
     side = max(img.shape[:2]) if img.ndim >= 2 else 0
     if side > max_side and img.ndim == 3:
         f = max_side / side
-        small = cv2.resize(img, (max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f))), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            img,
+            (max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f))),
+            interpolation=cv2.INTER_AREA,
+        )
         sx, sy = img.shape[1] / small.shape[1], img.shape[0] / small.shape[0]
         return [RawBox((r.box[0] * sx, r.box[1] * sy, r.box[2] * sx, r.box[3] * sy), r.detector, r.view, r.mirrored)
                 for r in raw_detections(small, method, min_size, max_side, relaxed)]  # fmt: skip
     if method not in METHODS:
-        raise InputError(None, "detector", f"unknown detector {method!r}; known: {', '.join(METHODS)}")
+        raise InputError(
+            None, "detector", f"unknown detector {method!r}; known: {', '.join(METHODS)}"
+        )
     img = np.asarray(image)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise InputError(None, "image", f"expected (H, W, 3) uint8 RGB, got {img.dtype} {img.shape}")
+        raise InputError(
+            None, "image", f"expected (H, W, 3) uint8 RGB, got {img.dtype} {img.shape}"
+        )
     w = img.shape[1]
     gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
     nb = HAAR_NEIGHBOURS_RELAXED if relaxed else HAAR_NEIGHBOURS
     if method == "haar-frontal":
-        return [RawBox(tuple(b), "haar", "frontal", False) for b in haar_boxes(gray, "frontal", min_size, nb)]
+        return [
+            RawBox(tuple(b), "haar", "frontal", False)
+            for b in haar_boxes(gray, "frontal", min_size, nb)
+        ]
     out: list[RawBox] = []
     flips = (False, True)
     if method in ("auto", "haar"):
@@ -168,7 +192,9 @@ def raw_detections(
                 out += [RawBox(tuple(x), "haar", view, mirrored) for x in b]
     if method == "dlib" or (method == "auto" and dlib_available()):
         if not dlib_available():
-            raise InputError(None, "detector", "the dlib detector needs the dlib module (pip install dlib-bin)")
+            raise InputError(
+                None, "detector", "the dlib detector needs the dlib module (pip install dlib-bin)"
+            )
         for mirrored in flips:
             im = np.ascontiguousarray(img[:, ::-1]) if mirrored else img
             for b, view in dlib_boxes(im, threshold=DLIB_THRESHOLD_RELAXED if relaxed else 0.0):
@@ -208,7 +234,12 @@ def merge_detections(raw: list[RawBox], iou: float = CLUSTER_IOU) -> list[Face]:
     faces = []
     for c in range(len(reps)):
         members = np.flatnonzero(label == c)
-        srcs = sorted({f"{raw[m].detector}:{raw[m].view}{':mirror' if raw[m].mirrored else ''}" for m in members})
+        srcs = sorted(
+            {
+                f"{raw[m].detector}:{raw[m].view}{':mirror' if raw[m].mirrored else ''}"
+                for m in members
+            }
+        )
         rank = np.array([_PRECISION.get((raw[m].detector, raw[m].view), 9) for m in members])
         best = members[rank == rank.min()]  # the box from the most precise detector present
         faces.append(Face(np.median(kb[best], axis=0), len(srcs), tuple(srcs)))
@@ -235,12 +266,20 @@ def _rotated_pass(image: np.ndarray, method: str, min_size: int) -> list[Face]:
     found: list[Face] = []
     for deg in TILT_DEGREES:
         m = cv2.getRotationMatrix2D((w / 2, h / 2), deg, 1.0)
-        rot = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        rot = cv2.warpAffine(
+            image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
         inv = cv2.invertAffineTransform(m)
         for f in merge_detections(raw_detections(rot, method, min_size)):
             c = inv @ np.r_[(f.box[:2] + f.box[2:]) / 2, 1.0]
             half = (f.box[2] - f.box[0]) / 2
-            found.append(Face(np.r_[c - half, c + half], f.score, tuple(f"{x}:tilt{deg:+d}" for x in f.sources)))
+            found.append(
+                Face(
+                    np.r_[c - half, c + half],
+                    f.score,
+                    tuple(f"{x}:tilt{deg:+d}" for x in f.sources),
+                )
+            )
     found.sort(key=lambda f: (-f.score, -(f.box[2] - f.box[0])))
     return found
 
@@ -254,15 +293,21 @@ def parse_box(text: str, source: str | os.PathLike | None = None, field: str = "
     try:
         vals = np.array([float(p) for p in parts], np.float64)
     except ValueError:
-        raise InputError(source, field, f"expected 'x0,y0,x1,y1' (four numbers), got {text!r}") from None
+        raise InputError(
+            source, field, f"expected 'x0,y0,x1,y1' (four numbers), got {text!r}"
+        ) from None
     return check_box(vals, source, field)
 
 
-def check_box(values: Iterable[float], source: str | os.PathLike | None = None, field: str = "box") -> np.ndarray:
+def check_box(
+    values: Iterable[float], source: str | os.PathLike | None = None, field: str = "box"
+) -> np.ndarray:
     """(4,) float64 box [x0, y0, x1, y1], finite with x1 > x0 and y1 > y0."""
     b = np.asarray(list(values), np.float64).reshape(-1)
     if b.shape != (4,) or not np.isfinite(b).all() or b[2] <= b[0] or b[3] <= b[1]:
-        raise InputError(source, field, f"expected a box x0,y0,x1,y1 with x1 > x0 and y1 > y0, got {b.tolist()}")
+        raise InputError(
+            source, field, f"expected a box x0,y0,x1,y1 with x1 > x0 and y1 > y0, got {b.tolist()}"
+        )
     return b
 
 
@@ -294,7 +339,9 @@ def read_boxes_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     else:
         rows = list(csv.reader(text.splitlines()))
         if not rows or [c.strip().lower() for c in rows[0]] != ["image", "x0", "y0", "x1", "y1"]:
-            raise InputError(p, "header", "expected a CSV header 'image,x0,y0,x1,y1' (or a .json file)")
+            raise InputError(
+                p, "header", "expected a CSV header 'image,x0,y0,x1,y1' (or a .json file)"
+            )
         for n, row in enumerate(rows[1:], start=2):
             if not row or not "".join(row).strip():
                 continue
@@ -311,4 +358,3 @@ def box_for(boxes: dict[str, np.ndarray], image: str | os.PathLike) -> np.ndarra
         if key in boxes:
             return boxes[key]
     return None
-

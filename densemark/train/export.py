@@ -27,7 +27,9 @@ from densemark.train.macs import count_macs
 from densemark.train.models import LandmarkRegressor, count_params
 
 
-def load_model(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[LandmarkRegressor, dict[str, Any]]:
+def load_model(
+    checkpoint: str | os.PathLike, device: str = "cpu"
+) -> tuple[LandmarkRegressor, dict[str, Any]]:
     """The eval-mode model of a checkpoint and the checkpoint dict (``weights_only=True``).
 
     Raises:
@@ -69,7 +71,9 @@ def onnx_bytes(model: torch.nn.Module, input_size: int, opset: int = 17) -> byte
     return buf.getvalue()
 
 
-def check_onnx(model: torch.nn.Module, onnx_model: bytes, input_size: int, batch: int = 2, seed: int = 0) -> dict[str, float]:
+def check_onnx(
+    model: torch.nn.Module, onnx_model: bytes, input_size: int, batch: int = 2, seed: int = 0
+) -> dict[str, float]:
     """Run PyTorch and ONNX Runtime on the same random batch; max abs/rel difference.
 
     Raises:
@@ -85,7 +89,9 @@ def check_onnx(model: torch.nn.Module, onnx_model: bytes, input_size: int, batch
     diff = float(np.abs(got - ref).max())
     rel = diff / max(float(np.abs(ref).max()), 1e-12)
     if got.shape != ref.shape or rel > 1e-4:
-        raise InputError(None, "onnx", f"ONNX Runtime differs from PyTorch: max abs {diff:.3g}, rel {rel:.3g}")
+        raise InputError(
+            None, "onnx", f"ONNX Runtime differs from PyTorch: max abs {diff:.3g}, rel {rel:.3g}"
+        )
     return {"max_abs_diff": diff, "max_rel_diff": rel}
 
 
@@ -97,7 +103,9 @@ def with_metadata(onnx_model: bytes, meta: dict[str, Any]) -> bytes:
     m = onnx.load_from_string(onnx_model)
     del m.metadata_props[:]
     for k in sorted(meta):
-        m.metadata_props.add(key=k, value=json.dumps(meta[k], sort_keys=True, separators=(",", ":")))
+        m.metadata_props.add(
+            key=k, value=json.dumps(meta[k], sort_keys=True, separators=(",", ":"))
+        )
     return m.SerializeToString()
 
 
@@ -106,7 +114,12 @@ def model_metadata(ck: dict[str, Any]) -> dict[str, Any]:
     return {META_CONFIG: dict(ck["config"]), META_LANDMARK_SET: dict(ck["landmark_set"])}
 
 
-def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, report: str | os.PathLike | None = None, opset: int = 17) -> StageResult:
+def export_onnx(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    report: str | os.PathLike | None = None,
+    opset: int = 17,
+) -> StageResult:
     """``densemark export``: write ``out`` (.onnx) from a checkpoint after checking it agrees.
 
     Returns:
@@ -166,7 +179,11 @@ def model_info(
     from densemark.train.timing import mobilenet_v1_3ddfa, time_models
 
     model = model.eval().cpu()
-    info: dict[str, Any] = {"input_size": input_size, "params": count_params(model), "macs": count_macs(model, input_size)}
+    info: dict[str, Any] = {
+        "input_size": input_size,
+        "params": count_params(model),
+        "macs": count_macs(model, input_size),
+    }
     models = {"model": (model, input_size)}
     if baseline:
         base = mobilenet_v1_3ddfa()
@@ -181,7 +198,10 @@ def model_info(
                 info[f"{prefix}{rt}_p90_ms"] = t[f"{name}.{rt}"]["p90_ms"]
                 info[f"{prefix}{rt}_p10_ms"] = t[f"{name}.{rt}"]["p10_ms"]
     first = next(iter(t.values()))
-    info["timed_calls"], info["timings_settled"] = int(first["calls"]), bool(all(v["settled"] for v in t.values()))
+    info["timed_calls"], info["timings_settled"] = (
+        int(first["calls"]),
+        bool(all(v["settled"] for v in t.values())),
+    )
     if baseline and onnx:
         info["onnx_vs_baseline"] = info["onnx_ms"] / info["baseline_onnx_ms"]
     return info

@@ -95,7 +95,9 @@ class OnnxPredictor:
     def input_size(self) -> int:
         return int(self.config["input_size"])
 
-    def predict(self, images: list[np.ndarray], boxes: np.ndarray, box_kind: str = "landmarks") -> np.ndarray:
+    def predict(
+        self, images: list[np.ndarray], boxes: np.ndarray, box_kind: str = "landmarks"
+    ) -> np.ndarray:
         """(N, K, 3) float32 image-pixel landmarks, one face per (image, box); see the module docstring."""
         b = landmark_boxes(boxes, box_kind, len(images))
         k = int(self.config["n_points"])
@@ -107,7 +109,12 @@ class OnnxPredictor:
         for i in range(0, len(b), self.batch_size):
             j = min(i + self.batch_size, len(b))
             x = crops_of(images[i:j], tfs[i:j])
-            pred[i:j] = self.session.run(None, {self.session.get_inputs()[0].name: x})[0].reshape(j - i, k, 3) * s
+            pred[i:j] = (
+                self.session.run(None, {self.session.get_inputs()[0].name: x})[0].reshape(
+                    j - i, k, 3
+                )
+                * s
+            )
         return to_image(pred, tfs)
 
 
@@ -132,7 +139,9 @@ def load_onnx_predictor(path: str | os.PathLike, threads: int = 1) -> OnnxPredic
     try:
         sess = ort_session(p, threads)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own kinds on bad files
-        raise InputError(p, None, f"not a readable ONNX model ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise InputError(
+            p, None, f"not a readable ONNX model ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
     meta = sess.get_modelmeta().custom_metadata_map or {}
     try:
         config = json.loads(meta[META_CONFIG]) if META_CONFIG in meta else {}
@@ -142,10 +151,16 @@ def load_onnx_predictor(path: str | os.PathLike, threads: int = 1) -> OnnxPredic
     inp, out = sess.get_inputs()[0], sess.get_outputs()[0]
     shape_in, shape_out = list(inp.shape), list(out.shape)
     if len(shape_in) != 4 or len(shape_out) != 2:
-        raise InputError(p, "graph", f"expected image (N, 3, S, S) -> landmarks (N, 3K), got {shape_in} -> {shape_out}")
+        raise InputError(
+            p,
+            "graph",
+            f"expected image (N, 3, S, S) -> landmarks (N, 3K), got {shape_in} -> {shape_out}",
+        )
     if "input_size" not in config:
         if not isinstance(shape_in[2], int):
-            raise InputError(p, "graph", "the input side is not fixed and the file has no densemark metadata")
+            raise InputError(
+                p, "graph", "the input side is not fixed and the file has no densemark metadata"
+            )
         config["input_size"] = int(shape_in[2])
     if "n_points" not in config:
         if not isinstance(shape_out[1], int) or shape_out[1] % 3:
@@ -167,7 +182,9 @@ def model_file_kind(path: str | os.PathLike) -> str:
         head = f.read(4)
     if head.startswith(b"PK\x03\x04"):
         return "torch"
-    if p.suffix.lower() in ONNX_SUFFIXES or head[:1] == b"\x08":  # ONNX: protobuf, field 1 (ir_version) first
+    if (
+        p.suffix.lower() in ONNX_SUFFIXES or head[:1] == b"\x08"
+    ):  # ONNX: protobuf, field 1 (ir_version) first
         return "onnx"
     raise InputError(p, None, "not a densemark model: expected a checkpoint (model.pt / checkpoint.pt, "
                               "written by `densemark train`) or an ONNX file (model.onnx, `densemark export`)")  # fmt: skip
@@ -177,7 +194,11 @@ def load_any_predictor(path: str | os.PathLike, device: str = "cpu") -> Any:
     """A predictor for a ``.pt`` checkpoint (PyTorch) or an ``.onnx`` file (ONNX Runtime, no torch)."""
     if model_file_kind(path) == "onnx":
         if device != "cpu":
-            raise InputError(path, "device", "an ONNX model runs on the CPU here (ONNX Runtime); use --device cpu")
+            raise InputError(
+                path,
+                "device",
+                "an ONNX model runs on the CPU here (ONNX Runtime); use --device cpu",
+            )
         return load_onnx_predictor(path)
     from densemark.train.predict import load_predictor  # imports torch
 

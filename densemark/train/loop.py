@@ -57,21 +57,35 @@ def model_config(params: TrainParams, n_points: int) -> dict[str, Any]:
 
 def build_model(config: dict[str, Any]) -> LandmarkRegressor:
     """The model a saved ``config`` describes."""
-    return create_model(config["backbone"], config["n_points"], config["input_size"], config["width"], config["dropout"])
+    return create_model(
+        config["backbone"],
+        config["n_points"],
+        config["input_size"],
+        config["width"],
+        config["dropout"],
+    )
 
 
 def _optimizer(params: TrainParams, model: torch.nn.Module) -> torch.optim.Optimizer:
     if params.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=params.lr, momentum=0.9, weight_decay=params.weight_decay)
+        return torch.optim.SGD(
+            model.parameters(), lr=params.lr, momentum=0.9, weight_decay=params.weight_decay
+        )
     cls = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
     return cls(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
 
 
-def _scheduler(params: TrainParams, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+def _scheduler(
+    params: TrainParams, opt: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler:
     if params.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=params.epochs, eta_min=params.lr * 0.01)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=params.epochs, eta_min=params.lr * 0.01
+        )
     if params.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(opt, step_size=params.step_epochs, gamma=params.gamma)
+        return torch.optim.lr_scheduler.StepLR(
+            opt, step_size=params.step_epochs, gamma=params.gamma
+        )
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _e: 1.0)
 
 
@@ -102,7 +116,9 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         ck = torch.load(p, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise InputError(p, None, f"not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+        raise InputError(
+            p, None, f"not a readable checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise InputError(p, "format", f"not a {CHECKPOINT_FORMAT} checkpoint")
     for key in ("model", "config", "landmark_set", "landmark_set_sha256", "manifest_sha256"):
@@ -139,7 +155,9 @@ def _save(path: Path, obj: dict[str, Any]) -> None:
 
 
 @torch.no_grad()
-def evaluate_samples(model: torch.nn.Module, loader: Any, criterion: WingMSELoss, device: torch.device) -> dict[str, float]:
+def evaluate_samples(
+    model: torch.nn.Module, loader: Any, criterion: WingMSELoss, device: torch.device
+) -> dict[str, float]:
     """Validation loss, 2D NME (mean point error / sqrt(w h) of the label box) and mean 3D
     point error in pixels of a ``criterion.scale`` crop, averaged over samples."""
     model.eval()
@@ -182,7 +200,9 @@ def run_train(
     first = train_set[0]
     k = int(np.asarray(first["landmarks"]).shape[0])
     if lset.get("n_points", k) != k:
-        raise InputError(None, params.column, f"labels have {k} points, the landmark set {lset.get('n_points')}")
+        raise InputError(
+            None, params.column, f"labels have {k} points, the landmark set {lset.get('n_points')}"
+        )
     config = model_config(params, k)
     manifest = str(getattr(train_set, "manifest_sha256", ""))
     device = resolve_device(params.device)
@@ -195,17 +215,25 @@ def run_train(
     opt = _optimizer(params, model)
     sched = _scheduler(params, opt)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    criterion = WingMSELoss(params.w1, params.w2, params.wing_w, params.wing_epsilon, params.loss_scale)
+    criterion = WingMSELoss(
+        params.w1, params.w2, params.wing_w, params.wing_epsilon, params.loss_scale
+    )
     start, history = 0, []
 
     ck_path = out / "checkpoint.pt"
     if resume and ck_path.exists():
         ck = load_checkpoint(ck_path, device)
         if ck["config"] != config:
-            diff = sorted(key for key in set(config) | set(ck["config"]) if config.get(key) != ck["config"].get(key))
+            diff = sorted(
+                key
+                for key in set(config) | set(ck["config"])
+                if config.get(key) != ck["config"].get(key)
+            )
             raise ConfigError(f"{ck_path}: cannot resume, train params differ: {', '.join(diff)}")
         if ck["landmark_set_sha256"] != lset.get("sha256") or ck["manifest_sha256"] != manifest:
-            raise InputError(ck_path, "manifest_sha256", "cannot resume on a different dataset or landmark set")
+            raise InputError(
+                ck_path, "manifest_sha256", "cannot resume on a different dataset or landmark set"
+            )
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -213,8 +241,14 @@ def run_train(
         _set_rng_state(ck["rng"])
         start, history = int(ck["epoch"]), list(ck["history"])
 
-    train_samples = LandmarkSamples(train_set, params.input_size, params.augment, params.seed, device_colour=True)
-    val_samples = LandmarkSamples(val_set, params.input_size) if val_set is not None and len(val_set) else None
+    train_samples = LandmarkSamples(
+        train_set, params.input_size, params.augment, params.seed, device_colour=True
+    )
+    val_samples = (
+        LandmarkSamples(val_set, params.input_size)
+        if val_set is not None and len(val_set)
+        else None
+    )
     meta = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -227,9 +261,19 @@ def run_train(
     for epoch in range(start, params.epochs):
         torch.manual_seed(int(rng_for(params.seed, "torch", epoch).integers(2**62)))
         model.train()
-        loader = make_loader(train_samples, params.batch_size, True, params.seed, epoch, params.workers, drop_last=True)
+        loader = make_loader(
+            train_samples,
+            params.batch_size,
+            True,
+            params.seed,
+            epoch,
+            params.workers,
+            drop_last=True,
+        )
         t0, total, n = time.perf_counter(), 0.0, 0
-        bar = tqdm(loader, desc=f"train {epoch + 1}/{params.epochs}", disable=not progress, leave=False)
+        bar = tqdm(
+            loader, desc=f"train {epoch + 1}/{params.epochs}", disable=not progress, leave=False
+        )
         for b in bar:
             x, y = to_input(b["image"], device, b.get("colour")), b["target"].to(device)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
@@ -245,10 +289,23 @@ def run_train(
             n += len(y)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         sched.step()
-        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": total / max(n, 1), "lr": opt.param_groups[0]["lr"]}
-        seconds = time.perf_counter() - t0  # logged, never stored: the same run gives the same bytes
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": total / max(n, 1),
+            "lr": opt.param_groups[0]["lr"],
+        }
+        seconds = (
+            time.perf_counter() - t0
+        )  # logged, never stored: the same run gives the same bytes
         if val_samples is not None:
-            row.update(evaluate_samples(model, make_loader(val_samples, params.batch_size, False, workers=params.workers), criterion, device))
+            row.update(
+                evaluate_samples(
+                    model,
+                    make_loader(val_samples, params.batch_size, False, workers=params.workers),
+                    criterion,
+                    device,
+                )
+            )
         history.append(row)
         state = {
             **meta,
@@ -263,14 +320,24 @@ def run_train(
         _save(ck_path, state)
         _write_metrics(history, metrics_path, plots_path)
         if progress:
-            tqdm.write(" ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()) + f" ({seconds:.1f} s)")
+            tqdm.write(
+                " ".join(
+                    f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}"
+                    for k_, v in row.items()
+                )
+                + f" ({seconds:.1f} s)"
+            )
     final = {**meta, "model": model.state_dict(), "epoch": len(history), "history": history}
     _save(out / "model.pt", final)
     _write_metrics(history, metrics_path, plots_path)
     return history[-1] if history else {}
 
 
-def _write_metrics(history: list[dict[str, Any]], metrics_path: str | os.PathLike | None, plots_path: str | os.PathLike | None) -> None:
+def _write_metrics(
+    history: list[dict[str, Any]],
+    metrics_path: str | os.PathLike | None,
+    plots_path: str | os.PathLike | None,
+) -> None:
     if not history:
         return
     if metrics_path is not None:
@@ -313,5 +380,7 @@ def train_from_dataset(
     row = run_train(params, train, out_dir, val, metrics_path, plots_path, resume)
     out = Path(out_dir)
     outputs = {"model": out / "model.pt", "checkpoint": out / "checkpoint.pt"}
-    outputs.update({k: Path(v) for k, v in (("metrics", metrics_path), ("plots", plots_path)) if v is not None})
+    outputs.update(
+        {k: Path(v) for k, v in (("metrics", metrics_path), ("plots", plots_path)) if v is not None}
+    )
     return StageResult(outputs=outputs, metrics=row)

@@ -47,7 +47,14 @@ def wing_mse_loss(
 class WingMSELoss(nn.Module):
     """:func:`wing_mse_loss` as a module: ``WingMSELoss()(pred, target)``."""
 
-    def __init__(self, w1: float = 1.5, w2: float = 0.5, w: float = 15.0, epsilon: float = 3.0, scale: float = 256.0):
+    def __init__(
+        self,
+        w1: float = 1.5,
+        w2: float = 0.5,
+        w: float = 15.0,
+        epsilon: float = 3.0,
+        scale: float = 256.0,
+    ):
         super().__init__()
         self.w1, self.w2, self.w, self.epsilon, self.scale = w1, w2, w, epsilon, scale
 

@@ -27,7 +27,11 @@ def count_macs(model: nn.Module, input_size: int | tuple[int, int], channels: in
         elif isinstance(m, nn.Linear):
             total += out.numel() * m.in_features
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     was_training = model.training
     try:
         model.eval()

@@ -72,7 +72,9 @@ def create_model(
     if name not in _REGISTRY:
         raise ConfigError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}")
     if n_points < 1 or input_size < 32 or width <= 0:
-        raise ConfigError(f"bad model size: n_points={n_points}, input_size={input_size}, width={width}")
+        raise ConfigError(
+            f"bad model size: n_points={n_points}, input_size={input_size}, width={width}"
+        )
     return LandmarkRegressor(_REGISTRY[name](width=width), n_points, input_size, dropout)
 
 
@@ -90,8 +92,13 @@ def _divisible(v: float, divisor: int = 8) -> int:
     return new + divisor if new < 0.9 * v else new
 
 
-def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+def _conv_bn(
+    cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True
+) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
     if act:
         layers.append(nn.ReLU6(inplace=True))
     return nn.Sequential(*layers)
@@ -104,7 +111,10 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expand != 1:
             layers.append(_conv_bn(cin, hidden, 1))
-        layers += [_conv_bn(hidden, hidden, 3, stride, groups=hidden), _conv_bn(hidden, cout, 1, act=False)]
+        layers += [
+            _conv_bn(hidden, hidden, 3, stride, groups=hidden),
+            _conv_bn(hidden, cout, 1, act=False),
+        ]
         self.conv = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
 
@@ -116,7 +126,15 @@ class MobileNetV2(nn.Module):
     """MobileNetV2 features (Sandler et al. 2018), width multiplier ``width``; 1280-d output."""
 
     # expansion t, channels c, repeats n, first stride s
-    CFG = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+    CFG = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
 
     def __init__(self, width: float = 1.0):
         super().__init__()
@@ -170,7 +188,10 @@ class ResNet18(nn.Module):
         super().__init__()
         chans = [max(8, int(round(c * width))) for c in (64, 128, 256, 512)]
         self.stem = nn.Sequential(
-            nn.Conv2d(3, chans[0], 7, 2, 3, bias=False), nn.BatchNorm2d(chans[0]), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+            nn.Conv2d(3, chans[0], 7, 2, 3, bias=False),
+            nn.BatchNorm2d(chans[0]),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),
         )
         layers: list[nn.Module] = []
         cin = chans[0]

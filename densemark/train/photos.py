@@ -43,7 +43,9 @@ def image_header_size(path: str | os.PathLike) -> tuple[int, int] | None:
         if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
             kind = head[12:16]
             if kind == b"VP8X":
-                return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+                return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(
+                    head[27:30], "little"
+                )
             if kind == b"VP8 ":
                 w, h = struct.unpack("<HH", head[26:30])
                 return w & 0x3FFF, h & 0x3FFF
@@ -103,7 +105,10 @@ def output_stems(images: list[str | os.PathLike]) -> list[str]:
     paths = [Path(p) for p in images]
     stems = [p.stem for p in paths]
     counts = {s: stems.count(s) for s in stems}
-    names = [s if counts[s] == 1 else f"{p.parent.name or 'root'}_{s}" for p, s in zip(paths, stems, strict=True)]
+    names = [
+        s if counts[s] == 1 else f"{p.parent.name or 'root'}_{s}"
+        for p, s in zip(paths, stems, strict=True)
+    ]
     seen: dict[str, int] = {}
     out = []
     for n in names:
@@ -115,7 +120,9 @@ def output_stems(images: list[str | os.PathLike]) -> list[str]:
     return out
 
 
-def draw_overlay(image: np.ndarray, points: np.ndarray, boxes: np.ndarray, kpt68: np.ndarray | None = None) -> np.ndarray:
+def draw_overlay(
+    image: np.ndarray, points: np.ndarray, boxes: np.ndarray, kpt68: np.ndarray | None = None
+) -> np.ndarray:
     """(H, W, 3) uint8 RGB copy with the boxes, (F, K, 3) points and a legend drawn.
 
     Point radius scales with the image (about 1/250 of its longer side, at least 1 px); the 68
@@ -126,7 +133,9 @@ def draw_overlay(image: np.ndarray, points: np.ndarray, boxes: np.ndarray, kpt68
     r = max(1, int(round(side / 250)))
     thick = max(1, r // 2)
     for bx, pts in zip(boxes, points, strict=True):
-        cv2.rectangle(out, (int(bx[0]), int(bx[1])), (int(bx[2]), int(bx[3])), BOX_COLOUR, thick, cv2.LINE_AA)
+        cv2.rectangle(
+            out, (int(bx[0]), int(bx[1])), (int(bx[2]), int(bx[3])), BOX_COLOUR, thick, cv2.LINE_AA
+        )
         mask = np.ones(len(pts), bool)
         if kpt68 is not None and len(kpt68):
             mask[np.asarray(kpt68, np.int64)] = False
@@ -148,7 +157,9 @@ def draw_overlay(image: np.ndarray, points: np.ndarray, boxes: np.ndarray, kpt68
 def _legend(img: np.ndarray, items: list[tuple[tuple[int, int, int], str]], side: int) -> None:
     fs = max(0.35, side / 1400)
     th = max(1, int(round(fs * 1.5)))
-    (tw, tht), _ = cv2.getTextSize(max((t for _, t in items), key=len), cv2.FONT_HERSHEY_SIMPLEX, fs, th)
+    (tw, tht), _ = cv2.getTextSize(
+        max((t for _, t in items), key=len), cv2.FONT_HERSHEY_SIMPLEX, fs, th
+    )
     pad, row = int(tht * 0.6) + 2, int(tht * 1.8) + 2
     w, h = tw + 3 * pad + row, row * len(items) + pad
     roi = img[:h, :w]
@@ -156,7 +167,16 @@ def _legend(img: np.ndarray, items: list[tuple[tuple[int, int, int], str]], side
     for i, (col, text) in enumerate(items):
         cy = pad + i * row + row // 2
         cv2.circle(img, (pad + row // 3, cy), max(2, row // 4), col, -1, cv2.LINE_AA)
-        cv2.putText(img, text, (2 * pad + row // 2, cy + tht // 2), cv2.FONT_HERSHEY_SIMPLEX, fs, (255, 255, 255), th, cv2.LINE_AA)
+        cv2.putText(
+            img,
+            text,
+            (2 * pad + row // 2, cy + tht // 2),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            fs,
+            (255, 255, 255),
+            th,
+            cv2.LINE_AA,
+        )
 
 
 def face_boxes(img: np.ndarray, path: Path, boxes: dict[str, np.ndarray] | None, box: np.ndarray | None,
@@ -171,7 +191,11 @@ def face_boxes(img: np.ndarray, path: Path, boxes: dict[str, np.ndarray] | None,
         return b.reshape(1, 4), "given"
     faces = detect_faces(img, detector)
     if not faces:
-        raise InputError(path, "face", f"no face detected (detector {detector!r}); give its box with --box x0,y0,x1,y1")
+        raise InputError(
+            path,
+            "face",
+            f"no face detected (detector {detector!r}); give its box with --box x0,y0,x1,y1",
+        )
     if all_faces:
         keep = [f for f in faces if f.score >= 2] or faces[:1]
     else:
@@ -219,10 +243,18 @@ def predict_files(
                 "units": "image pixels (x right, y down; z in image-pixel scale, crop offset)",
                 "box_kind": "68-keypoint box (estimated from the detector's box, or as given)",
                 "box_source": origin,
-                "faces": [{"box": bx.tolist(), "landmarks": q.tolist()} for bx, q in zip(b, pts, strict=True)],
+                "faces": [
+                    {"box": bx.tolist(), "landmarks": q.tolist()}
+                    for bx, q in zip(b, pts, strict=True)
+                ],
             }
             write_json(out / f"{stem}.json", rec)
-            ok, png = cv2.imencode(".png", cv2.cvtColor(draw_overlay(img, pts, b, kpt if kpt.size == 68 else None), cv2.COLOR_RGB2BGR))
+            ok, png = cv2.imencode(
+                ".png",
+                cv2.cvtColor(
+                    draw_overlay(img, pts, b, kpt if kpt.size == 68 else None), cv2.COLOR_RGB2BGR
+                ),
+            )
             with atomic_path(out / f"{stem}_overlay.png") as tmp:
                 tmp.write_bytes(png.tobytes())
         except InputError as exc:
@@ -231,5 +263,12 @@ def predict_files(
         except Exception as exc:  # noqa: BLE001 - one bad input never stops the others
             errors.append(InputError(p, None, f"failed ({type(exc).__name__}: {exc})"))
             continue
-        done.append({"image": str(p), "faces": len(b), "json": str(out / f"{stem}.json"), "box_source": origin})
+        done.append(
+            {
+                "image": str(p),
+                "faces": len(b),
+                "json": str(out / f"{stem}.json"),
+                "box_source": origin,
+            }
+        )
     return done, errors

@@ -45,7 +45,9 @@ class Predictor:
         return int(self.config["input_size"])
 
     @torch.no_grad()
-    def predict(self, images: list[np.ndarray], boxes: np.ndarray, box_kind: str = "landmarks") -> np.ndarray:
+    def predict(
+        self, images: list[np.ndarray], boxes: np.ndarray, box_kind: str = "landmarks"
+    ) -> np.ndarray:
         """Landmarks of one face per (image, box).
 
         images: N x (H, W, 3) uint8 RGB; boxes: (N, 4) float [x0, y0, x1, y1] image pixels;

@@ -31,9 +31,16 @@ def mobilenet_v1_3ddfa(widen: float = 0.5, n_out: int = 62) -> nn.Module:
             nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
         ]  # fmt: skip
 
-    c = [int(v * widen) for v in (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)]
+    c = [
+        int(v * widen)
+        for v in (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024)
+    ]
     strides = [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1]
-    layers: list[nn.Module] = [nn.Conv2d(3, c[0], 3, 2, 1, bias=False), nn.BatchNorm2d(c[0]), nn.ReLU(inplace=True)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(3, c[0], 3, 2, 1, bias=False),
+        nn.BatchNorm2d(c[0]),
+        nn.ReLU(inplace=True),
+    ]
     for i, s in enumerate(strides):
         layers += dw(c[i], c[i + 1], s)
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c[-1], n_out)]
@@ -67,7 +74,7 @@ def interleaved_latency(
     start = time.perf_counter()
     rnd = 0
     while True:
-        order = names[rnd % len(names):] + names[: rnd % len(names)]
+        order = names[rnd % len(names) :] + names[: rnd % len(names)]
         for n in order:
             f, ts = fns[n], times[n]
             for _ in range(block):
@@ -89,7 +96,9 @@ def interleaved_latency(
             for n, t in times.items()}  # fmt: skip
 
 
-def latency_fns(model: nn.Module, input_size: int, onnx: bool = True, prefix: str = "") -> dict[str, Callable[[], Any]]:
+def latency_fns(
+    model: nn.Module, input_size: int, onnx: bool = True, prefix: str = ""
+) -> dict[str, Callable[[], Any]]:
     """Batch-1 forward passes of ``model`` to time: PyTorch eager (``torch``) and ONNX Runtime
     (``onnx``, one intra-op thread), on a fixed random (1, 3, S, S) input."""
     from densemark.train.export import onnx_bytes, ort_session
@@ -109,7 +118,9 @@ def latency_fns(model: nn.Module, input_size: int, onnx: bool = True, prefix: st
     return out
 
 
-def time_models(models: dict[str, tuple[nn.Module, int]], onnx: bool = True, threads: int = 1, **kw: Any) -> dict[str, dict[str, float]]:
+def time_models(
+    models: dict[str, tuple[nn.Module, int]], onnx: bool = True, threads: int = 1, **kw: Any
+) -> dict[str, dict[str, float]]:
     """Interleaved latency of several ``name -> (model, input_size)``; keys ``<name>.torch`` and
     ``<name>.onnx``. PyTorch runs on ``threads`` intra-op threads (restored afterwards)."""
     fns: dict[str, Callable[[], Any]] = {}

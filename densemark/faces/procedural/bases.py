@@ -139,8 +139,14 @@ def semantic_shape_fields(uv: np.ndarray, mean: np.ndarray) -> list[np.ndarray]:
         (fh["chin"] + 3000 * gauss_bump(du, v, 0, 0.26, 0.1, 0.06))[:, None] * n,
         fh["cheeks"][:, None] * n,
         np.stack([sgn * 20000 * eye_w, zero, zero], 1),
-        np.stack([(x - np.sign(x) * A_X * detmath.sin(K_THETA * (ex - 0.5))) * eye_w,
-                  (y - Y_SCALE * (EYE_C[1] - V_0)) * eye_w, zero], 1),  # fmt: skip
+        np.stack(
+            [
+                (x - np.sign(x) * A_X * detmath.sin(K_THETA * (ex - 0.5))) * eye_w,
+                (y - Y_SCALE * (EYE_C[1] - V_0)) * eye_w,
+                zero,
+            ],
+            1,
+        ),  # fmt: skip
         np.stack([zero, 20000 * gauss_bump(du, v, 0.16, 0.84, 0.12, 0.04), zero], 1),
         np.stack([x * mouth_w, zero, zero], 1),
         fh["lips"][:, None] * n,
@@ -185,7 +191,9 @@ class RandomShapeFields:
 
     def _term(self, a: int, b: int) -> np.ndarray:
         if (a, b) not in self._phi:
-            self._phi[a, b] = detmath.cos(np.pi * a * self.uv[:, 0]) * detmath.cos(np.pi * b * self.uv[:, 1])
+            self._phi[a, b] = detmath.cos(np.pi * a * self.uv[:, 0]) * detmath.cos(
+                np.pi * b * self.uv[:, 1]
+            )
         return self._phi[a, b]
 
     def __call__(self, index: int) -> np.ndarray:
@@ -206,7 +214,10 @@ class RandomShapeFields:
 
 
 def gram_schmidt(
-    candidate: Callable[[int], np.ndarray], k: int, required: int, min_residual: float = MIN_RESIDUAL
+    candidate: Callable[[int], np.ndarray],
+    k: int,
+    required: int,
+    min_residual: float = MIN_RESIDUAL,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Orthonormalise candidate fields in order, dropping those nearly dependent on the modes kept.
 
@@ -281,12 +292,16 @@ def shape_basis(
 
 def exp_ev(k: int) -> np.ndarray:
     """(k,) float32 expression standard deviations (semantic modes first)."""
-    ev = np.array([2.0, 1.8, 1.1, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.35, 0.3, 0.3, 0.25, 0.25, 0.25])
+    ev = np.array(
+        [2.0, 1.8, 1.1, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.35, 0.3, 0.3, 0.25, 0.25, 0.25]
+    )
     tail = 0.2 * np.ones(max(k - ev.size, 0))
     return np.concatenate([ev, tail])[:k].astype(np.float32)
 
 
-def exp_fields(uv: np.ndarray, mirror: np.ndarray, k: int, rng: np.random.Generator) -> list[np.ndarray]:
+def exp_fields(
+    uv: np.ndarray, mirror: np.ndarray, k: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     """Expression displacement per unit coefficient (micrometres), :data:`EXP_NAMES` order, then
     localised random modes: ``k`` (N, 3) float64 fields."""
     f = uv_frame(uv)
@@ -303,8 +318,10 @@ def exp_fields(uv: np.ndarray, mirror: np.ndarray, k: int, rng: np.random.Genera
     brow_in = gauss_bump(du, v, 0.07, 0.82, 0.05, 0.04)
     eu = np.clip((du - EYE_C[0]) / (EYE_HALF_W * 1.15), -1, 1)
     # upper lid: full motion above the upper lid line, ramp down to 0 at the lower lid line
-    lid = smoothstep(EYE_C[1] - EYE_LO, EYE_C[1] + EYE_UP, v) * (1 - eu**2) * detmath.exp(
-        -0.5 * (np.maximum(v - EYE_C[1] - EYE_UP, 0) / 0.02) ** 2
+    lid = (
+        smoothstep(EYE_C[1] - EYE_LO, EYE_C[1] + EYE_UP, v)
+        * (1 - eu**2)
+        * detmath.exp(-0.5 * (np.maximum(v - EYE_C[1] - EYE_UP, 0) / 0.02) ** 2)
     )
     lid_close = -(EYE_UP + EYE_LO) * Y_SCALE / EYE_CLOSE_FULL  # full closure at EYE_CLOSE_FULL
     lower_lid = gauss_bump(du, v, EYE_C[0], EYE_C[1] - EYE_LO, 0.04, 0.012)
@@ -312,7 +329,9 @@ def exp_fields(uv: np.ndarray, mirror: np.ndarray, k: int, rng: np.random.Genera
     upper_lip = flat_bump(du, v, 0.0, 0.485, 0.07, 0.025)
     lower_lip = flat_bump(du, v, 0.0, 0.425, 0.07, 0.025)
     one_side = np.where(sgn > 0, 1.0, 0.0)[:, None]
-    smile = np.stack([sgn * 2200 * corner, 2600 * corner + 900 * cheek, -800 * corner + 1500 * cheek], 1)
+    smile = np.stack(
+        [sgn * 2200 * corner, 2600 * corner + 900 * cheek, -800 * corner + 1500 * cheek], 1
+    )
     eye_close = np.stack([zero, lid_close * lid, zero], 1)
     brow_up = np.stack([zero, 3000 * brow, zero], 1)
     wrinkle = gauss_bump(du, v, 0.03, 0.62, 0.05, 0.06)

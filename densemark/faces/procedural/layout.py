@@ -63,7 +63,9 @@ def smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
     return t * t * (3 - 2 * t)
 
 
-def gauss_bump(du: np.ndarray, v: np.ndarray, cu: float, cv: float, su: float, sv: float) -> np.ndarray:
+def gauss_bump(
+    du: np.ndarray, v: np.ndarray, cu: float, cv: float, su: float, sv: float
+) -> np.ndarray:
     """Anisotropic Gaussian bump in UV, 1 at ``(cu, cv)`` with widths ``(su, sv)``.
 
     Args:
@@ -83,7 +85,11 @@ def flat_bump(
     Returns:
         (N,) float64 in (0, 1].
     """
-    pw = (lambda a: detmath.powi(a, int(p))) if float(p).is_integer() and p >= 1 else (lambda a: detmath.power(a, p))
+    pw = (
+        (lambda a: detmath.powi(a, int(p)))
+        if float(p).is_integer() and p >= 1
+        else (lambda a: detmath.power(a, p))
+    )
     return detmath.exp(-0.5 * (pw(np.abs((du - cu) / su)) + pw(np.abs((v - cv) / sv))))
 
 
@@ -168,7 +174,9 @@ def _smooth_boundary(uv: np.ndarray, tri: np.ndarray) -> np.ndarray:
     moved = np.clip(moved, 0.0, 1.0)
     for _ in range(3):
         p = moved[tri]
-        area = (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 2, 0] - p[:, 0, 0]) * (p[:, 1, 1] - p[:, 0, 1])
+        area = (p[:, 1, 0] - p[:, 0, 0]) * (p[:, 2, 1] - p[:, 0, 1]) - (p[:, 2, 0] - p[:, 0, 0]) * (
+            p[:, 1, 1] - p[:, 0, 1]
+        )
         bad = area <= 1e-4 / (count.size)
         if not bad.any():
             break
@@ -187,7 +195,9 @@ def jaw_uv(n: int = 9) -> np.ndarray:
     s, c = detmath.sincos(phi)
     u = 0.5 - JAW_RU * detmath.power(np.abs(c), 2 / 3)
     v = JAW_C - JAW_RV * detmath.power(np.abs(s), 2 / 3)
-    seg = detmath.hypot(np.diff(u * A_X * K_THETA), np.diff(v * Y_SCALE))  # arc length in model units
+    seg = detmath.hypot(
+        np.diff(u * A_X * K_THETA), np.diff(v * Y_SCALE)
+    )  # arc length in model units
     arc = np.concatenate([[0], np.cumsum(seg)])
     k = np.searchsorted(arc, np.linspace(0, arc[-1], n)).clip(0, arc.size - 1)
     pts = np.stack([u[k], v[k]], 1)
