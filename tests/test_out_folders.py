@@ -42,7 +42,11 @@ def test_every_stage_with_an_output_folder_claims_it():
     )
     st = STAGES["build"]
     got = st.out_folders({s.key: s.path for s in st.slots})
-    assert got == [Path(st.slot("out").path)]
+    assert got == [(Path(st.slot("out").path), ())]
+    train = STAGES["train"]  # models/ also holds the export's ONNX file: train owns its two files
+    assert train.out_folders({s.key: s.path for s in train.slots}) == [
+        (Path("models"), ("model.pt", "checkpoint.pt"))
+    ]
 
 
 def test_a_folder_of_foreign_files_is_refused_and_left_alone(tmp_path):
@@ -63,6 +67,22 @@ def test_a_rerun_into_its_own_folder_works_and_another_stage_is_refused(tmp_path
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     with pytest.raises(InputError, match="the model stage's"):
         STAGES["template"].run(_params(out), {"model_dir": out, "out": out})
+
+
+def test_a_shared_folder_refuses_only_the_files_the_stage_writes(tmp_path):
+    from densemark.core.outdir import claimed
+
+    d = tmp_path / "models"
+    d.mkdir()
+    (d / "model.onnx").write_bytes(b"the export's")
+    with claimed(d, "train", ("model.pt", "checkpoint.pt")):
+        pass
+    assert (d / "model.onnx").read_bytes() == b"the export's" and (d / STAMP).is_file()
+    (d / STAMP).unlink()
+    (d / "model.pt").write_bytes(b"someone else's")
+    with pytest.raises(InputError, match=r"model.pt; no \.densemark-stage\.json"):
+        with claimed(d, "train", ("model.pt", "checkpoint.pt")):
+            pass
 
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path):

@@ -86,14 +86,15 @@ def locked(folder: str | Path, stage: str) -> Iterator[Path]:
 
 
 @contextmanager
-def claimed(folder: str | Path, stage: str) -> Iterator[Path]:
+def claimed(folder: str | Path, stage: str, owned: tuple[str, ...] = ()) -> Iterator[Path]:
     """Hold ``folder`` for a run of ``stage`` that writes into it (every stage's output folder).
 
     Takes the folder's lock (:func:`locked`) for the whole ``with`` block and refuses a folder
     that holds files (other than hidden ones) but no stamp, or the stamp of another stage:
-    someone else's files are never replaced or deleted. After the block, an unstamped folder is
-    stamped ``{"stage": stage}`` (a stage that resumes writes its own fingerprint stamp through
-    :func:`prepare` instead).
+    someone else's files are never replaced or deleted. A stage that writes only the files
+    ``owned`` (names in the folder) into a shared folder is refused only when one of those
+    exists unstamped. After the block, an unstamped folder is stamped ``{"stage": stage}`` (a
+    stage that resumes writes its own fingerprint stamp through :func:`prepare` instead).
 
     Raises:
         InputError: a foreign folder (nothing is touched), or another process holds the lock.
@@ -101,7 +102,11 @@ def claimed(folder: str | Path, stage: str) -> Iterator[Path]:
     with locked(folder, stage) as d:
         stamp = d / STAMP
         owner = _stamp_stage(stamp)
-        foreign = sorted(p.name for p in d.iterdir() if not p.name.startswith("."))
+        foreign = sorted(
+            p.name
+            for p in d.iterdir()
+            if not p.name.startswith(".") and (not owned or p.name in owned)
+        )
         if foreign and owner != stage:
             names = ", ".join(foreign[:3]) + (
                 f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""

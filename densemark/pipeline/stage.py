@@ -194,14 +194,16 @@ class Stage:
 
     def out_folders(
         self, paths: dict[str, PathLike | None], params: Params | None = None
-    ) -> list[Path]:
-        """The output folders of a call (``out`` slots without a file suffix), which
-        :meth:`run` holds (:func:`~densemark.core.outdir.claimed`); none when the stage only
-        checks its outputs (:attr:`checks_only`)."""
+    ) -> list[tuple[Path, tuple[str, ...]]]:
+        """The output folders of a call (``out`` slots without a file suffix) with the files the
+        stage writes there when it shares the folder (:attr:`Slot.files`; empty: the whole
+        folder is the stage's), which :meth:`run` holds
+        (:func:`~densemark.core.outdir.claimed`); none when the stage only checks its outputs
+        (:attr:`checks_only`)."""
         if params is not None and self.checks_only is not None and self.checks_only(params):
             return []
         return [
-            Path(paths[s.key])
+            (Path(paths[s.key]), s.files)
             for s in self.of("out")
             if paths.get(s.key) is not None and not Path(paths[s.key]).suffix
         ]
@@ -217,8 +219,8 @@ class Stage:
         from densemark.core.outdir import claimed
 
         with ExitStack() as held:
-            for folder in self.out_folders(paths, params):
-                held.enter_context(claimed(folder, self.name))
+            for folder, owned in self.out_folders(paths, params):
+                held.enter_context(claimed(folder, self.name, owned))
             res = self.runner(
                 params, {k: Path(v) for k, v in paths.items() if v is not None}, **extra
             )
