@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,34 @@ def to_image(pred: np.ndarray, tfs: list[CropTransform]) -> np.ndarray:
     return out
 
 
+def predict_boxes(
+    forward: Callable[[np.ndarray], np.ndarray],
+    images: list[np.ndarray],
+    boxes: np.ndarray,
+    box_kind: str,
+    config: dict[str, Any],
+    crop_scale: float,
+    batch_size: int,
+) -> np.ndarray:
+    """The crop rule around any network: (N, K, 3) float32 image-pixel landmarks, one face per
+    (image, box).
+
+    ``forward`` maps a (n, 3, S, S) float32 batch in [0, 1] to (n, 3 K) outputs in units of the
+    crop side S (``config``: ``input_size`` S, ``n_points`` K); batches of ``batch_size``.
+    """
+    b = landmark_boxes(boxes, box_kind, len(images))
+    k = int(config["n_points"])
+    if not len(b):
+        return np.zeros((0, k, 3), np.float32)
+    s = int(config["input_size"])
+    tfs = [box_to_crop(bx, s, crop_scale) for bx in b]
+    pred = np.empty((len(b), k, 3), np.float32)
+    for i in range(0, len(b), batch_size):
+        j = min(i + batch_size, len(b))
+        pred[i:j] = np.asarray(forward(crops_of(images[i:j], tfs[i:j]))).reshape(j - i, k, 3) * s
+    return to_image(pred, tfs)
+
+
 @dataclass
 class OnnxPredictor:
     """An exported model run by ONNX Runtime; the same interface as the PyTorch ``Predictor``."""
@@ -99,23 +128,11 @@ class OnnxPredictor:
         self, images: list[np.ndarray], boxes: np.ndarray, box_kind: str = "landmarks"
     ) -> np.ndarray:
         """(N, K, 3) float32 image-pixel landmarks, one face per (image, box); see the module docstring."""
-        b = landmark_boxes(boxes, box_kind, len(images))
-        k = int(self.config["n_points"])
-        if not len(b):
-            return np.zeros((0, k, 3), np.float32)
-        s = self.input_size
-        tfs = [box_to_crop(bx, s, self.crop_scale) for bx in b]
-        pred = np.empty((len(b), k, 3), np.float32)
-        for i in range(0, len(b), self.batch_size):
-            j = min(i + self.batch_size, len(b))
-            x = crops_of(images[i:j], tfs[i:j])
-            pred[i:j] = (
-                self.session.run(None, {self.session.get_inputs()[0].name: x})[0].reshape(
-                    j - i, k, 3
-                )
-                * s
-            )
-        return to_image(pred, tfs)
+        name = self.session.get_inputs()[0].name
+        return predict_boxes(
+            lambda x: self.session.run(None, {name: x})[0],
+            images, boxes, box_kind, self.config, self.crop_scale, self.batch_size,
+        )  # fmt: skip
 
 
 def ort_session(model: bytes | str | os.PathLike, threads: int = 1) -> Any:

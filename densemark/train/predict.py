@@ -19,12 +19,10 @@ from densemark.train.detect import detect_faces
 from densemark.train.export import load_model
 from densemark.train.infer import (
     box_to_crop,
-    crops_of,
     detector_to_landmark_boxes,
-    landmark_boxes,
     load_onnx_predictor,
     model_file_kind,
-    to_image,
+    predict_boxes,
 )
 from densemark.train.photos import draw_overlay, predict_files
 
@@ -54,18 +52,13 @@ class Predictor:
         box_kind: "landmarks" (tight 68-keypoint box) or "detector" (frontal Haar cascade box).
         Returns (N, K, 3) float32 in image pixels.
         """
-        b = landmark_boxes(boxes, box_kind, len(images))
-        k = int(self.config["n_points"])
-        if not len(b):
-            return np.zeros((0, k, 3), np.float32)
-        s = self.input_size
-        tfs = [box_to_crop(bx, s, self.crop_scale) for bx in b]
-        pred = np.empty((len(b), k, 3), np.float32)
-        for i in range(0, len(b), self.batch_size):
-            j = min(i + self.batch_size, len(b))
-            x = torch.from_numpy(crops_of(images[i:j], tfs[i:j])).to(self.device)
-            pred[i:j] = self.model(x).float().cpu().numpy().reshape(j - i, k, 3) * s
-        return to_image(pred, tfs)
+
+        def forward(x: np.ndarray) -> np.ndarray:
+            return self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
+
+        return predict_boxes(
+            forward, images, boxes, box_kind, self.config, self.crop_scale, self.batch_size
+        )
 
 
 def load_predictor(checkpoint: str | os.PathLike, device: str = "cpu") -> Any:
