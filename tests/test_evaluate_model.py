@@ -46,3 +46,20 @@ def test_checkpoint_on_real_aflw2000_matches_its_predictions_file(checkpoint, re
     m2 = json.loads((again / "metrics.json").read_text())
     for k, v in m["aflw2000"].items():
         assert m2["aflw2000"][k] == pytest.approx(v, abs=1e-3)  # the file stores float32 points
+
+
+@pytest.mark.real
+def test_predictions_do_not_depend_on_the_callers_torch_threads(checkpoint, real_dir, tmp_path):
+    """The model predicts on ``evaluate.threads`` threads whatever the process had set (a
+    forward pass's reductions depend on the count), and the caller's count is restored."""
+    import torch
+
+    gt = real_dir / "aflw2000"
+    got = []
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        out = tmp_path / f"t{n}"
+        run_evaluate(EvaluateParams(), out, gt_dir=gt, checkpoint=checkpoint)
+        assert torch.get_num_threads() == n
+        got.append((out / "predictions_aflw2000.npz").read_bytes())
+    assert got[0] == got[1]

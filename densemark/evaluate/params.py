@@ -36,6 +36,13 @@ class EvaluateParams(BaseModel):
         description="where the model runs: cpu, cuda[:i] or auto",
     )
     batch_size: int = Field(16, ge=1, le=4096, description="images per prediction batch")
+    threads: int = Field(
+        1,
+        ge=0,
+        le=256,
+        description="torch intra-op CPU threads while the model predicts (0: torch's default); "
+        "predictions are the same bytes for the same value",
+    )
     dense_split: Literal["test", "val"] = Field(
         "test", description="dataset split scored by the dense NME"
     )
