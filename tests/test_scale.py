@@ -18,6 +18,7 @@ from densemark.core.errors import InputError
 from densemark.datasets import build as B
 from densemark.datasets import chunks as C
 from densemark.datasets import plan as P
+from densemark.datasets.manifest import split_key
 from densemark.sources.readers import list_fit_mats
 from tests.factories import SPLITS, build_paths, small_build_params
 
@@ -71,11 +72,14 @@ def test_the_bytes_sent_per_chunk_do_not_grow_with_the_source(build_world, tmp_p
     items = tuple(
         dataclasses.replace(it, rel=f"copy{i}/{it.rel}") for i in range(100) for it in plan.items
     )  # distinct objects
-    cs = plan.build["chunk_size"]
+    items = tuple(sorted(items, key=lambda it: split_key(it.split)))  # a plan's order: by split
+    bounds, stems = P.split_chunks([it.split for it in items], plan.build["chunk_size"])
     big = dataclasses.replace(
         plan,
         items=items,
-        chunk_fingerprints=tuple(f"{k:064x}" for k in range(-(-len(items) // cs))),
+        chunk_fingerprints=tuple(f"{k:064x}" for k in range(len(bounds))),
+        chunk_bounds=bounds,
+        chunk_stems=stems,
     )
     small_task, big_task = len(pickle.dumps(plan.for_chunk(0))), len(pickle.dumps(big.for_chunk(0)))
     assert big.n_chunks > 50 * plan.n_chunks

@@ -158,7 +158,7 @@ def finish_build(
     if report_path is not None:
         outputs["run_report"] = write_json(report_path, rep.to_dict())
     files = [
-        {"path": shard_name(plan.chunk_stems[r.k], f), "format": f, "chunk": r.k, "split": plan.chunk_split(r.k),
+        {"path": shard_name(plan.chunk_stem(r.k), f), "format": f, "chunk": r.k, "split": plan.chunk_split(r.k),
          "rows": e["rows"], "bytes": e["bytes"], "sha256": e["sha256"]}
         for r in res for f in plan.build["formats"] for e in [r.files[f]]
     ]  # fmt: skip

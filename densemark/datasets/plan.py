@@ -154,10 +154,13 @@ class BuildPlan:
             return self
         if not 0 <= k < self.n_chunks:
             raise InputError(None, "chunk", f"chunk {k} outside 0..{self.n_chunks - 1}")
+        items = self.chunk_items(k)
         return replace(
             self,
-            items=self.chunk_items(k),
+            items=items,
             chunk_fingerprints=(self.chunk_fingerprints[k],),
+            chunk_bounds=((0, len(items)),),  # per-chunk tables cut too: a task's size is O(chunk)
+            chunk_stems=(self.chunk_stems[k],),
             only_chunk=k,
             total_chunks=self.n_chunks,
         )
@@ -168,8 +171,15 @@ class BuildPlan:
                 None, "chunk", f"this plan is cut to chunk {self.only_chunk}, not chunk {k}"
             )
 
+    def chunk_stem(self, k: int) -> str:
+        """The file stem of chunk ``k``'s shards (``<split>-<j>-of-<n>``)."""
+        if self.only_chunk is not None:
+            self._check_cut(k)
+            return self.chunk_stems[0]
+        return self.chunk_stems[k]
+
     def shard_paths(self, k: int) -> dict[str, Path]:
-        return {f: self.out_dir / shard_name(self.chunk_stems[k], f) for f in self.build["formats"]}
+        return {f: self.out_dir / shard_name(self.chunk_stem(k), f) for f in self.build["formats"]}
 
     def record_path(self, k: int) -> Path:
         return self.out_dir / record_name(k)
