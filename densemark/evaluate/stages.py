@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -262,47 +260,6 @@ def run_evaluate(
     Raises:
         DensemarkError / InputError: bad inputs, naming the file and field.
     """
-    uses_torch = checkpoint is not None or predictor is not None
-    with _torch_threads(params.threads if uses_torch else 0):
-        return _run_evaluate(
-            params, out_dir, gt_dir=gt_dir, predictions=predictions, checkpoint=checkpoint,
-            data_dir=data_dir, metrics_path=metrics_path, out_predictions=out_predictions,
-            predictor=predictor, dataset=dataset, boxes_from=boxes_from, detector=detector,
-        )  # fmt: skip
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op thread count set to ``n`` for the block (0: left as it is), then restored:
-    a forward pass's reductions depend on it, so the predictions' bytes would too."""
-    if not n:
-        yield
-        return
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _run_evaluate(
-    params: EvaluateParams,
-    out_dir: str | os.PathLike,
-    *,
-    gt_dir: str | os.PathLike | None = None,
-    predictions: str | os.PathLike | None = None,
-    checkpoint: str | os.PathLike | None = None,
-    data_dir: str | os.PathLike | None = None,
-    metrics_path: str | os.PathLike | None = None,
-    out_predictions: str | os.PathLike | None = None,
-    predictor: PredictorLike | None = None,
-    dataset: Any = None,
-    boxes_from: str = "gt",
-    detector: str = "auto",
-) -> StageResult:
     out = Path(out_dir)
     if predictions is not None and (checkpoint is not None or predictor is not None):
         raise DensemarkError("give either a predictions file or a model, not both")
@@ -318,7 +275,9 @@ def _run_evaluate(
     if predictor is None and checkpoint is not None:
         from densemark.train.predict import load_predictor
 
-        predictor = load_predictor(checkpoint, device=_device(params.device))
+        predictor = load_predictor(
+            checkpoint, device=_device(params.device), threads=params.threads
+        )
     info: dict[str, object] = {"inputs": {"gt": str(gt_dir) if gt_dir else None,
                                           "predictions": str(predictions) if predictions else None,
                                           "checkpoint": str(checkpoint) if checkpoint else None,

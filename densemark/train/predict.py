@@ -24,6 +24,7 @@ from densemark.train.infer import (
     model_file_kind,
     predict_boxes,
 )
+from densemark.train.models import torch_threads
 from densemark.train.photos import draw_overlay, predict_files
 
 
@@ -37,6 +38,7 @@ class Predictor:
     device: torch.device
     crop_scale: float = 1.5
     batch_size: int = 64  # crops per forward pass
+    threads: int = 0  # torch intra-op threads while predicting (0: the process's setting)
 
     @property
     def input_size(self) -> int:
@@ -56,18 +58,22 @@ class Predictor:
         def forward(x: np.ndarray) -> np.ndarray:
             return self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
 
-        return predict_boxes(
-            forward, images, boxes, box_kind, self.config, self.crop_scale, self.batch_size
-        )
+        with torch_threads(self.threads):
+            return predict_boxes(
+                forward, images, boxes, box_kind, self.config, self.crop_scale, self.batch_size
+            )
 
 
-def load_predictor(checkpoint: str | os.PathLike, device: str = "cpu") -> Any:
+def load_predictor(checkpoint: str | os.PathLike, device: str = "cpu", threads: int = 0) -> Any:
     """A :class:`Predictor` from a ``model.pt`` / ``checkpoint.pt`` (``weights_only=True``), or an
-    :class:`~densemark.train.infer.OnnxPredictor` from an ``.onnx`` file."""
+    :class:`~densemark.train.infer.OnnxPredictor` from an ``.onnx`` file (one thread). ``threads``:
+    torch's intra-op threads while a PyTorch model predicts (0: the process's setting)."""
     if model_file_kind(checkpoint) == "onnx":
         return load_onnx_predictor(checkpoint)
     model, ck = load_model(checkpoint, device)
-    return Predictor(model, dict(ck["config"]), dict(ck["landmark_set"]), torch.device(device))
+    return Predictor(
+        model, dict(ck["config"]), dict(ck["landmark_set"]), torch.device(device), threads=threads
+    )
 
 
 __all__ = ["Predictor", "load_predictor", "predict_files", "detect_faces", "box_to_crop", "detector_to_landmark_boxes",

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from densemark.train.models import torch_threads
+
 
 def mobilenet_v1_3ddfa(widen: float = 0.5, n_out: int = 62) -> nn.Module:
     """3DDFA(_V2)'s MobileNet v1: conv 3x3/2, 13 depthwise-separable blocks (BN + ReLU), average
@@ -126,9 +128,5 @@ def time_models(
     fns: dict[str, Callable[[], Any]] = {}
     for name, (m, size) in models.items():
         fns.update(latency_fns(m, size, onnx, prefix=f"{name}."))
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return interleaved_latency(fns, **kw)
-    finally:
-        torch.set_num_threads(old)
