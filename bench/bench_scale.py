@@ -1,7 +1,8 @@
 """Dataset build at scale: does the rate hold from a few thousand samples to 300W-LP size and beyond?
 
     python bench/bench_scale.py [--sizes 3000,12000,full] [--plan-sizes full,1224500] [--workers 2]
-                                [--dask 20000] [--unique 100] [--work DIR] [--keep] [--json FILE]
+                                [--dask 20000] [--anchor 3000] [--unique 100] [--work DIR] [--keep]
+                                [--json FILE]
 
 Makes a 300W-LP-layout source by hard links to ``--unique`` embedded synthetic samples:
 ``AFW`` 5,207, ``HELEN`` 37,676, ``IBUG`` 1,786, ``LFPW`` 16,556 samples, each with its
@@ -16,6 +17,11 @@ ratio of its rate to the smallest size's rate, all measured in this one run.
 layout (``full`` = 122,450; 1,224,500 = 10x 300W-LP): the listing is made up and the file
 hashes are stand-ins (no file is read), so the figures are the planner's own time and memory
 (items, splits, chunk fingerprints) plus the bytes pickled for the chunk tasks.
+
+``--anchor N`` (default 3,000; 0: off): the small benchmark in the same run, ``bench_build.py``'s
+pool build of ``N`` samples with their flipped copies, and the largest build's time scaled to
+where that benchmark reaches 1,700 rows/s: the yardstick of the goal "a 300W-LP-size build in
+3 minutes or less on 2 cores".
 
 ``--dask N``: the build flow (``densemark.flows.build``) on a multi-process ``LocalCluster``
 at ``N`` samples, against the CLI build of the same source: rows/s of both, and whether the
@@ -42,6 +48,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SET = ROOT / "landmarks" / "embedded-520.json"
 SUBSETS = {"AFW": 5207, "HELEN": 37676, "IBUG": 1786, "LFPW": 16556}  # each also as <name>_Flip
 FULL = 2 * sum(SUBSETS.values())  # 122,450
+# the yardstick of the 3-minute goal: "on 2 cores a 300W-LP-size build takes 3 minutes or less
+# wherever the small benchmark (bench_build.py, 2 workers) reaches about 1,700 rows/s"
+ANCHOR_RATE, FULL_GOAL_S = 1700, 180.0
 
 
 def _counts(n: int) -> dict[str, int]:
@@ -240,6 +249,21 @@ def _run(args: argparse.Namespace, *extra: str) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def _anchor(args: argparse.Namespace) -> dict:
+    """bench_build.py's pool measurement (its own child process) on ``--anchor`` samples."""
+    import bench_build
+
+    src = bench_build._setup(args.work, args.anchor, args.unique)
+    cmd = [sys.executable, str(Path(bench_build.__file__)), "--child", "pool", "--work", str(args.work),
+           "--src", str(src), "--workers", str(args.workers)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode:
+        sys.exit(f"small benchmark failed:\n{r.stderr[-3000:]}")
+    shutil.rmtree(args.work / "out-pool", ignore_errors=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def _size(s: str) -> int:
     return FULL if s == "full" else int(s)
 
@@ -258,6 +282,9 @@ def main() -> None:
     )
     ap.add_argument("--dask", type=str, default="", help="also build this size with the build flow on a LocalCluster of --workers "
                     "processes, and the CLI build of it in the same run: rows/s of both, and whether the bytes are identical")  # fmt: skip
+    ap.add_argument("--anchor", type=int, default=3000, help="also run the small benchmark (bench_build.py's pool build of this many "
+                    "samples, flipped copies included) in the same run, and scale the largest build's time to where it reaches "
+                    f"{ANCHOR_RATE:,} rows/s; 0: off")  # fmt: skip
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument(
         "--unique", type=int, default=100, help="distinct synthetic samples the hard links point to"
@@ -301,6 +328,7 @@ def main() -> None:
         builds.append(r)
         if not (args.keep and n == max(sizes)):
             shutil.rmtree(args.work / f"out-{n}", ignore_errors=True)
+    anchor = _anchor(args) if args.anchor and builds else None
     dask = None
     if args.dask:
         n = _size(args.dask)
@@ -332,6 +360,14 @@ def main() -> None:
                   f" {r['parent_mb']:>10.0f} / {r['worker_mb']:<9.0f} {r['bytes'] / max(r['rows'], 1):>9.0f}  {r['load']:.1f}")  # fmt: skip
         print(f"  ratio: each size's rows/s over the {builds[0]['samples']:,}-sample rate, same run; load: 1-min load average after the build "
               f"on {os.cpu_count()} CPUs")  # fmt: skip
+    if anchor is not None:
+        big = builds[-1]
+        scaled = big["wall_s"] * anchor["rows_s"] / ANCHOR_RATE
+        goal = (f" (goal at 300W-LP size: <= {FULL_GOAL_S:.0f} s: {'met' if scaled <= FULL_GOAL_S else 'NOT met'})"
+                if big["samples"] >= FULL else "")  # fmt: skip
+        print(f"  small benchmark, same run (bench_build.py, {args.anchor:,} samples + flipped copies, {args.workers} workers): "
+              f"{anchor['rows_s']:,.0f} rows/s; the {big['samples']:,}-sample build's {big['wall_s']:.1f} s scaled to where it "
+              f"reaches {ANCHOR_RATE:,} rows/s: {scaled:.0f} s{goal}")  # fmt: skip
     if dask is not None:
         c = dask["cli"]
         same = dask["manifest_sha256"] == c["manifest_sha256"] and dask["tree"] == c["tree"]
@@ -344,7 +380,9 @@ def main() -> None:
               f"{1e3 * (p['peak_mb'] - p['context_mb']) / p['samples']:.2f} KB/sample); chunk tasks pickle {p['sent_bytes'] / 2**20:.1f} MB in all "
               f"({p['sent_bytes'] / p['samples']:.0f} B/sample; the whole plan is {p['whole_plan_bytes'] / 2**20:.1f} MB)")  # fmt: skip
     if args.json is not None:
-        args.json.write_text(json.dumps({"builds": builds, "plans": plans, "dask": dask}, indent=1))
+        args.json.write_text(
+            json.dumps({"builds": builds, "plans": plans, "dask": dask, "anchor": anchor}, indent=1)
+        )
 
 
 if __name__ == "__main__":

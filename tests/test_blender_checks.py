@@ -14,26 +14,16 @@ import pytest
 
 from densemark.cli import main
 from densemark.core.errors import InputError
-from densemark.faces.template import FaceTemplate, load_template, save_template
+from densemark.faces.template import FaceTemplate
 from densemark.sampling import blender as bl
-from densemark.sampling.landmark_set import LandmarkSet, make_set
-from tests.test_blender_roundtrip import (
-    SCRIPTS,
-    _blend_stub,
-    _fake_export,
-    blender_prefix,
-    small_template,
-)
+from densemark.sampling.landmark_set import LandmarkSet
+from tests.blender_support import SCRIPTS, blend_stub, blender_prefix, fake_export, small_world
 
 
 @pytest.fixture()
 def small(tmp_path) -> tuple[Path, Path, FaceTemplate, LandmarkSet]:
     """(template dir, parent set file, template, parent set) for the disc template."""
-    tdir = save_template(small_template(), tmp_path / "template")
-    t = load_template(tdir)
-    ids = np.unique(np.concatenate([t.kpt_ids, np.arange(0, t.n_vertices, 9)]))
-    parent = make_set(t, ids, name="disc-demo", kpt68=np.searchsorted(ids, t.kpt_ids))
-    return tdir, parent.save(tmp_path / "parent.json"), t, parent
+    return small_world(tmp_path)
 
 
 # ----------------------------------------------------------------------------- no bpy
@@ -90,7 +80,7 @@ def test_bundle_meta_carries_the_frame(small, tmp_path):
 def test_large_edit_refused_unless_flag(small, tmp_path, monkeypatch, capsys):
     """ "Select all, Add" (every vertex in the set) is a slip: one line naming the flag."""
     tdir, set_path, t, parent = small
-    blend = _blend_stub(tmp_path / "face.blend")
+    blend = blend_stub(tmp_path / "face.blend")
     cmd = [
         "blender",
         "import",
@@ -102,7 +92,7 @@ def test_large_edit_refused_unless_flag(small, tmp_path, monkeypatch, capsys):
         "--out",
         str(tmp_path / "c.json"),
     ]
-    _fake_export(monkeypatch, t, parent, np.arange(t.n_vertices))
+    fake_export(monkeypatch, t, parent, np.arange(t.n_vertices))
     assert main(cmd) == 2
     err = capsys.readouterr().err
     assert (
@@ -118,9 +108,9 @@ def test_large_edit_refused_unless_flag(small, tmp_path, monkeypatch, capsys):
     # an edit just under the limit passes; removing many is refused as well
     limit = max(bl.LARGE_EDIT_MIN, len(parent))
     outside = np.setdiff1d(np.arange(t.n_vertices), parent.ids)
-    _fake_export(monkeypatch, t, parent, np.union1d(parent.ids, outside[:limit]))
+    fake_export(monkeypatch, t, parent, np.union1d(parent.ids, outside[:limit]))
     assert main(cmd) == 0
-    _fake_export(monkeypatch, t, parent, np.union1d(parent.ids, outside[: limit + 1]))
+    fake_export(monkeypatch, t, parent, np.union1d(parent.ids, outside[: limit + 1]))
     assert main(cmd) == 2 and "--allow-large-edit" in capsys.readouterr().err
 
 

@@ -24,46 +24,26 @@ import pytest
 
 from densemark.cli import build_parser, main
 from densemark.core.errors import InputError
-from densemark.faces.template import FaceTemplate, grid_triangles, load_template, save_template
+from densemark.faces.template import FaceTemplate, load_template
 from densemark.sampling import blender as bl
 from densemark.sampling.landmark_set import LandmarkSet, make_set
 from densemark.sampling.symmetry import template_mirror
+from tests.blender_support import (
+    SCRIPTS,
+    blend_stub,
+    blender_prefix,
+    fake_export,
+    small_world,
+)
 from tests.factories import disc_template
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = bl.scripts_dir()
-
-
-def small_template() -> FaceTemplate:
-    """A 2,480-vertex disc template embedded, centred, in the 256x256 UV map (the on-disk res)."""
-    s = disc_template(64)
-    off = (256 - 64) // 2
-    u, v = s.face_ind % 64 + off, s.face_ind // 64 + off
-    fi = v * 256 + u
-    return FaceTemplate(
-        face_ind=fi,
-        uv_kpt_ind=s.uv_kpt_ind + off,
-        vertices=s.vertices,
-        triangles=grid_triangles(fi, 256),
-        res=256,
-    )
 
 
 @pytest.fixture()
 def small(tmp_path) -> tuple[Path, Path, FaceTemplate, LandmarkSet]:
     """(template dir, parent set file, template, parent set) for the disc template."""
-    tdir = save_template(small_template(), tmp_path / "template")
-    t = load_template(tdir)
-    ids = np.unique(np.concatenate([t.kpt_ids, np.arange(0, t.n_vertices, 9)]))
-    parent = make_set(t, ids, name="disc-demo", kpt68=np.searchsorted(ids, t.kpt_ids))
-    return tdir, parent.save(tmp_path / "parent.json"), t, parent
-
-
-def blender_prefix() -> list[str]:
-    try:
-        return bl.find_blender()
-    except bl.BlenderError as exc:
-        pytest.skip(f"no Blender environment: {exc}")
+    return small_world(tmp_path)
 
 
 # ----------------------------------------------------------------------------- no bpy
@@ -221,34 +201,10 @@ def test_read_export_checks_template_before_set(small, tmp_path):
     assert len(shown) == 2 and shown[0] != shown[1], ei.value.message
 
 
-def _fake_export(monkeypatch, t: FaceTemplate, parent: LandmarkSet, ids, **extra) -> None:
-    """Stand in for Blender: export_landmarks.py 'writes' an export of ``ids``."""
-
-    def run_script(script, args, **kw):
-        assert script == "export_landmarks.py"
-        payload = {
-            "format": bl.EXPORT_FORMAT,
-            "blend": Path(args[0]).name,
-            "n_vertices": t.n_vertices,
-            "ids": sorted(int(i) for i in ids),
-            "source": {"set": {"sha256": parent.sha256()}, "template": {"sha256": t.sha256()}},
-            **extra,
-        }
-        Path(args[1]).write_text(json.dumps(payload))
-        return ""
-
-    monkeypatch.setattr(bl, "run_script", run_script)
-
-
-def _blend_stub(path: Path) -> Path:
-    path.write_bytes(b"BLENDER-v500" + bytes(64))  # passes the header check; Blender is faked
-    return path
-
-
 def test_import_errors_name_the_blend_not_a_temp_file(small, tmp_path, monkeypatch):
     tdir, set_path, t, parent = small
-    _fake_export(monkeypatch, t, parent, parent.ids, format="something else")
-    blend = _blend_stub(tmp_path / "face.blend")
+    fake_export(monkeypatch, t, parent, parent.ids, format="something else")
+    blend = blend_stub(tmp_path / "face.blend")
     with pytest.raises(InputError) as ei:
         bl.import_blend(blend, set_path, tdir, tmp_path / "c.json")
     assert ei.value.path == str(blend) and "export.json" not in str(ei.value)
@@ -257,9 +213,9 @@ def test_import_errors_name_the_blend_not_a_temp_file(small, tmp_path, monkeypat
 def test_import_notes_symmetry_and_no_change(small, tmp_path, monkeypatch, capsys):
     tdir, set_path, t, parent = small
     tm = template_mirror(t)
-    blend = _blend_stub(tmp_path / "face.blend")
+    blend = blend_stub(tmp_path / "face.blend")
     cmd = ["blender", "import", str(blend), "--parent", str(set_path), "--template", str(tdir)]
-    _fake_export(monkeypatch, t, parent, parent.ids)
+    fake_export(monkeypatch, t, parent, parent.ids)
     assert main([*cmd, "--out", str(tmp_path / "same.json")]) == 0
     out = capsys.readouterr()
     assert "no change" in out.out and "(+0 / -0)" in out.out and "symmetry" not in out.err
@@ -280,7 +236,7 @@ def test_import_notes_symmetry_and_no_change(small, tmp_path, monkeypatch, capsy
         for i in range(t.n_vertices)
         if i not in members and tm.ids[i] != i and int(tm.ids[i]) not in members
     ][:1]
-    _fake_export(monkeypatch, t, parent, sorted((members - set(drop)) | set(lone)))
+    fake_export(monkeypatch, t, parent, sorted((members - set(drop)) | set(lone)))
     assert main([*cmd, "--out", str(tmp_path / "c.json")]) == 0
     err = capsys.readouterr().err
     assert "breaks the mirror symmetry" in err
@@ -292,8 +248,8 @@ def test_import_notes_symmetry_and_no_change(small, tmp_path, monkeypatch, capsy
 
 def test_import_keypoint_drop_names_cli_flag(small, tmp_path, monkeypatch, capsys):
     tdir, set_path, t, parent = small
-    _fake_export(monkeypatch, t, parent, np.setdiff1d(parent.ids, parent.kpt68_ids[[8]]))
-    blend = _blend_stub(tmp_path / "face.blend")
+    fake_export(monkeypatch, t, parent, np.setdiff1d(parent.ids, parent.kpt68_ids[[8]]))
+    blend = blend_stub(tmp_path / "face.blend")
     cmd = [
         "blender",
         "import",

@@ -10,21 +10,18 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
 from densemark.flows import keys
+from tests.prefect_support import prefect_env, prefect_server, stop
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVER_WAIT_S = 120
 
 TINY = """\
 model: {source: embedded, dir: data/model, cache_dir: data/cache, uv_res: 128}
@@ -38,30 +35,6 @@ flows: {n_workers: 2, processes: false, retries: 0}
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(home: Path, url: str | None = None) -> dict:
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONPATH": str(ROOT),
-           "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage")}  # fmt: skip
-    if url:
-        env["PREFECT_API_URL"] = url
-    return env
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory):
     """A real ``prefect server start`` (cleaned up afterwards); yields (api url, PREFECT_HOME)."""
@@ -73,43 +46,17 @@ def prefect_api(tmp_path_factory):
     )
 
     home = tmp_path_factory.mktemp("prefect_home")
-    port = _free_port()
-    log = open(home / "server.log", "wb")  # noqa: SIM115 - closed below
-    env = {
-        **_env(home),
-        "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_API_PORT": str(port),
-    }  # the UI's API too
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        t0 = time.monotonic()
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() - t0 > SERVER_WAIT_S:
-                raise RuntimeError(
-                    f"prefect server did not come up:\n{(home / 'server.log').read_text()[-3000:]}"
-                )
-            time.sleep(1)
-        with temporary_settings(
+    with (
+        prefect_server(home) as url,
+        temporary_settings(
             updates={
                 PREFECT_API_URL: url,
                 PREFECT_HOME: home,
                 PREFECT_LOCAL_STORAGE_PATH: home / "storage",
             }
-        ):
-            yield url, home
-    finally:
-        _stop(proc)
-        log.close()
+        ),
+    ):
+        yield url, home
 
 
 @pytest.fixture(scope="module")
@@ -310,11 +257,12 @@ def test_build_flow_on_dask_is_byte_identical_to_the_serial_build(world):
         os.chdir(cwd)
     from distributed import LocalCluster
 
-    # an existing cluster, reached through flows.address
+    # an existing cluster, reached through flows.address; two chunks per task (a group's
+    # chunks are written as they would be one per task)
     with LocalCluster(
         n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
     ) as cluster:
-        overrides = {"flows": {"address": cluster.scheduler_address}}
+        overrides = {"flows": {"address": cluster.scheduler_address, "chunks_per_task": 2}}
         state = build_flow(
             params_path=str(root / "params.yaml"), overrides=overrides, return_state=True
         )
@@ -378,7 +326,7 @@ def test_serve_runs_a_deployment_through_the_api(built, prefect_api):
     serve_log = open(home / "serve.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "densemark", "--params", str(root / "params.yaml"), "serve", "--flows", "card"],
-        env=_env(home, url), stdout=serve_log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root,
+        env=prefect_env(home, url), stdout=serve_log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root,
     )  # fmt: skip
     try:
         t0 = time.monotonic()
@@ -416,7 +364,7 @@ def test_serve_runs_a_deployment_through_the_api(built, prefect_api):
                 "card": {"n_samples": 2}
             }
     finally:
-        _stop(proc)
+        stop(proc)
         serve_log.close()
 
 

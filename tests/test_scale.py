@@ -340,12 +340,13 @@ def test_bench_scale_runs_at_tiny_sizes(tmp_path):
     """The scale benchmark end to end at tiny sizes: its table and the planner line."""
     out = tmp_path / "figures.json"
     r = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_scale.py"), "--sizes", "40,120", "--plan-sizes", "100", "--unique", "3",
+        [sys.executable, str(ROOT / "bench" / "bench_scale.py"), "--sizes", "40,120", "--plan-sizes", "100", "--unique", "3", "--anchor", "30",
          "--work", str(tmp_path / "work"), "--json", str(out)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     assert "rows/s" in r.stdout and "plan only, 100 samples" in r.stdout, r.stdout
+    assert "small benchmark, same run (bench_build.py, 30 samples" in r.stdout, r.stdout
     fig = json.loads(out.read_text())
     assert [b["samples"] for b in fig["builds"]] == [
         40,
@@ -355,4 +356,52 @@ def test_bench_scale_runs_at_tiny_sizes(tmp_path):
         b["rows"] == b["samples"] and b["mirroring"]["rule"] == "skip_flip_twins"
         for b in fig["builds"]
     )  # every sample has its twin
+    assert fig["anchor"]["rows"] == 60  # 30 samples and their flipped copies
     assert fig["plans"][0]["twins"] == 100 and not (tmp_path / "work" / "out-120").exists()
+
+
+# ----------------------------------------------------------------------------- worker threads
+
+_THREADS_PROBE = r"""
+import json, multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+import cv2, numpy as np
+from threadpoolctl import threadpool_limits
+from densemark.core.threads import blas_threads, one_thread
+from densemark.datasets import build as B
+
+def probe():
+    np.ones((300, 300)) @ np.ones((300, 300))  # a product large enough for BLAS to use its threads
+    return blas_threads(), cv2.getNumThreads()
+
+if __name__ == "__main__":
+    threadpool_limits(3)  # more than one thread, whatever the machine's cores
+    out = {"parent": probe()}
+    cv2.setNumThreads(1)  # as run_build does before forking
+    for method in ("fork", "spawn"):
+        ctx = mp.get_context(method)
+        with ProcessPoolExecutor(1, mp_context=ctx, initializer=B._init_worker) as ex:
+            out[method] = ex.submit(probe).result()
+    cv2.setNumThreads(3)
+    with one_thread():
+        out["inside"] = probe()
+    out["after"] = probe()
+    print(json.dumps(out))
+"""
+
+
+def test_build_workers_run_one_blas_and_one_opencv_thread(tmp_path):
+    """A pool worker computes with one BLAS and one OpenCV thread, forked or spawned, whatever
+    thread count its parent's BLAS started with (a forked worker inherits it; the environment
+    cannot change it after numpy is loaded). ``one_thread`` limits a block and restores after."""
+    probe = tmp_path / "probe.py"  # a file: spawned workers import the probe from it
+    probe.write_text(_THREADS_PROBE)
+    r = subprocess.run(
+        [sys.executable, str(probe)], capture_output=True, text=True, cwd=ROOT,
+        timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["parent"][0] == 3  # the probe sees the parent's count
+    assert got["fork"] == [1, 1] and got["spawn"] == [1, 1]
+    assert got["inside"] == [1, 1] and got["after"] == [3, 3]

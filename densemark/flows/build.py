@@ -1,7 +1,7 @@
 """Flow ``build``: the dataset build distributed over a Dask cluster.
 
-``plan_build`` cuts the source into the plan's chunks; ``write_chunk`` is mapped over them on
-a ``prefect-dask`` ``DaskTaskRunner`` (an existing cluster at ``flows.address``, else a
+``plan_build`` cuts the source into the plan's chunks; ``write_chunk`` is mapped over them, a
+few consecutive chunks per task (``flows.chunks_per_task``), on a ``prefect-dask`` ``DaskTaskRunner`` (an existing cluster at ``flows.address``, else a
 ``LocalCluster`` of ``flows.n_workers``); ``finish_build`` writes the manifest and report. The
 shards are byte-identical to ``densemark build`` / :func:`densemark.datasets.build.run_build`:
 the chunks and their contents come from the plan, never from the runner.
@@ -30,7 +30,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from densemark.config import Params
-from densemark.datasets.build import BuildResult, finish_build
+from densemark.core.threads import one_thread
+from densemark.datasets.build import BuildResult, finish_build, keep_freed_memory
 from densemark.datasets.chunks import ChunkResult, write_chunk
 from densemark.datasets.manifest import Manifest
 from densemark.datasets.params import BuildParams, SplitParams
@@ -62,14 +63,33 @@ def plan_task(model: ModelParams, build: BuildParams, splits: SplitParams, io: d
 
 
 @task(
-    name="write_chunk",
+    name="write_chunks",
     cache_policy=NO_CACHE,
     persist_result=False,
     retry_condition_fn=retry_transient,
 )
-def chunk_task(plan: BuildPlan, k: int) -> dict:
-    """:func:`write_chunk` for chunk ``k`` (returns the chunk on disk when it is already written)."""
-    return write_chunk(plan, k).to_dict()
+def chunk_task(plans: list[BuildPlan], ks: list[int]) -> list[dict]:
+    """:func:`write_chunk` for chunks ``ks`` (each with its cut plan; a chunk already written is
+    returned from disk), with one BLAS and one OpenCV thread: the cluster's workers already
+    fill the cores."""
+    keep_freed_memory()  # Dask's nanny trims freed memory at 64 KB: fresh pages for every image
+    with one_thread():
+        return [write_chunk(p, k).to_dict() for p, k in zip(plans, ks, strict=True)]
+
+
+def chunk_groups(n_chunks: int, fp: FlowParams) -> list[list[int]]:
+    """Chunks ``0..n_chunks-1`` in consecutive groups, one group per task:
+    ``fp.chunks_per_task`` each, or with 0 up to 8 while every worker keeps at least 8 tasks.
+
+    >>> [len(g) for g in chunk_groups(20, FlowParams(n_workers=2))]
+    [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+    >>> [len(g) for g in chunk_groups(480, FlowParams(n_workers=2))][:3], len(chunk_groups(480, FlowParams(n_workers=2)))
+    ([8, 8, 8], 60)
+    >>> chunk_groups(5, FlowParams(chunks_per_task=2))
+    [[0, 1], [2, 3], [4]]
+    """
+    g = fp.chunks_per_task or max(1, min(8, n_chunks // (8 * fp.n_workers)))
+    return [list(range(a, min(a + g, n_chunks))) for a in range(0, n_chunks, g)]
 
 
 @task(
@@ -109,11 +129,12 @@ def build_chunks_flow(
     for note in plan.notes:
         print(f"build: note: {note}")
     opts = dict(retries=flows.retries, retry_delay_seconds=flows.retry_delay_s)
-    ks = list(
-        range(plan.n_chunks)
-    )  # each task gets its own chunk of the plan, never the whole plan
-    futures = chunk_task.with_options(**opts).map([plan.for_chunk(k) for k in ks], ks) if ks else []
-    results = [f.result() for f in futures]
+    groups = chunk_groups(
+        plan.n_chunks, flows
+    )  # each task gets its chunks of the plan, never the whole plan
+    cuts = [[plan.for_chunk(k) for k in g] for g in groups]
+    futures = chunk_task.with_options(**opts).map(cuts, groups) if groups else []
+    results = [r for f in futures for r in f.result()]
     res = finish_task.with_options(**opts)(plan, results, report_path)
     print(f"build: {res['report']['counts']} in {time.perf_counter() - t0:.1f} s")
     return res
