@@ -1,8 +1,9 @@
 """Flow ``build``: the dataset build distributed over a Dask cluster.
 
 ``plan_build`` cuts the source into the plan's chunks; ``write_chunk`` is mapped over them, a
-few consecutive chunks per task (``flows.chunks_per_task``), on a ``prefect-dask`` ``DaskTaskRunner`` (an existing cluster at ``flows.address``, else a
-``LocalCluster`` of ``flows.n_workers``); ``finish_build`` writes the manifest and report. The
+few consecutive chunks per task (``flows.chunks_per_task``), on a ``prefect-dask``
+``DaskTaskRunner`` (an existing cluster at ``flows.address``, else a ``LocalCluster`` of
+``flows.n_workers``); ``finish_build`` writes the manifest and report. The
 shards are byte-identical to ``densemark build`` / :func:`densemark.datasets.build.run_build`:
 the chunks and their contents come from the plan, never from the runner.
 
@@ -83,8 +84,9 @@ def chunk_groups(n_chunks: int, fp: FlowParams) -> list[list[int]]:
 
     >>> [len(g) for g in chunk_groups(20, FlowParams(n_workers=2))]
     [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
-    >>> [len(g) for g in chunk_groups(480, FlowParams(n_workers=2))][:3], len(chunk_groups(480, FlowParams(n_workers=2)))
-    ([8, 8, 8], 60)
+    >>> groups = chunk_groups(480, FlowParams(n_workers=2))  # 300W-LP's chunks
+    >>> len(groups), {len(g) for g in groups}
+    (60, {8})
     >>> chunk_groups(5, FlowParams(chunks_per_task=2))
     [[0, 1], [2, 3], [4]]
     """
@@ -129,9 +131,8 @@ def build_chunks_flow(
     for note in plan.notes:
         print(f"build: note: {note}")
     opts = dict(retries=flows.retries, retry_delay_seconds=flows.retry_delay_s)
-    groups = chunk_groups(
-        plan.n_chunks, flows
-    )  # each task gets its chunks of the plan, never the whole plan
+    # each task gets its own chunks of the plan, never the whole plan
+    groups = chunk_groups(plan.n_chunks, flows)
     cuts = [[plan.for_chunk(k) for k in g] for g in groups]
     futures = chunk_task.with_options(**opts).map(cuts, groups) if groups else []
     results = [r for f in futures for r in f.result()]
