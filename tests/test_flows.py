@@ -57,6 +57,11 @@ def prefect_api(tmp_path_factory):
         ),
     ):
         yield url, home
+        # send the logs still queued for this server before it stops (else Prefect's log
+        # worker reports "Error logging to API" once the server is gone)
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler().flush()
 
 
 @pytest.fixture(scope="module")
