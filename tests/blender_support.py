@@ -72,3 +72,10 @@ def blend_stub(path: Path) -> Path:
     """A file that passes the ``.blend`` header check (Blender itself is faked)."""
     path.write_bytes(b"BLENDER-v500" + bytes(64))
     return path
+
+
+def import_args(blend, set_path, template_dir, out, *extra: str) -> list[str]:
+    """The arguments of ``densemark blender import`` after ``blender``: the edited ``blend``
+    against its parent set and template, written to ``out``, then ``extra``."""
+    return ["import", str(blend), "--parent", str(set_path), "--template", str(template_dir),
+            "--out", str(out), *extra]  # fmt: skip

@@ -99,6 +99,20 @@ def build_world(tmp_path_factory):
     return make_world(tmp_path_factory.mktemp("build_world"))
 
 
+@pytest.fixture(scope="session")
+def world_dataset(build_world, tmp_path_factory):
+    """``build_world`` built at the small test params: (dataset folder, BuildResult). Shared by
+    the test modules: copy the folder before changing it."""
+    from densemark.datasets.build import run_build
+    from tests.factories import SPLITS, build_paths, small_build_params
+
+    out = tmp_path_factory.mktemp("world_dataset") / "ds"
+    res = run_build(
+        build_world["model_params"], small_build_params(), SPLITS, build_paths(build_world, out)
+    )
+    return out, res
+
+
 @pytest.fixture
 def torch_one_thread():
     """Run a torch test on one intra-op thread (fast and stable on a small shared machine)."""

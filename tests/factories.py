@@ -3,6 +3,8 @@ run without the real data (the real reference data comes through ``conftest.real
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +181,46 @@ def build_paths(w: dict, out: Path) -> BuildPaths:
         source_dir=w["source_dir"],
         out_dir=out,
     )
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (subfolders and dot files included) by relative posix path."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def tree_sha256(folder: Path) -> dict[str, str]:
+    """:func:`tree_bytes` with each file's sha256 instead of its bytes."""
+    return {name: hashlib.sha256(b).hexdigest() for name, b in tree_bytes(folder).items()}
+
+
+def build_argv(params: Path, w: dict, out: Path) -> list[str]:
+    """``[params file, *BuildPaths fields]`` as strings, for a script that rebuilds them with
+    ``BuildPaths(*sys.argv[2:])``."""
+    return [str(params), *(str(x) for x in dataclasses.astuple(build_paths(w, out)))]
+
+
+def build_params_file(w: dict, path: Path, **build) -> Path:
+    """A params file (model, build, splits sections) for a CLI build of the world ``w``:
+    :func:`small_build_params` with ``build`` overrides."""
+    import yaml
+
+    mp = w["model_params"]
+    data = {
+        "model": {
+            "source": "bfm",
+            "dir": str(mp.dir),
+            "cache_dir": str(mp.cache_dir),
+            "uv_res": mp.uv_res,
+        },
+        "build": small_build_params(**build).model_dump(mode="json"),
+        "splits": SPLITS.model_dump(mode="json"),
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 class KillAtChunk:

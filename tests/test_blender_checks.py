@@ -17,7 +17,14 @@ from densemark.core.errors import InputError
 from densemark.faces.template import FaceTemplate
 from densemark.sampling import blender as bl
 from densemark.sampling.landmark_set import LandmarkSet
-from tests.blender_support import SCRIPTS, blend_stub, blender_prefix, fake_export, small_world
+from tests.blender_support import (
+    SCRIPTS,
+    blend_stub,
+    blender_prefix,
+    fake_export,
+    import_args,
+    small_world,
+)
 
 
 @pytest.fixture()
@@ -83,14 +90,7 @@ def test_large_edit_refused_unless_flag(small, tmp_path, monkeypatch, capsys):
     blend = blend_stub(tmp_path / "face.blend")
     cmd = [
         "blender",
-        "import",
-        str(blend),
-        "--parent",
-        str(set_path),
-        "--template",
-        str(tdir),
-        "--out",
-        str(tmp_path / "c.json"),
+        *import_args(blend, set_path, tdir, tmp_path / "c.json"),
     ]
     fake_export(monkeypatch, t, parent, np.arange(t.n_vertices))
     assert main(cmd) == 2

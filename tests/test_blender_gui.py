@@ -31,6 +31,7 @@ from densemark.faces.template import load_template
 from densemark.sampling import blender as bl
 from densemark.sampling.landmark_set import LandmarkSet
 from densemark.sampling.symmetry import template_mirror
+from tests.blender_support import import_args
 
 pytestmark = [pytest.mark.blender, pytest.mark.real, pytest.mark.slow]
 
@@ -287,18 +288,7 @@ def test_edit_in_blender_window(real_dir, tmp_path):
     # densemark blender import records exactly that edit
     out = tmp_path / "child.json"
     r = _cli(
-        [
-            "import",
-            str(blend),
-            "--parent",
-            str(set_path),
-            "--template",
-            str(tdir),
-            "--out",
-            str(out),
-            "--note",
-            "gui",
-        ],
+        import_args(blend, set_path, tdir, out, "--note", "gui"),
         env,
     )
     assert r.returncode == 0, r.stderr
@@ -312,16 +302,7 @@ def test_edit_in_blender_window(real_dir, tmp_path):
     assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 
     # "select all, Add" is refused, unless asked for
-    slip = [
-        "import",
-        plan["slip"],
-        "--parent",
-        str(set_path),
-        "--template",
-        str(tdir),
-        "--out",
-        str(tmp_path / "slip.json"),
-    ]
+    slip = import_args(plan["slip"], set_path, tdir, tmp_path / "slip.json")
     r = _cli(slip, env)
     assert r.returncode == 2 and "--allow-large-edit" in r.stderr and r.stderr.count("\n") == 1, (
         r.stderr
@@ -353,16 +334,7 @@ def test_newer_file_in_older_blender_is_explained(real_dir, tmp_path):
     if new is None or new <= old:
         pytest.skip(f"the bpy environment ({new}) is not newer than {blender} ({old})")
     r = _cli(
-        [
-            "import",
-            str(blend),
-            "--parent",
-            str(set_path),
-            "--template",
-            str(tdir),
-            "--out",
-            str(tmp_path / "c.json"),
-        ],
+        import_args(blend, set_path, tdir, tmp_path / "c.json"),
         {**env, bl.BLENDER_ENV: blender},
     )
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr

@@ -33,6 +33,7 @@ from tests.blender_support import (
     blend_stub,
     blender_prefix,
     fake_export,
+    import_args,
     small_world,
 )
 from tests.factories import disc_template
@@ -252,14 +253,7 @@ def test_import_keypoint_drop_names_cli_flag(small, tmp_path, monkeypatch, capsy
     blend = blend_stub(tmp_path / "face.blend")
     cmd = [
         "blender",
-        "import",
-        str(blend),
-        "--parent",
-        str(set_path),
-        "--template",
-        str(tdir),
-        "--out",
-        str(tmp_path / "c.json"),
+        *import_args(blend, set_path, tdir, tmp_path / "c.json"),
     ]
     assert main(cmd) == 2
     err = capsys.readouterr().err
@@ -275,14 +269,7 @@ def test_not_a_blend_is_one_line(small, tmp_path, capsys):
     rc = main(
         [
             "blender",
-            "import",
-            str(junk),
-            "--parent",
-            str(set_path),
-            "--template",
-            str(tdir),
-            "--out",
-            str(tmp_path / "c.json"),
+            *import_args(junk, set_path, tdir, tmp_path / "c.json"),
         ]
     )
     err = capsys.readouterr().err
@@ -648,16 +635,7 @@ def test_cli_round_trip(small, tmp_path):
     r = subprocess.run(
         [
             *base,
-            "import",
-            str(blend),
-            "--parent",
-            str(set_path),
-            "--template",
-            str(tdir),
-            "--out",
-            str(out),
-            "--note",
-            "none",
+            *import_args(blend, set_path, tdir, out, "--note", "none"),
         ],
         capture_output=True,
         text=True,
@@ -672,14 +650,7 @@ def test_cli_round_trip(small, tmp_path):
     r = subprocess.run(
         [
             *base,
-            "import",
-            str(cut),
-            "--parent",
-            str(set_path),
-            "--template",
-            str(tdir),
-            "--out",
-            str(tmp_path / "cut.json"),
+            *import_args(cut, set_path, tdir, tmp_path / "cut.json"),
         ],
         capture_output=True,
         text=True,

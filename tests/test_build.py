@@ -32,7 +32,14 @@ from densemark.faces.model import KPT68_MIRROR
 from densemark.faces.uvmap import UVMap
 from densemark.sampling.landmark_set import make_set
 from densemark.sources.readers import read_fit_mat
-from tests.factories import SPLITS, build_paths, small_build_params
+from tests.factories import (
+    SPLITS,
+    build_argv,
+    build_params_file,
+    build_paths,
+    small_build_params,
+    tree_bytes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,26 +49,8 @@ def _df(table) -> dict[str, list]:
     return table.to_pydict()
 
 
-def _files(folder: Path) -> dict[str, bytes]:
-    """Every file under a dataset folder (shards in data/, hdf5/, sidecars in labels/) by relative path."""
-    return {
-        p.relative_to(folder).as_posix(): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
-
 TRAIN0 = "train-00000-of-00001"  # the test world's chunks: train (3 samples), val (1), test (3 + 1)
 CHUNK_STEMS = [TRAIN0, "val-00000-of-00001", "test-00000-of-00002", "test-00001-of-00002"]
-
-
-@pytest.fixture(scope="module")
-def built(build_world, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ds") / "ds"
-    res = B.run_build(
-        build_world["model_params"], small_build_params(), SPLITS, build_paths(build_world, out)
-    )
-    return out, res
 
 
 def _geo(w):
@@ -74,8 +63,8 @@ def _geo(w):
 # ----------------------------------------------------------------------------- shards and labels
 
 
-def test_shards_open_with_pyarrow_and_h5py_alone(built, build_world):
-    out, res = built
+def test_shards_open_with_pyarrow_and_h5py_alone(world_dataset, build_world):
+    out, res = world_dataset
     man = json.loads((out / "manifest.json").read_text())
     k = len(build_world["set"])
     assert man["rows"] == 16 and man["counts"]["flip"] == {"false": 8, "true": 8}
@@ -207,10 +196,10 @@ def test_hdf5_bytes_do_not_depend_on_when_datasets_close(tmp_path, monkeypatch):
     assert a == b
 
 
-def test_labels_equal_the_position_map_at_the_set_pixels(built, build_world):
+def test_labels_equal_the_position_map_at_the_set_pixels(world_dataset, build_world):
     """Reference: render full position maps (pose_batch + UV render) and read the set's pixels;
     the keypoints and crops (z shift included) are bit-identical to pose_batch's."""
-    out, _ = built
+    out, _ = world_dataset
     w = build_world
     uvm = UVMap.for_model(w["model"], w["model_params"].uv_res)
     pix = w["template"].face_ind[w["set"].ids]
@@ -237,8 +226,8 @@ def test_labels_equal_the_position_map_at_the_set_pixels(built, build_world):
     assert n == 8
 
 
-def test_flip_is_an_involution(built, build_world):
-    out, _ = built
+def test_flip_is_an_involution(world_dataset, build_world):
+    out, _ = world_dataset
     df = _df(pq.read_table(out / "data/test-00000-of-00002.parquet"))
     df["image"] = [x["bytes"] for x in df["image"]]
     k = len(build_world["set"])
@@ -340,14 +329,14 @@ def _mirror_vertices(m):
 # ----------------------------------------------------------------------------- reproducibility, resume
 
 
-def test_same_params_byte_identical_and_chunk_order_free(built, build_world, tmp_path):
-    out, res = built
+def test_same_params_byte_identical_and_chunk_order_free(world_dataset, build_world, tmp_path):
+    out, res = world_dataset
     w = build_world
     out2 = tmp_path / "again"
     plan = P.plan_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, out2))
     results = [C.write_chunk(plan, k) for k in reversed(range(plan.n_chunks))]  # any order
     r2 = B.finish_build(plan, results)
-    assert _files(out2) == _files(out)
+    assert tree_bytes(out2) == tree_bytes(out)
     assert r2.manifest_sha256 == res.manifest_sha256
     # a rerun skips every chunk and changes nothing
     plan = P.plan_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, out2))
@@ -355,23 +344,7 @@ def test_same_params_byte_identical_and_chunk_order_free(built, build_world, tmp
     # and the 2-process pool gives the same bytes
     out3 = tmp_path / "pool"
     B.run_build(w["model_params"], small_build_params(workers=2), SPLITS, build_paths(w, out3))
-    assert _files(out3) == _files(out)
-
-
-def _params_file(w, path: Path, **build) -> Path:
-    mp = w["model_params"]
-    data = {
-        "model": {
-            "source": "bfm",
-            "dir": str(mp.dir),
-            "cache_dir": str(mp.cache_dir),
-            "uv_res": mp.uv_res,
-        },
-        "build": small_build_params(**build).model_dump(mode="json"),
-        "splits": SPLITS.model_dump(mode="json"),
-    }
-    path.write_text(yaml.safe_dump(data))
-    return path
+    assert tree_bytes(out3) == tree_bytes(out)
 
 
 def _cli_build(w, params: Path, out: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -381,9 +354,9 @@ def _cli_build(w, params: Path, out: Path, env: dict | None = None) -> subproces
     return subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=300)
 
 
-def test_sigkill_then_rerun_is_byte_identical(built, build_world, tmp_path):
-    out, _ = built
-    params = _params_file(build_world, tmp_path / "params.yaml")
+def test_sigkill_then_rerun_is_byte_identical(world_dataset, build_world, tmp_path):
+    out, _ = world_dataset
+    params = build_params_file(build_world, tmp_path / "params.yaml")
     dst = tmp_path / "killed"
     w = build_world
     script = (  # a build killed (SIGKILL) while it writes the second chunk's first shard
@@ -395,14 +368,7 @@ def test_sigkill_then_rerun_is_byte_identical(built, build_world, tmp_path):
         "p = load_params(sys.argv[1])\n"
         "run_build(p.model, p.build, p.splits, BuildPaths(*sys.argv[2:]), hook=KillAtChunk(1))\n"
     )
-    argv = [
-        str(params),
-        str(w["model_dir"]),
-        str(w["template_dir"]),
-        str(w["set_path"]),
-        str(w["source_dir"]),
-        str(dst),
-    ]
+    argv = build_argv(params, w, dst)
     r = subprocess.run(
         [sys.executable, "-c", script, *argv],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -417,13 +383,13 @@ def test_sigkill_then_rerun_is_byte_identical(built, build_world, tmp_path):
     r = _cli_build(build_world, params, dst)
     assert r.returncode == 0, r.stderr
     assert not list(dst.rglob(".*.tmp"))
-    assert _files(dst) == _files(out)
+    assert tree_bytes(dst) == tree_bytes(out)
 
 
-def test_changed_params_rebuild_never_mix(built, build_world, tmp_path):
+def test_changed_params_rebuild_never_mix(world_dataset, build_world, tmp_path):
     w = build_world
     dst = tmp_path / "ds"
-    shutil.copytree(built[0], dst)
+    shutil.copytree(world_dataset[0], dst)
     r = B.run_build(
         w["model_params"],
         small_build_params(jpeg_quality=70, chunk_size=5),
@@ -447,7 +413,7 @@ def test_changed_params_rebuild_never_mix(built, build_world, tmp_path):
     assert all(json.loads(f)["dataset_fingerprint"] == r.manifest["fingerprint"] for f in fps)
     assert (
         r.manifest["fingerprint"]
-        != json.loads((built[0] / "manifest.json").read_text())["fingerprint"]
+        != json.loads((world_dataset[0] / "manifest.json").read_text())["fingerprint"]
     )
     fresh = tmp_path / "fresh"
     B.run_build(
@@ -456,15 +422,15 @@ def test_changed_params_rebuild_never_mix(built, build_world, tmp_path):
         SPLITS,
         build_paths(w, fresh),
     )
-    assert _files(fresh) == _files(dst)
+    assert tree_bytes(fresh) == tree_bytes(dst)
 
 
-def test_resume_rule_is_by_content_not_size(built, build_world, tmp_path):
+def test_resume_rule_is_by_content_not_size(world_dataset, build_world, tmp_path):
     """chunk_done (the one resume rule, used by run_build and the build flow alike) rejects a
     shard whose bytes changed at the same size, a record of another fingerprint, a missing shard."""
     w = build_world
     dst = tmp_path / "ds"
-    shutil.copytree(built[0], dst)
+    shutil.copytree(world_dataset[0], dst)
     plan = P.plan_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, dst))
     assert all(C.chunk_done(plan, k) is not None for k in range(plan.n_chunks))
     shard = plan.shard_paths(1)["parquet"]
@@ -477,13 +443,16 @@ def test_resume_rule_is_by_content_not_size(built, build_world, tmp_path):
     assert [k for k in range(plan.n_chunks) if C.chunk_done(plan, k) is None] == [0, 1, 2]
     r = B.finish_build(plan, [C.write_chunk(plan, k) for k in range(plan.n_chunks)])
     assert [k for k in range(plan.n_chunks) if C.chunk_done(plan, k) is None] == []
-    assert _files(dst) == _files(built[0]) and r.manifest_sha256 == built[1].manifest_sha256
+    assert (
+        tree_bytes(dst) == tree_bytes(world_dataset[0])
+        and r.manifest_sha256 == world_dataset[1].manifest_sha256
+    )
 
 
-def test_manifest_is_typed_and_refuses_what_it_cannot_read(built, tmp_path):
+def test_manifest_is_typed_and_refuses_what_it_cannot_read(world_dataset, tmp_path):
     from densemark.datasets.manifest import VERSION, Manifest
 
-    out, res = built
+    out, res = world_dataset
     m = Manifest.load(out)
     assert (
         m == res.value
@@ -589,12 +558,12 @@ def test_inexact_set_is_not_flipped_and_says_so(build_world, tmp_path):
 # ----------------------------------------------------------------------------- relabel
 
 
-def test_relabel_adds_sidecars_without_touching_shards(built, build_world, tmp_path):
+def test_relabel_adds_sidecars_without_touching_shards(world_dataset, build_world, tmp_path):
     w = dict(build_world)
     tpl = w["template"]
     dst = tmp_path / "ds"
-    shutil.copytree(built[0], dst)
-    shards_before = {k: v for k, v in _files(dst).items() if k.startswith(("data/", "hdf5/"))}
+    shutil.copytree(world_dataset[0], dst)
+    shards_before = {k: v for k, v in tree_bytes(dst).items() if k.startswith(("data/", "hdf5/"))}
     # 1. the build's own set under another name: the new column equals the built labels bit for bit
     same = make_set(tpl, w["set"].ids, name="same", kpt68=w["set"].kpt68)
     p_same = same.save(tmp_path / "same.json")
@@ -615,7 +584,7 @@ def test_relabel_adds_sidecars_without_touching_shards(built, build_world, tmp_p
         same
     )
     assert {
-        k: v for k, v in _files(dst).items() if k in shards_before
+        k: v for k, v in tree_bytes(dst).items() if k in shards_before
     } == shards_before  # shards untouched
     side = {f["shard"]: f for f in man["extra_sets"]["same"]["files"]}
     assert sorted(side) == sorted(e["path"] for e in man["files"])
@@ -644,13 +613,13 @@ def test_relabel_adds_sidecars_without_touching_shards(built, build_world, tmp_p
         np.testing.assert_array_equal(g["landmarks__same"][()], f["landmarks"][()])
         assert list(g["id"][()]) == list(f["id"][()])
     # a rerun of relabel is idempotent; a rerun of the same build keeps the sidecars and their record
-    before = _files(dst)
+    before = tree_bytes(dst)
     R.relabel(
         mp, dataset_dir=dst, set_path=p_same, model_dir=mp.dir, template_dir=w["template_dir"]
     )
-    assert _files(dst) == before
+    assert tree_bytes(dst) == before
     B.run_build(mp, small_build_params(), SPLITS, build_paths(w, dst))
-    assert _files(dst) == before
+    assert tree_bytes(dst) == before
     # the torch dataset reads the sidecar column transparently
     from densemark.datasets.torch_data import ShardDataset
 
@@ -678,7 +647,7 @@ def test_relabel_adds_sidecars_without_touching_shards(built, build_world, tmp_p
         out_dir=out_copy,
     )
     man2 = json.loads((out_copy / "manifest.json").read_text())
-    assert sorted(man2["extra_sets"]) == ["dense", "same"] and _files(dst) == before
+    assert sorted(man2["extra_sets"]) == ["dense", "same"] and tree_bytes(dst) == before
     w["set_path"] = p_dense
     full = tmp_path / "full"
     B.run_build(mp, small_build_params(kpt68_tol=1.0), SPLITS, build_paths(w, full))
@@ -713,12 +682,12 @@ def test_relabel_adds_sidecars_without_touching_shards(built, build_world, tmp_p
 # ----------------------------------------------------------------------------- torch
 
 
-def test_shard_dataset_with_dataloader_workers(built):
+def test_shard_dataset_with_dataloader_workers(world_dataset):
     import torch
 
     from densemark.datasets.torch_data import ShardDataset
 
-    out, res = built
+    out, res = world_dataset
     ds = ShardDataset(out)
     assert len(ds) == 16 and ds.manifest_sha256 == res.manifest_sha256
     k = ds.landmark_set["n_points"]
@@ -891,13 +860,13 @@ def test_hdf5_only_posmaps_and_kpt68_check(build_world, tmp_path):
     assert {q["field"] for q in r.report.quarantine} == {"kpt68"}
 
 
-def test_blocks_follow_row_groups_and_the_block_shuffle_keeps_them_together(built):
+def test_blocks_follow_row_groups_and_the_block_shuffle_keeps_them_together(world_dataset):
     import pyarrow.parquet as pq
 
     from densemark.datasets.torch_data import ShardDataset
     from densemark.train.data import BlockShuffleSampler, loader_generator
 
-    out, _ = built
+    out, _ = world_dataset
     for split in (None, "train"):
         ds = ShardDataset(out, split=split, with_image=False)
         blocks = ds.blocks()

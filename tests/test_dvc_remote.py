@@ -3,7 +3,6 @@ second clone pulls the shards and card back byte-identical without running any s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -12,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.factories import tree_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,14 +56,6 @@ def _run(args: list[str], cwd: Path, env: dict) -> str:
     return r.stdout + r.stderr
 
 
-def _tree(d: Path) -> dict[str, str]:
-    return {
-        p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(d.rglob("*"))
-        if p.is_file()
-    }
-
-
 @pytest.mark.slow
 def test_push_then_pull_restores_the_dataset_without_rebuilding(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(tmp_path / "site"),
@@ -89,11 +82,11 @@ def test_push_then_pull_restores_the_dataset_without_rebuilding(tmp_path):
     ]  # the outputs are not in git
     _run([*dvc, "pull", "-q"], clone, env)
     for sub in ("dataset", "card", "model", "template", "src"):
-        assert _tree(clone / "data" / sub) == _tree(repo / "data" / sub), sub
+        assert tree_sha256(clone / "data" / sub) == tree_sha256(repo / "data" / sub), sub
     assert json.loads(_run([*dvc, "status", "--json"], clone, env).strip() or "{}") == {}
     # nothing to reproduce: no stage runs, nothing changes
-    before = _tree(clone / "data")
+    before = tree_sha256(clone / "data")
     out = _run([*dvc, "repro"], clone, env)
     assert "Running stage" not in out, out
-    assert _tree(clone / "data") == before
+    assert tree_sha256(clone / "data") == before
     assert _run(["git", "status", "--porcelain"], clone, env).strip() == ""

@@ -22,7 +22,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import scipy.io as sio
-import yaml
 
 from densemark.cli import main
 from densemark.core import outdir
@@ -31,17 +30,16 @@ from densemark.core.images import header_size, probe_image
 from densemark.datasets import build as B
 from densemark.datasets import chunks as C
 from densemark.datasets import plan as P
-from tests.factories import SPLITS, build_paths, small_build_params
+from tests.factories import (
+    SPLITS,
+    build_argv,
+    build_params_file,
+    build_paths,
+    small_build_params,
+    tree_bytes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(folder).as_posix(): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def _rows(folder: Path) -> dict[str, dict]:
@@ -54,30 +52,10 @@ def _rows(folder: Path) -> dict[str, dict]:
     return out
 
 
-@pytest.fixture(scope="module")
-def good(build_world, tmp_path_factory):
+@pytest.fixture
+def good(world_dataset):
     """A build of the world's good samples alone."""
-    out = tmp_path_factory.mktemp("good") / "ds"
-    B.run_build(
-        build_world["model_params"], small_build_params(), SPLITS, build_paths(build_world, out)
-    )
-    return out
-
-
-def _params_file(w: dict, path: Path, **build) -> Path:
-    mp = w["model_params"]
-    data = {
-        "model": {
-            "source": "bfm",
-            "dir": str(mp.dir),
-            "cache_dir": str(mp.cache_dir),
-            "uv_res": mp.uv_res,
-        },
-        "build": small_build_params(**build).model_dump(mode="json"),
-        "splits": SPLITS.model_dump(mode="json"),
-    }
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return world_dataset[0]
 
 
 def _cli(w: dict, params: Path, source: Path, out: Path, *extra: str) -> list[str]:
@@ -197,7 +175,7 @@ def test_every_bad_file_is_named_and_every_good_row_is_byte_identical(
 def test_exit_codes(build_world, good, tmp_path, capsys):
     """0: rows written (quarantine reported); 1: no row, or --strict with quarantine; 2: an error."""
     w = build_world
-    params = _params_file(w, tmp_path / "params.yaml")
+    params = build_params_file(w, tmp_path / "params.yaml")
     src, _ = _bad_source(w, tmp_path)
     assert main(_cli(w, params, src, tmp_path / "a")) == 0
     assert "quarantined" in capsys.readouterr().out
@@ -260,18 +238,18 @@ def test_a_folder_of_foreign_files_is_refused_untouched(build_world, tmp_path, c
     dst.mkdir()
     for n in [*names, "README.md"]:
         (dst / n).write_bytes(FOREIGN.get(n, b"# notes\n"))
-    before = _files(dst)
+    before = tree_bytes(dst)
     with pytest.raises(InputError, match="not written by the build stage") as e:
         B.run_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, dst))
     assert e.value.path == str(dst)
-    assert _files(dst) == {
+    assert tree_bytes(dst) == {
         **before,
         outdir.LOCK: b"",
     }  # theirs untouched; only the (empty) lock file added
-    params = _params_file(w, tmp_path / "params.yaml")
+    params = build_params_file(w, tmp_path / "params.yaml")
     assert main(_cli(w, params, w["source_dir"], dst)) == 2
     assert "choose an empty folder" in capsys.readouterr().err
-    assert _files(dst) == {**before, outdir.LOCK: b""}
+    assert tree_bytes(dst) == {**before, outdir.LOCK: b""}
 
 
 def test_own_folder_reruns_and_an_emptied_one_rebuilds(build_world, good, tmp_path):
@@ -280,11 +258,11 @@ def test_own_folder_reruns_and_an_emptied_one_rebuilds(build_world, good, tmp_pa
     dst = tmp_path / "ds"
     shutil.copytree(good, dst)
     B.run_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, dst))
-    assert _files(dst) == _files(good)
+    assert tree_bytes(dst) == tree_bytes(good)
     shutil.rmtree(dst)
     B.run_build(w["model_params"], small_build_params(), SPLITS, build_paths(w, dst))
-    assert _files(dst) == _files(good)
-    assert outdir.STAMP in _files(dst)
+    assert tree_bytes(dst) == tree_bytes(good)
+    assert outdir.STAMP in tree_bytes(dst)
 
 
 _PAUSED_BUILD = """
@@ -318,18 +296,10 @@ def _wait_for(path: Path, proc: subprocess.Popen, limit: float = 240) -> None:
 
 def test_a_second_concurrent_build_is_refused(build_world, good, tmp_path, capsys):
     w = build_world
-    params = _params_file(w, tmp_path / "params.yaml")
+    params = build_params_file(w, tmp_path / "params.yaml")
     dst, flags = tmp_path / "ds", tmp_path / "flags"
     flags.mkdir()
-    argv = [
-        str(params),
-        str(w["model_dir"]),
-        str(w["template_dir"]),
-        str(w["set_path"]),
-        str(w["source_dir"]),
-        str(dst),
-        str(flags),
-    ]
+    argv = [*build_argv(params, w, dst), str(flags)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     first = subprocess.Popen(
         [sys.executable, "-c", _PAUSED_BUILD, *argv],
@@ -350,7 +320,7 @@ def test_a_second_concurrent_build_is_refused(build_world, good, tmp_path, capsy
         (flags / "go").write_text("")
         _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
-    assert _files(dst) == _files(good)  # the first build's result, not a mix
+    assert tree_bytes(dst) == tree_bytes(good)  # the first build's result, not a mix
 
 
 def test_the_lock_is_reentrant_and_a_killed_holder_leaves_none(tmp_path):
@@ -394,7 +364,7 @@ def test_write_errors_are_one_line_and_a_rerun_is_identical(
     from densemark.datasets import shards
 
     w = build_world
-    params = _params_file(w, tmp_path / "params.yaml")
+    params = build_params_file(w, tmp_path / "params.yaml")
     dst = tmp_path / "ds"
     real = shards.write_parquet
     calls = []
@@ -416,7 +386,7 @@ def test_write_errors_are_one_line_and_a_rerun_is_identical(
     assert (
         main(_cli(w, params, w["source_dir"], dst)) == 0
     )  # after the space is freed: the same dataset
-    assert _files(dst) == _files(good)
+    assert tree_bytes(dst) == tree_bytes(good)
 
 
 @pytest.fixture
@@ -440,7 +410,7 @@ def read_only_dir(tmp_path):
 
 def test_read_only_output_folder_one_line_no_traceback(build_world, tmp_path, read_only_dir):
     w = build_world
-    params = _params_file(w, tmp_path / "params.yaml")
+    params = build_params_file(w, tmp_path / "params.yaml")
     cmd = [
         sys.executable,
         "-m",

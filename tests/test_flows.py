@@ -6,7 +6,6 @@ in-process flows reach it through temporary settings, the served deployment thro
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from densemark.flows import keys
+from tests.factories import tree_sha256
 from tests.prefect_support import prefect_env, prefect_server, stop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,14 +132,6 @@ def pipeline_run(prefect_api, tmp_path_factory):
     return root, pipeline_flow(params_path=str(root / "params.yaml"), return_state=True)
 
 
-def _tree(d: Path) -> dict[str, str]:
-    return {
-        p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(d.rglob("*"))
-        if p.is_file()
-    }
-
-
 def _artifacts(flow_run_id) -> dict[str, dict]:
     """The artifacts of a flow run by key, read back through the server's REST API."""
     import httpx
@@ -215,7 +207,7 @@ def test_prepare_flow_runs_the_cli_stages_and_caches(world, tmp_path):
     finally:
         os.chdir(cwd)
     for sub in ("data/model", "data/template", "data/sources/300wlp", "data/landmarks"):
-        assert _tree(cli / sub) == _tree(root / sub), sub
+        assert tree_sha256(cli / sub) == tree_sha256(root / sub), sub
     assert (cli / "reports/template.json").read_bytes() == (
         root / "reports/template.json"
     ).read_bytes()
@@ -276,7 +268,7 @@ def test_build_flow_on_dask_is_byte_identical_to_the_serial_build(world):
     assert (
         serial.manifest["rows"] > 0 and len(serial.manifest["files"]) >= 4
     )  # several chunks, both formats
-    assert _tree(root / "data/dataset") == _tree(root / "data/serial")
+    assert tree_sha256(root / "data/dataset") == tree_sha256(root / "data/serial")
     arts = _artifacts(state.state_details.flow_run_id)
     assert {"densemark-build", "densemark-build-counts", "densemark-quarantine"} <= set(arts)
     rows = {
@@ -285,19 +277,19 @@ def test_build_flow_on_dask_is_byte_identical_to_the_serial_build(world):
     }
     assert rows[("split", "train")] == serial.manifest["counts"]["split"]["train"]
     # rerun on a LocalCluster of the params (flows.n_workers): every chunk is found done on disk
-    before = _tree(root / "data/dataset")
+    before = tree_sha256(root / "data/dataset")
     assert (
         build_flow(params_path=str(root / "params.yaml"))["manifest_sha256"]
         == serial.manifest_sha256
     )
-    assert _tree(root / "data/dataset") == before
+    assert tree_sha256(root / "data/dataset") == before
     # a lost shard: that chunk runs again (the others are found done), the folder is as before
     sorted((root / "data/dataset").glob("hdf5/*.h5"))[1].unlink()
     assert (
         build_flow(params_path=str(root / "params.yaml"))["manifest_sha256"]
         == serial.manifest_sha256
     )
-    assert _tree(root / "data/dataset") == before
+    assert tree_sha256(root / "data/dataset") == before
 
 
 def test_card_flow_publishes_the_card(built):
@@ -449,7 +441,9 @@ def test_pipeline_flow_is_dvc_repro(pipeline_run, tmp_path):
     ]
     for o in outs:
         a, b = root / o, cli / o
-        assert (_tree(a) == _tree(b)) if a.is_dir() else (a.read_bytes() == b.read_bytes()), o
+        assert (
+            (tree_sha256(a) == tree_sha256(b)) if a.is_dir() else (a.read_bytes() == b.read_bytes())
+        ), o
     # a second run: every stage from the cache
     again = pipeline_flow(params_path=str(root / "params.yaml"))
     assert set(again["stages"].values()) == {"Cached"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -17,17 +16,9 @@ from densemark.core.atomic import remove_stale_temps
 from densemark.datasets import build as B
 from densemark.datasets import relabel as R
 from densemark.datasets.manifest import sidecar_name
-from tests.factories import SPLITS, build_paths, small_build_params
+from tests.factories import SPLITS, build_paths, small_build_params, tree_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _tree(folder: Path) -> dict[str, str]:
-    return {
-        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def test_remove_stale_temps_takes_only_atomic_temps(tmp_path):
@@ -87,7 +78,7 @@ def test_killed_relabel_rerun_leaves_no_temp_files(build_world, tmp_path):
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
         assert not list(dst.rglob(".*.tmp"))
-        assert _tree(dst) == _tree(clean)
+        assert tree_sha256(dst) == tree_sha256(clean)
 
 
 def test_no_output_names_the_folders_it_was_built_from(build_world, tmp_path):

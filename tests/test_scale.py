@@ -20,13 +20,9 @@ from densemark.datasets import chunks as C
 from densemark.datasets import plan as P
 from densemark.datasets.manifest import split_key
 from densemark.sources.readers import list_fit_mats
-from tests.factories import SPLITS, build_paths, small_build_params
+from tests.factories import SPLITS, build_paths, small_build_params, tree_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 def _plan(w: dict, out: Path, source: Path | None = None, **build) -> P.BuildPlan:
@@ -58,7 +54,7 @@ def test_a_cut_plan_carries_only_its_chunk_and_writes_the_same_bytes(build_world
             k
         ) == cut_plan.chunk_fingerprint(k)
         C.write_chunk(cut, k)
-    assert _files(tmp_path / "cut") == _files(tmp_path / "full")
+    assert tree_bytes(tmp_path / "cut") == tree_bytes(tmp_path / "full")
     with pytest.raises(InputError, match="cut to chunk 1"):
         C.write_chunk(cut_plan.for_chunk(1), 0)
     with pytest.raises(InputError, match="outside"):
@@ -259,34 +255,25 @@ def test_symlinked_subset_folders_are_followed(build_world, twin_tree, tmp_path)
     finally:
         (twin_tree / "AFW" / "loop").unlink()
     assert via.manifest["rows"] == real.manifest["rows"] == 8
-    assert _files(tmp_path / "l") == _files(tmp_path / "r")
+    assert tree_bytes(tmp_path / "l") == tree_bytes(tmp_path / "r")
 
 
 # ----------------------------------------------------------------------------- loader
 
 
-@pytest.fixture(scope="module")
-def small_ds(build_world, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ds") / "ds"
-    B.run_build(
-        build_world["model_params"], small_build_params(), SPLITS, build_paths(build_world, out)
-    )
-    return out
-
-
-def test_the_loader_keeps_a_bounded_set_of_shards_open(small_ds):
+def test_the_loader_keeps_a_bounded_set_of_shards_open(world_dataset):
     """A process's open shards (each with a decoded row group) stay at ``max_open`` however
     many shards it reads: its memory does not grow with the dataset. Items are unchanged."""
     from densemark.datasets.torch_data import ShardDataset
 
-    ref = ShardDataset(small_ds)
+    ref = ShardDataset(world_dataset[0])
     n_files = len(ref.files)
     want = [
         (ref[i]["id"], ref[i]["landmarks"].tobytes(), ref[i]["image"].tobytes())
         for i in range(len(ref))
     ]
     assert len(ref._readers) == n_files >= 3  # the default bound is not reached here
-    ds = ShardDataset(small_ds)
+    ds = ShardDataset(world_dataset[0])
     ds.max_open = 2
     order = [i for k in range(3) for i in range(len(ds))[k::3]]  # jumps between shards
     got = {}
@@ -297,11 +284,11 @@ def test_the_loader_keeps_a_bounded_set_of_shards_open(small_ds):
     assert [got[i] for i in range(len(ds))] == want
 
 
-def test_blocks_are_computed_once_per_dataset(small_ds, monkeypatch):
+def test_blocks_are_computed_once_per_dataset(world_dataset, monkeypatch):
     from densemark.datasets import shards
     from densemark.datasets.torch_data import ShardDataset
 
-    ds = ShardDataset(small_ds)
+    ds = ShardDataset(world_dataset[0])
     calls = []
     orig = shards.ShardReader.group_sizes
     monkeypatch.setattr(
@@ -317,7 +304,7 @@ def test_blocks_are_computed_once_per_dataset(small_ds, monkeypatch):
     assert len(ds.blocks()) == len(first)  # callers get their own list
 
 
-def test_bench_train_repeat_keeps_the_block_shuffle(small_ds):
+def test_bench_train_repeat_keeps_the_block_shuffle(world_dataset):
     """``bench_train.py`` measures the loader as training shuffles (blocks), for any size."""
     sys.path.insert(0, str(ROOT / "bench"))
     try:
@@ -326,7 +313,7 @@ def test_bench_train_repeat_keeps_the_block_shuffle(small_ds):
         sys.path.remove(str(ROOT / "bench"))
     from densemark.datasets.torch_data import ShardDataset
 
-    ds = ShardDataset(small_ds)
+    ds = ShardDataset(world_dataset[0])
     for n in (5, len(ds), 2 * len(ds) + 3):
         blocks = bench_train._Repeat(ds, n).blocks()
         assert sorted(i for b in blocks for i in b.tolist()) == list(range(n))
