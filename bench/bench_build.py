@@ -46,11 +46,11 @@ def _setup(work: Path, n: int, unique: int) -> Path:
     if not (work / "model" / "BFM.mat").is_file():
         fs.write_model(ProceduralParams(), work / "model")
     if not (work / "template" / "face_ind.txt").is_file():
-        run_template(_model_params(work), work / "model", work / "template")
+        run_template(model_params(work), work / "model", work / "template")
     uniq = work / f"unique{unique}"
     if len(list(uniq.glob("*.mat"))) < unique:
         ds.generate_300wlp(
-            load_configured_model(_model_params(work)), SyntheticParams(), uniq, unique
+            load_configured_model(model_params(work)), SyntheticParams(), uniq, unique
         )
     src = work / f"src{n}"
     if len(list(src.glob("*.mat"))) != n:
@@ -65,10 +65,23 @@ def _setup(work: Path, n: int, unique: int) -> Path:
     return src
 
 
-def _model_params(work: Path):
+def model_params(work: Path):
     from densemark.faces.params import ModelParams
 
     return ModelParams(source="embedded", dir=work / "model", cache_dir=work / "cache", uv_res=256)
+
+
+def build_paths(work: Path, src: Path, out: Path):
+    """The build of source ``src`` into ``out`` with the model, template and set in ``work``."""
+    from densemark.datasets.plan import BuildPaths
+
+    return BuildPaths(
+        model_dir=work / "model",
+        template_dir=work / "template",
+        set_path=SET,
+        source_dir=src,
+        out_dir=out,
+    )
 
 
 def _subset(src: Path, k: int) -> Path:
@@ -85,19 +98,11 @@ def _subset(src: Path, k: int) -> Path:
 def _build(work: Path, src: Path, out: Path, **kw) -> tuple[dict, float]:
     from densemark.datasets.build import run_build
     from densemark.datasets.params import BuildParams, SplitParams
-    from densemark.datasets.plan import BuildPaths
 
     shutil.rmtree(out, ignore_errors=True)
     bp = BuildParams(**kw)
     c0, t0 = _cpu(), time.perf_counter()
-    paths = BuildPaths(
-        model_dir=work / "model",
-        template_dir=work / "template",
-        set_path=SET,
-        source_dir=src,
-        out_dir=out,
-    )
-    r = run_build(_model_params(work), bp, SplitParams(), paths)
+    r = run_build(model_params(work), bp, SplitParams(), build_paths(work, src, out))
     _LAST_CPU[0] = _cpu() - c0
     return r.manifest, time.perf_counter() - t0
 
@@ -119,7 +124,7 @@ def _relabel(work: Path, out: Path) -> float:
     shutil.copytree(out, rel)
     t0 = time.perf_counter()
     relabel(
-        _model_params(work),
+        model_params(work),
         dataset_dir=rel,
         set_path=SET,
         model_dir=work / "model",

@@ -45,7 +45,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SET = ROOT / "landmarks" / "embedded-520.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_build.py, beside this script
+import bench_build  # noqa: E402
+
+SET = bench_build.SET
 SUBSETS = {"AFW": 5207, "HELEN": 37676, "IBUG": 1786, "LFPW": 16556}  # each also as <name>_Flip
 FULL = 2 * sum(SUBSETS.values())  # 122,450
 # the yardstick of the 3-minute goal: "on 2 cores a 300W-LP-size build takes 3 minutes or less
@@ -72,9 +75,6 @@ def _names(n: int) -> list[str]:
 
 def _setup(work: Path, unique: int) -> Path:
     """Model, template and ``unique`` synthetic samples in ``work`` (made once)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import bench_build
-
     bench_build._setup(work, 1, unique)
     return work / f"unique{unique}"
 
@@ -97,12 +97,6 @@ def make_source(work: Path, uniq: Path, n: int) -> Path:
     return src
 
 
-def _model_params(work: Path):
-    from densemark.faces.params import ModelParams
-
-    return ModelParams(source="embedded", dir=work / "model", cache_dir=work / "cache", uv_res=256)
-
-
 def _cpu() -> float:
     a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
@@ -116,18 +110,13 @@ def _peaks() -> dict:
 def child_build(work: Path, src: Path, out: Path, workers: int) -> dict:
     from densemark.datasets.build import run_build
     from densemark.datasets.params import BuildParams, SplitParams
-    from densemark.datasets.plan import BuildPaths
 
     shutil.rmtree(out, ignore_errors=True)
-    paths = BuildPaths(
-        model_dir=work / "model",
-        template_dir=work / "template",
-        set_path=SET,
-        source_dir=src,
-        out_dir=out,
-    )
+    paths = bench_build.build_paths(work, src, out)
     c0, t0 = _cpu(), time.perf_counter()
-    r = run_build(_model_params(work), BuildParams(workers=workers), SplitParams(), paths)
+    r = run_build(
+        bench_build.model_params(work), BuildParams(workers=workers), SplitParams(), paths
+    )
     wall, cpu = time.perf_counter() - t0, _cpu() - c0
     man = r.manifest
     return {"samples": man["source_samples"], "rows": man["rows"], "wall_s": wall, "cpu_s": cpu,
@@ -152,7 +141,7 @@ def child_dask(work: Path, src: Path, out: Path, workers: int) -> dict:
     }
     t0 = time.perf_counter()
     res = build_chunks_flow.with_options(task_runner=task_runner(fp))(
-        _model_params(work), BuildParams(workers=workers), SplitParams(), fp, io, None
+        bench_build.model_params(work), BuildParams(workers=workers), SplitParams(), fp, io, None
     )
     wall = time.perf_counter() - t0
     man = res["manifest"]
@@ -183,15 +172,9 @@ def child_plan(work: Path, n: int) -> dict:
 
     src = work / "plan-only-source"
     src.mkdir(exist_ok=True)
-    paths = P.BuildPaths(
-        model_dir=work / "model",
-        template_dir=work / "template",
-        set_path=SET,
-        source_dir=src,
-        out_dir=work / "plan-only-out",
-    )
+    paths = bench_build.build_paths(work, src, work / "plan-only-out")
     P.load_context(
-        _model_params(work).model_dump(mode="json"),
+        bench_build.model_params(work).model_dump(mode="json"),
         paths.model_dir,
         paths.template_dir,
         paths.set_path,
@@ -205,7 +188,7 @@ def child_plan(work: Path, n: int) -> dict:
     rels = [f"{x}.mat" for x in _names(n)]  # what list_fit_rels gives
     t_list = time.perf_counter() - t0
     plan = P.plan_build(
-        _model_params(work),
+        bench_build.model_params(work),
         BuildParams(),
         SplitParams(),
         paths,
@@ -251,8 +234,6 @@ def _run(args: argparse.Namespace, *extra: str) -> dict:
 
 def _anchor(args: argparse.Namespace) -> dict:
     """bench_build.py's pool measurement (its own child process) on ``--anchor`` samples."""
-    import bench_build
-
     src = bench_build._setup(args.work, args.anchor, args.unique)
     cmd = [sys.executable, str(Path(bench_build.__file__)), "--child", "pool", "--work", str(args.work),
            "--src", str(src), "--workers", str(args.workers)]  # fmt: skip

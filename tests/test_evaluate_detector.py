@@ -6,29 +6,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from densemark.cli import main
 from densemark.core.images import write_jpeg
-from tests.factories import SyntheticLandmarks
 
 pytestmark = [pytest.mark.usefixtures("torch_one_thread"), pytest.mark.real, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from densemark.train.loop import run_train
-    from densemark.train.params import TrainParams
-
-    out = tmp_path_factory.mktemp("run")
-    torch.set_num_threads(1)
-    run_train(
-        TrainParams(width=0.25, input_size=32, epochs=1, batch_size=4, workers=0),
-        SyntheticLandmarks(8, 68, 64),
-        out,
-        progress=False,
-    )
-    return out / "model.pt"
 
 
 def _evaluate(tmp_path, checkpoint, gt, out, *extra):
