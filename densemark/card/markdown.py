@@ -9,19 +9,10 @@ import os
 import re
 from pathlib import Path
 
-from densemark.datasets.hub import BIAS, CITATION, yaml_header
+from densemark.datasets.hub import BIAS, CITATION, table, yaml_header
 
 PathLike = str | os.PathLike
 FIGURES = {"pose": "pose.png", "layout": "layout.png", "samples": "samples.png"}
-
-
-def _table(header: list[str], rows: list[list[object]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += [
-        "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |"
-        for r in rows
-    ]
-    return "\n".join(lines)
 
 
 def _header(c: dict) -> str:
@@ -76,7 +67,7 @@ def markdown(c: dict, files: list[str]) -> str:
         ),
         "\n## Composition\n",
         "Each row is one face crop with its labels. Rows per subset, split and flip (mirrored copy):\n",
-        _table(
+        table(
             ["subset", "split", "original", "flipped", "total"],
             [
                 [r["subset"], r["split"], r["original"], r["flipped"], r["original"] + r["flipped"]]
@@ -84,7 +75,7 @@ def markdown(c: dict, files: list[str]) -> str:
             ],
         )
         + "\n",
-        _table(
+        table(
             ["valid (all landmarks inside the crop)", "rows"],
             [[k, v] for k, v in counts.get("valid", {}).items()],
         )
@@ -112,9 +103,7 @@ def markdown(c: dict, files: list[str]) -> str:
         "Samples spread over yaw, with their landmarks (cyan) and 68 keypoints (red), read from the shards:\n",
         f"![samples]({c['figures']['samples']})\n",
         "### Coordinate conventions\n",
-        _table(
-            ["field", "convention"], [[f"`{k}`", v] for k, v in sorted(c["conventions"].items())]
-        )
+        table(["field", "convention"], [[f"`{k}`", v] for k, v in sorted(c["conventions"].items())])
         + "\n",
         "## Collection Process\n",
         (
@@ -134,7 +123,7 @@ def markdown(c: dict, files: list[str]) -> str:
         "Samples that fail checks (non-finite values, landmarks outside the crop, 68 subset inconsistent with the set, unreadable "
         "files) are quarantined and listed, the build goes on.\n",
         f"### Landmark set `{ls['name']}`\n",
-        _table(
+        table(
             ["property", "value"],
             [
                 ["points", ls["n_points"]],
@@ -166,7 +155,7 @@ def markdown(c: dict, files: list[str]) -> str:
         else "",
         (
             "Hand edits (Blender round trip):\n\n"
-            + _table(
+            + table(
                 ["op", "ids", "source", "note"],
                 [[e["op"], e["n_ids"], e["source"], e["note"]] for e in ls["edits"]],
             )
@@ -179,7 +168,7 @@ def markdown(c: dict, files: list[str]) -> str:
         + (": " + ", ".join(f"{k}: {v}" for k, v in q["by_field"].items()) if q["count"] else ".")
         + "\n",
         (
-            _table(
+            table(
                 ["sample", "file", "field", "error"],
                 [
                     [e.get("sample", ""), e.get("file", ""), e.get("field", ""), e.get("error", "")]
@@ -206,7 +195,7 @@ def markdown(c: dict, files: list[str]) -> str:
         + "Not for identifying people, and not for any use the licence chain below excludes.\n",
         "## Distribution\n",
         f"Terms: **{lic['overall']}**. Licence chain:\n",
-        _table(
+        table(
             ["component", "name", "used in this build", "terms"],
             [
                 [e["component"], e["name"], "yes" if e["used"] else "no", e["terms"]]
